@@ -1,0 +1,55 @@
+# Two commands matter: `make demo` (run the app's main job locally) and `make test` (install + all checks).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+CHECKOV_VENV := .venv-checkov
+
+.PHONY: install test lint typecheck pytest infra-check demo start bench clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip==25.3
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip==25.3
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r requirements-checkov.txt
+	touch $@
+
+install: $(VENV)/.installed node_modules/.installed
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: install
+	$(VENV)/bin/mypy --strict shared
+
+pytest: install
+	$(PY) -m pytest
+
+infra-check: $(CHECKOV_VENV)/.installed
+	$(CHECKOV_VENV)/bin/checkov --directory infra --framework bicep --skip-download \
+		--hard-fail-on-parsing-errors --config-file infra/checkov.yaml --compact --quiet
+
+## The test command: installs everything, then lint, types, tests and infrastructure checks.
+test: lint typecheck pytest infra-check
+
+demo: install
+	$(PY) -m devtools.demo
+
+start: install
+	$(PY) -m devtools.localhost --with-simulator
+
+bench: install
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf $(VENV) $(CHECKOV_VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

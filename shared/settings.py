@@ -1,0 +1,159 @@
+"""Every setting the app reads, in one place.
+
+Values come from the environment (app settings in Azure, ``local.settings.json`` ``Values`` under
+``func start``). They are read once, lazily, on first use, so importing ``function_app`` stays cheap.
+A missing or malformed value raises :class:`SettingsError` naming the variable and what is expected.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_OPENID_CONFIGURATION_URL = "https://api.aps.skype.com/v1/.well-known/OpenIdConfiguration"
+DEFAULT_ALLOWED_ISSUERS = ("https://graph.microsoft.com", "https://api.botframework.com")
+DEFAULT_GRAPH_BASE_URL = "https://graph.microsoft.com/v1.0"
+DEFAULT_CLEANUP_SCHEDULE = "0 */5 * * * *"
+
+GraphCredentialMode = Literal["managedIdentity", "federated", "developer"]
+CommaList = Annotated[tuple[str, ...], NoDecode]
+
+
+class SettingsError(RuntimeError):
+    """A setting is missing or malformed; the message names the variable and what it expects."""
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+class Settings(BaseSettings):
+    """The app's configuration. Field aliases are the exact app-setting names."""
+
+    model_config = SettingsConfigDict(
+        case_sensitive=True, extra="ignore", populate_by_name=False, frozen=True
+    )
+
+    # --- Storage (host storage; the app's own clients use the same account) ---
+    storage_connection_string: str | None = Field(default=None, alias="AzureWebJobsStorage")
+    storage_queue_service_uri: str | None = Field(
+        default=None, alias="AzureWebJobsStorage__queueServiceUri"
+    )
+    storage_blob_service_uri: str | None = Field(
+        default=None, alias="AzureWebJobsStorage__blobServiceUri"
+    )
+    storage_table_service_uri: str | None = Field(
+        default=None, alias="AzureWebJobsStorage__tableServiceUri"
+    )
+    storage_credential: str | None = Field(default=None, alias="AzureWebJobsStorage__credential")
+    storage_client_id: str | None = Field(default=None, alias="AzureWebJobsStorage__clientId")
+
+    # --- Inbound notifications (Graph -> POST /api/calls) ---
+    bot_app_id: str = Field(alias="BOT_APP_ID", min_length=1)
+    inbound_openid_configuration_url: str = Field(
+        default=DEFAULT_OPENID_CONFIGURATION_URL, alias="INBOUND_OPENID_CONFIGURATION_URL"
+    )
+    inbound_allowed_issuers: CommaList = Field(
+        default=DEFAULT_ALLOWED_ISSUERS, alias="INBOUND_ALLOWED_ISSUERS"
+    )
+    inbound_allowed_tenants: CommaList = Field(default=(), alias="INBOUND_ALLOWED_TENANTS")
+
+    # --- Outbound Graph calls ---
+    graph_base_url: str = Field(default=DEFAULT_GRAPH_BASE_URL, alias="GRAPH_BASE_URL")
+    graph_credential_mode: GraphCredentialMode = Field(
+        default="managedIdentity", alias="GRAPH_CREDENTIAL_MODE"
+    )
+    # Client id of the user-assigned managed identity (also the name azure-identity reads).
+    managed_identity_client_id: str | None = Field(
+        default=None, validation_alias=AliasChoices("AZURE_CLIENT_ID"), alias="AZURE_CLIENT_ID"
+    )
+    # Federated mode: the Entra app registration (bot app id) and its tenant.
+    graph_app_client_id: str | None = Field(default=None, alias="GRAPH_APP_CLIENT_ID")
+    graph_tenant_id: str | None = Field(default=None, alias="GRAPH_TENANT_ID")
+
+    # --- Bot flow ---
+    callback_base_url: str | None = Field(default=None, alias="CALLBACK_BASE_URL")
+    auto_answer: bool = Field(default=True, alias="BOT_AUTO_ANSWER")
+    record_prompt_uri: str | None = Field(default=None, alias="BOT_RECORD_PROMPT_URI")
+    record_max_duration_seconds: int = Field(
+        default=10, ge=1, le=120, alias="BOT_RECORD_MAX_DURATION_SECONDS"
+    )
+    record_initial_silence_seconds: int = Field(
+        default=5, ge=1, le=120, alias="BOT_RECORD_INITIAL_SILENCE_SECONDS"
+    )
+    record_max_silence_seconds: int = Field(
+        default=5, ge=1, le=120, alias="BOT_RECORD_MAX_SILENCE_SECONDS"
+    )
+    record_play_beep: bool = Field(default=True, alias="BOT_RECORD_PLAY_BEEP")
+    record_stop_tones: CommaList = Field(default=("#",), alias="BOT_RECORD_STOP_TONES")
+    thank_you_prompt_uri: str | None = Field(default=None, alias="BOT_THANK_YOU_PROMPT_URI")
+    hang_up_after_recording: bool = Field(default=True, alias="BOT_HANG_UP_AFTER_RECORDING")
+
+    # --- Download ---
+    allow_insecure_recording_urls: bool = Field(
+        default=False, alias="ALLOW_INSECURE_RECORDING_URLS"
+    )
+    recording_allowed_host_suffixes: CommaList = Field(
+        default=(), alias="RECORDING_ALLOWED_HOST_SUFFIXES"
+    )
+    recording_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1, alias="RECORDING_MAX_BYTES")
+
+    # --- Retention ---
+    recording_retention_minutes: float = Field(
+        default=60, gt=0, alias="RECORDING_RETENTION_MINUTES"
+    )
+    cleanup_schedule: str = Field(default=DEFAULT_CLEANUP_SCHEDULE, alias="CLEANUP_SCHEDULE")
+    ledger_retention_days: float = Field(default=7, gt=0, alias="LEDGER_RETENTION_DAYS")
+    poison_message_max_age_minutes: float = Field(
+        default=5, gt=0, alias="POISON_MESSAGE_MAX_AGE_MINUTES"
+    )
+    abandon_running_after_minutes: float = Field(
+        default=10, gt=0, alias="ABANDON_RUNNING_AFTER_MINUTES"
+    )
+    status_url_ttl_minutes: float = Field(default=5, gt=0, le=60, alias="STATUS_URL_TTL_MINUTES")
+
+    _split_lists = field_validator(
+        "inbound_allowed_issuers",
+        "inbound_allowed_tenants",
+        "record_stop_tones",
+        "recording_allowed_host_suffixes",
+        mode="before",
+    )(_split_commas)
+
+    @field_validator("graph_base_url", "inbound_openid_configuration_url", "callback_base_url")
+    @classmethod
+    def _must_be_http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("must be an absolute http(s) URL")
+        return value.rstrip("/") if value else value
+
+    @property
+    def uses_identity_based_storage(self) -> bool:
+        return self.storage_connection_string is None
+
+
+def _describe(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors():
+        name = ".".join(str(part) for part in item["loc"]) or "settings"
+        problems.append(f"{name}: {item['msg']}")
+    return "Invalid app settings: " + "; ".join(problems)
+
+
+def load_settings() -> Settings:
+    """Read the settings from the environment now (tests call this after changing it)."""
+    try:
+        return Settings()  # type: ignore[call-arg]  # values come from the environment
+    except ValidationError as error:
+        raise SettingsError(_describe(error)) from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings, read on first use."""
+    return load_settings()
