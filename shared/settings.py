@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_OPENID_CONFIGURATION_URL = "https://api.aps.skype.com/v1/.well-known/OpenIdConfiguration"
@@ -36,7 +36,11 @@ class Settings(BaseSettings):
     """The app's configuration. Field aliases are the exact app-setting names."""
 
     model_config = SettingsConfigDict(
-        case_sensitive=True, extra="ignore", populate_by_name=False, frozen=True
+        case_sensitive=True,
+        extra="ignore",
+        populate_by_name=False,
+        frozen=True,
+        env_ignore_empty=True,  # local.settings.json lists every setting, unset ones as ""
     )
 
     # --- Storage (host storage; the app's own clients use the same account) ---
@@ -132,6 +136,25 @@ class Settings(BaseSettings):
             raise ValueError("must be an absolute http(s) URL")
         return value.rstrip("/") if value else value
 
+    @model_validator(mode="after")
+    def _storage_is_configured(self) -> Settings:
+        if self.storage_connection_string is None and not (
+            self.storage_queue_service_uri
+            and self.storage_blob_service_uri
+            and self.storage_table_service_uri
+        ):
+            raise ValueError(
+                "AzureWebJobsStorage: set a connection string, or identity-based "
+                "AzureWebJobsStorage__queueServiceUri, __blobServiceUri and __tableServiceUri"
+            )
+        if self.graph_credential_mode == "federated" and not (
+            self.graph_app_client_id and self.graph_tenant_id
+        ):
+            raise ValueError(
+                "GRAPH_CREDENTIAL_MODE=federated needs GRAPH_APP_CLIENT_ID and GRAPH_TENANT_ID"
+            )
+        return self
+
     @property
     def uses_identity_based_storage(self) -> bool:
         return self.storage_connection_string is None
@@ -140,15 +163,16 @@ class Settings(BaseSettings):
 def _describe(error: ValidationError) -> str:
     problems = []
     for item in error.errors():
-        name = ".".join(str(part) for part in item["loc"]) or "settings"
-        problems.append(f"{name}: {item['msg']}")
+        name = ".".join(str(part) for part in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        problems.append(f"{name}: {message}" if name else message)
     return "Invalid app settings: " + "; ".join(problems)
 
 
 def load_settings() -> Settings:
     """Read the settings from the environment now (tests call this after changing it)."""
     try:
-        return Settings()  # type: ignore[call-arg]  # values come from the environment
+        return Settings()
     except ValidationError as error:
         raise SettingsError(_describe(error)) from None
 

@@ -1,0 +1,1 @@
+"""The app's domain logic: plain Python, testable without the Functions runtime."""

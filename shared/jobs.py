@@ -1,0 +1,120 @@
+"""The download job: what the webhook puts on ``recording-downloads`` for the worker.
+
+The message carries the recording's access token (the worker needs it), so it is short-lived:
+its time-to-live matches how long the platform keeps a recording, and the cleanup purges
+poisoned copies after a few minutes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer
+
+from shared.graph.models import CommsNotification, RecordOperation, normalize_id, parse_resource_url
+
+DOWNLOAD_QUEUE = "recording-downloads"
+POISON_QUEUE = f"{DOWNLOAD_QUEUE}-poison"
+# The platform discards a recording shortly after the call ends; a job older than this cannot
+# succeed, so letting it expire on the queue is better than poisoning it later.
+JOB_TIME_TO_LIVE = timedelta(minutes=15)
+
+
+class InvalidJobError(ValueError):
+    """A queue message that is not a download job (the message says which field, never secrets)."""
+
+
+class DownloadJob(BaseModel):
+    """Version 1 of the download job message."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    version: Literal[1] = 1
+    call_id: str = Field(min_length=1)
+    operation_id: str = Field(min_length=1)
+    client_context: str | None = None
+    tenant_id: str | None = None
+    recording_location: str = Field(min_length=1)
+    recording_access_token: SecretStr
+    result_code: int | None = None
+    result_subcode: int | None = None
+    result_message: str | None = None
+    received_at: datetime
+
+    @field_serializer("recording_access_token", when_used="json")
+    def _reveal_on_the_queue(self, token: SecretStr) -> str:
+        # Only the JSON form written to the queue carries the token; repr() and logs never do.
+        return token.get_secret_value()
+
+    def to_message(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def from_message(cls, text: str | bytes) -> DownloadJob:
+        from pydantic import ValidationError
+
+        try:
+            return cls.model_validate_json(text)
+        except ValidationError as error:
+            fields = sorted(
+                {".".join(str(p) for p in e["loc"]) or "message" for e in error.errors()}
+            )
+            raise InvalidJobError(f"not a download job: invalid {', '.join(fields)}") from None
+
+    @classmethod
+    def from_notification(
+        cls,
+        notification: CommsNotification,
+        *,
+        tenant_id: str | None,
+        received_at: datetime | None = None,
+    ) -> DownloadJob:
+        """The job for a completed ``recordOperation`` notification that has a location."""
+        operation = notification.resource_data
+        if not isinstance(operation, RecordOperation):
+            raise InvalidJobError("notification is not a recordOperation")
+        return cls.from_operation(
+            operation,
+            call_id=call_id_of(notification),
+            tenant_id=tenant_id,
+            received_at=received_at,
+        )
+
+    @classmethod
+    def from_operation(
+        cls,
+        operation: RecordOperation,
+        *,
+        call_id: str,
+        tenant_id: str | None,
+        received_at: datetime | None = None,
+    ) -> DownloadJob:
+        if not operation.recording_location or operation.recording_access_token is None:
+            raise InvalidJobError("recordOperation has no recordingLocation or access token")
+        if not operation.id:
+            raise InvalidJobError("recordOperation has no id")
+        result = operation.result_info
+        return cls(
+            call_id=normalize_id(call_id),
+            operation_id=normalize_id(operation.id),
+            client_context=operation.client_context,
+            tenant_id=tenant_id,
+            recording_location=operation.recording_location,
+            recording_access_token=operation.recording_access_token,
+            result_code=result.code if result else None,
+            result_subcode=result.subcode if result else None,
+            result_message=result.message if result else None,
+            received_at=received_at or datetime.now(UTC),
+        )
+
+    def log_fields(self) -> dict[str, Any]:
+        """What a log line may say about the job (no token, no full URL query)."""
+        return {"call_id": self.call_id, "operation_id": self.operation_id}
+
+
+def call_id_of(notification: CommsNotification) -> str:
+    ids = parse_resource_url(notification.resource_url)
+    if ids is None:
+        raise InvalidJobError("resourceUrl is not a call or operation URL")
+    return normalize_id(ids.call_id)

@@ -1,0 +1,286 @@
+"""The operations ledger: one Table Storage row per record operation, moved only forward.
+
+Many instances write the same row (the API, the webhook, the worker, the bot flow, the cleanup),
+possibly with events out of order or twice. Every write is a read-modify-write guarded by the
+row's ETag, and a transition that would move a row backwards is ignored, so the final state does
+not depend on the order events arrive in.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from shared.graph.models import normalize_id
+from shared.graph.subcodes import describe_subcode
+
+if TYPE_CHECKING:
+    from azure.data.tables.aio import TableClient
+
+log = logging.getLogger(__name__)
+
+ROW_KIND_OPERATION = "operation"
+ROW_KIND_CLAIM = "claim"
+_MAX_CONFLICT_RETRIES = 8
+_FORBIDDEN_KEY_CHARS = str.maketrans({c: f"%{ord(c):02X}" for c in "/\\#?%\t\n\r"})
+
+
+class OperationStatus(StrEnum):
+    REQUESTED = "requested"
+    RUNNING = "running"
+    ABANDONED = "abandoned"
+    COMPLETED = "completed"
+    DOWNLOADING = "downloading"
+    FAILED = "failed"
+    STORED = "stored"
+    EXPIRED = "expired"
+
+
+# Progress order. A write is applied only if it moves the row strictly forward, which makes
+# duplicates no-ops and late events harmless. Notable consequences, all intended:
+# - a completion that arrives after the operation was settled as abandoned still wins (the
+#   recording exists and must be fetched);
+# - a download failure never overwrites a stored recording (a duplicate job that failed later);
+# - expired is final.
+_RANK: dict[OperationStatus, int] = {
+    OperationStatus.REQUESTED: 0,
+    OperationStatus.RUNNING: 1,
+    OperationStatus.ABANDONED: 2,
+    OperationStatus.COMPLETED: 3,
+    OperationStatus.DOWNLOADING: 4,
+    OperationStatus.FAILED: 5,
+    OperationStatus.STORED: 6,
+    OperationStatus.EXPIRED: 7,
+}
+# Each status stamps its own time column, e.g. ``StoredAt``.
+_STAMP = {status: f"{status.value.capitalize()}At" for status in OperationStatus}
+
+
+def table_key(value: str) -> str:
+    """A Table Storage key for an id: canonical form, characters Tables forbid escaped."""
+    return normalize_id(value).translate(_FORBIDDEN_KEY_CHARS)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class OperationRecord:
+    """One ledger row, as the rest of the app sees it."""
+
+    call_id: str
+    operation_id: str
+    status: OperationStatus
+    fields: Mapping[str, Any]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.fields.get(name, default)
+
+    @property
+    def blob_name(self) -> str | None:
+        value = self.fields.get("BlobName")
+        return str(value) if value else None
+
+    def to_json(self) -> dict[str, Any]:
+        """The row for the status API: camelCase keys, ISO timestamps, no storage internals."""
+        body: dict[str, Any] = {
+            "callId": self.call_id,
+            "operationId": self.operation_id,
+            "status": self.status.value,
+        }
+        for name, value in sorted(self.fields.items()):
+            if name in {"PartitionKey", "RowKey", "Status", "Kind", "CallId", "OperationId"}:
+                continue
+            key = name[0].lower() + name[1:]
+            body[key] = value.isoformat() if isinstance(value, datetime) else value
+        return body
+
+
+@dataclass(frozen=True)
+class Transition:
+    """The outcome of a write: the row after it, and whether this write changed it."""
+
+    record: OperationRecord
+    changed: bool
+
+
+def _to_record(entity: Mapping[str, Any]) -> OperationRecord:
+    return OperationRecord(
+        call_id=str(entity.get("CallId") or entity["PartitionKey"]),
+        operation_id=str(entity.get("OperationId") or entity["RowKey"]),
+        status=OperationStatus(entity["Status"]),
+        fields=dict(entity),
+    )
+
+
+def result_fields(code: int | None, subcode: int | None, message: str | None) -> dict[str, Any]:
+    """Ledger columns for a Graph ``resultInfo``, including what the subcode means."""
+    fields: dict[str, Any] = {}
+    if code is not None:
+        fields["ResultCode"] = code
+    if subcode is not None:
+        fields["ResultSubcode"] = subcode
+        fields["ResultMeaning"] = describe_subcode(subcode)
+    if message:
+        fields["ResultMessage"] = message[:1024]
+    return fields
+
+
+class OperationLedger:
+    """Reads and advances ledger rows. Takes its table client and clock as collaborators."""
+
+    def __init__(self, table: TableClient, *, clock: Callable[[], datetime] = utc_now) -> None:
+        self._table = table
+        self._clock = clock
+
+    async def get(self, call_id: str, operation_id: str) -> OperationRecord | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            entity = await self._table.get_entity(table_key(call_id), table_key(operation_id))
+        except ResourceNotFoundError:
+            return None
+        return _to_record(entity)
+
+    async def list_call(self, call_id: str) -> list[OperationRecord]:
+        """Every operation of one call, oldest first."""
+        query = "PartitionKey eq @pk and Kind eq @kind"
+        params = {"pk": table_key(call_id), "kind": ROW_KIND_OPERATION}
+        records = [
+            _to_record(entity)
+            async for entity in self._table.query_entities(query, parameters=params)
+        ]
+        return sorted(records, key=lambda r: r.get("CreatedAt") or self._clock())
+
+    async def advance(
+        self,
+        call_id: str,
+        operation_id: str,
+        status: OperationStatus,
+        **fields: Any,
+    ) -> Transition:
+        """Move the row to ``status`` (creating it if needed) unless that would go backwards.
+
+        ``fields`` are extra columns (PascalCase, e.g. ``BlobName=...``); ``None`` values are
+        skipped. A write that does not move the row forward changes nothing at all.
+        """
+        from azure.core import MatchConditions
+        from azure.core.exceptions import (
+            ResourceExistsError,
+            ResourceModifiedError,
+            ResourceNotFoundError,
+        )
+        from azure.data.tables import UpdateMode
+
+        partition, row = table_key(call_id), table_key(operation_id)
+        extra = {name: value for name, value in fields.items() if value is not None}
+        for _ in range(_MAX_CONFLICT_RETRIES):
+            now = self._clock()
+            try:
+                current = await self._table.get_entity(partition, row)
+            except ResourceNotFoundError:
+                entity = {
+                    "PartitionKey": partition,
+                    "RowKey": row,
+                    "Kind": ROW_KIND_OPERATION,
+                    "CallId": normalize_id(call_id),
+                    "OperationId": normalize_id(operation_id),
+                    "Status": status.value,
+                    "CreatedAt": now,
+                    "UpdatedAt": now,
+                    _STAMP[status]: now,
+                    **extra,
+                }
+                try:
+                    await self._table.create_entity(entity)
+                except ResourceExistsError:
+                    continue  # another writer created it first: read theirs and try again
+                log.info(
+                    "ledger: %s/%s -> %s (new)",
+                    entity["CallId"],
+                    entity["OperationId"],
+                    status.value,
+                )
+                return Transition(_to_record(entity), changed=True)
+
+            previous = OperationStatus(current["Status"])
+            if _RANK[status] <= _RANK[previous]:
+                return Transition(_to_record(current), changed=False)
+            update = {
+                "PartitionKey": partition,
+                "RowKey": row,
+                "Status": status.value,
+                "UpdatedAt": now,
+                _STAMP[status]: now,
+                **extra,
+            }
+            try:
+                await self._table.update_entity(
+                    update,
+                    mode=UpdateMode.MERGE,
+                    etag=current.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            except (ResourceModifiedError, ResourceNotFoundError):
+                continue  # someone else moved it (or the cleanup removed it): re-read
+            log.info(
+                "ledger: %s/%s %s -> %s",
+                current.get("CallId", partition),
+                current.get("OperationId", row),
+                previous.value,
+                status.value,
+            )
+            merged = {**dict(current), **update}
+            return Transition(_to_record(merged), changed=True)
+        raise RuntimeError(
+            f"ledger row {partition}/{row} kept changing under concurrent writers; giving up"
+        )
+
+    async def claim(self, call_id: str, name: str) -> bool:
+        """Claim a once-per-call action (e.g. "recording started"); True for the first caller.
+
+        Instances share nothing in memory, so the claim is a row that only one writer can create.
+        """
+        from azure.core.exceptions import ResourceExistsError
+
+        now = self._clock()
+        entity = {
+            "PartitionKey": table_key(call_id),
+            "RowKey": f"~{name}",
+            "Kind": ROW_KIND_CLAIM,
+            "CallId": normalize_id(call_id),
+            "CreatedAt": now,
+            "UpdatedAt": now,
+        }
+        try:
+            await self._table.create_entity(entity)
+        except ResourceExistsError:
+            return False
+        return True
+
+    async def release(self, call_id: str, name: str) -> None:
+        """Give a claim back (the action failed before it took effect)."""
+        await self._table.delete_entity(table_key(call_id), f"~{name}")
+
+    async def query(
+        self, filter_expression: str, parameters: Mapping[str, Any], *, limit: int
+    ) -> list[OperationRecord]:
+        """Operation rows matching an OData filter, at most ``limit`` of them (bounded work)."""
+        records: list[OperationRecord] = []
+        # Spaces around the inner filter: the SDK finds @parameters by splitting on spaces.
+        full = f"Kind eq '{ROW_KIND_OPERATION}' and ( {filter_expression} )"
+        async for entity in self._table.query_entities(
+            full, parameters=dict(parameters), results_per_page=min(limit, 1000)
+        ):
+            records.append(_to_record(entity))
+            if len(records) >= limit:
+                break
+        return records
+
+    async def delete(self, record: OperationRecord) -> None:
+        await self._table.delete_entity(table_key(record.call_id), table_key(record.operation_id))

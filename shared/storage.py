@@ -1,0 +1,202 @@
+"""The app's storage clients, built in one place from the ``AzureWebJobsStorage`` settings.
+
+Locally that is a connection string (Azurite); in Azure it is identity-based: the service URIs
+with the user-assigned managed identity (``AzureWebJobsStorage__clientId``). The clients are
+async (aiohttp transport) and created once per event loop: the Functions worker runs every async
+function on one loop, so in Azure that means once per worker process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from shared.jobs import DOWNLOAD_QUEUE, POISON_QUEUE
+from shared.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from azure.core.credentials_async import AsyncTokenCredential
+    from azure.data.tables.aio import TableClient, TableServiceClient
+    from azure.storage.blob.aio import BlobServiceClient, ContainerClient
+    from azure.storage.queue.aio import QueueClient
+
+RECORDINGS_CONTAINER = "recordings"
+OPERATIONS_TABLE = "recordingoperations"
+
+# Explicit, short timeouts: the webhook must answer within a few hundred milliseconds, and the
+# SDK's own defaults (minutes, with long retry chains) would hold a notification hostage.
+CONNECTION_TIMEOUT_SECONDS = 5
+READ_TIMEOUT_SECONDS = 20
+RETRY_TOTAL = 3
+
+
+def _client_options() -> dict[str, Any]:
+    return {
+        "connection_timeout": CONNECTION_TIMEOUT_SECONDS,
+        "read_timeout": READ_TIMEOUT_SECONDS,
+        "retry_total": RETRY_TOTAL,
+        "retry_backoff_factor": 0.2,
+        "retry_backoff_max": 2,
+    }
+
+
+@dataclass
+class StorageClients:
+    """Queue, blob and table clients for the app's resources, sharing one credential."""
+
+    settings: Settings
+    queue_name: str = DOWNLOAD_QUEUE
+    poison_queue_name: str = POISON_QUEUE
+    container_name: str = RECORDINGS_CONTAINER
+    table_name: str = OPERATIONS_TABLE
+    _credential: AsyncTokenCredential | None = field(default=None, init=False, repr=False)
+    _cache: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+
+    def _managed_identity(self) -> AsyncTokenCredential:
+        if self._credential is None:
+            from azure.identity.aio import ManagedIdentityCredential
+
+            self._credential = ManagedIdentityCredential(client_id=self.settings.storage_client_id)
+        return self._credential
+
+    def _service_uri(self, kind: str) -> str:
+        uri = getattr(self.settings, f"storage_{kind}_service_uri")
+        if not uri:
+            raise SettingsError(
+                f"AzureWebJobsStorage__{kind}ServiceUri: required when AzureWebJobsStorage "
+                "(a connection string) is not set"
+            )
+        return str(uri)
+
+    def _queue(self, name: str) -> QueueClient:
+        from azure.storage.queue import BinaryBase64DecodePolicy, TextBase64EncodePolicy
+        from azure.storage.queue.aio import QueueClient
+
+        # The queue trigger reads base64 (host.json messageEncoding); write what it reads.
+        encode, decode = TextBase64EncodePolicy(), BinaryBase64DecodePolicy()
+        connection = self.settings.storage_connection_string
+        if connection:
+            return QueueClient.from_connection_string(
+                connection,
+                name,
+                message_encode_policy=encode,
+                message_decode_policy=decode,
+                **_client_options(),
+            )
+        return QueueClient(
+            self._service_uri("queue"),
+            name,
+            credential=self._managed_identity(),
+            message_encode_policy=encode,
+            message_decode_policy=decode,
+            **_client_options(),
+        )
+
+    @property
+    def queue(self) -> QueueClient:
+        if "queue" not in self._cache:
+            self._cache["queue"] = self._queue(self.queue_name)
+        client: QueueClient = self._cache["queue"]
+        return client
+
+    @property
+    def poison_queue(self) -> QueueClient:
+        if "poison" not in self._cache:
+            self._cache["poison"] = self._queue(self.poison_queue_name)
+        client: QueueClient = self._cache["poison"]
+        return client
+
+    @property
+    def blob_service(self) -> BlobServiceClient:
+        if "blob" not in self._cache:
+            from azure.storage.blob.aio import BlobServiceClient
+
+            connection = self.settings.storage_connection_string
+            if connection:
+                self._cache["blob"] = BlobServiceClient.from_connection_string(
+                    connection, **_client_options()
+                )
+            else:
+                self._cache["blob"] = BlobServiceClient(
+                    self._service_uri("blob"),
+                    credential=self._managed_identity(),
+                    **_client_options(),
+                )
+        client: BlobServiceClient = self._cache["blob"]
+        return client
+
+    @property
+    def container(self) -> ContainerClient:
+        return self.blob_service.get_container_client(self.container_name)
+
+    @property
+    def table_service(self) -> TableServiceClient:
+        if "table" not in self._cache:
+            from azure.data.tables.aio import TableServiceClient
+
+            connection = self.settings.storage_connection_string
+            if connection:
+                self._cache["table"] = TableServiceClient.from_connection_string(
+                    connection, **_client_options()
+                )
+            else:
+                self._cache["table"] = TableServiceClient(
+                    endpoint=self._service_uri("table"),
+                    credential=self._managed_identity(),
+                    **_client_options(),
+                )
+        client: TableServiceClient = self._cache["table"]
+        return client
+
+    @property
+    def table(self) -> TableClient:
+        if "table_client" not in self._cache:
+            self._cache["table_client"] = self.table_service.get_table_client(self.table_name)
+        client: TableClient = self._cache["table_client"]
+        return client
+
+    async def ensure_resources(self) -> None:
+        """Create the queues, container and table if missing (local runs; Bicep does it in Azure)."""
+        from azure.core.exceptions import ResourceExistsError
+
+        for create in (
+            self.queue.create_queue,
+            self.poison_queue.create_queue,
+            self.container.create_container,
+        ):
+            with contextlib.suppress(ResourceExistsError):
+                await create()
+        await self.table_service.create_table_if_not_exists(self.table_name)
+
+    async def close(self) -> None:
+        for client in self._cache.values():
+            await client.close()
+        self._cache.clear()
+        if self._credential is not None:
+            await self._credential.close()
+            self._credential = None
+
+
+_per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, StorageClients] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def get_storage(settings: Settings) -> StorageClients:
+    """The clients for the running event loop (aiohttp sessions cannot cross loops)."""
+    loop = asyncio.get_running_loop()
+    clients = _per_loop.get(loop)
+    if clients is None or clients.settings is not settings:
+        clients = StorageClients(settings)
+        _per_loop[loop] = clients
+    return clients
+
+
+async def close_storage() -> None:
+    """Close the running loop's clients (tests and the local host, at shutdown)."""
+    clients = _per_loop.pop(asyncio.get_running_loop(), None)
+    if clients is not None:
+        await clients.close()
