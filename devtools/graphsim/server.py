@@ -1,0 +1,437 @@
+"""GraphSimulator: runs the simulator app under uvicorn in a background thread."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+import uvicorn
+
+from .app import SimContext, build_app, parse_api_fault
+from .calls import CallEngine, EngineSettings, id_key
+from .keys import GraphTokenIssuer, KeyRing, SigningKey, notification_claims
+from .models import SCENARIOS, Call, CallOptions, Delivery, Operation, RequestRecord
+from .recordings import Recording, RecordingStore, parse_fault
+
+DEFAULT_TENANT_ID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+DEFAULT_MI_CLIENT_ID = "5c1f0e2a-7d33-4e0b-9a57-0f6f2b8d6e11"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RecordingHandle:
+    """What a download test needs to know about one recording."""
+
+    _recording: Recording
+
+    @property
+    def recording_id(self) -> str:
+        return self._recording.recording_id
+
+    @property
+    def location(self) -> str:
+        return self._recording.location
+
+    @property
+    def access_token(self) -> str:
+        return self._recording.access_token
+
+    @property
+    def sha256(self) -> str:
+        return self._recording.sha256
+
+    @property
+    def size(self) -> int:
+        return self._recording.size
+
+    @property
+    def duration_seconds(self) -> float:
+        return self._recording.duration_seconds
+
+    @property
+    def content_type(self) -> str:
+        return self._recording.content_type
+
+    @property
+    def call_id(self) -> str | None:
+        return self._recording.call_id
+
+    @property
+    def operation_id(self) -> str | None:
+        return self._recording.operation_id
+
+    @property
+    def request_count(self) -> int:
+        return self._recording.request_count
+
+    @property
+    def pending_faults(self) -> list[str]:
+        return list(self._recording.faults)
+
+    def iter_bytes(self) -> Any:
+        """The exact bytes served, generated again (for byte-by-byte comparisons)."""
+        return self._recording.iter_bytes()
+
+
+class GraphSimulator:
+    """A local Microsoft Graph calling simulator on 127.0.0.1 (see docs/simulator.md)."""
+
+    def __init__(
+        self,
+        bot_app_id: str,
+        tenant_id: str = DEFAULT_TENANT_ID,
+        *,
+        allow_insecure_callbacks: bool = True,
+        recording_retention_seconds: float = 30.0,
+        time_scale: float = 0.02,
+        port: int = 0,
+        callback_url: str | None = None,
+        answer_timeout_seconds: float = 15.0,
+        notification_timeout_seconds: float = 10.0,
+        slow_drip_seconds: float = 2.0,
+        compact_ids_in_operation_urls: bool = True,
+        managed_identity_client_id: str = DEFAULT_MI_CLIENT_ID,
+    ) -> None:
+        if time_scale <= 0:
+            raise ValueError("time_scale must be > 0")
+        self.bot_app_id = bot_app_id
+        self.tenant_id = tenant_id
+        self._port = port
+        self._base_url = ""
+        self.keys = KeyRing()
+        self.graph_tokens = GraphTokenIssuer(tenant_id, managed_identity_client_id)
+        self.recordings_store = RecordingStore(lambda: self._base_url)
+        self.identity_header = secrets.token_urlsafe(24)
+        self.engine = CallEngine(
+            EngineSettings(
+                bot_app_id=bot_app_id,
+                tenant_id=tenant_id,
+                time_scale=time_scale,
+                recording_retention_seconds=recording_retention_seconds,
+                answer_timeout_seconds=answer_timeout_seconds,
+                notification_timeout_seconds=notification_timeout_seconds,
+                compact_ids_in_operation_urls=compact_ids_in_operation_urls,
+                default_callback_url=callback_url,
+            ),
+            self.keys,
+            self.recordings_store,
+            lambda: self.graph_base_url,
+        )
+        self._ctx = SimContext(
+            keys=self.keys,
+            graph_tokens=self.graph_tokens,
+            recordings=self.recordings_store,
+            engine=self.engine,
+            identity_header=self.identity_header,
+            base_url=lambda: self._base_url,
+            slow_drip_seconds=slow_drip_seconds,
+            allow_insecure_callbacks=allow_insecure_callbacks,
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def _on_startup(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        await self.engine.start()
+
+    async def _on_shutdown(self) -> None:
+        await self.engine.stop()
+
+    def start(self, timeout: float = 10.0) -> GraphSimulator:
+        if self._thread is not None:
+            raise RuntimeError("simulator already started")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self._port))
+        self._port = sock.getsockname()[1]
+        self._base_url = f"http://127.0.0.1:{self._port}"
+        app = build_app(self._ctx, self._on_startup, self._on_shutdown)
+        config = uvicorn.Config(
+            app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=2
+        )
+        self._server = uvicorn.Server(config)
+        server = self._server
+        self._thread = threading.Thread(
+            target=lambda: server.run(sockets=[sock]), name="graphsim", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if server.started:
+                try:
+                    if httpx.get(f"{self._base_url}/_sim/health", timeout=1.0).status_code == 200:
+                        return self
+                except httpx.HTTPError:
+                    pass
+            if not self._thread.is_alive():
+                break
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError("the Graph simulator did not start")
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._server = None
+        self._thread = None
+        self._loop = None
+
+    def __enter__(self) -> GraphSimulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
+        """Run a coroutine on the simulator's loop from any other thread."""
+        if self._loop is None:
+            coro.close()
+            raise RuntimeError("simulator not started")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    # -- URLs --------------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        return self._base_url
+
+    @property
+    def graph_base_url(self) -> str:
+        return f"{self._base_url}/v1.0"
+
+    @property
+    def openid_configuration_url(self) -> str:
+        return f"{self._base_url}/v1/.well-known/OpenIdConfiguration"
+
+    @property
+    def jwks_url(self) -> str:
+        return f"{self._base_url}/v1/keys"
+
+    @property
+    def identity_endpoint(self) -> str:
+        return f"{self._base_url}/msi/token"
+
+    def managed_identity_env(self) -> dict[str, str]:
+        """Environment variables that point azure-identity's ManagedIdentityCredential here."""
+        return {
+            "IDENTITY_ENDPOINT": self.identity_endpoint,
+            "IDENTITY_HEADER": self.identity_header,
+        }
+
+    # -- tokens ------------------------------------------------------------------------------
+
+    def rotate_key(self, *, keep_old: bool = True) -> str:
+        """New notification signing key; returns its kid. The JWKS keeps the old key if keep_old."""
+        return self.keys.rotate(keep_old=keep_old).kid
+
+    @property
+    def current_kid(self) -> str:
+        return self.keys.current.kid
+
+    def sign_token(
+        self,
+        claims_overrides: dict[str, Any] | None = None,
+        *,
+        key: SigningKey | None = None,
+        alg: str = "RS256",
+        headers: dict[str, Any] | None = None,
+        hs_secret: bytes | None = None,
+    ) -> str:
+        """A notification-style JWT; overrides replace claims, a None value removes one."""
+        claims = notification_claims(self.bot_app_id, self.tenant_id)
+        for name, value in (claims_overrides or {}).items():
+            if value is None:
+                claims.pop(name, None)
+            else:
+                claims[name] = value
+        return self.keys.sign(claims, key=key, alg=alg, headers=headers, hs_secret=hs_secret)
+
+    def graph_token(self) -> str:
+        """A valid Graph access token, as the managed-identity endpoint would issue."""
+        return self.graph_tokens.issue()[0]
+
+    # -- calls -------------------------------------------------------------------------------
+
+    def place_call(
+        self,
+        scenario: str = "max-duration",
+        *,
+        callback_url: str | None = None,
+        duplicate_established: bool = False,
+        out_of_order: bool = False,
+        notification_delay_seconds: float = 0.0,
+        duplicate_completion: bool = False,
+        recording_faults: list[str] | None = None,
+        speech_seconds: float = 3.0,
+        hangup_after_completion_seconds: float | None = None,
+    ) -> str:
+        """Place an incoming call to the bot; returns the call id."""
+        if scenario not in SCENARIOS:
+            raise ValueError(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
+        for fault in recording_faults or []:
+            parse_fault(fault)
+        options = CallOptions(
+            scenario=scenario,
+            callback_url=callback_url,
+            duplicate_established=duplicate_established,
+            out_of_order=out_of_order,
+            notification_delay_seconds=notification_delay_seconds,
+            duplicate_completion=duplicate_completion,
+            recording_faults=list(recording_faults or []),
+            speech_seconds=speech_seconds,
+            hangup_after_completion_seconds=hangup_after_completion_seconds,
+        )
+        return self._run(self.engine.place_call(options)).id
+
+    def caller_hangup(self, call_id: str) -> None:
+        """The caller hangs up: the call ends and a terminated notification is sent."""
+        self._run(self.engine.terminate(call_id))
+
+    def call(self, call_id: str) -> Call:
+        return self.engine.find_call(call_id)
+
+    def operation(self, operation_id: str) -> Operation:
+        op = self.engine.operations.get(id_key(operation_id))
+        if op is None:
+            raise KeyError(operation_id)
+        return op
+
+    @property
+    def calls(self) -> list[Call]:
+        with self.engine.lock:
+            return list(self.engine.calls.values())
+
+    @property
+    def operations(self) -> list[Operation]:
+        with self.engine.lock:
+            return list(self.engine.operations.values())
+
+    def add_api_faults(self, action: str, faults: list[str]) -> None:
+        """Faults for the next calls-API requests of one action (answer, recordResponse,
+        playPrompt, hangup, getCall, getOperation, or * for any)."""
+        for fault in faults:
+            parse_api_fault(fault)
+        with self.engine.lock:
+            self.engine.api_faults.setdefault(action, []).extend(faults)
+
+    # -- recordings --------------------------------------------------------------------------
+
+    def add_recording(
+        self,
+        size_bytes: int | None = None,
+        duration_seconds: float | None = None,
+        faults: list[str] | None = None,
+        content_type: str = "application/octet-stream",
+        *,
+        expires_after_seconds: float | None = None,
+    ) -> RecordingHandle:
+        """A recording that needs no call (download worker tests, benchmarks)."""
+        recording = self.recordings_store.create(
+            size_bytes=size_bytes,
+            duration_seconds=duration_seconds,
+            faults=faults,
+            content_type=content_type,
+            expires_after_seconds=expires_after_seconds,
+        )
+        return RecordingHandle(recording)
+
+    @property
+    def recordings(self) -> list[RecordingHandle]:
+        return [RecordingHandle(r) for r in self.recordings_store.all()]
+
+    def recording_for(self, operation_id: str) -> RecordingHandle | None:
+        key = id_key(operation_id)
+        for recording in self.recordings_store.all():
+            if recording.operation_id and id_key(recording.operation_id) == key:
+                return RecordingHandle(recording)
+        return None
+
+    def delete_recording(self, recording_id: str) -> bool:
+        return self.recordings_store.delete(recording_id)
+
+    # -- inspection --------------------------------------------------------------------------
+
+    @property
+    def deliveries(self) -> list[Delivery]:
+        with self.engine.lock:
+            return list(self.engine.deliveries)
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        with self.engine.lock:
+            return list(self.engine.requests)
+
+    def notifications(self, call_id: str | None = None) -> list[dict[str, Any]]:
+        """Every notification sent (flattened from the deliveries), optionally for one call."""
+        return [
+            n
+            for d in self.deliveries
+            if call_id is None or id_key(d.call_id) == id_key(call_id)
+            for n in d.notifications
+        ]
+
+    def reset_journal(self) -> None:
+        """Forget deliveries and requests (for session-scoped fixtures)."""
+        with self.engine.lock:
+            self.engine.deliveries.clear()
+            self.engine.requests.clear()
+
+    def wait_for(
+        self, predicate: Callable[[], T], timeout: float = 5.0, interval: float = 0.01
+    ) -> T:
+        """Poll predicate until it returns something truthy; return it or raise TimeoutError."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = predicate()
+            if result:
+                return result
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"condition not met within {timeout} s")
+            time.sleep(interval)
+
+    async def async_wait_for(
+        self, predicate: Callable[[], T], timeout: float = 5.0, interval: float = 0.01
+    ) -> T:
+        """wait_for for async tests: yields to the caller's loop between polls."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = predicate()
+            if result:
+                return result
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"condition not met within {timeout} s")
+            await asyncio.sleep(interval)
+
+    def wait_for_notification(
+        self, match: Callable[[dict[str, Any]], bool], timeout: float = 5.0
+    ) -> dict[str, Any]:
+        """Wait until a sent notification matches; return that notification."""
+
+        def find() -> dict[str, Any] | None:
+            return next((n for n in self.notifications() if match(n)), None)
+
+        result = self.wait_for(find, timeout)
+        assert result is not None
+        return result
