@@ -94,7 +94,10 @@ class KeyRing:
         merged_headers.update(headers or {})
         if alg.startswith("HS"):
             return jwt.encode(
-                claims, hs_secret or b"not-the-key", algorithm=alg, headers=merged_headers
+                claims,
+                hs_secret or b"not-the-simulator-key-0123456789abcdef",
+                algorithm=alg,
+                headers=merged_headers,
             )
         if alg == "none":
             return jwt.encode(claims, None, algorithm="none", headers=merged_headers)

@@ -206,10 +206,11 @@ class RecordingStore:
     def get(self, recording_id: str) -> Recording | None:
         with self._lock:
             recording = self._items.get(recording_id)
-            if recording is not None and recording.expires_at is not None:
-                if time.time() >= recording.expires_at:
-                    del self._items[recording_id]
-                    return None
+            expires_at = recording.expires_at if recording is not None else None
+            if expires_at is not None and time.time() >= expires_at:
+                # Discarded like the platform does: the URL answers 404 from now on.
+                del self._items[recording_id]
+                return None
             return recording
 
     def all(self) -> list[Recording]:

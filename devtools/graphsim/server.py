@@ -412,16 +412,16 @@ class GraphSimulator:
             time.sleep(interval)
 
     async def async_wait_for(
-        self, predicate: Callable[[], T], timeout: float = 5.0, interval: float = 0.01
+        self, predicate: Callable[[], T], within: float = 5.0, interval: float = 0.01
     ) -> T:
         """wait_for for async tests: yields to the caller's loop between polls."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while True:
             result = predicate()
             if result:
                 return result
             if time.monotonic() >= deadline:
-                raise TimeoutError(f"condition not met within {timeout} s")
+                raise TimeoutError(f"condition not met within {within} s")
             await asyncio.sleep(interval)
 
     def wait_for_notification(
