@@ -1,0 +1,237 @@
+// Flex Consumption (FC1) plan and the Linux Python 3.11 Function App. Every connection is
+// identity-based through the user-assigned identity; no app setting holds a key or a secret.
+// App setting names below are the exact names shared/settings.py reads (tests/infra checks it).
+
+@description('Function App name.')
+param name string
+
+@description('Flex Consumption plan name.')
+param planName string
+
+@description('Azure region (must offer Flex Consumption).')
+param location string
+
+@description('Tags applied to the plan; the app also gets azd-service-name.')
+param tags object
+
+@description('Name of the service in azure.yaml that azd deploys to this app.')
+param azdServiceName string
+
+@description('Resource id of the user-assigned identity.')
+param identityId string
+
+@description('Client id of the user-assigned identity.')
+param identityClientId string
+
+@description('Blob endpoint of the storage account (https://<account>.blob.core.windows.net/).')
+param storageBlobEndpoint string
+
+@description('Queue endpoint of the storage account.')
+param storageQueueEndpoint string
+
+@description('Table endpoint of the storage account.')
+param storageTableEndpoint string
+
+@description('URL of the blob container that holds the deployment package.')
+param deploymentContainerUrl string
+
+@description('Application Insights connection string (not a secret: local auth is disabled).')
+param applicationInsightsConnectionString string
+
+@description('Flex Consumption: most instances the app scales out to.')
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int
+
+@description('Flex Consumption: memory of each instance.')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int
+
+@description('BOT_APP_ID: audience of inbound notification tokens (the bot app id).')
+param botAppId string
+
+@description('INBOUND_OPENID_CONFIGURATION_URL.')
+param inboundOpenIdConfigurationUrl string
+
+@description('INBOUND_ALLOWED_ISSUERS, one issuer per item.')
+param inboundAllowedIssuers array
+
+@description('INBOUND_ALLOWED_TENANTS, one tenant id per item; empty accepts any tenant.')
+param inboundAllowedTenants array
+
+@description('GRAPH_BASE_URL.')
+param graphBaseUrl string
+
+@description('GRAPH_CREDENTIAL_MODE: managedIdentity (Graph token for the identity) or federated (token for the bot app registration, asserted by the identity).')
+@allowed([
+  'managedIdentity'
+  'federated'
+])
+param graphCredentialMode string
+
+@description('BOT_AUTO_ANSWER.')
+param botAutoAnswer bool
+
+@description('BOT_RECORD_MAX_DURATION_SECONDS.')
+@minValue(1)
+@maxValue(120)
+param botRecordMaxDurationSeconds int
+
+@description('BOT_RECORD_PROMPT_URI; empty leaves it unset.')
+param botRecordPromptUri string
+
+@description('RECORDING_RETENTION_MINUTES: the cleanup timer deletes a recording this long after it is stored.')
+@minValue(1)
+param recordingRetentionMinutes int
+
+@description('CLEANUP_SCHEDULE (6-field NCRONTAB).')
+param cleanupSchedule string
+
+@description('LEDGER_RETENTION_DAYS.')
+@minValue(1)
+param ledgerRetentionDays int
+
+@description('POISON_MESSAGE_MAX_AGE_MINUTES.')
+@minValue(1)
+param poisonMessageMaxAgeMinutes int
+
+@description('RECORDING_MAX_BYTES.')
+@minValue(1)
+param recordingMaxBytes int
+
+@description('RECORDING_ALLOWED_HOST_SUFFIXES, one host suffix per item; empty keeps the code default.')
+param recordingAllowedHostSuffixes array
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  name: planName
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: {
+    name: 'FC1'
+    tier: 'FlexConsumption'
+  }
+  properties: {
+    reserved: true
+  }
+}
+
+resource site 'Microsoft.Web/sites@2024-04-01' = {
+  name: name
+  location: location
+  tags: union(tags, {
+    'azd-service-name': azdServiceName
+  })
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identityId}': {}
+    }
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    publicNetworkAccess: 'Enabled'
+    siteConfig: {
+      minTlsVersion: '1.2'
+      scmMinTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      http20Enabled: true
+    }
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: deploymentContainerUrl
+          authentication: {
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: identityId
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        maximumInstanceCount: maximumInstanceCount
+        instanceMemoryMB: instanceMemoryMB
+      }
+      runtime: {
+        name: 'python'
+        version: '3.11'
+      }
+    }
+  }
+}
+
+// Host and platform settings (read by the Functions host and the Azure SDKs, not by Settings).
+var hostSettings = {
+  AzureWebJobsStorage__blobServiceUri: storageBlobEndpoint
+  AzureWebJobsStorage__queueServiceUri: storageQueueEndpoint
+  AzureWebJobsStorage__tableServiceUri: storageTableEndpoint
+  AzureWebJobsStorage__credential: 'managedidentity'
+  AzureWebJobsStorage__clientId: identityClientId
+  APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsightsConnectionString
+  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+}
+
+// The app's own settings: every name is an alias of a field of shared.settings.Settings.
+var appSettings = {
+  AZURE_CLIENT_ID: identityClientId
+  BOT_APP_ID: botAppId
+  INBOUND_OPENID_CONFIGURATION_URL: inboundOpenIdConfigurationUrl
+  INBOUND_ALLOWED_ISSUERS: join(inboundAllowedIssuers, ',')
+  INBOUND_ALLOWED_TENANTS: join(inboundAllowedTenants, ',')
+  GRAPH_BASE_URL: graphBaseUrl
+  GRAPH_CREDENTIAL_MODE: graphCredentialMode
+  CALLBACK_BASE_URL: 'https://${site.properties.defaultHostName}'
+  BOT_AUTO_ANSWER: string(botAutoAnswer)
+  BOT_RECORD_MAX_DURATION_SECONDS: string(botRecordMaxDurationSeconds)
+  ALLOW_INSECURE_RECORDING_URLS: 'false'
+  RECORDING_ALLOWED_HOST_SUFFIXES: join(recordingAllowedHostSuffixes, ',')
+  RECORDING_MAX_BYTES: string(recordingMaxBytes)
+  RECORDING_RETENTION_MINUTES: string(recordingRetentionMinutes)
+  CLEANUP_SCHEDULE: cleanupSchedule
+  LEDGER_RETENTION_DAYS: string(ledgerRetentionDays)
+  POISON_MESSAGE_MAX_AGE_MINUTES: string(poisonMessageMaxAgeMinutes)
+}
+
+// Federated mode: the identity asserts a token for the bot's Entra app registration.
+var federatedSettings = {
+  GRAPH_APP_CLIENT_ID: botAppId
+  GRAPH_TENANT_ID: tenant().tenantId
+}
+
+// Optional settings are left unset when empty, so the code sees None rather than ''.
+var promptSettings = {
+  BOT_RECORD_PROMPT_URI: botRecordPromptUri
+}
+
+resource siteSettings 'Microsoft.Web/sites/config@2024-04-01' = {
+  parent: site
+  name: 'appsettings'
+  properties: union(hostSettings, appSettings, graphCredentialMode == 'federated' ? federatedSettings : {}, empty(botRecordPromptUri) ? {} : promptSettings)
+}
+
+// No FTP or Web Deploy basic-auth publishing; azd and the CLI deploy with Entra ID.
+resource ftpCredentials 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'ftp'
+  properties: {
+    allow: false
+  }
+}
+
+resource scmCredentials 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'scm'
+  properties: {
+    allow: false
+  }
+}
+
+output name string = site.name
+output hostName string = site.properties.defaultHostName
+output id string = site.id
