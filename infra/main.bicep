@@ -151,7 +151,7 @@ param poisonMessageMaxAgeMinutes int = 5
 @minValue(1)
 param recordingMaxBytes int = 67108864
 
-@description('RECORDING_ALLOWED_HOST_SUFFIXES: host suffixes a recordingLocation may use; empty keeps the code\'s built-in list.')
+@description('RECORDING_ALLOWED_HOST_SUFFIXES: host suffixes a recordingLocation may use; empty leaves the code default.')
 param recordingAllowedHostSuffixes array = []
 
 // ---------------------------------------------------------------------------------------------

@@ -103,7 +103,7 @@ param poisonMessageMaxAgeMinutes int
 @minValue(1)
 param recordingMaxBytes int
 
-@description('RECORDING_ALLOWED_HOST_SUFFIXES, one host suffix per item; empty keeps the code default.')
+@description('RECORDING_ALLOWED_HOST_SUFFIXES, one host suffix per item; empty leaves the code default.')
 param recordingAllowedHostSuffixes array
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {

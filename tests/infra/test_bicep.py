@@ -1,0 +1,763 @@
+"""Structural checks of infra/ (the Bicep compiler cannot run here).
+
+Every ``.bicep`` file is parsed with pycep-parser; the tests then assert on the parsed structure:
+the resources and security properties the app relies on, the Graph grant, and that every app
+setting the Function App gets is one the code reads (``shared.settings.Settings`` aliases), with
+the same defaults.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import typing
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pycep import BicepParser
+from pydantic_core import PydanticUndefined
+
+from shared.jobs import DOWNLOAD_QUEUE
+from shared.settings import Settings
+from shared.storage import OPERATIONS_TABLE, RECORDINGS_CONTAINER
+
+ROOT = Path(__file__).resolve().parents[2]
+INFRA = ROOT / "infra"
+BICEP_FILES = sorted(INFRA.rglob("*.bicep"))
+GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
+
+ROLE_BLOB_DATA_OWNER = "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"
+ROLE_QUEUE_DATA_CONTRIBUTOR = "974c5e8b-45b9-4653-ba55-5f855dd0fb88"
+ROLE_TABLE_DATA_CONTRIBUTOR = "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"
+ROLE_MONITORING_METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
+
+# Settings read by the Functions host or the platform, not by shared.settings.Settings.
+HOST_SETTINGS = {
+    "AzureWebJobsStorage__blobServiceUri",
+    "AzureWebJobsStorage__queueServiceUri",
+    "AzureWebJobsStorage__tableServiceUri",
+    "AzureWebJobsStorage__credential",
+    "AzureWebJobsStorage__clientId",
+    "APPLICATIONINSIGHTS_CONNECTION_STRING",
+    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+}
+# Not allowed: a connection string with a key, or settings Flex Consumption rejects.
+FORBIDDEN_SETTINGS = {
+    "AzureWebJobsStorage",
+    "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING",
+    "WEBSITE_CONTENTSHARE",
+    "FUNCTIONS_EXTENSION_VERSION",
+    "FUNCTIONS_WORKER_RUNTIME",
+    "APPINSIGHTS_INSTRUMENTATIONKEY",
+}
+SECRET_MARKERS = (
+    "AccountKey=",
+    "SharedAccessSignature",
+    "sig=",
+    "listKeys",
+    "listkeys",
+    "Password",
+)
+
+# App settings whose Bicep default must be checked against Settings (the test fails if one of
+# them is no longer traced to a main.bicep parameter default).
+DEFAULT_CHECKED = {
+    "INBOUND_OPENID_CONFIGURATION_URL",
+    "INBOUND_ALLOWED_ISSUERS",
+    "INBOUND_ALLOWED_TENANTS",
+    "GRAPH_BASE_URL",
+    "GRAPH_CREDENTIAL_MODE",
+    "BOT_AUTO_ANSWER",
+    "BOT_RECORD_MAX_DURATION_SECONDS",
+    "BOT_RECORD_PROMPT_URI",
+    "RECORDING_RETENTION_MINUTES",
+    "CLEANUP_SCHEDULE",
+    "LEDGER_RETENTION_DAYS",
+    "POISON_MESSAGE_MAX_AGE_MINUTES",
+    "RECORDING_MAX_BYTES",
+    "RECORDING_ALLOWED_HOST_SUFFIXES",
+}
+
+
+# ------------------------------------------------------------------------------------------------
+# Helpers
+# ------------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def parse(relative: str) -> dict[str, Any]:
+    return BicepParser().parse(file_path=INFRA / relative)  # type: ignore[return-value]
+
+
+def main() -> dict[str, Any]:
+    return parse("main.bicep")
+
+
+def body(element: dict[str, Any]) -> dict[str, Any]:
+    """The object of a resource or module, whether plain, conditional or a loop."""
+    config: dict[str, Any] = element["config"]
+    if "condition" in config and isinstance(config.get("config"), dict):
+        return config["config"]  # type: ignore[no-any-return]
+    return config
+
+
+def condition(element: dict[str, Any]) -> Any:
+    config = element["config"]
+    return config.get("condition") if "config" in config else None
+
+
+def resources(doc: dict[str, Any], type_: str) -> dict[str, dict[str, Any]]:
+    return {
+        name: res
+        for name, res in doc.get("resources", {}).items()
+        if res["type"].lower() == type_.lower()
+    }
+
+
+def one_resource(doc: dict[str, Any], type_: str) -> tuple[str, dict[str, Any]]:
+    found = resources(doc, type_)
+    assert len(found) == 1, f"expected one {type_}, found {sorted(found)}"
+    return next(iter(found.items()))
+
+
+def module_calls(doc: dict[str, Any], path: str) -> dict[str, dict[str, Any]]:
+    return {
+        name: mod for name, mod in doc.get("modules", {}).items() if mod["detail"]["path"] == path
+    }
+
+
+def one_module(path: str) -> dict[str, Any]:
+    calls = module_calls(main(), path)
+    assert len(calls) == 1, f"main.bicep should call {path} once, calls: {sorted(calls)}"
+    return next(iter(calls.values()))
+
+
+def walk(node: Any) -> Iterator[Any]:
+    yield node
+    if isinstance(node, dict):
+        for value in node.values():
+            yield from walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from walk(value)
+
+
+def functions_in(node: Any, name: str) -> list[dict[str, Any]]:
+    return [
+        item["function"]
+        for item in walk(node)
+        if isinstance(item, dict)
+        and isinstance(item.get("function"), dict)
+        and item["function"].get("type") == name
+    ]
+
+
+def lookup(obj: dict[str, Any], key: str) -> Any:
+    """Case-insensitive key lookup (ARM property names are case-insensitive)."""
+    matches = [value for name, value in obj.items() if name.lower() == key.lower()]
+    assert matches, f"{key} missing in {sorted(obj)}"
+    return matches[0]
+
+
+def settings_field(alias: str) -> Any:
+    for field in Settings.model_fields.values():
+        if field.alias == alias:
+            return field
+    return None
+
+
+SETTINGS_ALIASES = {field.alias for field in Settings.model_fields.values() if field.alias}
+
+
+# ------------------------------------------------------------------------------------------------
+# Files parse and hang together
+# ------------------------------------------------------------------------------------------------
+
+
+def test_expected_files_exist() -> None:
+    names = {path.relative_to(INFRA).as_posix() for path in BICEP_FILES}
+    assert {
+        "main.bicep",
+        "modules/identity.bicep",
+        "modules/storage.bicep",
+        "modules/storage-roles.bicep",
+        "modules/monitoring.bicep",
+        "modules/functionapp.bicep",
+        "modules/graph-permissions.bicep",
+        "modules/bot.bicep",
+    } <= names
+    assert (INFRA / "main.bicepparam").is_file()
+    assert (INFRA / "bicepconfig.json").is_file()
+
+
+@pytest.mark.parametrize("path", BICEP_FILES, ids=lambda p: p.relative_to(INFRA).as_posix())
+def test_bicep_file_parses(path: Path) -> None:
+    doc = parse(path.relative_to(INFRA).as_posix())
+    assert doc.get("resources") or doc.get("modules"), f"{path.name} declares nothing"
+
+
+def test_module_calls_match_module_parameters() -> None:
+    """What the compiler would reject: unknown module params, missing required ones."""
+    checked = 0
+    for name, mod in main()["modules"].items():
+        path = mod["detail"]["path"]
+        target = INFRA / path
+        assert target.is_file(), f"module {name}: {path} does not exist"
+        declared = parse(path).get("parameters", {})
+        passed = body(mod).get("params", {})
+        unknown = set(passed) - set(declared)
+        assert not unknown, f"module {name} passes undeclared params {sorted(unknown)}"
+        required = {p for p, spec in declared.items() if "default" not in spec}
+        missing = required - set(passed)
+        assert not missing, f"module {name} misses required params {sorted(missing)}"
+        checked += 1
+    assert checked >= 7
+
+
+def test_bicepparam_assigns_only_declared_parameters_and_explains_each() -> None:
+    declared = main()["parameters"]
+    lines = (INFRA / "main.bicepparam").read_text().splitlines()
+    assert lines[next(i for i, line in enumerate(lines) if line.strip())].startswith("//")
+    assert any(line.strip() == "using './main.bicep'" for line in lines)
+    assigned = []
+    for index, line in enumerate(lines):
+        match = re.match(r"param (\w+) =", line)
+        if not match:
+            continue
+        assigned.append(match.group(1))
+        assert lines[index - 1].lstrip().startswith("//"), f"{match.group(1)} is not explained"
+    assert set(assigned) <= set(declared), set(assigned) - set(declared)
+    without_default = {name for name, spec in declared.items() if "default" not in spec}
+    assert without_default <= set(assigned)
+    # The one parameter left out (location) is still explained.
+    for name in set(declared) - set(assigned):
+        assert re.search(rf"//\s*{name}\b", "\n".join(lines)), f"{name} is not explained"
+
+
+def test_every_main_parameter_has_a_description() -> None:
+    for name, spec in main()["parameters"].items():
+        kinds = {decorator["type"] for decorator in spec["decorators"]}
+        assert "description" in kinds, name
+
+
+def test_resource_names_come_from_a_resource_token() -> None:
+    token = main()["variables"]["resourceToken"]["value"]
+    unique = functions_in(token, "unique_string") or functions_in(token, "uniqueString")
+    assert unique, token
+    rendered = json.dumps(unique[0])
+    assert "subscription" in rendered
+    assert "environmentName" in rendered
+    assert "location" in rendered
+    abbreviations = json.loads((INFRA / "abbreviations.json").read_text())
+    names = [
+        body(mod)["params"]["name"]
+        for mod in main()["modules"].values()
+        if "name" in body(mod).get("params", {})
+    ]
+    assert names
+    for name in names:
+        if name == "functionAppName":
+            name = main()["variables"]["functionAppName"]["value"]
+        assert name.startswith("${abbrs."), name
+        assert name.endswith("${resourceToken}"), name
+        key = name[len("${abbrs.") : name.index("}")]
+        assert key in abbreviations, key
+
+
+# ------------------------------------------------------------------------------------------------
+# Identity and storage
+# ------------------------------------------------------------------------------------------------
+
+
+def test_user_assigned_identity() -> None:
+    doc = parse("modules/identity.bicep")
+    one_resource(doc, "Microsoft.ManagedIdentity/userAssignedIdentities")
+    assert {"id", "clientId", "principalId"} <= set(doc["outputs"])
+
+
+def test_storage_account_is_identity_only() -> None:
+    doc = parse("modules/storage.bicep")
+    _, account = one_resource(doc, "Microsoft.Storage/storageAccounts")
+    props = body(account)["properties"]
+    assert lookup(props, "allowSharedKeyAccess") is False
+    assert lookup(props, "allowBlobPublicAccess") is False
+    assert lookup(props, "minimumTlsVersion") == "TLS1_2"
+    assert lookup(props, "supportsHttpsTrafficOnly") is True
+    assert lookup(props, "defaultToOAuthAuthentication") is True
+    sku_param = doc["parameters"][body(account)["sku"]["name"]]
+    allowed = next(d["argument"] for d in sku_param["decorators"] if d["type"] == "allowed")
+    assert all("GRS" not in sku for sku in allowed), "no geo-replication of call media"
+
+
+def test_blob_soft_delete_is_off() -> None:
+    doc = parse("modules/storage.bicep")
+    _, service = one_resource(doc, "Microsoft.Storage/storageAccounts/blobServices")
+    props = body(service)["properties"]
+    assert props["deleteRetentionPolicy"]["enabled"] is False
+    assert props["containerDeleteRetentionPolicy"]["enabled"] is False
+    assert props["isVersioningEnabled"] is False
+
+
+def test_contract_names_match_the_code() -> None:
+    variables = main()["variables"]
+    assert variables["recordingsContainerName"]["value"] == RECORDINGS_CONTAINER
+    assert variables["downloadQueueName"]["value"] == DOWNLOAD_QUEUE
+    assert variables["ledgerTableName"]["value"] == OPERATIONS_TABLE
+    params = body(one_module("modules/storage.bicep"))["params"]
+    for name in ("recordingsContainerName", "downloadQueueName", "ledgerTableName"):
+        assert params[name] == name
+
+
+def test_storage_queues_containers_and_table() -> None:
+    doc = parse("modules/storage.bicep")
+    queues = resources(doc, "Microsoft.Storage/storageAccounts/queueServices/queues")
+    assert sorted(body(q)["name"] for q in queues.values()) == sorted(
+        ["downloadQueueName", "${downloadQueueName}-poison"]
+    )
+    containers = resources(doc, "Microsoft.Storage/storageAccounts/blobServices/containers")
+    assert sorted(body(c)["name"] for c in containers.values()) == sorted(
+        ["recordingsContainerName", "deploymentContainerName"]
+    )
+    for container in containers.values():
+        assert body(container)["properties"]["publicAccess"] == "None"
+    tables = resources(doc, "Microsoft.Storage/storageAccounts/tableServices/tables")
+    assert [body(t)["name"] for t in tables.values()] == ["ledgerTableName"]
+
+
+def test_lifecycle_rule_is_a_day_granular_backstop_for_recordings() -> None:
+    doc = parse("modules/storage.bicep")
+    _, policy = one_resource(doc, "Microsoft.Storage/storageAccounts/managementPolicies")
+    rules = body(policy)["properties"]["policy"]["rules"]
+    assert len(rules) == 1
+    definition = rules[0]["definition"]
+    assert rules[0]["enabled"] is True
+    assert definition["filters"]["prefixMatch"] == ["${recordingsContainerName}/"]
+    delete = definition["actions"]["baseBlob"]["delete"]
+    assert delete == {"daysAfterCreationGreaterThan": "recordingBackstopDays"}
+    main_params = main()["parameters"]
+    passed = body(one_module("modules/storage.bicep"))["params"]["recordingBackstopDays"]
+    assert passed == "recordingBackstopDays"
+    backstop_days = main_params["recordingBackstopDays"]["default"]
+    assert backstop_days == 1
+    retention_minutes = main_params["recordingRetentionMinutes"]["default"]
+    assert backstop_days * 24 * 60 >= retention_minutes, "backstop must not cut retention short"
+
+
+def test_storage_roles_for_the_identity_and_optional_deployer() -> None:
+    doc = parse("modules/storage-roles.bicep")
+    assert set(doc["variables"]["roleDefinitionIds"]["value"]) == {
+        ROLE_BLOB_DATA_OWNER,
+        ROLE_QUEUE_DATA_CONTRIBUTOR,
+        ROLE_TABLE_DATA_CONTRIBUTOR,
+    }
+    _, assignment = one_resource(doc, "Microsoft.Authorization/roleAssignments")
+    loop = assignment["config"]["loop_type"]["detail"]
+    assert loop == {"item_name": "roleId", "array_name": "roleDefinitionIds"}
+    inner = assignment["config"]["config"]
+    assert inner["scope"] == "account"
+    assert inner["properties"]["principalId"] == "principalId"
+    calls = module_calls(main(), "modules/storage-roles.bicep")
+    by_principal = {dotted(body(c)["params"]["principalId"]): c for c in calls.values()}
+    identity_call = by_principal["identity.outputs.principalId"]
+    assert body(identity_call)["params"]["principalType"] == "ServicePrincipal"
+    assert condition(identity_call) is None
+    deployer_call = by_principal["principalId"]
+    assert "principalId" in json.dumps(condition(deployer_call)), "deployer roles are optional"
+    assert main()["parameters"]["principalId"]["default"] == ""
+
+
+def dotted(node: Any) -> str | None:
+    """``a.b.c`` for a property-accessor chain (pycep nests them either way), else None."""
+    if isinstance(node, str):
+        return node
+    if isinstance(node, dict) and node.get("operator", {}).get("type") == "property_accessor":
+        operands = node["operator"]["operands"]
+        left, right = dotted(operands["operand_1"]), dotted(operands["operand_2"])
+        if left is not None and right is not None:
+            return f"{left}.{right}"
+    return None
+
+
+# ------------------------------------------------------------------------------------------------
+# Monitoring
+# ------------------------------------------------------------------------------------------------
+
+
+def test_application_insights_local_auth_disabled_and_metrics_publisher() -> None:
+    doc = parse("modules/monitoring.bicep")
+    name, insights = one_resource(doc, "Microsoft.Insights/components")
+    props = body(insights)["properties"]
+    assert lookup(props, "DisableLocalAuth") is True
+    workspace_name, _ = one_resource(doc, "Microsoft.OperationalInsights/workspaces")
+    assert workspace_name in json.dumps(lookup(props, "WorkspaceResourceId"))
+    _, role = one_resource(doc, "Microsoft.Authorization/roleAssignments")
+    assert body(role)["scope"] == name
+    assert doc["variables"]["metricsPublisherRoleId"]["value"] == ROLE_MONITORING_METRICS_PUBLISHER
+    assert body(role)["properties"]["principalId"] == "publisherPrincipalId"
+    passed = body(one_module("modules/monitoring.bicep"))["params"]["publisherPrincipalId"]
+    assert dotted(passed) == "identity.outputs.principalId"
+
+
+# ------------------------------------------------------------------------------------------------
+# Function App
+# ------------------------------------------------------------------------------------------------
+
+
+def test_flex_consumption_plan() -> None:
+    doc = parse("modules/functionapp.bicep")
+    _, plan = one_resource(doc, "Microsoft.Web/serverfarms")
+    assert body(plan)["sku"] == {"name": "FC1", "tier": "FlexConsumption"}
+    assert body(plan)["properties"]["reserved"] is True
+
+
+def test_function_app_site() -> None:
+    doc = parse("modules/functionapp.bicep")
+    _, site = one_resource(doc, "Microsoft.Web/sites")
+    config = body(site)
+    assert config["kind"] == "functionapp,linux"
+    assert config["identity"]["type"] == "UserAssigned"
+    assert list(config["identity"]["userAssignedIdentities"]) == ["'${identityId}'"]
+    assert "azd-service-name" in json.dumps(config["tags"])
+    props = config["properties"]
+    assert props["httpsOnly"] is True
+    assert props["siteConfig"]["minTlsVersion"] == "1.2"
+    assert props["siteConfig"]["ftpsState"] == "Disabled"
+    app_config = props["functionAppConfig"]
+    assert app_config["runtime"] == {"name": "python", "version": "3.11"}
+    storage = app_config["deployment"]["storage"]
+    assert storage["type"] == "blobContainer"
+    assert storage["authentication"] == {
+        "type": "UserAssignedIdentity",
+        "userAssignedIdentityResourceId": "identityId",
+    }
+    assert app_config["scaleAndConcurrency"] == {
+        "maximumInstanceCount": "maximumInstanceCount",
+        "instanceMemoryMB": "instanceMemoryMB",
+    }
+    defaults = main()["parameters"]
+    assert defaults["maximumInstanceCount"]["default"] == 100
+    assert defaults["instanceMemoryMB"]["default"] == 2048
+    assert body(one_module("modules/functionapp.bicep"))["params"]["azdServiceName"] == "api"
+
+
+def test_basic_publishing_credentials_disabled() -> None:
+    doc = parse("modules/functionapp.bicep")
+    policies = resources(doc, "Microsoft.Web/sites/basicPublishingCredentialsPolicies")
+    assert sorted(body(p)["name"] for p in policies.values()) == ["ftp", "scm"]
+    for policy in policies.values():
+        assert body(policy)["properties"] == {"allow": False}
+
+
+def _app_settings() -> dict[str, dict[str, Any]]:
+    """Setting objects by variable name, checked to be exactly what the config resource sets."""
+    doc = parse("modules/functionapp.bicep")
+    configs = resources(doc, "Microsoft.Web/sites/config")
+    assert [body(c)["name"] for c in configs.values()] == ["appsettings"]
+    properties = body(next(iter(configs.values())))["properties"]
+    unions = functions_in(properties, "union")
+    assert unions, "appsettings are a union of named setting objects"
+    referenced = {
+        item
+        for item in walk(unions[0]["parameters"])
+        if isinstance(item, str) and item in doc["variables"]
+    }
+    objects = {name: doc["variables"][name]["value"] for name in referenced}
+    assert "hostSettings" in objects
+    assert "appSettings" in objects
+    # Nothing else is merged in: no object literal with setting names inside the union itself.
+    for item in walk(unions[0]["parameters"]):
+        if isinstance(item, dict):
+            inline = [key for key in item if re.match(r"^([A-Z][A-Z0-9]*_|AzureWebJobs)", key)]
+            assert not inline, f"settings merged outside the named objects: {inline}"
+    for name, value in objects.items():
+        assert isinstance(value, dict), f"{name} must be a literal object"
+        assert value, f"{name} is empty"
+    return objects
+
+
+def test_no_app_setting_holds_a_key_or_secret() -> None:
+    settings = {k: v for obj in _app_settings().values() for k, v in obj.items()}
+    assert not set(settings) & FORBIDDEN_SETTINGS
+    for name, value in settings.items():
+        rendered = json.dumps(value)
+        for marker in SECRET_MARKERS:
+            assert marker not in rendered, f"{name} looks like a secret: {rendered}"
+    assert settings["AzureWebJobsStorage__credential"] == "managedidentity"
+    assert settings["AzureWebJobsStorage__clientId"] == "identityClientId"
+    assert settings["AZURE_CLIENT_ID"] == "identityClientId"
+    assert (
+        settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"]
+        == "ClientId=${identityClientId};Authorization=AAD"
+    )
+    for kind in ("blob", "queue", "table"):
+        assert (
+            settings[f"AzureWebJobsStorage__{kind}ServiceUri"] == f"storage{kind.title()}Endpoint"
+        )
+    assert settings["ALLOW_INSECURE_RECORDING_URLS"] == "false"
+
+
+def test_no_secret_anywhere_in_infra() -> None:
+    for path in BICEP_FILES:
+        doc = parse(path.relative_to(INFRA).as_posix())
+        rendered = json.dumps(doc)
+        assert "listKeys" not in rendered, path.name
+        assert "list_keys" not in rendered, path.name
+        assert "AccountKey" not in rendered, path.name
+        for name, spec in doc.get("outputs", {}).items():
+            assert "key" not in name.lower(), name
+            assert "secret" not in name.lower(), name
+            assert "InstrumentationKey" not in json.dumps(spec), name
+
+
+def test_every_app_setting_is_a_host_setting_or_a_settings_alias() -> None:
+    objects = _app_settings()
+    assert set(objects["hostSettings"]) == HOST_SETTINGS
+    app_names = {name for key, obj in objects.items() if key != "hostSettings" for name in obj}
+    unknown = app_names - SETTINGS_ALIASES
+    assert not unknown, f"settings the code does not read: {sorted(unknown)}"
+    assert {"BOT_APP_ID", "RECORDING_RETENTION_MINUTES", "GRAPH_CREDENTIAL_MODE"} <= app_names
+    # Federated mode supplies the app registration and tenant the code needs in that mode.
+    assert set(objects["federatedSettings"]) == {"GRAPH_APP_CLIENT_ID", "GRAPH_TENANT_ID"}
+
+
+def _trace_to_main_default(value: Any) -> tuple[str, Any] | None:
+    """(conversion, main.bicep default) for a setting fed by a main.bicep parameter."""
+    conversion = "none"
+    if isinstance(value, dict) and "function" in value:
+        function = value["function"]
+        conversion = function["type"]
+        if conversion == "join":
+            assert function["parameters"]["delimiter"] == ","
+            value = function["parameters"]["input_array"]
+        elif conversion == "string":
+            value = function["parameters"]["value_to_convert"]
+        else:
+            return None
+    module_params = parse("modules/functionapp.bicep")["parameters"]
+    if not isinstance(value, str) or value not in module_params:
+        return None
+    passed = body(one_module("modules/functionapp.bicep"))["params"][value]
+    main_params = main()["parameters"]
+    if not isinstance(passed, str) or passed not in main_params:
+        return None
+    spec = main_params[passed]
+    assert "default" in spec, f"{passed} has no default in main.bicep"
+    return conversion, spec["default"]
+
+
+def test_app_setting_defaults_match_settings() -> None:
+    objects = _app_settings()
+    checked = set()
+    for key, obj in objects.items():
+        if key == "hostSettings":
+            continue
+        for name, value in obj.items():
+            traced = _trace_to_main_default(value)
+            if traced is None:
+                continue
+            conversion, bicep_default = traced
+            expected = settings_field(name).default
+            if expected is PydanticUndefined:
+                continue
+            if conversion == "join":
+                assert tuple(bicep_default) == tuple(expected), name
+            elif expected is None:
+                assert bicep_default == "", f"{name}: optional settings default to '' (unset)"
+            elif isinstance(expected, bool):
+                assert bicep_default is expected, name
+            elif isinstance(expected, int | float):
+                assert float(bicep_default) == float(expected), name
+            else:
+                assert bicep_default == expected, name
+            checked.add(name)
+    assert checked == DEFAULT_CHECKED
+
+
+def test_graph_credential_mode_values_are_modes_the_code_accepts() -> None:
+    field = settings_field("GRAPH_CREDENTIAL_MODE")
+    accepted = set(typing.get_args(field.annotation))
+    for doc in (main(), parse("modules/functionapp.bicep")):
+        spec = doc["parameters"]["graphCredentialMode"]
+        allowed = next(d["argument"] for d in spec["decorators"] if d["type"] == "allowed")
+        assert set(allowed) <= accepted
+        assert "developer" not in allowed, "developer credentials are for local runs only"
+
+
+def test_numeric_setting_bounds_match_settings() -> None:
+    spec = main()["parameters"]["botRecordMaxDurationSeconds"]
+    bounds = {d["type"]: d["argument"] for d in spec["decorators"]}
+    assert bounds["min_value"] == 1
+    assert bounds["max_value"] == 120
+
+
+# ------------------------------------------------------------------------------------------------
+# Microsoft Graph permission
+# ------------------------------------------------------------------------------------------------
+
+
+def test_graph_extension_is_configured() -> None:
+    doc = parse("modules/graph-permissions.bicep")
+    assert "microsoftGraphV1" in doc["extensions"]
+    config = json.loads((INFRA / "bicepconfig.json").read_text())
+    reference = config["extensions"]["microsoftGraphV1"]
+    assert reference.startswith("br:mcr.microsoft.com/bicep/extensions/microsoftgraph/v1.0:")
+    # Only this module talks to Graph; the others must compile without the extension.
+    for path in BICEP_FILES:
+        other = parse(path.relative_to(INFRA).as_posix())
+        if path.name != "graph-permissions.bicep":
+            assert not other.get("extensions"), path.name
+            assert "Microsoft.Graph" not in json.dumps(other.get("resources", {})), path.name
+
+
+def _looks_up_by_value(app_role_id: Any, graph_name: str, role_value: str) -> bool:
+    filters = functions_in(app_role_id, "filter")
+    if len(filters) != 1:
+        return False
+    params = filters[0]["parameters"]
+    source = params["input_array"]["operator"]["operands"]
+    lambda_expr = json.dumps(params["expression"])
+    return (
+        source == {"operand_1": graph_name, "operand_2": "appRoles"}
+        and params["expression"]["type"] == "lambda_expression"
+        and '"value"' in lambda_expr
+        and json.dumps(role_value) in lambda_expr
+    )
+
+
+def test_calls_access_media_granted_to_the_identity_by_role_value() -> None:
+    doc = parse("modules/graph-permissions.bicep")
+    graph_name, graph = one_resource(doc, "Microsoft.Graph/servicePrincipals")
+    assert graph["existing"] is True
+    app_id = body(graph)["appId"]
+    assert doc["variables"][app_id]["value"] == GRAPH_APP_ID
+    assignments = resources(doc, "Microsoft.Graph/appRoleAssignedTo")
+    single = [a for a in assignments.values() if "loop_type" not in a["config"]]
+    assert len(single) == 1
+    grant = body(single[0])
+    assert grant["principalId"] == "principalId"
+    assert grant["resourceId"]["operator"]["operands"] == {
+        "operand_1": graph_name,
+        "operand_2": "id",
+    }
+    assert _looks_up_by_value(grant["appRoleId"], graph_name, "Calls.AccessMedia.All")
+    assert not re.search(r"[0-9a-f]{8}-[0-9a-f]{4}-", json.dumps(grant)), "no hard-coded role id"
+    # Further roles: optional array, each looked up by value too.
+    looped = [a for a in assignments.values() if "loop_type" in a["config"]]
+    assert len(looped) == 1
+    loop = looped[0]["config"]
+    assert loop["loop_type"]["detail"]["array_name"] == "additionalAppRoles"
+    item = loop["loop_type"]["detail"]["item_name"]
+    assert loop["config"]["principalId"] == "principalId"
+    assert _looks_up_by_value(loop["config"]["appRoleId"], graph_name, item)
+
+
+def test_main_grants_graph_roles_to_the_identity_by_default() -> None:
+    call = one_module("modules/graph-permissions.bicep")
+    params = body(call)["params"]
+    assert params["additionalAppRoles"] == "additionalGraphAppRoles"
+    assert main()["parameters"]["additionalGraphAppRoles"]["default"] == []
+    principal = main()["variables"][params["principalId"]]["value"]
+    conditional = principal["operator"]["operands"]
+    assert "graphPermissionPrincipalId" in json.dumps(conditional["condition"])
+    assert dotted(conditional["true_value"]) == "identity.outputs.principalId"
+    assert main()["parameters"]["graphPermissionPrincipalId"]["default"] == ""
+    assert condition(call) == "grantGraphPermissions"
+    assert main()["parameters"]["grantGraphPermissions"]["default"] is True
+
+
+# ------------------------------------------------------------------------------------------------
+# Azure Bot
+# ------------------------------------------------------------------------------------------------
+
+
+def test_optional_azure_bot_with_teams_calling_webhook() -> None:
+    doc = parse("modules/bot.bicep")
+    bot_name, bot = one_resource(doc, "Microsoft.BotService/botServices")
+    assert body(bot)["location"] == "global"
+    assert body(bot)["properties"]["msaAppId"] == "msaAppId"
+    _, channel = one_resource(doc, "Microsoft.BotService/botServices/channels")
+    config = body(channel)
+    assert config["parent"] == bot_name
+    assert config["name"] == "MsTeamsChannel"
+    channel_props = config["properties"]
+    assert channel_props["channelName"] == "MsTeamsChannel"
+    assert channel_props["properties"]["enableCalling"] is True
+    assert channel_props["properties"]["isEnabled"] is True
+    assert channel_props["properties"]["callingWebhook"] == "https://${appHostName}/api/calls"
+    msa_type = doc["parameters"]["msaAppType"]
+    allowed = next(d["argument"] for d in msa_type["decorators"] if d["type"] == "allowed")
+    assert set(allowed) == {"SingleTenant", "UserAssignedMSI"}
+
+    call = one_module("modules/bot.bicep")
+    assert condition(call) == "deployBot"
+    assert main()["parameters"]["deployBot"]["default"] is False
+    params = body(call)["params"]
+    assert dotted(params["appHostName"]) == "functionApp.outputs.hostName"
+    assert params["msaAppId"] == "effectiveBotAppId"
+    # The same app id is the audience the webhook checks.
+    assert (
+        body(one_module("modules/functionapp.bicep"))["params"]["botAppId"] == "effectiveBotAppId"
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# Outputs, azd
+# ------------------------------------------------------------------------------------------------
+
+
+def test_outputs() -> None:
+    outputs = main()["outputs"]
+    assert {
+        "AZURE_FUNCTION_APP_NAME",
+        "AZURE_FUNCTION_APP_HOST_NAME",
+        "MANAGED_IDENTITY_CLIENT_ID",
+        "AZURE_STORAGE_BLOB_ENDPOINT",
+        "AZURE_STORAGE_QUEUE_ENDPOINT",
+        "AZURE_STORAGE_TABLE_ENDPOINT",
+        "CALLING_WEBHOOK_URL",
+        "BOT_APP_ID",
+    } <= set(outputs)
+    assert dotted(outputs["MANAGED_IDENTITY_CLIENT_ID"]["value"]) == "identity.outputs.clientId"
+
+
+def _simple_yaml(text: str) -> dict[str, Any]:
+    """Nested mappings of scalars (all azure.yaml uses), by indentation."""
+    root: dict[str, Any] = {}
+    stack: list[tuple[int, dict[str, Any]]] = [(-1, root)]
+    for raw in text.splitlines():
+        line = raw.split(" #", 1)[0].rstrip()
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        indent = len(line) - len(line.lstrip())
+        key, _, value = line.strip().partition(":")
+        while stack[-1][0] >= indent:
+            stack.pop()
+        if value.strip():
+            stack[-1][1][key] = value.strip()
+        else:
+            child: dict[str, Any] = {}
+            stack[-1][1][key] = child
+            stack.append((indent, child))
+    return root
+
+
+def test_azure_yaml_deploys_the_api_service() -> None:
+    config = _simple_yaml((ROOT / "azure.yaml").read_text())
+    assert config["services"]["api"] == {"project": ".", "language": "python", "host": "function"}
+    assert config["infra"]["path"] == "infra"
+    assert config["infra"]["module"] == "main"
+
+
+def test_checkov_skips_have_reasons() -> None:
+    lines = (INFRA / "checkov.yaml").read_text().splitlines()
+    entries = [i for i, line in enumerate(lines) if re.match(r"\s*- (CKV\w*|infra/)", line)]
+    assert entries
+    for index in entries:
+        previous = lines[index - 1].strip()
+        assert previous.startswith("#") or re.match(r"- CKV", previous), lines[index]
+    assert any("infra/modules/graph-permissions.bicep" in line for line in lines)
+    requirement = (ROOT / "requirements-checkov.txt").read_text()
+    assert re.search(r"^checkov==\d+\.\d+\.\d+$", requirement, re.MULTILINE)
