@@ -1,0 +1,41 @@
+"""Authentication of inbound requests (the platform's signed notifications)."""
+
+from shared.auth.inbound import (
+    BadSignature,
+    DisallowedAlgorithm,
+    InboundAuthError,
+    InboundIdentity,
+    InboundTokenValidator,
+    SigningKeysUnavailable,
+    TenantMissing,
+    TenantNotAllowed,
+    TokenExpired,
+    TokenMalformed,
+    TokenMissing,
+    TokenNotYetValid,
+    UnknownSigningKey,
+    WrongAudience,
+    WrongIssuer,
+    get_inbound_validator,
+    validator_from_settings,
+)
+
+__all__ = [
+    "BadSignature",
+    "DisallowedAlgorithm",
+    "InboundAuthError",
+    "InboundIdentity",
+    "InboundTokenValidator",
+    "SigningKeysUnavailable",
+    "TenantMissing",
+    "TenantNotAllowed",
+    "TokenExpired",
+    "TokenMalformed",
+    "TokenMissing",
+    "TokenNotYetValid",
+    "UnknownSigningKey",
+    "WrongAudience",
+    "WrongIssuer",
+    "get_inbound_validator",
+    "validator_from_settings",
+]
