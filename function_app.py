@@ -2,8 +2,12 @@
 
 import azure.functions as func
 
+from blueprints.cleanup import bp as cleanup
 from blueprints.health import bp as health
+from blueprints.recordings import bp as recordings
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 app.register_functions(health)
+app.register_functions(recordings)
+app.register_functions(cleanup)

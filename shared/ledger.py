@@ -284,3 +284,36 @@ class OperationLedger:
 
     async def delete(self, record: OperationRecord) -> None:
         await self._table.delete_entity(table_key(record.call_id), table_key(record.operation_id))
+
+    async def remove_stale(self, updated_before: datetime, *, limit: int) -> dict[str, int]:
+        """Delete rows of every kind (operations, claims) last updated before ``updated_before``.
+
+        At most ``limit`` rows per call; returns how many of each kind went. A row written after
+        it was read is kept (ETag), and a row another instance removed first is not an error.
+        """
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+
+        stale = []
+        async for entity in self._table.query_entities(
+            "UpdatedAt lt @cutoff",
+            parameters={"cutoff": updated_before},
+            results_per_page=min(limit, 1000),
+        ):
+            stale.append(entity)
+            if len(stale) >= limit:
+                break
+        removed: dict[str, int] = {}
+        for entity in stale:
+            try:
+                await self._table.delete_entity(
+                    entity["PartitionKey"],
+                    entity["RowKey"],
+                    etag=entity.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            except (ResourceModifiedError, ResourceNotFoundError):
+                continue
+            kind = str(entity.get("Kind") or ROW_KIND_OPERATION)
+            removed[kind] = removed.get(kind, 0) + 1
+        return removed

@@ -1,0 +1,133 @@
+"""Short-lived, read-only URLs for stored recordings, and the status API's view of an operation.
+
+With an account key (a connection string: Azurite locally) the SAS is signed with the key. With
+identity-based storage (Azure) there is no key: the app asks Storage for a user delegation key
+with its managed identity and signs with that, so the URL is as narrow as the identity allows and
+is revoked with it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from shared.ledger import OperationRecord, OperationStatus
+
+if TYPE_CHECKING:
+    from azure.storage.blob import UserDelegationKey
+    from azure.storage.blob.aio import BlobServiceClient
+
+log = logging.getLogger(__name__)
+
+# Clients and Storage disagree on the time by a little; a SAS starting "now" can be refused.
+CLOCK_SKEW = timedelta(minutes=5)
+# A delegation key serves many URLs; renew it well before it lapses (Storage allows 7 days).
+DELEGATION_KEY_LIFETIME = timedelta(hours=6)
+DELEGATION_KEY_MIN_REMAINING = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class ReadUrl:
+    url: str
+    expires_on: datetime
+
+
+@dataclass
+class _CachedKey:
+    key: UserDelegationKey
+    expires_on: datetime
+
+
+# Per account URL. Only an optimisation: any instance can fetch its own key at any time.
+_delegation_keys: dict[str, _CachedKey] = {}
+
+
+def as_utc(value: Any) -> datetime | None:
+    """A ledger time column (datetime, or ISO text from an older writer) as aware UTC."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    if not isinstance(value, datetime):
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+async def _delegation_key(blob_service: BlobServiceClient, now: datetime) -> UserDelegationKey:
+    # Two requests racing here both fetch a key; harmless, so no lock (locks bind to one loop).
+    cached = _delegation_keys.get(blob_service.url)
+    if cached is not None and cached.expires_on - now > DELEGATION_KEY_MIN_REMAINING:
+        return cached.key
+    expires_on = now + DELEGATION_KEY_LIFETIME
+    key = await blob_service.get_user_delegation_key(now - CLOCK_SKEW, expires_on)
+    _delegation_keys[blob_service.url] = _CachedKey(key, expires_on)
+    return key
+
+
+async def read_url(
+    blob_service: BlobServiceClient,
+    container_name: str,
+    blob_name: str,
+    *,
+    now: datetime,
+    ttl: timedelta,
+    not_after: datetime | None = None,
+) -> ReadUrl | None:
+    """A read-only SAS URL for one blob, valid ``ttl`` from ``now`` and never past ``not_after``.
+
+    None when ``not_after`` has already passed (the recording's retention is over).
+    """
+    from azure.storage.blob import BlobSasPermissions, generate_blob_sas
+
+    expires_on = now + ttl
+    if not_after is not None:
+        if not_after <= now:
+            return None
+        expires_on = min(expires_on, not_after)
+    blob = blob_service.get_blob_client(container_name, blob_name)
+    signing: dict[str, Any] = {}
+    account_key = getattr(blob_service.credential, "account_key", None)
+    if account_key:
+        signing["account_key"] = account_key
+    else:
+        signing["user_delegation_key"] = await _delegation_key(blob_service, now)
+    token = generate_blob_sas(
+        account_name=str(blob_service.account_name),
+        container_name=container_name,
+        blob_name=blob_name,
+        permission=BlobSasPermissions(read=True),
+        start=now - CLOCK_SKEW,
+        expiry=expires_on,
+        protocol="https" if blob.url.startswith("https://") else None,
+        **signing,
+    )
+    return ReadUrl(url=f"{blob.url}?{token}", expires_on=expires_on)
+
+
+async def operation_status(
+    record: OperationRecord,
+    *,
+    blob_service: BlobServiceClient,
+    container_name: str,
+    now: datetime,
+    url_ttl: timedelta,
+) -> dict[str, Any]:
+    """The status API body: the ledger row, plus a read URL while the recording is stored."""
+    body = record.to_json()
+    if record.status is not OperationStatus.STORED or not record.blob_name:
+        return body
+    url = await read_url(
+        blob_service,
+        container_name,
+        record.blob_name,
+        now=now,
+        ttl=url_ttl,
+        not_after=as_utc(record.get("ExpiresAt")),
+    )
+    if url is not None:
+        body["recordingUrl"] = url.url
+        body["recordingUrlExpiresAt"] = url.expires_on.isoformat()
+    return body
