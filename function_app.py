@@ -3,6 +3,7 @@
 import azure.functions as func
 
 from blueprints.cleanup import bp as cleanup
+from blueprints.downloads import bp as downloads
 from blueprints.health import bp as health
 from blueprints.recordings import bp as recordings
 
@@ -11,3 +12,4 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(health)
 app.register_functions(recordings)
 app.register_functions(cleanup)
+app.register_functions(downloads)

@@ -1,0 +1,441 @@
+"""The download worker's core: one queue message in, one recording stored (or one clear failure).
+
+Plain Python taking its collaborators as arguments, so tests drive it without the Functions host.
+The blueprint builds the collaborators and lets :class:`TransientDownloadError` propagate: queue
+triggers have no function-level retry policy, so raising is how a message comes back after the
+visibility timeout and, after ``maxDequeueCount`` deliveries, lands on the poison queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Literal
+
+import httpx
+
+from shared.download.claim import ClaimLost, DownloadClaim, DownloadClaims
+from shared.download.fetch import (
+    DownloadError,
+    RetryPolicy,
+    Stopwatch,
+    TerminalDownloadError,
+    TransientDownloadError,
+    guard,
+    open_recording,
+)
+from shared.download.store import (
+    BlockWriter,
+    RecordingFacts,
+    RecordingTooLarge,
+    StoredRecording,
+    blob_name_for,
+    content_type_for,
+    expiry_for,
+    find_stored,
+)
+from shared.download.url_guard import Resolver, UrlPolicy, resolve_host
+from shared.jobs import DownloadJob, InvalidJobError
+from shared.ledger import OperationLedger, OperationStatus, result_fields, utc_now
+from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from azure.storage.blob.aio import ContainerClient
+
+log = logging.getLogger(__name__)
+
+# host.json ``maxDequeueCount``: the delivery after which a failing message is poisoned.
+MAX_DEQUEUE_COUNT = 5
+DEFAULT_RETRY = RetryPolicy()
+
+Outcome = Literal["stored", "already_stored", "failed", "invalid"]
+
+
+@dataclass(frozen=True)
+class DownloadOutcome:
+    """How one message was settled (a transient failure raises instead)."""
+
+    outcome: Outcome
+    call_id: str | None
+    operation_id: str | None
+    blob_name: str | None = None
+    size_bytes: int | None = None
+    sha256: str | None = None
+    content_type: str | None = None
+    failure_reason: str | None = None
+    attempts: int = 0
+    duration_ms: int = 0
+    latency_ms: int | None = None
+
+
+async def process_job(
+    message_text: str | bytes,
+    *,
+    settings: Settings,
+    http: httpx.AsyncClient,
+    container: ContainerClient,
+    ledger: OperationLedger,
+    claims: DownloadClaims,
+    clock: Callable[[], datetime] = utc_now,
+    retry: RetryPolicy = DEFAULT_RETRY,
+    resolve: Resolver = resolve_host,
+    dequeue_count: int | None = None,
+) -> DownloadOutcome:
+    """Download the recording a job names into the recordings container, exactly once.
+
+    Returns how the message was settled; raises :class:`TransientDownloadError` when the message
+    should be delivered again later.
+    """
+    watch = Stopwatch()
+    try:
+        job = DownloadJob.from_message(message_text)
+    except InvalidJobError as invalid:
+        return await _settle_invalid(message_text, str(invalid), ledger, watch)
+
+    run = _Download(job, settings, http, container, ledger, clock, retry, resolve, watch)
+    existing = await find_stored(container, run.blob_name)
+    if existing is not None:
+        return await run.already_stored(existing)
+
+    await ledger.advance(
+        job.call_id,
+        job.operation_id,
+        OperationStatus.DOWNLOADING,
+        BlobName=run.blob_name,
+        **result_fields(job.result_code, job.result_subcode, job.result_message),
+    )
+    claim = claims.new_holder()
+    try:
+        existing = await run.claim_or_wait(claim)
+        if existing is not None:
+            return await run.already_stored(existing)
+        return await run.download(claim)
+    except TerminalDownloadError as terminal:
+        return await run.failed(terminal.reason)
+    except TransientDownloadError as transient:
+        await run.give_back(transient, dequeue_count)
+        raise
+    finally:
+        await claim.release()
+
+
+class _Download:
+    """The steps of one job, sharing its collaborators."""
+
+    def __init__(
+        self,
+        job: DownloadJob,
+        settings: Settings,
+        http: httpx.AsyncClient,
+        container: ContainerClient,
+        ledger: OperationLedger,
+        clock: Callable[[], datetime],
+        retry: RetryPolicy,
+        resolve: Resolver,
+        watch: Stopwatch,
+    ) -> None:
+        self.job = job
+        self.settings = settings
+        self.http = http
+        self.container = container
+        self.ledger = ledger
+        self.clock = clock
+        self.retry = retry
+        self.resolve = resolve
+        self.watch = watch
+        self.policy = UrlPolicy.from_settings(
+            settings.allow_insecure_recording_urls, settings.recording_allowed_host_suffixes
+        )
+        self.blob_name = blob_name_for(job.call_id, job.operation_id)
+        self.attempts = 0
+
+    async def claim_or_wait(self, claim: DownloadClaim) -> StoredRecording | None:
+        """Hold the download claim, or the recording another instance stored meanwhile.
+
+        A duplicate delivery waits (bounded) rather than downloading a second time; when the
+        holder finishes, the blob is there; when it gave up, its claim is released or expires
+        and this delivery takes over.
+        """
+        while True:
+            if await claim.try_acquire(self.job.call_id, self.job.operation_id):
+                # The previous holder may have committed just before releasing.
+                return await find_stored(self.container, self.blob_name)
+            existing = await find_stored(self.container, self.blob_name)
+            if existing is not None:
+                return existing
+            if self.watch.elapsed_seconds >= self.retry.claim_wait_seconds:
+                raise TransientDownloadError("another delivery is still downloading this recording")
+            poll = self.retry.claim_poll_seconds
+            await asyncio.sleep(random.uniform(poll / 2, poll))  # noqa: S311 - jitter
+
+    async def download(self, claim: DownloadClaim) -> DownloadOutcome:
+        """Attempts with inline retries; the last transient error propagates."""
+        last: DownloadError | None = None
+        for attempt in range(1, self.retry.attempts + 1):
+            if last is not None:
+                delay = self.retry.delay_before(attempt, last.retry_after)
+                if self.watch.elapsed_seconds + delay > self.retry.budget_seconds:
+                    break
+                await self.retry.sleep(delay)
+            self.attempts = attempt
+            try:
+                return await self._attempt(claim)
+            except TransientDownloadError as transient:
+                last = transient
+                log.info(
+                    "recording download attempt %d failed, transient: %s call_id=%s operation_id=%s",
+                    attempt,
+                    transient.reason,
+                    self.job.call_id,
+                    self.job.operation_id,
+                )
+        assert last is not None
+        raise last
+
+    async def _attempt(self, claim: DownloadClaim) -> DownloadOutcome:
+        from azure.core.exceptions import AzureError
+
+        max_bytes = self.settings.recording_max_bytes
+        writer = BlockWriter(self.container.get_blob_client(self.blob_name), max_bytes=max_bytes)
+        token = self.job.recording_access_token.get_secret_value()
+        try:
+            url = await guard(self.job.recording_location, self.policy, self.resolve)
+            async with open_recording(
+                self.http, url, token, self.policy, resolve=self.resolve
+            ) as response:
+                declared = _content_length(response)
+                if declared is not None and declared > max_bytes:
+                    raise TerminalDownloadError(_too_large(max_bytes, declared))
+                async for chunk in response.aiter_bytes():
+                    await writer.write(chunk)
+                    await claim.keep_alive()
+                if declared is not None and response.num_bytes_downloaded != declared:
+                    raise TransientDownloadError(
+                        f"recording body ended after {response.num_bytes_downloaded} of "
+                        f"{declared} bytes"
+                    )
+                declared_type = response.headers.get("content-type")
+            downloaded_at = self.clock()
+            facts = RecordingFacts(
+                call_id=self.job.call_id,
+                operation_id=self.job.operation_id,
+                client_context=self.job.client_context,
+                result_code=self.job.result_code,
+                result_subcode=self.job.result_subcode,
+                size_bytes=writer.size,
+                sha256=writer.sha256,
+                content_type=content_type_for(declared_type, writer.head),
+                downloaded_at=downloaded_at,
+                expires_at=expiry_for(downloaded_at, self.settings.recording_retention_minutes),
+            )
+            committed = await writer.commit(facts)
+        except RecordingTooLarge:
+            raise TerminalDownloadError(_too_large(max_bytes, None)) from None
+        except ClaimLost:
+            raise TransientDownloadError(
+                "download claim expired and was taken over by another delivery"
+            ) from None
+        except AzureError as error:
+            raise TransientDownloadError(
+                f"writing the recording to storage failed ({type(error).__name__})"
+            ) from None
+        if not committed:
+            existing = await find_stored(self.container, self.blob_name)
+            if existing is not None:
+                return await self.already_stored(existing)
+        return await self.stored(facts)
+
+    async def stored(self, facts: RecordingFacts) -> DownloadOutcome:
+        await self.ledger.advance(
+            facts.call_id,
+            facts.operation_id,
+            OperationStatus.STORED,
+            BlobName=self.blob_name,
+            SizeBytes=facts.size_bytes,
+            Sha256=facts.sha256,
+            ContentType=facts.content_type,
+            StoredAt=facts.downloaded_at,
+            ExpiresAt=facts.expires_at,
+        )
+        return self._settled(
+            "stored",
+            blob_name=self.blob_name,
+            size_bytes=facts.size_bytes,
+            sha256=facts.sha256,
+            content_type=facts.content_type,
+            committed_at=facts.downloaded_at,
+        )
+
+    async def already_stored(self, existing: StoredRecording) -> DownloadOutcome:
+        # A duplicate job: make sure the ledger says stored (the first run may have died between
+        # the commit and the ledger write), without downloading anything.
+        await self.ledger.advance(
+            self.job.call_id,
+            self.job.operation_id,
+            OperationStatus.STORED,
+            BlobName=existing.blob_name,
+            SizeBytes=existing.size_bytes,
+            Sha256=existing.sha256,
+            ContentType=existing.content_type,
+            ExpiresAt=existing.expires_at,
+        )
+        return self._settled(
+            "already_stored",
+            blob_name=existing.blob_name,
+            size_bytes=existing.size_bytes,
+            sha256=existing.sha256,
+            content_type=existing.content_type,
+        )
+
+    async def failed(self, reason: str) -> DownloadOutcome:
+        await self.ledger.advance(
+            self.job.call_id,
+            self.job.operation_id,
+            OperationStatus.FAILED,
+            FailureReason=reason,
+        )
+        return self._settled("failed", failure_reason=reason)
+
+    async def give_back(self, error: TransientDownloadError, dequeue_count: int | None) -> None:
+        """The message goes back to the queue; on its last delivery the ledger says why."""
+        last_delivery = dequeue_count is not None and dequeue_count >= MAX_DEQUEUE_COUNT
+        if last_delivery:
+            await self.ledger.advance(
+                self.job.call_id,
+                self.job.operation_id,
+                OperationStatus.FAILED,
+                FailureReason=f"{error.reason} (gave up after {dequeue_count} deliveries)",
+            )
+        _log_outcome(
+            logging.WARNING,
+            "poisoned" if last_delivery else "retry_later",
+            self.job.call_id,
+            self.job.operation_id,
+            attempts=self.attempts,
+            duration_ms=self.watch.elapsed_ms,
+            reason=error.reason,
+        )
+
+    def _settled(
+        self,
+        outcome: Outcome,
+        *,
+        blob_name: str | None = None,
+        size_bytes: int | None = None,
+        sha256: str | None = None,
+        content_type: str | None = None,
+        failure_reason: str | None = None,
+        committed_at: datetime | None = None,
+    ) -> DownloadOutcome:
+        latency_ms = None
+        if committed_at is not None:
+            received = self.job.received_at
+            if received.tzinfo is None:
+                received = received.replace(tzinfo=UTC)
+            latency_ms = round((committed_at - received).total_seconds() * 1000)
+        result = DownloadOutcome(
+            outcome=outcome,
+            call_id=self.job.call_id,
+            operation_id=self.job.operation_id,
+            blob_name=blob_name,
+            size_bytes=size_bytes,
+            sha256=sha256,
+            content_type=content_type,
+            failure_reason=failure_reason,
+            attempts=self.attempts,
+            duration_ms=self.watch.elapsed_ms,
+            latency_ms=latency_ms,
+        )
+        _log_outcome(
+            logging.WARNING if outcome == "failed" else logging.INFO,
+            outcome,
+            result.call_id,
+            result.operation_id,
+            size_bytes=size_bytes,
+            attempts=result.attempts,
+            duration_ms=result.duration_ms,
+            latency_ms=latency_ms,
+            reason=failure_reason,
+        )
+        return result
+
+
+async def _settle_invalid(
+    message_text: str | bytes, reason: str, ledger: OperationLedger, watch: Stopwatch
+) -> DownloadOutcome:
+    """Settle a message that is not a job: recorded where it can be, never retried."""
+    call_id, operation_id = _readable_ids(message_text)
+    if call_id and operation_id:
+        await ledger.advance(
+            call_id, operation_id, OperationStatus.FAILED, FailureReason=f"invalid job: {reason}"
+        )
+    _log_outcome(
+        logging.ERROR,
+        "invalid",
+        call_id,
+        operation_id,
+        duration_ms=watch.elapsed_ms,
+        reason=reason,
+    )
+    return DownloadOutcome(
+        "invalid", call_id, operation_id, failure_reason=reason, duration_ms=watch.elapsed_ms
+    )
+
+
+def _readable_ids(message_text: str | bytes) -> tuple[str | None, str | None]:
+    """The call and operation ids of a broken message, when they can still be read."""
+    try:
+        data = json.loads(message_text)
+    except ValueError:
+        return None, None
+    if not isinstance(data, dict):
+        return None, None
+    ids = []
+    for name in ("call_id", "operation_id"):
+        value = data.get(name)
+        ids.append(value.strip() if isinstance(value, str) and value.strip() else None)
+    return ids[0], ids[1]
+
+
+def _content_length(response: httpx.Response) -> int | None:
+    value = response.headers.get("content-length")
+    if value is None or not value.strip().isdigit():
+        return None
+    return int(value)
+
+
+def _too_large(max_bytes: int, declared: int | None) -> str:
+    size = f"{declared} bytes" if declared is not None else f"more than {max_bytes} bytes"
+    return f"recording is too large: {size}, RECORDING_MAX_BYTES is {max_bytes}"
+
+
+def _log_outcome(
+    level: int,
+    outcome: str,
+    call_id: str | None,
+    operation_id: str | None,
+    *,
+    size_bytes: int | None = None,
+    attempts: int = 0,
+    duration_ms: int = 0,
+    latency_ms: int | None = None,
+    reason: str | None = None,
+) -> None:
+    """The one log line per outcome: key=value text, the same fields as ``extra`` dimensions."""
+    fields = {
+        "outcome": outcome,
+        "call_id": call_id,
+        "operation_id": operation_id,
+        "bytes": size_bytes,
+        "attempts": attempts,
+        "duration_ms": duration_ms,
+        "latency_ms": latency_ms,
+        "reason": reason,
+    }
+    text = " ".join(f"{name}={value}" for name, value in fields.items() if value is not None)
+    log.log(level, "recording download %s", text, extra={"download": fields})
