@@ -1,0 +1,472 @@
+"""A small async client for the Graph calls API: answer, recordResponse, playPrompt, hang up.
+
+One ``httpx.AsyncClient`` and one credential per event loop (in Azure: per worker process), so
+connections and the cached access token are reused by every invocation. Every request carries a
+fresh ``client-request-id`` (kept across its retries) and ends in exactly one log line with it.
+
+Retries follow Graph's throttling guidance: 429, 503 and 504 are retried, waiting what
+``Retry-After`` says (capped) or a jittered exponential backoff; connection failures are retried
+only when the request cannot have reached Graph (or the method is idempotent). Attempts and the
+total time are bounded; each operation takes ``within`` (seconds for the whole of it, retries
+included), so the webhook's bot flow can use a short budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from shared.graph.credentials import GRAPH_SCOPE, graph_credential
+from shared.graph.errors import (
+    GraphAuthorizationError,
+    GraphClientError,
+    GraphConnectionError,
+    GraphCredentialError,
+    GraphError,
+    GraphResponseError,
+    GraphServerError,
+    GraphThrottledError,
+    GraphUnavailableError,
+)
+from shared.graph.models import (
+    AnswerRequest,
+    Call,
+    PlayPromptOperation,
+    PlayPromptRequest,
+    RecordOperation,
+    RecordResponseRequest,
+    normalize_id,
+    parse_resource_url,
+)
+
+if TYPE_CHECKING:
+    from azure.core.credentials_async import AsyncTokenCredential
+
+    from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({429, 503, 504})
+IDEMPOTENT_METHODS = frozenset({"GET", "DELETE"})
+# Per attempt: connecting should be quick (Graph is always near); Graph answers the calls API in
+# well under a second, so a read beyond 10 s means something is wrong.
+ATTEMPT_TIMEOUT = httpx.Timeout(10.0, connect=3.0, pool=3.0)
+HTTP_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=16)
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long and how often one operation may be retried."""
+
+    max_attempts: int = 4
+    total_seconds: float = 30.0
+    backoff_base_seconds: float = 0.5
+    backoff_max_seconds: float = 8.0
+    retry_after_cap_seconds: float = 10.0
+
+    def backoff(self, attempt: int, jitter: float) -> float:
+        """Full jitter: uniform in [0, min(cap, base * 2^(attempt-1))]."""
+        growth: float = 2.0 ** (attempt - 1)
+        ceiling = min(self.backoff_max_seconds, self.backoff_base_seconds * growth)
+        return ceiling * jitter
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """``Retry-After`` in seconds: delta-seconds or an HTTP date; ``None`` if absent or invalid."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def _error_from_response(
+    response: httpx.Response, client_request_id: str, attempts: int
+) -> GraphError:
+    """Graph's error JSON (``{"error": {"code", "message", "innerError": {...}}}``) as a type."""
+    code, message = "UnknownError", response.reason_phrase or "no message"
+    request_id = response.headers.get("request-id")
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        code = str(error.get("code") or code)
+        message = str(error.get("message") or message)
+        inner = error.get("innerError") or error.get("innererror")
+        if isinstance(inner, dict) and inner.get("request-id"):
+            request_id = str(inner["request-id"])
+    status = response.status_code
+    kind: type[GraphError]
+    if status == 429:
+        kind = GraphThrottledError
+    elif status in (503, 504):
+        kind = GraphUnavailableError
+    elif status in (401, 403):
+        kind = GraphAuthorizationError
+    elif 400 <= status < 500:
+        kind = GraphClientError
+    elif status >= 500:
+        kind = GraphServerError
+    else:
+        kind = GraphResponseError
+    return kind(
+        status,
+        code,
+        message,
+        request_id=request_id,
+        client_request_id=client_request_id,
+        retry_after=parse_retry_after(response.headers.get("Retry-After")),
+        attempts=attempts,
+    )
+
+
+def _can_retry_transport_error(error: httpx.TransportError, method: str) -> bool:
+    # Connect errors and pool timeouts mean the request never left: safe even for a POST.
+    # Anything later might have reached Graph, and a second recordResponse would record twice.
+    if isinstance(error, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+        return True
+    return method in IDEMPOTENT_METHODS
+
+
+class GraphCallsClient:
+    """The Graph calls operations this app uses. Collaborators are injected (tests, per loop)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        credential: AsyncTokenCredential,
+        *,
+        http: httpx.AsyncClient | None = None,
+        retry: RetryPolicy | None = None,
+        attempt_timeout: httpx.Timeout = ATTEMPT_TIMEOUT,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._credential = credential
+        self._http = http or httpx.AsyncClient(timeout=attempt_timeout, limits=HTTP_LIMITS)
+        self.retry = retry or RetryPolicy()
+        self._attempt_timeout = attempt_timeout
+        self._sleep = sleep
+        self._monotonic = monotonic
+        self._jitter = jitter
+
+    # ----------------------------------------------------------------- operations
+
+    async def answer(
+        self, call_id: str, request: AnswerRequest, *, within: float | None = None
+    ) -> None:
+        """``POST /communications/calls/{id}/answer`` (Graph replies 202 with no body)."""
+        await self._request(
+            "POST", call_id, "/answer", "answer", body=request.to_wire(), within=within
+        )
+
+    async def record_response(
+        self, call_id: str, request: RecordResponseRequest, *, within: float | None = None
+    ) -> tuple[RecordOperation, str]:
+        """Start a recordResponse; returns the operation and its id (from ``Location``)."""
+        response = await self._request(
+            "POST",
+            call_id,
+            "/recordResponse",
+            "recordResponse",
+            body=request.to_wire(),
+            within=within,
+        )
+        operation = self._parse(response, RecordOperation, "recordResponse")
+        return operation, self._operation_id(response, operation.id, "recordResponse")
+
+    async def play_prompt(
+        self, call_id: str, request: PlayPromptRequest, *, within: float | None = None
+    ) -> tuple[PlayPromptOperation, str]:
+        response = await self._request(
+            "POST", call_id, "/playPrompt", "playPrompt", body=request.to_wire(), within=within
+        )
+        operation = self._parse(response, PlayPromptOperation, "playPrompt")
+        return operation, self._operation_id(response, operation.id, "playPrompt")
+
+    async def hang_up(self, call_id: str, *, within: float | None = None) -> None:
+        """``DELETE /communications/calls/{id}``: the bot leaves and the call ends."""
+        await self._request("DELETE", call_id, "", "hangUp", within=within)
+
+    async def get_call(self, call_id: str, *, within: float | None = None) -> Call:
+        response = await self._request("GET", call_id, "", "getCall", within=within)
+        return self._parse(response, Call, "getCall")
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+        await self._credential.close()
+
+    # ----------------------------------------------------------------- plumbing
+
+    def _url(self, call_id: str, suffix: str) -> str:
+        return f"{self.base_url}/communications/calls/{quote(call_id, safe='')}{suffix}"
+
+    async def _token(self, remaining: float, client_request_id: str) -> str:
+        from azure.core.exceptions import AzureError
+
+        try:
+            async with asyncio.timeout(remaining):
+                token = await self._credential.get_token(GRAPH_SCOPE)
+        except TimeoutError:
+            raise GraphCredentialError(
+                None,
+                "TokenTimeout",
+                f"no Graph access token within {remaining:.1f} s",
+                client_request_id=client_request_id,
+            ) from None
+        except AzureError as error:
+            # azure-identity's messages describe the failed source, never a token.
+            reason = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
+            raise GraphCredentialError(
+                None,
+                "CredentialUnavailable",
+                f"{type(error).__name__}: {reason}",
+                client_request_id=client_request_id,
+            ) from None
+        return token.token
+
+    async def _request(
+        self,
+        method: str,
+        call_id: str,
+        suffix: str,
+        action: str,
+        *,
+        body: dict[str, Any] | None = None,
+        within: float | None = None,
+    ) -> httpx.Response:
+        budget = within if within is not None else self.retry.total_seconds
+        started = self._monotonic()
+        deadline = started + budget
+        client_request_id = str(uuid.uuid4())
+        url = self._url(call_id, suffix)
+        attempt = 0
+        while True:
+            attempt += 1
+            remaining = deadline - self._monotonic()
+            try:
+                if remaining <= 0:
+                    raise GraphConnectionError(
+                        None,
+                        "Timeout",
+                        f"no answer from Graph within {budget:g} s",
+                        client_request_id=client_request_id,
+                        attempts=attempt - 1,
+                    )
+                token = await self._token(remaining, client_request_id)
+                headers = {
+                    "Authorization": f"Bearer {token}",
+                    "client-request-id": client_request_id,
+                    "Accept": "application/json",
+                }
+                if attempt > 1:
+                    headers["Retry-Attempt"] = str(attempt - 1)
+                outcome = await self._attempt(
+                    method, url, body, headers, remaining, client_request_id, attempt
+                )
+            except GraphError as failure:
+                self._log_outcome(action, call_id, failure, attempt, started)
+                raise
+            if isinstance(outcome, httpx.Response):
+                self._log_outcome(action, call_id, outcome, attempt, started)
+                return outcome
+            error, wait, retryable = outcome
+            out_of_budget = self._monotonic() + wait >= deadline
+            if not retryable or attempt >= self.retry.max_attempts or out_of_budget:
+                self._log_outcome(action, call_id, error, attempt, started)
+                raise error
+            log.info(
+                "graph %s call=%s retrying status=%s code=%s attempt=%d wait_s=%.2f "
+                "client_request_id=%s",
+                action,
+                call_id,
+                error.status,
+                error.code,
+                attempt,
+                wait,
+                client_request_id,
+                extra={"call_id": call_id, **error.log_fields()},
+            )
+            await self._sleep(wait)
+
+    async def _attempt(
+        self,
+        method: str,
+        url: str,
+        body: dict[str, Any] | None,
+        headers: dict[str, str],
+        remaining: float,
+        client_request_id: str,
+        attempt: int,
+    ) -> httpx.Response | tuple[GraphError, float, bool]:
+        """One HTTP exchange: the response on success, else (error, wait, retryable)."""
+        limits = self._attempt_timeout
+        timeout = httpx.Timeout(
+            min(limits.read or remaining, remaining),
+            connect=min(limits.connect or remaining, remaining),
+            write=min(limits.write or remaining, remaining),
+            pool=min(limits.pool or remaining, remaining),
+        )
+        try:
+            response = await self._http.request(
+                method, url, json=body, headers=headers, timeout=timeout
+            )
+        except httpx.TransportError as failure:
+            error = GraphConnectionError(
+                None,
+                type(failure).__name__,
+                f"{type(failure).__name__} talking to Graph",
+                client_request_id=client_request_id,
+                attempts=attempt,
+            )
+            wait = self.retry.backoff(attempt, self._jitter())
+            return error, wait, _can_retry_transport_error(failure, method)
+        if response.is_success:
+            return response
+        await response.aread()
+        graph_error = _error_from_response(response, client_request_id, attempt)
+        if graph_error.retry_after is not None:
+            # A little jitter on top, so instances throttled together do not return together.
+            wait = min(graph_error.retry_after, self.retry.retry_after_cap_seconds)
+            wait += 0.1 * self._jitter()
+        else:
+            wait = self.retry.backoff(attempt, self._jitter())
+        return graph_error, wait, response.status_code in RETRY_STATUSES
+
+    def _log_outcome(
+        self,
+        action: str,
+        call_id: str,
+        outcome: httpx.Response | GraphError,
+        attempts: int,
+        started: float,
+    ) -> None:
+        elapsed_ms = int((self._monotonic() - started) * 1000)
+        if isinstance(outcome, httpx.Response):
+            log.info(
+                "graph %s call=%s status=%d attempts=%d elapsed_ms=%d client_request_id=%s "
+                "request_id=%s",
+                action,
+                call_id,
+                outcome.status_code,
+                attempts,
+                elapsed_ms,
+                outcome.request.headers.get("client-request-id"),
+                outcome.headers.get("request-id"),
+                extra={
+                    "call_id": call_id,
+                    "graph_action": action,
+                    "graph_status": outcome.status_code,
+                    "attempts": attempts,
+                    "elapsed_ms": elapsed_ms,
+                    "client_request_id": outcome.request.headers.get("client-request-id"),
+                    "graph_request_id": outcome.headers.get("request-id"),
+                },
+            )
+            return
+        log.warning(
+            "graph %s call=%s failed status=%s code=%s attempts=%d elapsed_ms=%d "
+            "client_request_id=%s request_id=%s message=%s",
+            action,
+            call_id,
+            outcome.status,
+            outcome.code,
+            outcome.attempts,
+            elapsed_ms,
+            outcome.client_request_id,
+            outcome.request_id,
+            outcome.message,
+            extra={
+                "call_id": call_id,
+                "graph_action": action,
+                "elapsed_ms": elapsed_ms,
+                **outcome.log_fields(),
+            },
+        )
+
+    def _parse(self, response: httpx.Response, model: type[M], action: str) -> M:
+        try:
+            return model.model_validate(response.json())
+        except (ValueError, ValidationError):
+            raise GraphResponseError(
+                response.status_code,
+                "InvalidResponse",
+                f"Graph's {action} reply is not a valid {model.__name__}",
+                request_id=response.headers.get("request-id"),
+                client_request_id=response.request.headers.get("client-request-id"),
+            ) from None
+
+    def _operation_id(self, response: httpx.Response, body_id: str | None, action: str) -> str:
+        location = response.headers.get("Location")
+        ids = parse_resource_url(location) if location else None
+        operation_id = (ids.operation_id if ids else None) or body_id
+        if not operation_id:
+            raise GraphResponseError(
+                response.status_code,
+                "InvalidResponse",
+                f"Graph's {action} reply names no operation (no Location header, no id)",
+                request_id=response.headers.get("request-id"),
+                client_request_id=response.request.headers.get("client-request-id"),
+            )
+        return normalize_id(operation_id)
+
+
+# --------------------------------------------------------------------------- one per event loop
+
+_per_loop: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, tuple[Settings, GraphCallsClient]
+] = weakref.WeakKeyDictionary()
+_closing: set[asyncio.Task[None]] = set()
+
+
+def get_graph_client(settings: Settings) -> GraphCallsClient:
+    """The running loop's client: one connection pool and one (token-caching) credential.
+
+    httpx and the azure-identity sessions are bound to the loop that created them; the Functions
+    worker runs every async function on one loop, so in Azure this is one client per process.
+    """
+    loop = asyncio.get_running_loop()
+    cached = _per_loop.get(loop)
+    if cached is not None and cached[0] is settings:
+        return cached[1]
+    client = GraphCallsClient(settings.graph_base_url, graph_credential(settings))
+    _per_loop[loop] = (settings, client)
+    if cached is not None:
+        # Settings changed (tests reload them): the old client still holds sockets. Keep a
+        # reference to the closing task: the loop only holds tasks weakly.
+        task = loop.create_task(cached[1].aclose())
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+    return client
+
+
+async def close_graph_client() -> None:
+    """Close the running loop's client (tests and the local host, at shutdown)."""
+    cached = _per_loop.pop(asyncio.get_running_loop(), None)
+    if cached is not None:
+        await cached[1].aclose()
