@@ -1,0 +1,316 @@
+"""The bot flow: what the bot does on each state of a call, driven by Graph's notifications.
+
+- ``incoming``: answer with ``serviceHostedMediaConfig`` (prompts pre-fetched), audio only,
+  callback ``CALLBACK_BASE_URL/api/calls``, within Graph's 15-second limit;
+- ``established``: start exactly one recordResponse per call with the ``BOT_RECORD_*`` settings;
+- record operation finished: the optional thank-you prompt, then hang up (configurable);
+- ``terminated``: operations still ``requested``/``running`` become ``abandoned``, since the
+  platform may never send their completion once the caller has hung up.
+
+Several instances receive the notifications of one call, duplicated and out of order, so every
+once-per-call step is claimed in the ledger (Table Storage), never remembered in memory. Each
+Graph request has a short budget so the webhook still answers quickly, and no failure escapes a
+handler: it is logged with the call id, and the other notifications of the payload go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from shared.graph.errors import GraphClientError, GraphError
+from shared.graph.models import (
+    AnswerRequest,
+    Call,
+    CommsNotification,
+    MediaInfo,
+    MediaPrompt,
+    PlayPromptOperation,
+    PlayPromptRequest,
+    RecordOperation,
+    RecordResponseRequest,
+    ServiceHostedMediaConfig,
+    normalize_id,
+    parse_resource_url,
+)
+from shared.ledger import OperationLedger, OperationStatus, utc_now
+from shared.record_api import start_recording
+
+if TYPE_CHECKING:
+    from azure.storage.queue.aio import QueueClient
+
+    from shared.graph.client import GraphCallsClient
+    from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ANSWER_CLAIM = "answer"
+RECORD_CLAIM = "record-response"
+AFTER_RECORDING_CLAIM = "after-recording"
+HANG_UP_CLAIM = "hang-up"
+THANK_YOU_CONTEXT = "bot-thank-you"
+# Graph drops a call not answered within 15 s, and the webhook gives the bot flow 5 s for a
+# whole payload: each Graph request gets a few seconds, retries included.
+GRAPH_BUDGET_SECONDS = 4.0
+ABANDONED_REASON = "the call ended before the recording completed; no completion will follow"
+_UNSETTLED = (OperationStatus.REQUESTED, OperationStatus.RUNNING)
+_FINAL = ("completed", "failed")
+
+
+def media_info(uri: str) -> MediaInfo:
+    """A prompt's media; the resourceId is stable per URI so Graph's prompt cache can hit."""
+    return MediaInfo(uri=uri, resource_id=str(uuid.uuid5(uuid.NAMESPACE_URL, uri)))
+
+
+class BotFlow:
+    """Implements the webhook's ``CallEventHandler`` with Graph, the ledger and the queue."""
+
+    def __init__(
+        self,
+        graph: GraphCallsClient,
+        ledger: OperationLedger,
+        settings: Settings,
+        *,
+        queue: QueueClient,
+        graph_budget_seconds: float = GRAPH_BUDGET_SECONDS,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._graph = graph
+        self._ledger = ledger
+        self._settings = settings
+        self._queue = queue
+        self._budget = graph_budget_seconds
+        self._clock = clock
+
+    # ----------------------------------------------------------------- the webhook's hook
+
+    async def on_call_notification(
+        self, notification: CommsNotification, *, tenant_id: str | None
+    ) -> None:
+        ids = parse_resource_url(notification.resource_url)
+        call = notification.resource_data
+        if ids is None or not isinstance(call, Call):
+            log.warning(
+                "bot flow: not a call notification resource=%s", notification.resource_url[:200]
+            )
+            return
+        call_id = normalize_id(ids.call_id)
+        state = (call.state or "").lower()
+        change = notification.change_type.lower()
+        try:
+            if change == "deleted" or state == "terminated":
+                await self._settle_unfinished(call_id, call)
+            elif state == "incoming":
+                await self._answer(call_id)
+            elif state == "established":
+                await self._record(call_id, tenant_id)
+            else:
+                log.debug(
+                    "bot flow: call=%s state=%s change=%s: nothing to do", call_id, state, change
+                )
+        except Exception as error:
+            self._log_failure("call " + (state or change), call_id, error)
+
+    async def on_prompt_notification(
+        self, notification: CommsNotification, *, tenant_id: str | None
+    ) -> None:
+        ids = parse_resource_url(notification.resource_url)
+        prompt = notification.resource_data
+        if ids is None or not isinstance(prompt, PlayPromptOperation):
+            log.warning(
+                "bot flow: not a playPrompt notification resource=%s",
+                notification.resource_url[:200],
+            )
+            return
+        call_id = normalize_id(ids.call_id)
+        if prompt.client_context != THANK_YOU_CONTEXT or prompt.status not in _FINAL:
+            log.debug("bot flow: call=%s prompt %s: nothing to do", call_id, prompt.status)
+            return
+        try:
+            if self._settings.hang_up_after_recording:
+                await self._hang_up(call_id)
+        except Exception as error:
+            self._log_failure("thank-you prompt finished", call_id, error)
+
+    async def on_record_completed(self, call_id: str, operation: RecordOperation) -> None:
+        """After the call's recording finished (completed or failed): thank, then hang up.
+
+        The webhook calls this for a ``recordOperation`` notification with a final status (after
+        queuing its job); the flow calls it itself when Graph's reply was already final.
+        """
+        call_id = normalize_id(call_id)
+        try:
+            if not await self._ledger.claim(call_id, AFTER_RECORDING_CLAIM):
+                log.info("bot flow: call=%s after-recording step already done", call_id)
+                return
+            thank_you = self._settings.thank_you_prompt_uri
+            if (
+                operation.status == "completed"
+                and thank_you
+                and await self._thank(call_id, thank_you)
+            ):
+                return  # the prompt's own completion notification hangs up
+            if self._settings.hang_up_after_recording:
+                await self._hang_up(call_id)
+        except Exception as error:
+            self._log_failure("record completed", call_id, error)
+
+    # ----------------------------------------------------------------- steps
+
+    async def _answer(self, call_id: str) -> None:
+        settings = self._settings
+        if not settings.auto_answer:
+            log.info("bot flow: call=%s incoming; auto-answer is off", call_id)
+            return
+        if not settings.callback_base_url:
+            log.error("bot flow: call=%s not answered: CALLBACK_BASE_URL is not set", call_id)
+            return
+        if not await self._ledger.claim(call_id, ANSWER_CLAIM):
+            log.info("bot flow: call=%s already answered by another notification", call_id)
+            return
+        prompts = [
+            uri for uri in (settings.record_prompt_uri, settings.thank_you_prompt_uri) if uri
+        ]
+        request = AnswerRequest(
+            callback_uri=f"{settings.callback_base_url}/api/calls",
+            accepted_modalities=["audio"],
+            media_config=ServiceHostedMediaConfig(
+                pre_fetch_media=[media_info(uri) for uri in prompts] or None
+            ),
+        )
+        try:
+            await self._graph.answer(call_id, request, within=self._budget)
+        except BaseException:
+            await self._release(call_id, ANSWER_CLAIM)
+            raise
+        log.info("bot flow: call=%s answered", call_id, extra={"call_id": call_id})
+
+    def _record_request(self) -> RecordResponseRequest:
+        settings = self._settings
+        prompt = settings.record_prompt_uri
+        return RecordResponseRequest(
+            prompts=[MediaPrompt(media_info=media_info(prompt))] if prompt else [],
+            barge_in_allowed=False,
+            initial_silence_timeout_in_seconds=settings.record_initial_silence_seconds,
+            max_silence_timeout_in_seconds=settings.record_max_silence_seconds,
+            max_record_duration_in_seconds=settings.record_max_duration_seconds,
+            play_beep=settings.record_play_beep,
+            stop_tones=list(settings.record_stop_tones),
+            client_context=str(uuid.uuid4()),
+        )
+
+    async def _record(self, call_id: str, tenant_id: str | None) -> None:
+        if not self._settings.auto_answer:
+            return  # calls answered elsewhere: only the API starts recordings
+        request = self._record_request()
+        if not await self._ledger.claim(call_id, RECORD_CLAIM):
+            log.info("bot flow: call=%s recordResponse already started", call_id)
+            return
+        try:
+            started = await start_recording(
+                call_id,
+                request,
+                graph=self._graph,
+                ledger=self._ledger,
+                queue=self._queue,
+                started_by="bot",
+                tenant_id=tenant_id,
+                within=self._budget,
+                clock=self._clock,
+            )
+        except BaseException:
+            # Graph refused (or we were cut short): a later "established" may try again.
+            await self._release(call_id, RECORD_CLAIM)
+            raise
+        if started.operation.status in _FINAL:
+            # Graph's reply was final: no notification follows, so continue from here.
+            await self.on_record_completed(call_id, started.operation)
+
+    async def _thank(self, call_id: str, uri: str) -> bool:
+        """Play the thank-you prompt; True when its completion notification will follow."""
+        request = PlayPromptRequest(
+            prompts=[MediaPrompt(media_info=media_info(uri))], client_context=THANK_YOU_CONTEXT
+        )
+        try:
+            prompt, prompt_id = await self._graph.play_prompt(call_id, request, within=self._budget)
+        except GraphError as error:
+            self._log_failure("thank-you prompt", call_id, error)
+            return False
+        log.info(
+            "bot flow: call=%s thank-you prompt operation=%s status=%s",
+            call_id,
+            prompt_id,
+            prompt.status,
+            extra={"call_id": call_id, "operation_id": prompt_id},
+        )
+        return prompt.status not in _FINAL
+
+    async def _hang_up(self, call_id: str) -> None:
+        if not await self._ledger.claim(call_id, HANG_UP_CLAIM):
+            log.info("bot flow: call=%s already hung up", call_id)
+            return
+        try:
+            await self._graph.hang_up(call_id, within=self._budget)
+        except GraphClientError as error:
+            if error.status == 404:
+                log.info("bot flow: call=%s already gone when hanging up", call_id)
+                return
+            raise
+        log.info("bot flow: call=%s hung up", call_id, extra={"call_id": call_id})
+
+    async def _settle_unfinished(self, call_id: str, call: Call) -> None:
+        ended = call.result_info.message if call.result_info else None
+        settled = []
+        for record in await self._ledger.list_call(call_id):
+            if record.status not in _UNSETTLED:
+                continue
+            transition = await self._ledger.advance(
+                call_id,
+                record.operation_id,
+                OperationStatus.ABANDONED,
+                FailureReason=ABANDONED_REASON,
+                CallEndMessage=ended[:512] if ended else None,
+            )
+            if transition.changed:
+                settled.append(record.operation_id)
+        log.info(
+            "bot flow: call=%s terminated; abandoned=%d %s",
+            call_id,
+            len(settled),
+            ",".join(settled),
+            extra={"call_id": call_id, "abandoned_operations": settled},
+        )
+
+    async def _release(self, call_id: str, claim: str) -> None:
+        try:
+            await self._ledger.release(call_id, claim)
+        except Exception as error:
+            log.error(
+                "bot flow: call=%s could not release claim %s (%s); the step will not be retried",
+                call_id,
+                claim,
+                type(error).__name__,
+            )
+
+    def _log_failure(self, step: str, call_id: str, error: Exception) -> None:
+        # GraphError's text is Graph's own message and ids; other errors: the type only, since
+        # SDK messages can carry request details.
+        detail = str(error) if isinstance(error, GraphError) else type(error).__name__
+        extra = {"call_id": call_id, "bot_step": step}
+        if isinstance(error, GraphError):
+            extra.update(error.log_fields())
+        log.error("bot flow: call=%s step=%s failed: %s", call_id, step, detail, extra=extra)
+
+
+def bot_flow(settings: Settings) -> BotFlow:
+    """The flow with this event loop's shared clients (call it inside an async function)."""
+    from shared.graph.client import get_graph_client
+    from shared.storage import get_storage
+
+    storage = get_storage(settings)
+    return BotFlow(
+        get_graph_client(settings), OperationLedger(storage.table), settings, queue=storage.queue
+    )

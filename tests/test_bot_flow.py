@@ -1,0 +1,357 @@
+"""The bot flow, driven by the notifications the Graph simulator sends for real calls.
+
+The simulator posts its notifications to a loopback endpoint that keeps them; the test hands
+each one to :class:`BotFlow` the way the webhook does (call and prompt notifications to the
+hooks; a finished record operation queued as a job, then ``on_record_completed``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from devtools.graphsim import GraphSimulator
+from devtools.loopback import LoopbackServer
+from shared.bot.flow import BotFlow
+from shared.graph.models import CommsNotification, RecordOperation
+from shared.jobs import JOB_TIME_TO_LIVE, DownloadJob
+from shared.ledger import OperationLedger, OperationStatus
+from tests.conftest import BOT_APP_ID, TENANT_ID
+
+THANK_YOU = "https://cdn.example/thank-you.wav"
+
+
+class Inbox:
+    """The bot's callback on loopback: keeps every notification, answers 202."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.received: list[dict[str, Any]] = []
+        self.base_url = ""
+
+    def take(self, start: int) -> list[dict[str, Any]]:
+        with self.lock:
+            return list(self.received[start:])
+
+
+@pytest.fixture
+def inbox() -> Iterator[Inbox]:
+    box = Inbox()
+
+    async def callback(request: Request) -> Response:
+        body = await request.json()
+        with box.lock:
+            box.received.extend(body.get("value", []))
+        return Response(status_code=202)
+
+    app = Starlette(routes=[Route("/api/calls", callback, methods=["POST"])])
+    with LoopbackServer(app) as server:
+        box.base_url = server.base_url
+        yield box
+
+
+@pytest.fixture
+def sim(inbox: Inbox) -> Iterator[GraphSimulator]:
+    with GraphSimulator(
+        BOT_APP_ID, time_scale=0.01, callback_url=f"{inbox.base_url}/api/calls"
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+async def bot_env(
+    sim: GraphSimulator,
+    inbox: Inbox,
+    app_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[GraphSimulator]:
+    from shared.graph.client import close_graph_client
+    from shared.settings import get_settings
+
+    for name, value in sim.managed_identity_env().items():
+        monkeypatch.setenv(name, value)
+    for name in ("IDENTITY_SERVER_THUMBPRINT", "MSI_ENDPOINT", "MSI_SECRET", "AZURE_CLIENT_ID"):
+        monkeypatch.delenv(name, raising=False)
+    settings = {
+        "GRAPH_BASE_URL": sim.graph_base_url,
+        "GRAPH_CREDENTIAL_MODE": "managedIdentity",
+        "CALLBACK_BASE_URL": inbox.base_url,
+        "BOT_AUTO_ANSWER": "true",
+        "BOT_RECORD_PROMPT_URI": "https://cdn.example/please-speak.wav",
+        "BOT_RECORD_MAX_DURATION_SECONDS": "5",
+        "BOT_RECORD_STOP_TONES": "#,*",
+        "BOT_THANK_YOU_PROMPT_URI": THANK_YOU,
+        "BOT_HANG_UP_AFTER_RECORDING": "true",
+    }
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    yield sim
+    await close_graph_client()
+
+
+def new_flow() -> BotFlow:
+    """A flow as one app instance would build it (the storage fixture made the table)."""
+    from shared.bot.flow import bot_flow
+    from shared.settings import get_settings
+
+    return bot_flow(get_settings())
+
+
+class WebhookStandIn:
+    """What the webhook does with each notification for the bot flow."""
+
+    def __init__(self, inbox: Inbox, flows: list[BotFlow], storage: Any) -> None:
+        self.inbox = inbox
+        self.flows = flows
+        self.storage = storage
+        self.handled = 0
+
+    async def pump(self) -> int:
+        batch = self.inbox.take(self.handled)
+        self.handled += len(batch)
+        for raw in batch:
+            await self.deliver(CommsNotification.model_validate(raw))
+        return len(batch)
+
+    async def deliver(self, notification: CommsNotification) -> None:
+        kind = notification.resource_kind
+        if kind == "call":
+            # Every instance may get it: the flows must agree through the ledger.
+            await asyncio.gather(
+                *(f.on_call_notification(notification, tenant_id=TENANT_ID) for f in self.flows)
+            )
+        elif kind == "playPromptOperation":
+            await self.flows[0].on_prompt_notification(notification, tenant_id=TENANT_ID)
+        elif kind == "recordOperation":
+            operation = notification.resource_data
+            assert isinstance(operation, RecordOperation)
+            job = DownloadJob.from_notification(notification, tenant_id=TENANT_ID)
+            if operation.status == "completed":
+                await self.storage.queue.send_message(
+                    job.to_message(), time_to_live=int(JOB_TIME_TO_LIVE.total_seconds())
+                )
+                await OperationLedger(self.storage.table).advance(
+                    job.call_id, job.operation_id, OperationStatus.COMPLETED
+                )
+            await self.flows[0].on_record_completed(job.call_id, operation)
+
+    async def run_until(self, done: Any, within: float = 10.0) -> None:
+        deadline = time.monotonic() + within
+        while True:
+            await self.pump()
+            if done():
+                await asyncio.sleep(0.05)
+                await self.pump()  # whatever was still in flight
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError("the call did not reach the expected state")
+            await asyncio.sleep(0.01)
+
+
+def graph_requests(sim: GraphSimulator, call_id: str) -> list[tuple[str, str, int | None]]:
+    """(method, last path segment, status) of the calls-API requests for one call."""
+    out = []
+    for r in sim.requests:
+        if call_id not in r.path:
+            continue
+        tail = r.path.rsplit("/", 1)[-1]
+        out.append((r.method, "call" if tail == call_id else tail, r.status_code))
+    return out
+
+
+async def test_full_call_answers_records_once_thanks_and_hangs_up(
+    bot_env: GraphSimulator, inbox: Inbox, storage: Any
+) -> None:
+    sim = bot_env
+    webhook = WebhookStandIn(inbox, [new_flow(), new_flow()], storage)
+
+    call_id = sim.place_call(duplicate_established=True)
+    await webhook.run_until(lambda: sim.call(call_id).state == "terminated")
+
+    established = [n for n in inbox.take(0) if n["resourceData"].get("state") == "established"]
+    assert len(established) == 2  # sent twice, each to two instances
+    assert graph_requests(sim, call_id) == [
+        ("POST", "answer", 202),
+        ("POST", "recordResponse", 200),
+        ("POST", "playPrompt", 200),
+        ("DELETE", "call", 204),
+    ]
+    assert all(r.token_valid for r in sim.requests)
+    answer = next(r for r in sim.requests if r.path.endswith("/answer")).body
+    assert answer["callbackUri"] == f"{inbox.base_url}/api/calls"
+    assert answer["acceptedModalities"] == ["audio"]
+    media = answer["mediaConfig"]
+    assert media["@odata.type"] == "#microsoft.graph.serviceHostedMediaConfig"
+    assert {m["uri"] for m in media["preFetchMedia"]} == {
+        "https://cdn.example/please-speak.wav",
+        THANK_YOU,
+    }
+    record = next(r for r in sim.requests if r.path.endswith("/recordResponse")).body
+    assert record["maxRecordDurationInSeconds"] == 5
+    assert record["stopTones"] == ["#", "*"]
+    assert record["prompts"][0]["mediaInfo"]["uri"] == "https://cdn.example/please-speak.wav"
+    uuid.UUID(record["clientContext"])
+    prompt = next(r for r in sim.requests if r.path.endswith("/playPrompt")).body
+    assert prompt["prompts"][0]["mediaInfo"]["uri"] == THANK_YOU
+
+    (operation,) = [op for op in sim.operations if op.kind == "record"]
+    messages = [m async for m in storage.queue.receive_messages()]
+    assert len(messages) == 1
+    job = DownloadJob.from_message(messages[0].content)
+    assert job.operation_id == operation.id
+    assert job.client_context == record["clientContext"]
+    row = await OperationLedger(storage.table).get(call_id, operation.id)
+    assert row is not None
+    assert row.status is OperationStatus.COMPLETED
+    assert row.get("StartedBy") == "bot"
+
+
+async def test_established_handled_concurrently_starts_one_recording(
+    bot_env: GraphSimulator, inbox: Inbox, storage: Any
+) -> None:
+    sim = bot_env
+    flows = [new_flow() for _ in range(3)]
+    webhook = WebhookStandIn(inbox, flows[:1], storage)
+    call_id = sim.place_call()
+
+    def established() -> dict[str, Any] | None:
+        return next(
+            (n for n in inbox.take(0) if n["resourceData"].get("state") == "established"), None
+        )
+
+    # Answer through the flow; hold back the established notification.
+    deadline = time.monotonic() + 5
+    while (raw := established()) is None and time.monotonic() < deadline:
+        batch = [n for n in inbox.take(webhook.handled)]
+        webhook.handled += len(batch)
+        for item in batch:
+            if item["resourceData"].get("state") != "established":
+                await webhook.deliver(CommsNotification.model_validate(item))
+        await asyncio.sleep(0.01)
+    assert raw is not None
+    notification = CommsNotification.model_validate(raw)
+
+    await asyncio.gather(
+        *(f.on_call_notification(notification, tenant_id=TENANT_ID) for f in flows * 2)
+    )
+
+    assert [r for r in graph_requests(sim, call_id) if r[1] == "recordResponse"] == [
+        ("POST", "recordResponse", 200)
+    ]
+    rows = await OperationLedger(storage.table).list_call(call_id)
+    assert len(rows) == 1
+    assert rows[0].status is OperationStatus.RUNNING
+
+
+async def test_caller_hanging_up_before_completion_abandons_the_operation(
+    bot_env: GraphSimulator, inbox: Inbox, storage: Any
+) -> None:
+    sim = bot_env
+    webhook = WebhookStandIn(inbox, [new_flow()], storage)
+
+    call_id = sim.place_call("hangup")
+    await webhook.run_until(lambda: sim.call(call_id).state == "terminated")
+
+    (operation,) = [op for op in sim.operations if op.kind == "record"]
+    row = await OperationLedger(storage.table).get(call_id, operation.id)
+    assert row is not None
+    assert row.status is OperationStatus.ABANDONED
+    assert "call ended" in row.get("FailureReason")
+    assert not any(r.path.endswith("/operations") for r in sim.requests)
+    assert ("DELETE", "call", 204) not in graph_requests(sim, call_id)
+    assert [m async for m in storage.queue.receive_messages()] == []
+
+
+async def test_graph_refusing_the_recording_releases_the_claim_for_a_retry(
+    bot_env: GraphSimulator, inbox: Inbox, storage: Any
+) -> None:
+    sim = bot_env
+    sim.add_api_faults("recordResponse", ["500"])
+    webhook = WebhookStandIn(inbox, [new_flow()], storage)
+
+    call_id = sim.place_call(duplicate_established=True)
+    await webhook.run_until(lambda: sim.call(call_id).state == "terminated")
+
+    records = [r for r in graph_requests(sim, call_id) if r[1] == "recordResponse"]
+    assert records == [("POST", "recordResponse", 500), ("POST", "recordResponse", 200)]
+    assert ("DELETE", "call", 204) in graph_requests(sim, call_id)
+
+
+async def test_failures_are_logged_with_the_call_id_and_never_raised(
+    bot_env: GraphSimulator, storage: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="shared")
+    flow = new_flow()
+    ghost = str(uuid.uuid4())
+    incoming = CommsNotification.model_validate(
+        {
+            "changeType": "created",
+            "resourceUrl": f"/communications/calls/{ghost}",
+            "resourceData": {"@odata.type": "#microsoft.graph.call", "state": "incoming"},
+        }
+    )
+
+    await flow.on_call_notification(incoming, tenant_id=TENANT_ID)
+
+    failures = [r for r in caplog.records if "failed" in r.getMessage() and ghost in r.getMessage()]
+    assert failures
+    assert "ItemNotFound" in caplog.text
+    assert "eyJ" not in caplog.text
+    # The answer claim was given back, so a later notification may try again.
+    assert await OperationLedger(storage.table).claim(ghost, "answer")
+
+
+async def test_auto_answer_off_leaves_the_call_alone(
+    bot_env: GraphSimulator, inbox: Inbox, storage: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.settings import get_settings
+
+    monkeypatch.setenv("BOT_AUTO_ANSWER", "false")
+    get_settings.cache_clear()
+    sim = bot_env
+    webhook = WebhookStandIn(inbox, [new_flow()], storage)
+
+    call_id = sim.place_call()
+    await sim.async_wait_for(lambda: inbox.take(0), within=5)
+    await webhook.pump()
+
+    assert graph_requests(sim, call_id) == []
+    assert sim.call(call_id).state == "incoming"
+
+
+async def test_terminated_settles_a_recording_started_by_the_api(
+    bot_env: GraphSimulator, storage: Any
+) -> None:
+    ledger = OperationLedger(storage.table)
+    call_id, operation_id = str(uuid.uuid4()), str(uuid.uuid4())
+    await ledger.advance(call_id, operation_id, OperationStatus.RUNNING, StartedBy="api")
+    done_id = str(uuid.uuid4())
+    await ledger.advance(call_id, done_id, OperationStatus.COMPLETED)
+    terminated = CommsNotification.model_validate(
+        {
+            "changeType": "deleted",
+            "resourceUrl": f"/communications/calls/{call_id}",
+            "resourceData": {"@odata.type": "#microsoft.graph.call", "state": "terminated"},
+        }
+    )
+
+    await new_flow().on_call_notification(terminated, tenant_id=TENANT_ID)
+
+    running = await ledger.get(call_id, operation_id)
+    done = await ledger.get(call_id, done_id)
+    assert running is not None
+    assert running.status is OperationStatus.ABANDONED
+    assert done is not None
+    assert done.status is OperationStatus.COMPLETED
