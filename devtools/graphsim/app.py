@@ -44,6 +44,7 @@ class SimContext:
     base_url: Callable[[], str]
     slow_drip_seconds: float
     allow_insecure_callbacks: bool
+    config: Callable[[], dict[str, Any]]
 
 
 def graph_error(
@@ -390,6 +391,11 @@ def build_app(
             engine.api_faults.setdefault(action, []).extend(faults)
         return JSONResponse({"action": action, "pending": engine.api_faults[action]})
 
+    async def control_config(request: Request) -> Response:
+        # Includes IDENTITY_HEADER: the control API is loopback-only, and the local host and
+        # demo read it from here instead of from logs.
+        return JSONResponse(ctx.config())
+
     async def control_health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "scenarios": list(SCENARIOS)})
 
@@ -414,6 +420,7 @@ def build_app(
         Route("/v1.0/{rest:path}", not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
         Route("/recordings/{recording_id}", recording, methods=["GET"]),
         Route("/_sim/health", control_health),
+        Route("/_sim/config", control_config),
         Route("/_sim/calls", control_place_call, methods=["POST"]),
         Route("/_sim/calls", control_calls, methods=["GET"]),
         Route("/_sim/calls/{call_id}", control_call, methods=["GET"]),

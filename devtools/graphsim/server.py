@@ -99,6 +99,7 @@ class GraphSimulator:
         slow_drip_seconds: float = 2.0,
         compact_ids_in_operation_urls: bool = True,
         managed_identity_client_id: str = DEFAULT_MI_CLIENT_ID,
+        identity_header: str | None = None,
     ) -> None:
         if time_scale <= 0:
             raise ValueError("time_scale must be > 0")
@@ -109,7 +110,7 @@ class GraphSimulator:
         self.keys = KeyRing()
         self.graph_tokens = GraphTokenIssuer(tenant_id, managed_identity_client_id)
         self.recordings_store = RecordingStore(lambda: self._base_url)
-        self.identity_header = secrets.token_urlsafe(24)
+        self.identity_header = identity_header or secrets.token_urlsafe(24)
         self.engine = CallEngine(
             EngineSettings(
                 bot_app_id=bot_app_id,
@@ -134,6 +135,7 @@ class GraphSimulator:
             base_url=lambda: self._base_url,
             slow_drip_seconds=slow_drip_seconds,
             allow_insecure_callbacks=allow_insecure_callbacks,
+            config=self.config,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: uvicorn.Server | None = None
@@ -232,6 +234,21 @@ class GraphSimulator:
     @property
     def identity_endpoint(self) -> str:
         return f"{self._base_url}/msi/token"
+
+    def config(self) -> dict[str, Any]:
+        """What an app needs to point at this simulator (served at GET /_sim/config)."""
+        return {
+            "baseUrl": self.base_url,
+            "botAppId": self.bot_app_id,
+            "tenantId": self.tenant_id,
+            "env": {
+                "GRAPH_BASE_URL": self.graph_base_url,
+                "INBOUND_OPENID_CONFIGURATION_URL": self.openid_configuration_url,
+                "BOT_APP_ID": self.bot_app_id,
+                "ALLOW_INSECURE_RECORDING_URLS": "true",
+                **self.managed_identity_env(),
+            },
+        }
 
     def managed_identity_env(self) -> dict[str, str]:
         """Environment variables that point azure-identity's ManagedIdentityCredential here."""
