@@ -230,6 +230,7 @@ class LocalFunctionsHost:
             )
             self.queue_listeners.append(listener)
             self._spawn(listener.run(), f"queue:{function.name}")
+        await self._wait_for_queues()
         for timer in self.functions.timers:
             timer_listener = TimerListener(timer, function_timeout=self.options.function_timeout)
             self.timer_listeners.append(timer_listener)
@@ -244,6 +245,21 @@ class LocalFunctionsHost:
             ",".join(f"{f.name}:{f.queue_name}" for f in self.functions.queues),
             ",".join(f"{f.name}:{f.schedule}" for f in self.functions.timers),
         )
+
+    async def _wait_for_queues(self) -> None:
+        """Return once every queue exists, so whatever the caller sends next is picked up."""
+        if not self.queue_listeners:
+            return
+        waits = [asyncio.create_task(listener.ready.wait()) for listener in self.queue_listeners]
+        _, pending = await asyncio.wait(waits, timeout=self.startup_timeout)
+        for wait in pending:
+            wait.cancel()
+        if pending:
+            logger.warning(
+                "localhost outcome=queues_not_ready count=%d (Storage unreachable? polling "
+                "continues with back-off)",
+                len(pending),
+            )
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(work, name=f"localhost:{name}")

@@ -125,6 +125,8 @@ class QueueListener:
         self._queue: QueueClient | None = None
         self._poison: QueueClient | None = None
         self._poison_ready = asyncio.Lock()
+        # Set once the queue exists (or its creation has failed once): start() waits for it.
+        self.ready = asyncio.Event()
         # Observability for tests and the CLI; bounded.
         self.poll_delays: collections.deque[float] = collections.deque(maxlen=256)
         self.outcomes: collections.Counter[str] = collections.Counter()
@@ -179,7 +181,10 @@ class QueueListener:
                 continue
             try:
                 if not queue_ready:
-                    await self._ensure_queue(queue)
+                    try:
+                        await self._ensure_queue(queue)
+                    finally:
+                        self.ready.set()
                     queue_ready = True
                 messages = [
                     message
