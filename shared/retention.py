@@ -467,7 +467,14 @@ async def run_cleanup(
         except Exception as error:
             summary.errors += 1
             summary.failed_steps.append(name)
-            log.error("cleanup: step %s failed (%s: %s)", name, type(error).__name__, error)
+            # Type and service error code only: an SDK error's text can quote the response
+            # body, and a queue response holds message contents (access tokens).
+            log.error(
+                "cleanup: step %s failed (%s, code=%s)",
+                name,
+                type(error).__name__,
+                getattr(error, "error_code", None),
+            )
     level = logging.WARNING if summary.errors else logging.INFO
     log.log(level, "cleanup: %s", summary.describe(), extra=summary.log_fields())
     return summary

@@ -43,6 +43,26 @@ def _client_options() -> dict[str, Any]:
     }
 
 
+def _lenient_base64_decoder() -> Any:
+    """Base64 like the trigger; a message that is not base64 comes back as its raw UTF-8 bytes.
+
+    The poison queue collects what the trigger could not handle, including text another writer
+    put there unencoded. With the strict policy one such message fails every receive, and the
+    cleanup could never purge the tokens in the messages beside it.
+    """
+    from azure.core.exceptions import DecodeError
+    from azure.storage.queue import BinaryBase64DecodePolicy
+
+    class LenientBase64DecodePolicy(BinaryBase64DecodePolicy):
+        def decode(self, content: str, response: Any) -> bytes:
+            try:
+                return super().decode(content, response)
+            except DecodeError:
+                return content.encode("utf-8")
+
+    return LenientBase64DecodePolicy()
+
+
 @dataclass
 class StorageClients:
     """Queue, blob and table clients for the app's resources, sharing one credential."""
@@ -72,11 +92,11 @@ class StorageClients:
         return str(uri)
 
     def _queue(self, name: str) -> QueueClient:
-        from azure.storage.queue import BinaryBase64DecodePolicy, TextBase64EncodePolicy
+        from azure.storage.queue import TextBase64EncodePolicy
         from azure.storage.queue.aio import QueueClient
 
         # The queue trigger reads base64 (host.json messageEncoding); write what it reads.
-        encode, decode = TextBase64EncodePolicy(), BinaryBase64DecodePolicy()
+        encode, decode = TextBase64EncodePolicy(), _lenient_base64_decoder()
         connection = self.settings.storage_connection_string
         if connection:
             return QueueClient.from_connection_string(

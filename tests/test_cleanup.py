@@ -362,6 +362,61 @@ async def test_young_poison_messages_stay_and_the_queue_keeps_no_old_token(stora
     assert await ledger.get("call-y", "op-young") is None
 
 
+async def test_a_message_that_is_not_base64_does_not_block_the_purge(storage: Any) -> None:
+    from azure.storage.queue.aio import QueueClient
+
+    # Written without the base64 codec, as a foreign writer might: the trigger could not read it.
+    async with QueueClient.from_connection_string(
+        storage.settings.storage_connection_string, storage.poison_queue_name
+    ) as raw:
+        await raw.send_message('{"recording_access_token": "raw-token", not base64}')
+    await storage.poison_queue.send_message(job("call-n", "op-n", "token-n").to_message())
+    max_age = timedelta(minutes=get_settings().poison_message_max_age_minutes)
+
+    summary = await cleanup(storage, FixedClock(datetime.now(UTC) + max_age * 2))
+
+    assert summary.errors == 0
+    assert summary.poison_messages_purged == 2
+    assert summary.poison_messages_unreadable == 1
+    assert await queue_length(storage.poison_queue) == 0
+    record = await OperationLedger(storage.table).get("call-n", "op-n")
+    assert record is not None
+    assert record.status is S.FAILED
+
+
+async def test_a_failing_step_neither_stops_the_others_nor_leaks_message_text(
+    storage: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from azure.storage.queue import BinaryBase64DecodePolicy
+    from azure.storage.queue.aio import QueueClient
+
+    connection = storage.settings.storage_connection_string
+    async with QueueClient.from_connection_string(connection, storage.poison_queue_name) as raw:
+        await raw.send_message("recording_access_token=eyJraw.leaky-token (not base64)")
+    await put_recording(storage, "call-f", "op-f", T0 - timedelta(minutes=1))
+    # A strict base64 client: every receive fails on the message above.
+    strict = QueueClient.from_connection_string(
+        connection, storage.poison_queue_name, message_decode_policy=BinaryBase64DecodePolicy()
+    )
+    clock = FixedClock(T0)
+    with caplog.at_level(logging.DEBUG):
+        async with strict:
+            summary = await run_cleanup(
+                container=storage.container,
+                ledger=OperationLedger(storage.table, clock=clock),
+                poison_queue=strict,
+                settings=get_settings(),
+                clock=clock,
+            )
+
+    assert summary.failed_steps == ["purge_poison_messages"]
+    assert summary.recordings_deleted == 1  # the expiry step ran all the same
+    assert "leaky-token" not in caplog.text
+    assert any(
+        r.levelno == logging.WARNING and "errors=1" in r.getMessage() for r in caplog.records
+    )
+
+
 # --- abandoned operations and the ledger horizon -------------------------------------------------
 
 
