@@ -8,7 +8,7 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,12 +51,13 @@ def graph_error(
     status: int,
     code: str,
     message: str,
+    ids: Mapping[str, str] | None = None,
     *,
-    request_id: str | None = None,
-    client_request_id: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     """Graph's error JSON shape, with the request ids echoed in body and headers."""
+    request_id = (ids or {}).get("request_id")
+    client_request_id = (ids or {}).get("client_request_id")
     request_id = request_id or str(uuid.uuid4())
     client_request_id = client_request_id or request_id
     body = {
@@ -88,13 +89,13 @@ def _status_fault(fault: str, arg: float | None, ids: dict[str, str]) -> Respons
         retry_after = str(int(arg)) if arg is not None else "1"
         message = "Too many requests." if fault == "429" else "Service unavailable."
         code = "TooManyRequests" if fault == "429" else "ServiceUnavailable"
-        return graph_error(int(fault), code, message, headers={"Retry-After": retry_after}, **ids)
+        return graph_error(int(fault), code, message, ids, headers={"Retry-After": retry_after})
     if fault == "500":
-        return graph_error(500, "InternalServerError", "Simulated internal error.", **ids)
+        return graph_error(500, "InternalServerError", "Simulated internal error.", ids)
     if fault == "401":
-        return graph_error(401, "InvalidAuthenticationToken", "Access token has expired.", **ids)
+        return graph_error(401, "InvalidAuthenticationToken", "Access token has expired.", ids)
     if fault == "404":
-        return graph_error(404, "ItemNotFound", "The resource was not found.", **ids)
+        return graph_error(404, "ItemNotFound", "The resource was not found.", ids)
     return None
 
 
@@ -197,17 +198,17 @@ def build_app(
             else:
                 response = _status_fault(name, arg, ids)
         if response is None and token_problem is not None:
-            response = graph_error(401, "InvalidAuthenticationToken", token_problem, **ids)
+            response = graph_error(401, "InvalidAuthenticationToken", token_problem, ids)
         if response is None:
             if raw and isinstance(body, str):
                 response = graph_error(
-                    400, "BadRequest", "The request body is not valid JSON.", **ids
+                    400, "BadRequest", "The request body is not valid JSON.", ids
                 )
             else:
                 try:
                     response = await handler(body, ids)
                 except GraphError as exc:
-                    response = graph_error(exc.status, exc.code, exc.message, **ids)
+                    response = graph_error(exc.status, exc.code, exc.message, ids)
         response.headers["request-id"] = ids["request_id"]
         response.headers["client-request-id"] = client_request_id
         record.status_code = response.status_code
@@ -288,13 +289,13 @@ def build_app(
         item = ctx.recordings.get(request.path_params["recording_id"])
         if item is None:
             return graph_error(
-                404, "ItemNotFound", "The recording does not exist or was discarded.", **ids
+                404, "ItemNotFound", "The recording does not exist or was discarded.", ids
             )
         ctx.recordings.count_request(item)
         token = _bearer(request)
         if token is None or not secrets.compare_digest(token, item.access_token):
             return graph_error(
-                401, "InvalidAuthenticationToken", "The recording access token is invalid.", **ids
+                401, "InvalidAuthenticationToken", "The recording access token is invalid.", ids
             )
         fault = ctx.recordings.pop_fault(item)
         name, arg = parse_fault(fault) if fault else ("", None)

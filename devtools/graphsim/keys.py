@@ -100,7 +100,7 @@ class KeyRing:
                 headers=merged_headers,
             )
         if alg == "none":
-            return jwt.encode(claims, None, algorithm="none", headers=merged_headers)
+            return jwt.encode(claims, "", algorithm="none", headers=merged_headers)
         return jwt.encode(claims, signer.private_key, algorithm=alg, headers=merged_headers)
 
 
