@@ -38,6 +38,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--app", default="function_app", help="module holding `app`")
     parser.add_argument("--app-root", type=Path, default=Path.cwd(), help="folder of host.json")
+    parser.add_argument(
+        "--settings",
+        type=Path,
+        default=None,
+        help="local.settings.json to read (default: the one in --app-root)",
+    )
     parser.add_argument("--with-azurite", action="store_true", help="start an in-memory Azurite")
     parser.add_argument(
         "--with-simulator",
@@ -69,10 +75,24 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
 
-    settings_path = args.app_root / "local.settings.json"
-    local = LocalSettings.load(settings_path) if settings_path.exists() else None
+    settings_path = args.settings or args.app_root / "local.settings.json"
+    example = args.app_root / "local.settings.example.json"
+    if args.settings is None and not settings_path.exists() and args.with_simulator:
+        # Everything runs on loopback with the simulator: the example settings are complete.
+        print(f"No {settings_path.name}: using {example.name}", file=sys.stderr)
+        settings_path = example
+    try:
+        local = LocalSettings.load(settings_path) if settings_path.exists() else None
+    except HostConfigurationError as error:
+        logger.error("localhost outcome=not_started error=%s", error)
+        return 1
     port = args.port if args.port is not None else (local.http_port if local else None)
     port = DEFAULT_PORT if port is None else port
+    if port == 0:
+        # The simulator needs the callback port before the host binds it.
+        from devtools.azurite import free_port
+
+        port = free_port()
     overrides: dict[str, str] = {}
 
     with contextlib.ExitStack() as stack:
@@ -109,11 +129,17 @@ def main(argv: list[str] | None = None) -> int:
                     }
                 )
                 logger.info("graph simulator url=%s", simulator.base_url)
-            host = LocalFunctionsHost(args.app, port=port, env=overrides, app_root=args.app_root)
+            host = LocalFunctionsHost(
+                args.app,
+                port=port,
+                env=overrides,
+                app_root=args.app_root,
+                local_settings=settings_path,
+            )
             stack.enter_context(host)
         except (HostConfigurationError, OSError, RuntimeError) as error:
             logger.error("localhost outcome=not_started error=%s", error)
-            if local is None and (args.app_root / "local.settings.example.json").exists():
+            if local is None and example.exists():
                 print(
                     "No local.settings.json: copy local.settings.example.json to "
                     "local.settings.json and adjust it.",
