@@ -7,7 +7,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
@@ -76,7 +76,7 @@ class RecordingHandle:
     def pending_faults(self) -> list[str]:
         return list(self._recording.faults)
 
-    def iter_bytes(self) -> Any:
+    def iter_bytes(self) -> Iterator[bytes]:
         """The exact bytes served, generated again (for byte-by-byte comparisons)."""
         return self._recording.iter_bytes()
 
