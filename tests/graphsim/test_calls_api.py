@@ -256,3 +256,13 @@ def test_api_faults_per_request(sim: GraphSimulator, bot: Bot, graph: httpx.Clie
     assert statuses == [429, 503, 202]
     with pytest.raises(ValueError, match="unknown API fault"):
         sim.add_api_faults("answer", ["reset"])
+
+
+def test_expired_graph_token_is_refused(sim: GraphSimulator) -> None:
+    sim.graph_tokens.lifetime_seconds = -60
+    expired = sim.graph_token()
+    response = httpx.get(
+        f"{sim.graph_base_url}{CALLS}/x", headers={"Authorization": f"Bearer {expired}"}
+    )
+    error = _assert_graph_error(response, 401, "InvalidAuthenticationToken")
+    assert "expired" in error["message"]
