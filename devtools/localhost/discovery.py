@@ -10,6 +10,7 @@ import asyncio
 import importlib
 import inspect
 import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -117,13 +118,19 @@ def discover_functions(
     app: func.FunctionApp, environ: Mapping[str, str] | None = None
 ) -> DiscoveredFunctions:
     """Every function of ``app`` by trigger kind, with ``%SETTING%`` expressions resolved."""
-    import os
-
     env = os.environ if environ is None else environ
     # get_functions() remembers the names it indexed and refuses to index the same app again
-    # (the worker indexes once per process); a test process may start the local host several
-    # times on one app, so the record of a previous indexing is cleared first.
+    # (the worker indexes once per process). A test process indexes one app many times (each
+    # host start, tests/support), so the record is cleared for this call and then put back.
+    previous_index = app.functions_bindings
     app.functions_bindings = None
+    try:
+        return _discover(app, env)
+    finally:
+        app.functions_bindings = previous_index
+
+
+def _discover(app: func.FunctionApp, env: Mapping[str, str]) -> DiscoveredFunctions:
     http: list[HttpFunction] = []
     queues: list[QueueFunction] = []
     timers: list[TimerFunction] = []

@@ -183,6 +183,16 @@ def test_discovery_reads_the_programming_models_metadata() -> None:
     assert discover_functions(app, environ).names == found.names
 
 
+def test_discovery_leaves_the_app_indexable_by_the_worker() -> None:
+    app = load_function_app(SAMPLE_MODULE)
+    environ = {"SAMPLE_QUEUE": "q", "SAMPLE_SCHEDULE": "* * * * * *"}
+    discover_functions(app, environ)
+    # What the worker (and tests/support) do once per process still works afterwards...
+    names = sorted(f.get_function_name() for f in app.get_functions())
+    # ...and the host can index again after them.
+    assert discover_functions(app, environ).names == names
+
+
 def test_discovery_names_an_unset_setting() -> None:
     app = load_function_app(SAMPLE_MODULE)
     with pytest.raises(HostConfigurationError, match="SAMPLE_SCHEDULE"):
