@@ -63,6 +63,12 @@ def _lenient_base64_decoder() -> Any:
     return LenientBase64DecodePolicy()
 
 
+def _storage_retry_options() -> dict[str, Any]:
+    # Queue and blob clients retry with the storage SDK's own ExponentialRetry, which ignores
+    # retry_backoff_*: its defaults sleep 15 s and more before each retry (about 90 s in all).
+    return {"initial_backoff": 0, "increment_base": 1, "random_jitter_range": 0.5}
+
+
 @dataclass
 class StorageClients:
     """Queue, blob and table clients for the app's resources, sharing one credential."""
@@ -105,6 +111,7 @@ class StorageClients:
                 message_encode_policy=encode,
                 message_decode_policy=decode,
                 **_client_options(),
+                **_storage_retry_options(),
             )
         return QueueClient(
             self._service_uri("queue"),
@@ -113,6 +120,7 @@ class StorageClients:
             message_encode_policy=encode,
             message_decode_policy=decode,
             **_client_options(),
+            **_storage_retry_options(),
         )
 
     @property
@@ -137,13 +145,14 @@ class StorageClients:
             connection = self.settings.storage_connection_string
             if connection:
                 self._cache["blob"] = BlobServiceClient.from_connection_string(
-                    connection, **_client_options()
+                    connection, **_client_options(), **_storage_retry_options()
                 )
             else:
                 self._cache["blob"] = BlobServiceClient(
                     self._service_uri("blob"),
                     credential=self._managed_identity(),
                     **_client_options(),
+                    **_storage_retry_options(),
                 )
         client: BlobServiceClient = self._cache["blob"]
         return client
