@@ -70,7 +70,7 @@ async def notifications(req: func.HttpRequest) -> func.HttpResponse:
             tenant_id=identity.tenant_id,
             queue=storage.queue,
             ledger=OperationLedger(storage.table),
-            handler=call_event_handler(settings),
+            handler=call_event_handler(settings, storage),
         )
     except QueueUnavailable as error:
         return answer(

@@ -4,7 +4,8 @@ Routing by the resource's ``@odata.type``:
 
 - ``recordOperation`` completed with a ``recordingLocation``: a download job on the queue;
 - ``recordOperation`` failed, or completed without a location: the failure goes to the ledger;
-- ``call`` and ``playPromptOperation``: handed to the bot flow (a :class:`CallEventHandler`);
+- ``call`` and ``playPromptOperation``, and final record operations once queued or recorded:
+  handed to the bot flow (a :class:`CallEventHandler`);
 - anything else: logged at debug and acknowledged.
 
 The webhook replies 2xx only once every job of the payload is on the queue; otherwise
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from azure.storage.queue.aio import QueueClient
 
     from shared.settings import Settings
+    from shared.storage import StorageClients
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ ENQUEUE_DEADLINE_SECONDS = 8.0
 
 
 class CallEventHandler(Protocol):
-    """What the bot flow does with call-state and prompt notifications."""
+    """What the bot flow does with the notifications it cares about, in payload order."""
 
     async def on_call_notification(
         self, notification: CommsNotification, *, tenant_id: str | None
@@ -62,6 +64,10 @@ class CallEventHandler(Protocol):
     async def on_prompt_notification(
         self, notification: CommsNotification, *, tenant_id: str | None
     ) -> None: ...
+
+    async def on_record_completed(self, call_id: str, operation: RecordOperation) -> None:
+        """A record operation reached ``completed`` or ``failed`` (its job is already queued)."""
+        ...
 
 
 class LoggingCallEventHandler:
@@ -90,9 +96,17 @@ class LoggingCallEventHandler:
             getattr(data, "status", None),
         )
 
+    async def on_record_completed(self, call_id: str, operation: RecordOperation) -> None:
+        log.info(
+            "record operation finished (no bot flow) call_id=%s operation_id=%s status=%s",
+            call_id,
+            operation.id,
+            operation.status,
+        )
 
-def call_event_handler(settings: Settings) -> CallEventHandler:
-    """The bot flow the webhook hands call and prompt notifications to (the one place to change)."""
+
+def call_event_handler(settings: Settings, storage: StorageClients) -> CallEventHandler:
+    """The bot flow the webhook hands notifications to: the one place to plug it in."""
     return LoggingCallEventHandler()
 
 
@@ -312,6 +326,8 @@ def _plan(
             report.count(Outcome.DUPLICATE)
             continue
         seen.add((call_id, operation_id))
+        # The bot flow moves on (thank-you prompt, hang up) once the recording is final.
+        plan.bot_flow.append(notification)
         if operation.status == "failed":
             plan.failures.append(
                 _Failure(notification, call_id, operation_id, "recordOperation failed")
@@ -512,6 +528,24 @@ async def _write_ledger(
         report.count(Outcome.FAILED)
 
 
+async def _hand_over(
+    handler: CallEventHandler, notification: CommsNotification, tenant_id: str | None
+) -> None:
+    kind = notification.resource_kind
+    if kind == "call":
+        await handler.on_call_notification(notification, tenant_id=tenant_id)
+    elif kind == "playPromptOperation":
+        await handler.on_prompt_notification(notification, tenant_id=tenant_id)
+    elif kind == "recordOperation":
+        operation = notification.resource_data
+        call_id, operation_id = _call_id(notification), _operation_id(notification)
+        assert isinstance(operation, RecordOperation)
+        assert call_id is not None
+        await handler.on_record_completed(
+            call_id, operation.model_copy(update={"id": operation_id})
+        )
+
+
 async def _hand_to_bot_flow(
     handler: CallEventHandler,
     notifications: list[CommsNotification],
@@ -530,10 +564,7 @@ async def _hand_to_bot_flow(
             while pending:
                 notification = pending[0]
                 try:
-                    if notification.resource_kind == "call":
-                        await handler.on_call_notification(notification, tenant_id=tenant_id)
-                    else:
-                        await handler.on_prompt_notification(notification, tenant_id=tenant_id)
+                    await _hand_over(handler, notification, tenant_id)
                 except Exception as error:
                     _log_outcome(
                         Outcome.HANDLER_FAILED,

@@ -20,7 +20,7 @@ from azure.storage.queue.aio import QueueClient
 from devtools.azurite import Azurite, free_port
 from devtools.graphsim import GraphSimulator
 from devtools.graphsim.keys import SigningKey
-from shared.graph.models import CommsNotification, CommsNotifications
+from shared.graph.models import CommsNotification, CommsNotifications, RecordOperation
 from shared.jobs import DOWNLOAD_QUEUE, JOB_TIME_TO_LIVE, DownloadJob
 from shared.ledger import OperationLedger, OperationStatus
 from shared.notifications import (
@@ -565,6 +565,7 @@ class RecordingHandler:
 
     def __init__(self, *, fail_on: str | None = None, hang_on: str | None = None) -> None:
         self.seen: list[tuple[str, str | None, str | None]] = []
+        self.record_ids: list[str | None] = []
         self.fail_on = fail_on
         self.hang_on = hang_on
 
@@ -588,21 +589,30 @@ class RecordingHandler:
     ) -> None:
         await self._handle("prompt", notification, tenant_id)
 
+    async def on_record_completed(self, call_id: str, operation: RecordOperation) -> None:
+        self.seen.append(("record", operation.status, call_id))
+        self.record_ids.append(operation.id)
+
 
 def _payload(*notifications: dict[str, Any]) -> CommsNotifications:
     return CommsNotifications.model_validate(payload(*notifications))
 
 
-async def test_bot_flow_gets_call_and_prompt_notifications_in_order(
+async def test_bot_flow_gets_its_notifications_in_payload_order(
     storage: StorageClients,
 ) -> None:
-    call_id = uid()
+    call_id, recorded, failed, running = uid(), uid(), uid(), uid()
     handler = RecordingHandler()
     report = await route_notifications(
         _payload(
             call_state(call_id, "establishing"),
-            prompt_completed(call_id, uid()),
             call_state(call_id, "established"),
+            completion(canonical(call_id), canonical(running), status="running"),
+            completion(canonical(call_id), canonical(recorded)),
+            completion(canonical(call_id), canonical(recorded)),  # Graph sends duplicates
+            completion(canonical(call_id), canonical(failed), status="failed"),
+            prompt_completed(call_id, uid()),
+            call_state(call_id, "terminated", "deleted"),
         ),
         tenant_id="t-1",
         queue=storage.queue,
@@ -611,10 +621,20 @@ async def test_bot_flow_gets_call_and_prompt_notifications_in_order(
     )
     assert handler.seen == [
         ("call", "establishing", "t-1"),
-        ("prompt", "completed", "t-1"),
         ("call", "established", "t-1"),
+        ("record", "completed", canonical(call_id)),
+        ("record", "failed", canonical(call_id)),
+        ("prompt", "completed", "t-1"),
+        ("call", "terminated", "t-1"),
     ]
-    assert report.outcomes == {"handled": 3}
+    assert handler.record_ids == [canonical(recorded), canonical(failed)]
+    assert report.outcomes == {
+        "handled": 6,
+        "queued": 1,
+        "failed": 1,
+        "duplicate": 1,
+        "ignored": 1,
+    }
 
 
 async def test_failing_bot_flow_never_fails_the_payload(
@@ -633,8 +653,8 @@ async def test_failing_bot_flow_never_fails_the_payload(
         ledger=OperationLedger(storage.table),
         handler=handler,
     )
-    assert [state for _, state, _ in handler.seen] == ["establishing", "established"]
-    assert report.outcomes == {"handler_failed": 1, "handled": 1, "queued": 1}
+    assert [state for _, state, _ in handler.seen] == ["establishing", "completed", "established"]
+    assert report.outcomes == {"handler_failed": 1, "handled": 2, "queued": 1}
     [failure] = [r for r in caplog.records if getattr(r, "outcome", None) == "handler_failed"]
     assert failure.call_id == canonical(call_id)  # type: ignore[attr-defined]
 
@@ -672,7 +692,7 @@ async def test_ledger_failure_after_queueing_is_logged_not_raised(
         ledger=OperationLedger(missing_table),
         handler=LoggingCallEventHandler(),
     )
-    assert report.outcomes == {"queued": 1, "failed": 1}
+    assert report.outcomes == {"queued": 1, "failed": 1, "handled": 2}
     assert len(report.jobs) == 1
     assert any("ledger write failed (job is queued)" in r.getMessage() for r in caplog.records)
     assert any("ledger=write_failed" in r.getMessage() for r in caplog.records)
@@ -724,8 +744,8 @@ async def test_queue_that_never_answers_is_refused_at_the_deadline(
                 )
 
 
-def test_the_bot_flow_is_picked_in_one_place(app_env: dict[str, str]) -> None:
-    assert isinstance(call_event_handler(get_settings()), LoggingCallEventHandler)
+def test_the_bot_flow_is_picked_in_one_place(storage: StorageClients) -> None:
+    assert isinstance(call_event_handler(get_settings(), storage), LoggingCallEventHandler)
 
 
 # --------------------------------------------------------------------------- secrets (keep last)
