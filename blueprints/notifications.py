@@ -52,7 +52,8 @@ async def notifications(req: func.HttpRequest) -> func.HttpResponse:
             req.headers.get("Authorization")
         )
     except InboundAuthError as error:
-        return answer(error.to_problem().to_response(), "unauthenticated", failure=error.failure)
+        outcome = "unauthenticated" if error.status == 401 else "signing_keys_unavailable"
+        return answer(error.to_problem().to_response(), outcome, failure=error.failure)
 
     try:
         payload = read_notifications(
