@@ -26,8 +26,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
 
+# The blob convention (name, expiresAt tag) is the download worker's: one definition, in store.
+from shared.download.store import EXPIRES_AT_FORMAT, EXPIRES_AT_TAG, ids_from_blob_name
 from shared.jobs import DownloadJob, InvalidJobError
 from shared.ledger import ROW_KIND_CLAIM, OperationLedger, OperationStatus, result_fields
 
@@ -41,11 +42,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# The blob convention shared with the download worker: ``{call_id}/{operation_id}.<ext>`` (each
-# segment percent-encoded) with index tag ``expiresAt`` in fixed-width UTC, so that string order
-# is time order and the tag query can use ``<``.
-EXPIRES_AT_TAG = "expiresAt"
-EXPIRES_AT_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 BATCH_DELETE_MAX = 256  # the Blob Batch API's limit per request
 POISONED_REASON = "download kept failing; message poisoned"
 ABANDONED_REASON = "no completion notification arrived"
@@ -105,15 +101,6 @@ def tag_time(moment: datetime) -> str:
 def expired_filter(now: datetime) -> str:
     """The blob index tag query for recordings whose retention has ended at ``now``."""
     return f"\"{EXPIRES_AT_TAG}\" < '{tag_time(now)}'"
-
-
-def ids_from_blob_name(name: str) -> tuple[str, str] | None:
-    """``(call_id, operation_id)`` from ``{call_id}/{operation_id}.<ext>``, or None."""
-    call_part, slash, rest = name.partition("/")
-    operation_part = rest.rsplit(".", 1)[0] if "." in rest else rest
-    if not slash or not call_part or not operation_part or "/" in operation_part:
-        return None
-    return unquote(call_part), unquote(operation_part)
 
 
 def _portable_batch_boundary(request: PipelineRequest[Any]) -> None:

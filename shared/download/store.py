@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from shared.graph.models import normalize_id
 
@@ -39,6 +39,15 @@ def blob_name_for(call_id: str, operation_id: str) -> str:
     is not a plain id character is percent-encoded, so an id cannot add path segments.
     """
     return f"{_segment(call_id)}/{_segment(operation_id)}.wav"
+
+
+def ids_from_blob_name(name: str) -> tuple[str, str] | None:
+    """``(call_id, operation_id)`` from a name made by :func:`blob_name_for`, or None."""
+    call_part, slash, rest = name.partition("/")
+    operation_part = rest.rsplit(".", 1)[0] if "." in rest else rest
+    if not slash or not call_part or not operation_part or "/" in operation_part:
+        return None
+    return unquote(call_part), unquote(operation_part)
 
 
 def _segment(value: str) -> str:
