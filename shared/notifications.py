@@ -107,6 +107,10 @@ class LoggingCallEventHandler:
 
 def call_event_handler(settings: Settings, storage: StorageClients) -> CallEventHandler:
     """The bot flow the webhook hands notifications to: the one place to plug it in."""
+    if settings.auto_answer and settings.callback_base_url:
+        from shared.bot.flow import bot_flow
+
+        return bot_flow(settings, storage)
     return LoggingCallEventHandler()
 
 

@@ -355,3 +355,56 @@ async def test_terminated_settles_a_recording_started_by_the_api(
     assert running.status is OperationStatus.ABANDONED
     assert done is not None
     assert done.status is OperationStatus.COMPLETED
+
+
+async def test_full_call_through_the_webhook(
+    bot_env: GraphSimulator,
+    inbox: Inbox,
+    storage: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same call with the real webhook function (JWT checked, routing, job) in the loop."""
+    from shared.notifications import call_event_handler
+    from shared.settings import get_settings
+    from tests.support.functions import http_request, invoke
+
+    sim = bot_env
+    monkeypatch.setenv("INBOUND_OPENID_CONFIGURATION_URL", sim.openid_configuration_url)
+    get_settings.cache_clear()
+    assert isinstance(call_event_handler(get_settings(), storage), BotFlow)
+    forwarded = 0
+
+    async def forward() -> None:
+        nonlocal forwarded
+        for notification in inbox.take(forwarded):
+            forwarded += 1
+            body = {"@odata.type": "#microsoft.graph.commsNotifications", "value": [notification]}
+            headers = {
+                "Content-Type": "application/json",
+                "Authorization": f"Bearer {sim.sign_token()}",
+            }
+            response = await invoke(
+                "notifications",
+                http_request("POST", "http://localhost/api/calls", body=body, headers=headers),
+            )
+            assert response.status_code == 202, response.get_body()
+
+    call_id = sim.place_call(duplicate_established=True)
+    deadline = time.monotonic() + 10
+    while sim.call(call_id).state != "terminated" or forwarded < len(inbox.take(0)):
+        assert time.monotonic() < deadline, "the call did not end"
+        await forward()
+        await asyncio.sleep(0.01)
+
+    assert graph_requests(sim, call_id) == [
+        ("POST", "answer", 202),
+        ("POST", "recordResponse", 200),
+        ("POST", "playPrompt", 200),
+        ("DELETE", "call", 204),
+    ]
+    (operation,) = [op for op in sim.operations if op.kind == "record"]
+    messages = [m async for m in storage.queue.receive_messages()]
+    assert [DownloadJob.from_message(m.content).operation_id for m in messages] == [operation.id]
+    row = await OperationLedger(storage.table).get(call_id, operation.id)
+    assert row is not None
+    assert row.status is OperationStatus.COMPLETED

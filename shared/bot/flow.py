@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
     from shared.graph.client import GraphCallsClient
     from shared.settings import Settings
+    from shared.storage import StorageClients
 
 log = logging.getLogger(__name__)
 
@@ -305,12 +306,12 @@ class BotFlow:
         log.error("bot flow: call=%s step=%s failed: %s", call_id, step, detail, extra=extra)
 
 
-def bot_flow(settings: Settings) -> BotFlow:
+def bot_flow(settings: Settings, storage: StorageClients | None = None) -> BotFlow:
     """The flow with this event loop's shared clients (call it inside an async function)."""
     from shared.graph.client import get_graph_client
     from shared.storage import get_storage
 
-    storage = get_storage(settings)
+    storage = storage or get_storage(settings)
     return BotFlow(
         get_graph_client(settings), OperationLedger(storage.table), settings, queue=storage.queue
     )
