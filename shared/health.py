@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from shared.settings import SettingsError, load_settings
+from shared.settings import SettingsError, get_settings
 from shared.storage import StorageClients, get_storage
 
 CHECK_TIMEOUT_SECONDS = 3.0
@@ -39,7 +39,7 @@ async def check_storage(storage: StorageClients) -> dict[str, str]:
 
 async def health_report() -> tuple[bool, dict[str, Any]]:
     try:
-        settings = load_settings()
+        settings = get_settings()
     except SettingsError as error:
         return False, {"status": "unhealthy", "checks": {"settings": str(error)}}
     checks = {"settings": "ok", **await check_storage(get_storage(settings))}
