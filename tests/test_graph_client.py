@@ -20,6 +20,7 @@ from shared.graph.errors import (
     GraphAuthorizationError,
     GraphClientError,
     GraphConnectionError,
+    GraphError,
     GraphResponseError,
     GraphServerError,
     GraphThrottledError,
@@ -196,13 +197,36 @@ async def test_backoff_without_retry_after_is_jittered_exponential(
     make_client: Any, fake_time: FakeTime
 ) -> None:
     client, _ = make_client(
-        [httpx.Response(504), httpx.Response(504), httpx.Response(503), created()]
+        [httpx.Response(503), httpx.Response(503), httpx.Response(503), created()]
     )
 
     await client.record_response(CALL_ID, RecordResponseRequest())
 
     # base 0.5 s doubling, times the fixed jitter 0.5
     assert fake_time.sleeps == [pytest.approx(0.25), pytest.approx(0.5), pytest.approx(1.0)]
+
+
+async def test_gateway_timeout_is_not_retried_for_a_post(
+    make_client: Any, fake_time: FakeTime
+) -> None:
+    # Graph may have started the recording behind a 504: a second POST could record twice.
+    client, seen = make_client([httpx.Response(504), created()])
+
+    with pytest.raises(GraphError) as caught:
+        await client.record_response(CALL_ID, RecordResponseRequest())
+
+    assert caught.value.status == 504
+    assert len(seen) == 1
+    assert fake_time.sleeps == []
+
+
+async def test_gateway_timeout_is_retried_for_a_get(make_client: Any, fake_time: FakeTime) -> None:
+    client, seen = make_client([httpx.Response(504), httpx.Response(200, json={"id": CALL_ID})])
+
+    call = await client.get_call(CALL_ID)
+
+    assert call.id == CALL_ID
+    assert len(seen) == 2
 
 
 async def test_graph_error_json_becomes_a_typed_error_without_retry(make_client: Any) -> None:

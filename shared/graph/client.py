@@ -4,9 +4,10 @@ One ``httpx.AsyncClient`` and one credential per event loop (in Azure: per worke
 connections and the cached access token are reused by every invocation. Every request carries a
 fresh ``client-request-id`` (kept across its retries) and ends in exactly one log line with it.
 
-Retries follow Graph's throttling guidance: 429, 503 and 504 are retried, waiting what
-``Retry-After`` says (capped) or a jittered exponential backoff; connection failures are retried
-only when the request cannot have reached Graph (or the method is idempotent). Attempts and the
+Retries follow Graph's throttling guidance: 429 and 503 are retried, and 504 for idempotent
+methods only, waiting what ``Retry-After`` says (capped) or a jittered exponential backoff;
+connection failures are retried only when the request cannot have reached Graph (or the method is
+idempotent). Attempts and the
 total time are bounded; each operation takes ``within`` (seconds for the whole of it, retries
 included), so the webhook's bot flow can use a short budget.
 """
@@ -60,6 +61,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 503, 504})
+# A 504 says the gateway gave up waiting, not that Graph did nothing: retrying a POST could start
+# a second recordResponse (two recordings of one answer). 429 and 503 mean "not processed".
+AMBIGUOUS_STATUSES = frozenset({504})
 IDEMPOTENT_METHODS = frozenset({"GET", "DELETE"})
 # Per attempt: connecting should be quick (Graph is always near); Graph answers the calls API in
 # well under a second, so a read beyond 10 s means something is wrong.
@@ -356,7 +360,11 @@ class GraphCallsClient:
             wait += 0.1 * self._jitter()
         else:
             wait = self.retry.backoff(attempt, self._jitter())
-        return graph_error, wait, response.status_code in RETRY_STATUSES
+        status = response.status_code
+        retryable = status in RETRY_STATUSES and (
+            status not in AMBIGUOUS_STATUSES or method in IDEMPOTENT_METHODS
+        )
+        return graph_error, wait, retryable
 
     def _log_outcome(
         self,
