@@ -48,7 +48,7 @@ demo: install
 	$(PY) -m devtools.demo
 
 start: install
-	$(PY) -m devtools.localhost --with-simulator
+	$(PY) -m devtools.demo.start
 
 bench: install
 	$(PY) -m benchmarks

@@ -83,6 +83,24 @@ def provision_storage(connection_string: str) -> None:
     asyncio.run(provision())
 
 
+def close_app_clients(host: LocalFunctionsHost) -> None:
+    """Close the app's per-loop Graph and recording HTTP clients on the host's loop.
+
+    The local host closes only the storage clients when it stops; without this the Graph
+    credential's aiohttp session is reported unclosed at exit.
+    """
+    import sys
+
+    async def close() -> None:
+        if "shared.graph.client" in sys.modules:
+            await sys.modules["shared.graph.client"].close_graph_client()
+        if "shared.download.fetch" in sys.modules:
+            await sys.modules["shared.download.fetch"].close_recording_http_client()
+
+    with contextlib.suppress(Exception):  # best effort: the host stops regardless
+        host.run(close(), timeout=10)
+
+
 class StackError(RuntimeError):
     """A part of the local stack did not start; the message says which and why."""
 
@@ -235,7 +253,11 @@ class LocalStack:
         )
         if self.host_kind == "func":
             log = self._log or self._stack.enter_context(open(os.devnull, "wb"))  # noqa: SIM115
-            self.func_host = FuncHost(self.app_port, self.settings, log)
+            env = dict(self.settings)
+            if self._function_key:
+                # Core Tools does not check keys locally; a stand-in host that does, takes this.
+                env["LOCAL_FUNCTION_KEY"] = self._function_key
+            self.func_host = FuncHost(self.app_port, env, log)
             self._stack.callback(self.func_host.stop)
             self.func_host.start()
             return "func start"
@@ -257,6 +279,7 @@ class LocalStack:
             raise StackError(
                 f"the app cannot listen on 127.0.0.1:{self.app_port} ({error.strerror})"
             ) from None
+        self._stack.callback(close_app_clients, host)
         self._stack.callback(self._reset_app_settings_cache)
         return "local Functions host"
 

@@ -25,7 +25,7 @@ from azure.storage.queue import QueueClient
 
 from devtools.azurite import Azurite, free_port
 from devtools.demo.run import wait_until as _wait_until
-from devtools.demo.stack import app_settings, provision_storage
+from devtools.demo.stack import app_settings, close_app_clients, provision_storage
 from devtools.graphsim import GraphSimulator
 from devtools.localhost import LocalFunctionsHost
 from shared.jobs import DOWNLOAD_QUEUE, POISON_QUEUE
@@ -227,6 +227,7 @@ def running_app_factory(
 
     yield start
     for app in started:
+        close_app_clients(app.host)
         app.host.stop()
         app.http.close()
         for client in (app.table, app.container, app.queue, app.poison_queue):
