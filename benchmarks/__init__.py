@@ -1,0 +1,1 @@
+"""Benchmarks: `make bench` (python -m benchmarks); see docs/benchmarks.md."""

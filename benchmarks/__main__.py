@@ -1,0 +1,85 @@
+"""``python -m benchmarks`` (``make bench``): run the figures, write results.json and BENCHMARKS.md.
+
+python -m benchmarks                 # every figure, full size (a few minutes)
+python -m benchmarks --quick         # fewer repetitions and smaller sets (a smoke run)
+python -m benchmarks --only 4 --only 2
+python -m benchmarks --quick --output-dir /tmp/bench   # leave the committed files alone
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from benchmarks.harness import ROOT, Figure, Run, Stopwatch, machine_description, write_results
+
+# Figure key -> module; each module has ``run(rig, quick=...) -> Figure``.
+FIGURES = {
+    "1": "benchmarks.end_to_end",
+    "2": "benchmarks.download",
+    "3": "benchmarks.webhook",
+    "4": "benchmarks.cold_start",
+    "5": "benchmarks.cleanup",
+}
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions, smaller sets")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=sorted(FIGURES),
+        help="run only this figure (repeatable)",
+    )
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=None,
+        help="where to write results.json and BENCHMARKS.md (default: the repository)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    from benchmarks.rig import Rig, quiet_logs
+
+    selected = args.only or sorted(FIGURES)
+    run = Run(
+        machine=machine_description(),
+        options={"quick": args.quick, "figures": ",".join(selected)},
+    )
+    total = Stopwatch()
+    with Rig() as rig, quiet_logs():
+        for key in selected:
+            print(f"figure {key}: running ({FIGURES[key]})", flush=True)
+            watch = Stopwatch()
+            try:
+                figure: Figure = importlib.import_module(FIGURES[key]).run(rig, quick=args.quick)
+            except Exception as error:
+                # One broken figure must not cost the others: it is reported as an error.
+                traceback.print_exc()
+                figure = Figure(key, FIGURES[key], error=f"{type(error).__name__}: {error}")
+            figure.duration_seconds = watch.seconds
+            run.figures.append(figure)
+            verdict = {True: "goals met", False: "GOAL MISSED", None: "no goal"}[figure.goals_met]
+            print(f"figure {key}: {verdict} in {watch.seconds:.0f} s", flush=True)
+    run.duration_seconds = total.seconds
+    if args.output_dir is None:
+        json_path = ROOT / "benchmarks" / "results.json"
+        markdown_path = ROOT / "BENCHMARKS.md"
+    else:
+        json_path = args.output_dir / "results.json"
+        markdown_path = args.output_dir / "BENCHMARKS.md"
+    write_results(run, json_path=json_path, markdown_path=markdown_path)
+    print(f"wrote {json_path} and {markdown_path} ({run.duration_seconds:.0f} s)", flush=True)
+    return 1 if any(figure.error for figure in run.figures) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

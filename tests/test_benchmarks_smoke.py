@@ -1,0 +1,98 @@
+"""The benchmark harness on synthetic numbers: statistics, goals, JSON and Markdown (fast)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks.harness import (
+    Figure,
+    Goal,
+    Run,
+    Stats,
+    machine_description,
+    pairwise_ratios,
+    percentile,
+    render_markdown,
+    repeat,
+    write_results,
+)
+
+
+def test_percentile_interpolates_between_ranks() -> None:
+    samples = [float(value) for value in range(1, 101)]  # 1..100
+
+    assert percentile(samples, 50) == pytest.approx(50.5)
+    assert percentile(samples, 99) == pytest.approx(99.01)
+    assert percentile(samples, 0) == 1.0
+    assert percentile(samples, 100) == 100.0
+    assert percentile([7.0], 99) == 7.0
+    with pytest.raises(ValueError, match="no samples"):
+        percentile([], 50)
+
+
+def test_stats_are_median_min_max_and_optional_p99() -> None:
+    stats = Stats.of([3.0, 1.0, 2.0, 10.0])
+
+    assert (stats.n, stats.median, stats.min, stats.max, stats.p99) == (4, 2.5, 1.0, 10.0, None)
+    assert Stats.of([1.0, 2.0, 3.0], with_p99=True).p99 == pytest.approx(2.98)
+
+
+def test_ratios_pair_each_repetition() -> None:
+    assert pairwise_ratios([2.0, 9.0], [1.0, 3.0]) == [2.0, 3.0]
+    with pytest.raises(ValueError, match="same length"):
+        pairwise_ratios([1.0], [1.0, 2.0])
+
+
+def test_repeat_calls_the_measure_that_many_times() -> None:
+    values = iter([1.0, 2.0, 3.0])
+    assert repeat(3, lambda: next(values)) == [1.0, 2.0, 3.0]
+    with pytest.raises(ValueError, match="times"):
+        repeat(0, lambda: 1.0)
+
+
+def test_goals_judge_the_median_of_a_ratio_and_the_p99_of_a_latency() -> None:
+    figure = Figure("9", "Synthetic")
+    figure.ratio("fast enough", "app", "floor", [0.7, 0.9, 1.1], goal=Goal(">=", 0.8))
+    figure.metric(
+        "latency", "ms", [10.0] * 98 + [400.0, 500.0], with_p99=True, goal=Goal("<=", 250)
+    )
+
+    assert figure.ratios[0].goal_met is True  # median 0.9
+    assert figure.metrics[0].judged_value > 250  # p99, although the median is 10
+    assert figure.metrics[0].goal_met is False
+    assert figure.goals_met is False
+
+
+def test_a_figure_without_goals_has_no_verdict_and_an_error_fails_it() -> None:
+    assert Figure("9", "No goals", metrics=[]).goals_met is None
+    assert Figure("9", "Broken", error="RuntimeError: boom").goals_met is False
+
+
+def test_results_are_written_as_json_and_markdown(tmp_path: Path) -> None:
+    figure = Figure("9", "Synthetic | piped", parameters={"repeats": 3})
+    figure.metric("app", "ms", [12.0, 10.0, 11.0])
+    figure.metric("floor", "ms", [5.0, 5.5, 6.0])
+    figure.ratio("app ÷ floor", "app", "floor", [2.4, 1.8, 1.83], goal=Goal("<=", 2.0))
+    figure.notes.append("a note")
+    figure.profile.append("  something   12.0 ms")
+    run = Run(machine=machine_description(), options={"quick": True}, figures=[figure])
+
+    write_results(run, json_path=tmp_path / "results.json", markdown_path=tmp_path / "B.md")
+
+    data = json.loads((tmp_path / "results.json").read_text())
+    ratio = data["figures"]["9"]["ratios"]["app ÷ floor"]
+    assert (ratio["median"], ratio["min"], ratio["max"]) == (1.83, 1.8, 2.4)
+    assert ratio["goal"] == "<= 2"
+    assert ratio["goal_met"] is True
+    assert data["figures"]["9"]["metrics"]["app"]["median"] == 11.0
+    for key in ("cpu_model", "logical_cores", "memory_gib", "python", "date"):
+        assert data["machine"][key]
+    markdown = (tmp_path / "B.md").read_text()
+    assert "| 9 | app ÷ floor | 1.83 | 1.80–2.40 | <= 2 | met |" in markdown
+    assert "Synthetic \\| piped" not in markdown.split("## 9.")[0]
+    assert "a note" in markdown
+    assert "something" in markdown
+    assert render_markdown(run) == markdown
