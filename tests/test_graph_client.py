@@ -14,7 +14,7 @@ import pytest
 from azure.core.credentials import AccessToken
 
 from devtools.graphsim import GraphSimulator
-from shared.graph.client import GraphCallsClient, RetryPolicy, parse_retry_after
+from shared.graph.client import GraphCallsClient, RetryPolicy
 from shared.graph.credentials import GRAPH_SCOPE, FederatedCredential, graph_credential
 from shared.graph.errors import (
     GraphAuthorizationError,
@@ -27,6 +27,7 @@ from shared.graph.errors import (
     GraphUnavailableError,
 )
 from shared.graph.models import AnswerRequest, RecordResponseRequest
+from shared.retry_after import parse_retry_after
 from tests.conftest import BOT_APP_ID
 
 BASE = "https://graph.test/v1.0"

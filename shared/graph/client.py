@@ -22,8 +22,6 @@ import uuid
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
@@ -52,6 +50,7 @@ from shared.graph.models import (
     normalize_id,
     parse_resource_url,
 )
+from shared.retry_after import parse_retry_after
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
@@ -87,22 +86,6 @@ class RetryPolicy:
         growth: float = 2.0 ** (attempt - 1)
         ceiling = min(self.backoff_max_seconds, self.backoff_base_seconds * growth)
         return ceiling * jitter
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """``Retry-After`` in seconds: delta-seconds or an HTTP date; ``None`` if absent or invalid."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def _error_from_response(
