@@ -31,8 +31,13 @@ MAX_PROMPTS = 1
 class GraphModel(BaseModel):
     """Base for Graph resources: camelCase on the wire, unknown fields kept, ``@odata.type``."""
 
+    # defer_build: schemas are built on first use, not at import (cold start).
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="allow", frozen=False
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="allow",
+        frozen=False,
+        defer_build=True,
     )
     odata_type_value: ClassVar[str | None] = None
 
@@ -92,7 +97,11 @@ class RecordResponseRequest(GraphModel):
     """Body of ``POST /communications/calls/{id}/recordResponse``, with the documented limits."""
 
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=False
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=False,
+        defer_build=True,
     )
 
     prompts: list[MediaPrompt] = Field(default_factory=list, max_length=MAX_PROMPTS)
