@@ -2,7 +2,9 @@
 
 Routing by the resource's ``@odata.type``:
 
-- ``recordOperation`` completed with a ``recordingLocation``: a download job on the queue;
+- ``recordOperation`` completed with a ``recordingLocation``: a download job on the queue (the
+  job carries the completion's facts; the worker's first ledger write records them, so this hot
+  path costs one storage request per recording);
 - ``recordOperation`` failed, or completed without a location: the failure goes to the ledger;
 - ``call`` and ``playPromptOperation``, and final record operations once queued or recorded:
   handed to the bot flow (a :class:`CallEventHandler`);
@@ -443,28 +445,16 @@ def _describe_error(error: BaseException) -> str:
 
 async def _write_ledger(
     ledger: OperationLedger,
-    jobs: Iterable[DownloadJob],
     failures: Iterable[_Failure],
     tenant_id: str | None,
     report: RoutingReport,
 ) -> None:
-    """Record completions and failures; a write failure is logged, never turned into a 5xx.
+    """Record failed operations; a write failure is logged, never turned into a 5xx.
 
-    The jobs are already safely queued at this point, and the worker writes its own transitions
-    (downloading, stored, failed) when it runs each job: a missed "completed" row only loses an
-    intermediate step. Answering 5xx now would make the sender resend, and enqueue, everything
-    again.
+    Completed recordings are not written here: their job carries the facts and the worker's
+    first ledger write records them. Answering 5xx now would make the sender resend, and
+    enqueue, everything again.
     """
-
-    async def completed(job: DownloadJob) -> None:
-        await ledger.advance(
-            job.call_id,
-            job.operation_id,
-            OperationStatus.COMPLETED,
-            **result_fields(job.result_code, job.result_subcode, job.result_message),
-            ClientContext=job.client_context,
-            TenantId=job.tenant_id,
-        )
 
     async def failed(failure: _Failure) -> None:
         operation = failure.notification.resource_data
@@ -484,22 +474,11 @@ async def _write_ledger(
             TenantId=tenant_id,
         )
 
-    job_list, failure_list = list(jobs), list(failures)
+    failure_list = list(failures)
     results = await asyncio.gather(
-        *(completed(job) for job in job_list),
-        *(failed(failure) for failure in failure_list),
-        return_exceptions=True,
+        *(failed(failure) for failure in failure_list), return_exceptions=True
     )
-    for job, result in zip(job_list, results[: len(job_list)], strict=True):
-        if isinstance(result, BaseException):
-            log.error(
-                "ledger write failed (job is queued) call_id=%s operation_id=%s status=completed error=%s",
-                job.call_id,
-                job.operation_id,
-                _describe_error(result),
-                extra={"call_id": job.call_id, "operation_id": job.operation_id},
-            )
-    for failure, result in zip(failure_list, results[len(job_list) :], strict=True):
+    for failure, result in zip(failure_list, results, strict=True):
         operation = failure.notification.resource_data
         assert isinstance(operation, RecordOperation)
         info = operation.result_info
@@ -621,7 +600,7 @@ async def route_notifications(
     if plan.jobs:
         await _send_jobs(queue, plan.jobs, report, enqueue_deadline)
     await asyncio.gather(
-        _write_ledger(ledger, report.jobs, plan.failures, tenant_id, report),
+        _write_ledger(ledger, plan.failures, tenant_id, report),
         _hand_to_bot_flow(handler, plan.bot_flow, tenant_id, handler_timeout, report),
     )
     return report

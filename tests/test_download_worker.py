@@ -190,6 +190,10 @@ async def test_recording_stored_byte_identical_with_metadata_and_expiry_tag(
     assert row.get("StoredAt") == NOW
     assert row.get("ExpiresAt") == datetime(2026, 11, 23, 13, 0, 1, tzinfo=UTC)
     assert row.get("ResultSubcode") == 8515
+    # The completion's facts come from the job (the webhook writes no row for a queued job).
+    assert row.get("CompletedAt") == job.received_at
+    assert row.get("ResultMeaning") == "8515: max record duration reached"
+    assert row.get("ClientContext") == job.client_context
     assert outcome.latency_ms == 2000
 
 

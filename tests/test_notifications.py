@@ -218,13 +218,9 @@ async def test_source_document_completion_queues_one_job(
     async for message in webhook.queue.receive_messages():
         assert message.expires_on - message.inserted_on == JOB_TIME_TO_LIVE
 
-    row = await OperationLedger(webhook.table).get(doc.CALL_ID, doc.OPERATION_ID)
-    assert row is not None
-    assert row.status is OperationStatus.COMPLETED
-    assert row.get("ResultSubcode") == 8515
-    assert row.get("ResultMeaning") == "8515: max record duration reached"
-    assert row.get("ClientContext") == data["clientContext"]
-    assert row.get("TenantId") == sim.tenant_id
+    # The job carries the completion; the worker's first ledger write records it. The webhook's
+    # hot path makes no ledger round trip for a queued recording.
+    assert await OperationLedger(webhook.table).get(doc.CALL_ID, doc.OPERATION_ID) is None
 
 
 async def test_mixed_payload_queues_one_job_per_completed_recording(
@@ -268,9 +264,7 @@ async def test_mixed_payload_queues_one_job_per_completed_recording(
     assert "without recordingLocation" in no_location.get("FailureReason")
     assert await ledger.get(second_call, running_op) is None
     for op in recorded[1:]:
-        row = await ledger.get(second_call, op)
-        assert row is not None
-        assert row.status is OperationStatus.COMPLETED
+        assert await ledger.get(second_call, op) is None  # queued: the worker writes the row
 
 
 async def test_missing_queue_is_created_and_the_job_queued(
@@ -694,7 +688,6 @@ async def test_ledger_failure_after_queueing_is_logged_not_raised(
     )
     assert report.outcomes == {"queued": 1, "failed": 1, "handled": 2}
     assert len(report.jobs) == 1
-    assert any("ledger write failed (job is queued)" in r.getMessage() for r in caplog.records)
     assert any("ledger=write_failed" in r.getMessage() for r in caplog.records)
 
 

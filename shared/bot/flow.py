@@ -36,7 +36,7 @@ from shared.graph.models import (
     normalize_id,
     parse_resource_url,
 )
-from shared.ledger import OperationLedger, OperationStatus, utc_now
+from shared.ledger import OperationLedger, OperationStatus, result_fields, utc_now
 from shared.record_api import start_recording
 
 if TYPE_CHECKING:
@@ -144,6 +144,22 @@ class BotFlow:
         """
         call_id = normalize_id(call_id)
         try:
+            if operation.status == "completed" and operation.id:
+                # Before hanging up: our own hang-up brings the call's "terminated" notification,
+                # which settles every operation still "running" as abandoned. (The worker records
+                # the completion too, but it may not have started yet.)
+                result = operation.result_info
+                await self._ledger.advance(
+                    call_id,
+                    operation.id,
+                    OperationStatus.COMPLETED,
+                    ClientContext=operation.client_context,
+                    **result_fields(
+                        result.code if result else None,
+                        result.subcode if result else None,
+                        result.message if result else None,
+                    ),
+                )
             if not await self._ledger.claim(call_id, AFTER_RECORDING_CLAIM):
                 log.info("bot flow: call=%s after-recording step already done", call_id)
                 return

@@ -102,11 +102,17 @@ async def process_job(
     if existing is not None:
         return await run.already_stored(existing)
 
+    # The job is the record of the completion notification: this first write carries its facts
+    # (when it arrived, the result, the client context), so the webhook's hot path needs no
+    # ledger round trips and no "completed" stamp can be lost to a race with this write.
     await ledger.advance(
         job.call_id,
         job.operation_id,
         OperationStatus.DOWNLOADING,
         BlobName=run.blob_name,
+        CompletedAt=job.received_at,
+        ClientContext=job.client_context,
+        TenantId=job.tenant_id,
         **result_fields(job.result_code, job.result_subcode, job.result_message),
     )
     claim = claims.new_holder()
