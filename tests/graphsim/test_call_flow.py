@@ -11,28 +11,12 @@ import httpx
 import pytest
 
 from devtools.graphsim import GraphSimulator
+from tests.data import source_document
 
 from .conftest import Bot, answer_body, is_operation, is_state
 
 CALLS = "/communications/calls"
-SOURCE_EXAMPLE_REQUEST: dict[str, Any] = {
-    "bargeInAllowed": True,
-    "clientContext": "d45324c1-fcb5-430a-902c-f20af696537c",
-    "prompts": [
-        {
-            "@odata.type": "#microsoft.graph.mediaPrompt",
-            "mediaInfo": {
-                "uri": "https://cdn.contoso.com/beep.wav",
-                "resourceId": "1D6DE2D4-CD51-4309-8DAA-70768651088E",
-            },
-        }
-    ],
-    "maxRecordDurationInSeconds": 10,
-    "initialSilenceTimeoutInSeconds": 5,
-    "maxSilenceTimeoutInSeconds": 2,
-    "playBeep": True,
-    "stopTones": ["#", "1", "*"],
-}
+SOURCE_EXAMPLE_REQUEST: dict[str, Any] = source_document.REQUEST
 
 
 @pytest.fixture
