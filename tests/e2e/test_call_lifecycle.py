@@ -124,7 +124,13 @@ def test_a_recording_that_always_fails_is_poisoned_then_purged_with_its_failure(
 
     poisoned = wait_until(on_poison_queue, within=60, what="the job on the poison queue")
     assert [job["operation_id"] for job in poisoned] == [operation_id]
-    assert app.host.queue_listener("download_recording").outcomes["poisoned"] > poisoned_before
+    # The host copies to the poison queue, then deletes the original, then counts: wait for it.
+    listener = app.host.queue_listener("download_recording")
+    wait_until(
+        lambda: listener.outcomes["poisoned"] > poisoned_before,
+        within=10,
+        what="the host to count the poisoned message",
+    )
     recording = app.simulator.recording_for(operation_id)
     assert recording is not None
     assert recording.request_count >= E2E_QUEUES["maxDequeueCount"]
