@@ -25,7 +25,7 @@ async def notifications(req: func.HttpRequest) -> func.HttpResponse:
         route_notifications,
     )
     from shared.problems import Problem
-    from shared.settings import get_settings
+    from shared.settings import SettingsError, get_settings
     from shared.storage import get_storage
 
     log = logging.getLogger(__name__)
@@ -46,7 +46,18 @@ async def notifications(req: func.HttpRequest) -> func.HttpResponse:
         )
         return response
 
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except SettingsError as error:
+        # 503, not a crash: Graph retries, and the notification is not lost while an operator
+        # fixes the setting. The detail stays generic on this anonymous endpoint; the log names it.
+        log.error("POST /api/calls cannot run: %s", error)
+        problem = Problem(
+            503,
+            "the app's settings are invalid; see the logs or GET /api/health",
+            headers={"Retry-After": "30"},
+        )
+        return answer(problem.to_response(), "misconfigured")
     try:
         identity = await get_inbound_validator(settings).validate_authorization(
             req.headers.get("Authorization")

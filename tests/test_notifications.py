@@ -781,3 +781,20 @@ async def test_no_token_or_jwt_in_any_log_line(
     leaked = [value for value in ISSUED_SECRETS if value in everything]
     assert leaked == []
     assert not JWT_PATTERN.search(everything)
+
+
+async def test_invalid_settings_give_503_not_a_crash(
+    app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from shared.settings import get_settings
+
+    monkeypatch.setenv("RECORDING_RETENTION_MINUTES", "soon")
+    get_settings.cache_clear()
+    response = await invoke(
+        "notifications",
+        http_request("POST", "/api/calls", body=doc.COMPLETION_NOTIFICATION),
+    )
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "30"
+    assert "RECORDING_RETENTION_MINUTES" not in response.get_body().decode()
+    assert any("RECORDING_RETENTION_MINUTES" in r.getMessage() for r in caplog.records)
