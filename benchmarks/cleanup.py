@@ -32,9 +32,9 @@ MAX_RUNS = 20
 
 
 def _tag_time(moment: datetime) -> str:
-    from shared.retention import tag_time
+    from shared.download.store import format_tag_time
 
-    return tag_time(moment)
+    return format_tag_time(moment, round_up=False)
 
 
 async def _bounded(calls: list[Any], concurrency: int = UPLOAD_CONCURRENCY) -> None:

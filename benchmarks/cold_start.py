@@ -70,8 +70,8 @@ async def main():
         if response.status_code != 202:
             raise SystemExit(f"webhook answered {response.status_code}")
         timings.append(time.perf_counter() - (first_started if not timings else call_started))
-    from shared.storage import close_storage
-    await close_storage()
+    from shared.services import close_services
+    await close_services()
     return timings
 
 first, second = asyncio.run(main())
@@ -170,10 +170,9 @@ def site_packages_bytes(python: Path) -> int:
 
 def _first_notification(rig: Rig) -> dict[str, float]:
     async def prepare() -> None:
-        from shared.settings import get_settings
-        from shared.storage import get_storage
+        from shared.services import app_services
 
-        await get_storage(get_settings()).ensure_resources()
+        await app_services().storage.ensure_resources()
 
     run_async(prepare)
     env = rig.child_env()

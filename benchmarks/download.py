@@ -65,11 +65,10 @@ class _PeakRss:
 
 
 async def _transfer(mode: str, recording: dict[str, Any], connection_string: str) -> float:
-    from shared.download import DownloadClaims, process_job, recording_http_client
+    from shared.download import DownloadClaims, process_job
     from shared.jobs import DownloadJob
     from shared.ledger import OperationLedger
-    from shared.settings import get_settings
-    from shared.storage import get_storage
+    from shared.services import app_services
 
     if mode == "raw":
         from azure.storage.blob.aio import BlobServiceClient
@@ -84,8 +83,8 @@ async def _transfer(mode: str, recording: dict[str, Any], connection_string: str
             blob = service.get_blob_client(FLOOR_CONTAINER, f"floor-{new_id()}.wav")
             return await floors.raw_copy(http, blob, Rec(**recording))
 
-    settings = get_settings()
-    storage = get_storage(settings)
+    services = app_services()
+    settings, storage = services.settings, services.storage
     job = DownloadJob(
         call_id=new_id(),
         operation_id=new_id(),
@@ -97,7 +96,7 @@ async def _transfer(mode: str, recording: dict[str, Any], connection_string: str
     outcome = await process_job(
         job.to_message(),
         settings=settings,
-        http=recording_http_client(),
+        http=services.recording_http,
         container=storage.container,
         ledger=OperationLedger(storage.table),
         claims=DownloadClaims(storage.table),
@@ -161,10 +160,9 @@ def _prepare_storage(rig: Rig) -> None:
         from azure.core.exceptions import ResourceExistsError
         from azure.storage.blob.aio import BlobServiceClient
 
-        from shared.settings import get_settings
-        from shared.storage import get_storage
+        from shared.services import app_services
 
-        await get_storage(get_settings()).ensure_resources()
+        await app_services().storage.ensure_resources()
         async with BlobServiceClient.from_connection_string(rig.connection_string) as service:
             with contextlib.suppress(ResourceExistsError):
                 await service.create_container(FLOOR_CONTAINER)

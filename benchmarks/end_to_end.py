@@ -74,13 +74,12 @@ def run(rig: Rig, *, quick: bool) -> Figure:
         from azure.core.exceptions import ResourceExistsError
         from azure.storage.blob.aio import BlobServiceClient
 
-        from shared.download import DownloadClaims, process_job, recording_http_client
+        from shared.download import DownloadClaims, process_job
         from shared.ledger import OperationLedger
-        from shared.settings import get_settings
-        from shared.storage import get_storage
+        from shared.services import app_services
 
-        settings = get_settings()
-        storage = get_storage(settings)
+        services = app_services()
+        settings, storage = services.settings, services.storage
         await storage.ensure_resources()
         await storage.queue.clear_messages()
         await _clear_container(storage.container)
@@ -103,7 +102,7 @@ def run(rig: Rig, *, quick: bool) -> Figure:
             outcome = await process_job(
                 message.content,
                 settings=settings,
-                http=recording_http_client(),
+                http=services.recording_http,
                 container=storage.container,
                 ledger=ledger,
                 claims=claims,

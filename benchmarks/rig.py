@@ -260,14 +260,12 @@ def run_async(factory: Callable[[], Awaitable[T]]) -> T:
     """Run one coroutine on a fresh loop and close what the app opened on it."""
 
     async def main() -> T:
-        from shared.download import close_recording_http_client
-        from shared.storage import close_storage
+        from shared.services import close_services
 
         try:
             return await factory()
         finally:
-            await close_recording_http_client()
-            await close_storage()
+            await close_services()
 
     return asyncio.run(main())
 

@@ -82,10 +82,9 @@ def run(rig: Rig, *, quick: bool) -> Figure:
     ]
 
     async def measure() -> dict[str, list[float]]:
-        from shared.settings import get_settings
-        from shared.storage import get_storage
+        from shared.services import app_services
 
-        storage = get_storage(get_settings())
+        storage = app_services().storage
         await storage.ensure_resources()
         handler = webhook_function()
         raw_queue = floors.floor_queue(rig.connection_string)

@@ -1,5 +1,5 @@
 """Function triggers. Each module is the story of one kind of request; logic lives in ``shared``.
 
-Modules import only ``azure.functions`` at import time (cold start); the rest is imported where
-it is used.
+Collaborators come from :func:`shared.services.app_services` (one set per event loop); the core
+functions take them as arguments.
 """

@@ -6,6 +6,10 @@ import logging
 
 import azure.functions as func
 
+from shared.ledger import utc_now
+from shared.retention import run_cleanup
+from shared.services import app_services
+
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
 
@@ -14,20 +18,14 @@ log = logging.getLogger(__name__)
     schedule="%CLEANUP_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True
 )
 async def cleanup(timer: func.TimerRequest) -> None:
-    from shared.ledger import OperationLedger, utc_now
-    from shared.retention import run_cleanup
-    from shared.settings import get_settings
-    from shared.storage import get_storage
-
     if timer.past_due:
         # A missed schedule is harmless (the next run finds everything still due), but visible.
         log.warning("cleanup: timer is past due; running now")
-    settings = get_settings()
-    storage = get_storage(settings)
+    services = app_services()
     await run_cleanup(
-        container=storage.container,
-        ledger=OperationLedger(storage.table),
-        poison_queue=storage.poison_queue,
-        settings=settings,
+        container=services.storage.container,
+        ledger=services.ledger,
+        poison_queue=services.storage.poison_queue,
+        settings=services.settings,
         clock=utc_now,
     )

@@ -6,48 +6,41 @@ authenticated here, from its signed bearer token, before the body is even read.
 
 from __future__ import annotations
 
+import logging
+import time
+
 import azure.functions as func
 
+from shared.auth import InboundAuthError
+from shared.logevents import log_event
+from shared.notifications import QueueUnavailable, read_notifications, route_notifications
+from shared.problems import Problem
+from shared.services import app_services
+from shared.settings import SettingsError
+
 bp = func.Blueprint()
+log = logging.getLogger(__name__)
 
 
 @bp.route(route="calls", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 async def notifications(req: func.HttpRequest) -> func.HttpResponse:
-    import logging
-    import time
-
-    from shared.auth import InboundAuthError, get_inbound_validator
-    from shared.ledger import OperationLedger
-    from shared.notifications import (
-        QueueUnavailable,
-        call_event_handler,
-        read_notifications,
-        route_notifications,
-    )
-    from shared.problems import Problem
-    from shared.settings import SettingsError, get_settings
-    from shared.storage import get_storage
-
-    log = logging.getLogger(__name__)
     started = time.perf_counter()
     request_id = req.headers.get("client-request-id") or req.headers.get("request-id")
 
     def answer(response: func.HttpResponse, outcome: str, **details: object) -> func.HttpResponse:
-        elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
-        text = " ".join(f"{name}={value}" for name, value in details.items())
-        log.info(
-            "POST /api/calls status=%s outcome=%s request_id=%s elapsed_ms=%s %s",
-            response.status_code,
-            outcome,
-            request_id,
-            elapsed_ms,
-            text,
-            extra={"status": response.status_code, "outcome": outcome, "request_id": request_id},
+        log_event(
+            log,
+            "POST /api/calls",
+            status=response.status_code,
+            outcome=outcome,
+            request_id=request_id,
+            elapsed_ms=round((time.perf_counter() - started) * 1000, 1),
+            **details,
         )
         return response
 
     try:
-        settings = get_settings()
+        services = app_services()
     except SettingsError as error:
         # 503, not a crash: Graph retries, and the notification is not lost while an operator
         # fixes the setting. The detail stays generic on this anonymous endpoint; the log names it.
@@ -59,9 +52,7 @@ async def notifications(req: func.HttpRequest) -> func.HttpResponse:
         )
         return answer(problem.to_response(), "misconfigured")
     try:
-        identity = await get_inbound_validator(settings).validate_authorization(
-            req.headers.get("Authorization")
-        )
+        identity = await services.inbound.validate_authorization(req.headers.get("Authorization"))
     except InboundAuthError as error:
         outcome = "unauthenticated" if error.status == 401 else "signing_keys_unavailable"
         return answer(error.to_problem().to_response(), outcome, failure=error.failure)
@@ -73,16 +64,15 @@ async def notifications(req: func.HttpRequest) -> func.HttpResponse:
             content_length=req.headers.get("Content-Length"),
         )
     except Problem as problem:
-        return answer(problem.to_response(), "rejected", detail=repr(problem.detail))
+        return answer(problem.to_response(), "rejected", detail=problem.detail)
 
-    storage = get_storage(settings)
     try:
         report = await route_notifications(
             payload,
             tenant_id=identity.tenant_id,
-            queue=storage.queue,
-            ledger=OperationLedger(storage.table),
-            handler=call_event_handler(settings, storage),
+            queue=services.storage.queue,
+            ledger=services.ledger,
+            handler=services.call_events(),
         )
     except QueueUnavailable as error:
         return answer(
@@ -90,11 +80,10 @@ async def notifications(req: func.HttpRequest) -> func.HttpResponse:
             "queue_unavailable",
         )
 
-    outcomes = " ".join(f"{name}={count}" for name, count in sorted(report.outcomes.items()))
     return answer(
         func.HttpResponse(status_code=202),
         "accepted",
         tenant_id=identity.tenant_id,
         notifications=len(payload.value),
-        outcomes=repr(outcomes),
+        outcomes=" ".join(f"{name}={count}" for name, count in sorted(report.outcomes.items())),
     )

@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 import azure.functions as func
+from azure.core.exceptions import AzureError
+
+from shared.edge import check_id, parse_record_request, problem_for_graph_error
+from shared.enqueue import QueueUnavailable
+from shared.graph.errors import GraphError
+from shared.problems import Problem, json_response
+from shared.record_response import start_recording
+from shared.services import app_services
 
 bp = func.Blueprint()
 
@@ -13,39 +21,23 @@ bp = func.Blueprint()
     auth_level=func.AuthLevel.FUNCTION,
 )
 async def start_record_response(req: func.HttpRequest) -> func.HttpResponse:
-    from azure.core.exceptions import AzureError
-
-    from shared.graph.client import get_graph_client
-    from shared.graph.errors import GraphError
-    from shared.ledger import OperationLedger
-    from shared.problems import Problem, json_response
-    from shared.record_api import (
-        checked_call_id,
-        parse_record_request,
-        problem_for_graph_error,
-        start_recording,
-    )
-    from shared.settings import get_settings
-    from shared.storage import get_storage
-
     try:
-        call_id = checked_call_id(req.route_params.get("callId"))
+        call_id = check_id("callId", req.route_params.get("callId"))
         request = parse_record_request(req.get_body())
-        settings = get_settings()
-        storage = get_storage(settings)
+        services = app_services()
         started = await start_recording(
             call_id,
             request,
-            graph=get_graph_client(settings),
-            ledger=OperationLedger(storage.table),
-            queue=storage.queue,
+            graph=services.graph,
+            ledger=services.ledger,
+            queue=services.storage.queue,
             started_by="api",
         )
     except Problem as problem:
         return problem.to_response()
     except GraphError as error:
         return problem_for_graph_error(error).to_response()
-    except AzureError as error:
+    except (QueueUnavailable, AzureError) as error:
         # Only the download job of a reply that was already completed gets here.
         detail = (
             f"Graph recorded, but its download job could not be queued ({type(error).__name__})"

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from shared.settings import SettingsError, get_settings
-from shared.storage import StorageClients, get_storage
+from shared.settings import SettingsError
+from shared.storage import StorageClients
+
+if TYPE_CHECKING:
+    from shared.services import Services
 
 CHECK_TIMEOUT_SECONDS = 3.0
 
@@ -37,11 +40,12 @@ async def check_storage(storage: StorageClients) -> dict[str, str]:
     return {"queue": queue, "blob": blob, "table": table_status}
 
 
-async def health_report() -> tuple[bool, dict[str, Any]]:
+async def health_report(services: Callable[[], Services]) -> tuple[bool, dict[str, Any]]:
+    """Whether the app can work, and each check's result (``services`` may raise SettingsError)."""
     try:
-        settings = get_settings()
+        ready = services()
     except SettingsError as error:
         return False, {"status": "unhealthy", "checks": {"settings": str(error)}}
-    checks = {"settings": "ok", **await check_storage(get_storage(settings))}
+    checks = {"settings": "ok", **await check_storage(ready.storage)}
     healthy = all(value == "ok" for value in checks.values())
     return healthy, {"status": "healthy" if healthy else "unhealthy", "checks": checks}

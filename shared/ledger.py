@@ -15,11 +15,13 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from shared.graph.models import normalize_id
+from shared.graph.models import ResultInfo, normalize_id
 from shared.graph.subcodes import describe_subcode
 
 if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient
+
+    from shared.jobs import DownloadJob
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,35 @@ ROW_KIND_OPERATION = "operation"
 ROW_KIND_CLAIM = "claim"
 _MAX_CONFLICT_RETRIES = 8
 _FORBIDDEN_KEY_CHARS = str.maketrans({c: f"%{ord(c):02X}" for c in "/\\#?%\t\n\r"})
+
+
+class Column:
+    """Ledger column names (PascalCase, as Table Storage shows them)."""
+
+    BLOB_NAME = "BlobName"
+    CALL_END_MESSAGE = "CallEndMessage"
+    CLIENT_CONTEXT = "ClientContext"
+    COMPLETED_AT = "CompletedAt"
+    CONTENT_TYPE = "ContentType"
+    EXPIRES_AT = "ExpiresAt"
+    FAILURE_REASON = "FailureReason"
+    MAX_RECORD_DURATION_SECONDS = "MaxRecordDurationSeconds"
+    REQUESTED_AT = "RequestedAt"
+    RESULT_CODE = "ResultCode"
+    RESULT_MEANING = "ResultMeaning"
+    RESULT_MESSAGE = "ResultMessage"
+    RESULT_SUBCODE = "ResultSubcode"
+    SHA256 = "Sha256"
+    SIZE_BYTES = "SizeBytes"
+    STARTED_BY = "StartedBy"
+    STORED_AT = "StoredAt"
+    TENANT_ID = "TenantId"
+
+
+# Why an operation was settled without a recording, in the words the status API shows.
+ABANDONED_REASON = "the call ended before the recording completed; no completion will follow"
+NO_COMPLETION_REASON = "no completion notification arrived"
+POISONED_REASON = "download kept failing; message poisoned"
 
 
 class OperationStatus(StrEnum):
@@ -122,13 +153,24 @@ def result_fields(code: int | None, subcode: int | None, message: str | None) ->
     """Ledger columns for a Graph ``resultInfo``, including what the subcode means."""
     fields: dict[str, Any] = {}
     if code is not None:
-        fields["ResultCode"] = code
+        fields[Column.RESULT_CODE] = code
     if subcode is not None:
-        fields["ResultSubcode"] = subcode
-        fields["ResultMeaning"] = describe_subcode(subcode)
+        fields[Column.RESULT_SUBCODE] = subcode
+        fields[Column.RESULT_MEANING] = describe_subcode(subcode)
     if message:
-        fields["ResultMessage"] = message[:1024]
+        fields[Column.RESULT_MESSAGE] = message[:1024]
     return fields
+
+
+def _result(result: ResultInfo | None) -> dict[str, Any]:
+    return result_fields(result.code, result.subcode, result.message) if result else {}
+
+
+def job_result(job: DownloadJob) -> ResultInfo | None:
+    """The completion's ``resultInfo`` as the download job carries it."""
+    if job.result_code is None and job.result_subcode is None and not job.result_message:
+        return None
+    return ResultInfo(code=job.result_code, subcode=job.result_subcode, message=job.result_message)
 
 
 class OperationLedger:
@@ -240,6 +282,137 @@ class OperationLedger:
         raise RuntimeError(
             f"ledger row {partition}/{row} kept changing under concurrent writers; giving up"
         )
+
+    # ----------------------------------------------------------------- the domain's transitions
+
+    async def mark_started(
+        self,
+        call_id: str,
+        operation_id: str,
+        status: OperationStatus,
+        *,
+        requested_at: datetime,
+        client_context: str | None,
+        started_by: str,
+        max_record_duration_seconds: int,
+        result: ResultInfo | None = None,
+        failure_reason: str | None = None,
+    ) -> Transition:
+        """A recordResponse Graph accepted: its first status is whatever Graph's reply said."""
+        return await self.advance(
+            call_id,
+            operation_id,
+            status,
+            **{
+                Column.REQUESTED_AT: requested_at,
+                Column.CLIENT_CONTEXT: client_context,
+                Column.STARTED_BY: started_by,
+                Column.MAX_RECORD_DURATION_SECONDS: max_record_duration_seconds,
+                Column.FAILURE_REASON: failure_reason,
+                **_result(result),
+            },
+        )
+
+    async def mark_completed(
+        self,
+        call_id: str,
+        operation_id: str,
+        *,
+        result: ResultInfo | None = None,
+        client_context: str | None = None,
+    ) -> Transition:
+        return await self.advance(
+            call_id,
+            operation_id,
+            OperationStatus.COMPLETED,
+            **{Column.CLIENT_CONTEXT: client_context, **_result(result)},
+        )
+
+    async def mark_failed(
+        self,
+        call_id: str,
+        operation_id: str,
+        reason: str,
+        *,
+        result: ResultInfo | None = None,
+        client_context: str | None = None,
+        tenant_id: str | None = None,
+    ) -> Transition:
+        return await self.advance(
+            call_id,
+            operation_id,
+            OperationStatus.FAILED,
+            **{
+                Column.FAILURE_REASON: reason,
+                Column.CLIENT_CONTEXT: client_context,
+                Column.TENANT_ID: tenant_id,
+                **_result(result),
+            },
+        )
+
+    async def mark_abandoned(
+        self,
+        call_id: str,
+        operation_id: str,
+        reason: str,
+        *,
+        call_end_message: str | None = None,
+    ) -> Transition:
+        return await self.advance(
+            call_id,
+            operation_id,
+            OperationStatus.ABANDONED,
+            **{
+                Column.FAILURE_REASON: reason,
+                Column.CALL_END_MESSAGE: call_end_message[:512] if call_end_message else None,
+            },
+        )
+
+    async def mark_downloading(self, job: DownloadJob, *, blob_name: str) -> Transition:
+        """The worker took the job: this first write records the completion's facts too."""
+        return await self.advance(
+            job.call_id,
+            job.operation_id,
+            OperationStatus.DOWNLOADING,
+            **{
+                Column.BLOB_NAME: blob_name,
+                Column.COMPLETED_AT: job.received_at,
+                Column.CLIENT_CONTEXT: job.client_context,
+                Column.TENANT_ID: job.tenant_id,
+                **_result(job_result(job)),
+            },
+        )
+
+    async def mark_stored(
+        self,
+        call_id: str,
+        operation_id: str,
+        *,
+        blob_name: str,
+        size_bytes: int,
+        sha256: str | None,
+        content_type: str | None,
+        expires_at: datetime | None,
+        stored_at: datetime | None = None,
+    ) -> Transition:
+        return await self.advance(
+            call_id,
+            operation_id,
+            OperationStatus.STORED,
+            **{
+                Column.BLOB_NAME: blob_name,
+                Column.SIZE_BYTES: size_bytes,
+                Column.SHA256: sha256,
+                Column.CONTENT_TYPE: content_type,
+                Column.STORED_AT: stored_at,
+                Column.EXPIRES_AT: expires_at,
+            },
+        )
+
+    async def mark_expired(self, call_id: str, operation_id: str) -> Transition:
+        return await self.advance(call_id, operation_id, OperationStatus.EXPIRED)
+
+    # ----------------------------------------------------------------- once-per-call claims
 
     async def claim(self, call_id: str, name: str) -> bool:
         """Claim a once-per-call action (e.g. "recording started"); True for the first caller.

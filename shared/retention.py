@@ -28,9 +28,20 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 # The blob convention (name, expiresAt tag) is the download worker's: one definition, in store.
-from shared.download.store import EXPIRES_AT_FORMAT, EXPIRES_AT_TAG, ids_from_blob_name
+from shared.download.store import (
+    EXPIRES_AT_TAG,
+    format_tag_time,
+    ids_from_blob_name,
+)
 from shared.jobs import DownloadJob, InvalidJobError
-from shared.ledger import ROW_KIND_CLAIM, OperationLedger, OperationStatus, result_fields
+from shared.ledger import (
+    NO_COMPLETION_REASON,
+    POISONED_REASON,
+    ROW_KIND_CLAIM,
+    OperationLedger,
+    OperationStatus,
+    job_result,
+)
 
 if TYPE_CHECKING:
     from azure.core.pipeline import PipelineRequest
@@ -43,8 +54,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BATCH_DELETE_MAX = 256  # the Blob Batch API's limit per request
-POISONED_REASON = "download kept failing; message poisoned"
-ABANDONED_REASON = "no completion notification arrived"
 
 _LEDGER_CONCURRENCY = 16
 # A young poison message this run received is handed straight back; the timeout only matters if
@@ -93,14 +102,9 @@ class CleanupSummary:
         )
 
 
-def tag_time(moment: datetime) -> str:
-    """A UTC time in the ``expiresAt`` tag's fixed-width format."""
-    return moment.astimezone(UTC).strftime(EXPIRES_AT_FORMAT)
-
-
 def expired_filter(now: datetime) -> str:
     """The blob index tag query for recordings whose retention has ended at ``now``."""
-    return f"\"{EXPIRES_AT_TAG}\" < '{tag_time(now)}'"
+    return f"\"{EXPIRES_AT_TAG}\" < '{format_tag_time(now, round_up=False)}'"
 
 
 def _portable_batch_boundary(request: PipelineRequest[Any]) -> None:
@@ -198,7 +202,7 @@ async def expire_recordings(
         targets.append((name, *ids))
     results = await _bounded_gather(
         [
-            functools.partial(ledger.advance, call_id, operation_id, OperationStatus.EXPIRED)
+            functools.partial(ledger.mark_expired, call_id, operation_id)
             for _, call_id, operation_id in targets
         ]
     )
@@ -249,12 +253,8 @@ async def _purge_one(
         log.warning("cleanup: poison message id=%s unreadable (%s); deleting it", message.id, error)
     if job is not None:
         try:
-            transition = await ledger.advance(
-                job.call_id,
-                job.operation_id,
-                OperationStatus.FAILED,
-                FailureReason=POISONED_REASON,
-                **result_fields(job.result_code, job.result_subcode, job.result_message),
+            transition = await ledger.mark_failed(
+                job.call_id, job.operation_id, POISONED_REASON, result=job_result(job)
             )
         except Exception as error:
             # Keep the message: the failure is not recorded yet, the next run tries again.
@@ -345,11 +345,7 @@ async def abandon_stale_operations(
     results = await _bounded_gather(
         [
             functools.partial(
-                ledger.advance,
-                record.call_id,
-                record.operation_id,
-                OperationStatus.ABANDONED,
-                FailureReason=ABANDONED_REASON,
+                ledger.mark_abandoned, record.call_id, record.operation_id, NO_COMPLETION_REASON
             )
             for record in stale
         ]

@@ -8,9 +8,7 @@ function on one loop, so in Azure that means once per worker process.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -207,25 +205,3 @@ class StorageClients:
         if self._credential is not None:
             await self._credential.close()
             self._credential = None
-
-
-_per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, StorageClients] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def get_storage(settings: Settings) -> StorageClients:
-    """The clients for the running event loop (aiohttp sessions cannot cross loops)."""
-    loop = asyncio.get_running_loop()
-    clients = _per_loop.get(loop)
-    if clients is None or clients.settings is not settings:
-        clients = StorageClients(settings)
-        _per_loop[loop] = clients
-    return clients
-
-
-async def close_storage() -> None:
-    """Close the running loop's clients (tests and the local host, at shutdown)."""
-    clients = _per_loop.pop(asyncio.get_running_loop(), None)
-    if clients is not None:
-        await clients.close()

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from devtools.azurite import Azurite
+
+if TYPE_CHECKING:
+    from shared.services import Services
+    from shared.storage import StorageClients
 
 BOT_APP_ID = "a5c1f5ad-0b6f-4f0c-9a5e-1b2c3d4e5f60"
 TENANT_ID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
@@ -39,12 +44,21 @@ def app_env(monkeypatch: pytest.MonkeyPatch, azurite: Azurite) -> dict[str, str]
 
 
 @pytest.fixture
-async def storage(app_env: dict[str, str]) -> AsyncIterator[object]:
-    """The app's storage clients, with its queues, container and table present and empty."""
-    from shared.settings import get_settings
-    from shared.storage import get_storage
+async def services(app_env: dict[str, str]) -> Services:
+    """The running loop's app services, as the triggers get them (built from ``app_env``).
 
-    clients = get_storage(get_settings())
+    A test that changes the environment and clears the settings cache gets fresh services on the
+    next call: the composition root's one staleness rule.
+    """
+    from shared.services import app_services
+
+    return app_services()
+
+
+@pytest.fixture
+async def storage(services: Services) -> StorageClients:
+    """The app's storage clients, with its queues, container and table present and empty."""
+    clients = services.storage
     await clients.ensure_resources()
     await clients.queue.clear_messages()
     await clients.poison_queue.clear_messages()
@@ -53,14 +67,13 @@ async def storage(app_env: dict[str, str]) -> AsyncIterator[object]:
     table = clients.table
     async for entity in table.list_entities():
         await table.delete_entity(entity["PartitionKey"], entity["RowKey"])
-    yield clients
-    await clients.close()
+    return clients
 
 
 @pytest.fixture(autouse=True)
-async def _close_storage_clients() -> AsyncIterator[None]:
+async def _close_app_services() -> AsyncIterator[None]:
     """Whatever the app opened on this test's event loop is closed with it."""
     yield
-    from shared.storage import close_storage
+    from shared.services import close_services
 
-    await close_storage()
+    await close_services()

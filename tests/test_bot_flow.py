@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -75,8 +75,7 @@ async def bot_env(
     inbox: Inbox,
     app_env: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
-) -> AsyncIterator[GraphSimulator]:
-    from shared.graph.client import close_graph_client
+) -> GraphSimulator:
     from shared.settings import get_settings
 
     for name, value in sim.managed_identity_env().items():
@@ -97,16 +96,16 @@ async def bot_env(
     for name, value in settings.items():
         monkeypatch.setenv(name, value)
     get_settings.cache_clear()
-    yield sim
-    await close_graph_client()
+    return sim
 
 
 def new_flow() -> BotFlow:
     """A flow as one app instance would build it (the storage fixture made the table)."""
-    from shared.bot.flow import bot_flow
-    from shared.settings import get_settings
+    from shared.bot.flow import BotFlow
+    from shared.services import app_services
 
-    return bot_flow(get_settings())
+    services = app_services()
+    return BotFlow(services.graph, services.ledger, services.settings, queue=services.storage.queue)
 
 
 class WebhookStandIn:
@@ -364,14 +363,14 @@ async def test_full_call_through_the_webhook(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The same call with the real webhook function (JWT checked, routing, job) in the loop."""
-    from shared.notifications import call_event_handler
+    from shared.services import app_services
     from shared.settings import get_settings
     from tests.support.functions import http_request, invoke
 
     sim = bot_env
     monkeypatch.setenv("INBOUND_OPENID_CONFIGURATION_URL", sim.openid_configuration_url)
     get_settings.cache_clear()
-    assert isinstance(call_event_handler(get_settings(), storage), BotFlow)
+    assert isinstance(app_services().call_events(), BotFlow)
     forwarded = 0
 
     async def forward() -> None:

@@ -19,12 +19,10 @@ from azure.core.pipeline.transport import AioHttpTransport
 from azure.functions.timer import TimerRequest
 from pydantic import SecretStr
 
+from shared.download.store import EXPIRES_AT_FORMAT
 from shared.jobs import DownloadJob
-from shared.ledger import OperationLedger, OperationStatus
+from shared.ledger import NO_COMPLETION_REASON, POISONED_REASON, OperationLedger, OperationStatus
 from shared.retention import (
-    ABANDONED_REASON,
-    EXPIRES_AT_FORMAT,
-    POISONED_REASON,
     CleanupLimits,
     CleanupSummary,
     run_cleanup,
@@ -438,7 +436,7 @@ async def test_operations_left_running_are_settled_as_abandoned(storage: Any) ->
     assert summary.operations_abandoned == 2
     statuses = {r.operation_id: r for r in await ledger.list_call("call-a")}
     assert statuses["op-running"].status is S.ABANDONED
-    assert statuses["op-running"].get("FailureReason") == ABANDONED_REASON
+    assert statuses["op-running"].get("FailureReason") == NO_COMPLETION_REASON
     assert statuses["op-requested"].status is S.ABANDONED
     assert statuses["op-done"].status is S.COMPLETED
     assert statuses["op-recent"].status is S.RUNNING

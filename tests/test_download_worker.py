@@ -27,10 +27,9 @@ from devtools.loopback import LoopbackServer
 from shared.download import (
     DownloadClaims,
     DownloadOutcome,
-    RetryPolicy,
+    DownloadRetry,
     TransientDownloadError,
     blob_name_for,
-    close_recording_http_client,
     new_http_client,
     process_job,
 )
@@ -68,8 +67,8 @@ def sleeps() -> Sleeps:
 
 
 @pytest.fixture
-def retry(sleeps: Sleeps) -> RetryPolicy:
-    return RetryPolicy(base_delay_seconds=0.01, max_retry_after_seconds=0.05, sleep=sleeps)
+def retry(sleeps: Sleeps) -> DownloadRetry:
+    return DownloadRetry(base_seconds=0.01, retry_after_cap_seconds=0.05, sleep=sleeps)
 
 
 @pytest.fixture
@@ -103,7 +102,7 @@ async def run(
     job: DownloadJob | str,
     storage: Any,
     http: httpx.AsyncClient,
-    retry: RetryPolicy,
+    retry: DownloadRetry,
     **kwargs: Any,
 ) -> DownloadOutcome:
     message = job if isinstance(job, str) else job.to_message()
@@ -140,7 +139,7 @@ async def ledger_row(storage: Any, job: DownloadJob) -> Any:
 
 
 async def test_recording_stored_byte_identical_with_metadata_and_expiry_tag(
-    sim: GraphSimulator, storage: Any, http: httpx.AsyncClient, retry: RetryPolicy
+    sim: GraphSimulator, storage: Any, http: httpx.AsyncClient, retry: DownloadRetry
 ) -> None:
     rec = sim.add_recording(size_bytes=9 * 1024 * 1024 + 7)  # three blocks, the last one short
     job = make_job(rec, client_context="réponse n°1 ✓\nline")
@@ -198,7 +197,7 @@ async def test_recording_stored_byte_identical_with_metadata_and_expiry_tag(
 
 
 async def test_declared_content_type_is_kept(
-    sim: GraphSimulator, storage: Any, http: httpx.AsyncClient, retry: RetryPolicy
+    sim: GraphSimulator, storage: Any, http: httpx.AsyncClient, retry: DownloadRetry
 ) -> None:
     rec = sim.add_recording(duration_seconds=0.5, content_type="audio/x-wav")
     outcome = await run(make_job(rec), storage, http, retry)
@@ -206,7 +205,7 @@ async def test_declared_content_type_is_kept(
 
 
 async def test_same_job_twice_is_one_blob_and_one_download(
-    sim: GraphSimulator, storage: Any, http: httpx.AsyncClient, retry: RetryPolicy
+    sim: GraphSimulator, storage: Any, http: httpx.AsyncClient, retry: DownloadRetry
 ) -> None:
     rec = sim.add_recording(duration_seconds=2)
     job = make_job(rec)
@@ -220,7 +219,7 @@ async def test_same_job_twice_is_one_blob_and_one_download(
 
 
 async def test_same_job_concurrently_is_one_blob_and_one_download(
-    sim: GraphSimulator, storage: Any, http: httpx.AsyncClient, retry: RetryPolicy
+    sim: GraphSimulator, storage: Any, http: httpx.AsyncClient, retry: DownloadRetry
 ) -> None:
     rec = sim.add_recording(size_bytes=6 * 1024 * 1024)
     job = make_job(rec)
@@ -240,7 +239,7 @@ async def test_busy_then_success_is_stored_once_honouring_retry_after(
     sim: GraphSimulator,
     storage: Any,
     http: httpx.AsyncClient,
-    retry: RetryPolicy,
+    retry: DownloadRetry,
     sleeps: Sleeps,
     fault: str,
 ) -> None:
@@ -261,7 +260,7 @@ async def test_truncated_body_commits_nothing_and_is_stored_on_the_retry(
 ) -> None:
     rec = sim.add_recording(size_bytes=5 * 1024 * 1024, faults=[fault])
     job = make_job(rec)
-    one_attempt = RetryPolicy(attempts=1, sleep=sleeps)
+    one_attempt = DownloadRetry(attempts=1, sleep=sleeps)
 
     with pytest.raises(TransientDownloadError):
         await run(job, storage, http, one_attempt)
@@ -279,7 +278,7 @@ async def test_truncated_body_commits_nothing_and_is_stored_on_the_retry(
 
 
 async def test_reset_is_retried_inline(
-    sim: GraphSimulator, storage: Any, http: httpx.AsyncClient, retry: RetryPolicy
+    sim: GraphSimulator, storage: Any, http: httpx.AsyncClient, retry: DownloadRetry
 ) -> None:
     rec = sim.add_recording(size_bytes=300_000, faults=["reset"])
     outcome = await run(make_job(rec), storage, http, retry)
@@ -288,7 +287,7 @@ async def test_reset_is_retried_inline(
 
 
 async def test_slow_drip_beyond_the_read_timeout_is_retried(
-    sim: GraphSimulator, storage: Any, retry: RetryPolicy
+    sim: GraphSimulator, storage: Any, retry: DownloadRetry
 ) -> None:
     rec = sim.add_recording(size_bytes=300_000, faults=["slow:1.0"])
     timeout = httpx.Timeout(connect=2.0, read=0.2, write=2.0, pool=2.0)
@@ -302,7 +301,7 @@ async def test_always_busy_raises_after_bounded_inline_retries(
     sim: GraphSimulator,
     storage: Any,
     http: httpx.AsyncClient,
-    retry: RetryPolicy,
+    retry: DownloadRetry,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     rec = sim.add_recording(duration_seconds=1, faults=["503"] * 20)
@@ -328,7 +327,7 @@ async def test_inline_retries_stay_within_their_budget(
 ) -> None:
     # Retry-After asks for 30 s: capped at 5 s, which does not fit a 3 s budget: stop at once.
     rec = sim.add_recording(duration_seconds=1, faults=["503:30"] * 5)
-    tight = RetryPolicy(budget_seconds=3.0, sleep=sleeps)
+    tight = DownloadRetry(budget_seconds=3.0, sleep=sleeps)
     with pytest.raises(TransientDownloadError):
         await run(make_job(rec), storage, http, tight)
     assert rec.request_count == 1
@@ -343,7 +342,7 @@ async def test_gone_or_unauthorized_is_a_terminal_failure(
     sim: GraphSimulator,
     storage: Any,
     http: httpx.AsyncClient,
-    retry: RetryPolicy,
+    retry: DownloadRetry,
     sleeps: Sleeps,
     caplog: pytest.LogCaptureFixture,
     fault: str,
@@ -370,7 +369,7 @@ async def test_oversize_recording_is_refused(
     sim: GraphSimulator,
     storage: Any,
     http: httpx.AsyncClient,
-    retry: RetryPolicy,
+    retry: DownloadRetry,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("RECORDING_MAX_BYTES", "100000")
@@ -383,7 +382,7 @@ async def test_oversize_recording_is_refused(
 
 
 async def test_oversize_body_without_content_length_is_cut_off(
-    storage: Any, http: httpx.AsyncClient, retry: RetryPolicy, monkeypatch: pytest.MonkeyPatch
+    storage: Any, http: httpx.AsyncClient, retry: DownloadRetry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("RECORDING_MAX_BYTES", "100000")
     get_settings.cache_clear()
@@ -424,7 +423,7 @@ def production(app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None
     ],
 )
 async def test_refused_locations_send_no_request(
-    production: None, storage: Any, retry: RetryPolicy, location: str
+    production: None, storage: Any, retry: DownloadRetry, location: str
 ) -> None:
     requests: list[httpx.Request] = []
 
@@ -447,7 +446,7 @@ async def test_simulator_on_loopback_is_refused_in_production(
     sim: GraphSimulator,
     storage: Any,
     http: httpx.AsyncClient,
-    retry: RetryPolicy,
+    retry: DownloadRetry,
 ) -> None:
     rec = sim.add_recording(duration_seconds=1)
     for location in (
@@ -461,7 +460,7 @@ async def test_simulator_on_loopback_is_refused_in_production(
 
 
 async def test_redirect_keeps_the_token_on_the_original_host(
-    storage: Any, http: httpx.AsyncClient, retry: RetryPolicy
+    storage: Any, http: httpx.AsyncClient, retry: DownloadRetry
 ) -> None:
     auth_seen: dict[str, str | None] = {}
     body = b"RIFF\x24\x00\x00\x00WAVE" + bytes(range(256)) * 40
@@ -491,7 +490,7 @@ async def test_redirect_keeps_the_token_on_the_original_host(
 
 
 async def test_a_message_that_is_not_json_is_settled_as_invalid(
-    storage: Any, http: httpx.AsyncClient, retry: RetryPolicy, caplog: pytest.LogCaptureFixture
+    storage: Any, http: httpx.AsyncClient, retry: DownloadRetry, caplog: pytest.LogCaptureFixture
 ) -> None:
     outcome = await run("this is not a job", storage, http, retry)
     assert outcome.outcome == "invalid"
@@ -500,7 +499,7 @@ async def test_a_message_that_is_not_json_is_settled_as_invalid(
 
 
 async def test_an_invalid_job_with_readable_ids_is_failed_in_the_ledger(
-    storage: Any, http: httpx.AsyncClient, retry: RetryPolicy, caplog: pytest.LogCaptureFixture
+    storage: Any, http: httpx.AsyncClient, retry: DownloadRetry, caplog: pytest.LogCaptureFixture
 ) -> None:
     message = json.dumps(
         {
@@ -526,7 +525,7 @@ async def test_an_invalid_job_with_readable_ids_is_failed_in_the_ledger(
 
 
 async def test_a_50_mb_recording_streams_in_flat_memory(
-    sim: GraphSimulator, storage: Any, http: httpx.AsyncClient, retry: RetryPolicy
+    sim: GraphSimulator, storage: Any, http: httpx.AsyncClient, retry: DownloadRetry
 ) -> None:
     rec = sim.add_recording(size_bytes=50 * 1024 * 1024)
     rec.sha256  # noqa: B018 - computed before measuring, so the simulator's hash is not counted
@@ -551,9 +550,9 @@ async def test_a_50_mb_recording_streams_in_flat_memory(
 
 
 @pytest.fixture
-async def shared_http_client() -> AsyncIterator[None]:
-    yield
-    await close_recording_http_client()
+async def shared_http_client() -> None:
+    # The registered function uses the loop's services; the autouse fixture closes them.
+    return
 
 
 async def test_registered_function_stores_settles_and_raises(

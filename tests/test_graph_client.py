@@ -14,7 +14,8 @@ import pytest
 from azure.core.credentials import AccessToken
 
 from devtools.graphsim import GraphSimulator
-from shared.graph.client import GraphCallsClient, RetryPolicy
+from shared.backoff import Backoff
+from shared.graph.client import GraphCallsClient
 from shared.graph.credentials import GRAPH_SCOPE, FederatedCredential, graph_credential
 from shared.graph.errors import (
     GraphAuthorizationError,
@@ -97,7 +98,7 @@ async def make_client(
     clients: list[GraphCallsClient] = []
 
     def make(
-        responses: list[httpx.Response | Exception], retry: RetryPolicy | None = None
+        responses: list[httpx.Response | Exception], retry: Backoff | None = None
     ) -> tuple[GraphCallsClient, list[httpx.Request]]:
         seen: list[httpx.Request] = []
 
@@ -112,10 +113,9 @@ async def make_client(
             BASE,
             StaticCredential(),  # type: ignore[arg-type]
             http=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
-            retry=retry or RetryPolicy(max_attempts=4, total_seconds=60),
-            sleep=fake_time.sleep,
+            retry=retry
+            or Backoff(attempts=4, budget_seconds=60, sleep=fake_time.sleep, jitter=lambda: 0.5),
             monotonic=fake_time.monotonic,
-            jitter=lambda: 0.5,
         )
         clients.append(client)
         return client, seen
@@ -165,7 +165,13 @@ async def test_429_waits_what_retry_after_says_then_succeeds(
 async def test_retry_after_is_capped_and_attempts_are_bounded(
     make_client: Any, fake_time: FakeTime
 ) -> None:
-    policy = RetryPolicy(max_attempts=3, total_seconds=600, retry_after_cap_seconds=1.0)
+    policy = Backoff(
+        attempts=3,
+        budget_seconds=600,
+        retry_after_cap_seconds=1.0,
+        sleep=fake_time.sleep,
+        jitter=lambda: 0.5,
+    )
     busy = [graph_error(503, "ServiceUnavailable", "busy", **{"Retry-After": "3600"})] * 5
     client, seen = make_client(list(busy), policy)
 

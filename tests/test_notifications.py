@@ -28,9 +28,9 @@ from shared.notifications import (
     LoggingCallEventHandler,
     Outcome,
     QueueUnavailable,
-    call_event_handler,
     route_notifications,
 )
+from shared.services import Services
 from shared.settings import get_settings
 from shared.storage import StorageClients
 from tests.data import source_document as doc
@@ -737,8 +737,20 @@ async def test_queue_that_never_answers_is_refused_at_the_deadline(
                 )
 
 
-def test_the_bot_flow_is_picked_in_one_place(storage: StorageClients) -> None:
-    assert isinstance(call_event_handler(get_settings(), storage), LoggingCallEventHandler)
+async def test_without_a_callback_url_call_events_are_only_logged(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.bot.flow import BotFlow
+    from shared.services import app_services
+
+    assert isinstance(services.call_events(), LoggingCallEventHandler)
+    monkeypatch.setenv("BOT_AUTO_ANSWER", "true")
+    monkeypatch.setenv("CALLBACK_BASE_URL", "https://bot.example")
+    get_settings.cache_clear()
+    assert isinstance(app_services().call_events(), BotFlow)
+    monkeypatch.setenv("CALLBACK_BASE_URL", "")
+    get_settings.cache_clear()
+    assert isinstance(app_services().call_events(), LoggingCallEventHandler)
 
 
 # --------------------------------------------------------------------------- secrets (keep last)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -33,9 +33,8 @@ def sim() -> Iterator[GraphSimulator]:
 @pytest.fixture
 async def graph_env(
     sim: GraphSimulator, app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[GraphSimulator]:
+) -> GraphSimulator:
     """App settings pointing Graph calls at the simulator, tokens from its identity endpoint."""
-    from shared.graph.client import close_graph_client
     from shared.settings import get_settings
 
     for name, value in sim.managed_identity_env().items():
@@ -45,19 +44,17 @@ async def graph_env(
     monkeypatch.setenv("GRAPH_BASE_URL", sim.graph_base_url)
     monkeypatch.setenv("GRAPH_CREDENTIAL_MODE", "managedIdentity")
     get_settings.cache_clear()
-    yield sim
-    await close_graph_client()
+    return sim
 
 
 async def established_call(sim: GraphSimulator) -> str:
     """A call the bot answered with service-hosted media, now established."""
-    from shared.graph.client import get_graph_client
     from shared.graph.models import AnswerRequest
-    from shared.settings import get_settings
+    from shared.services import app_services
 
     call_id = sim.place_call()
     answer = AnswerRequest(callback_uri="http://127.0.0.1:9/api/calls")
-    await get_graph_client(get_settings()).answer(call_id, answer)
+    await app_services().graph.answer(call_id, answer)
     await sim.async_wait_for(lambda: sim.call(call_id).state == "established", within=5)
     sim.reset_journal()
     return call_id
@@ -276,7 +273,7 @@ async def test_a_completed_reply_becomes_a_download_job_at_once(
     from shared.graph.client import GraphCallsClient
     from shared.graph.models import RecordResponseRequest
     from shared.jobs import DownloadJob
-    from shared.record_api import start_recording
+    from shared.record_response import start_recording
 
     call_id = "57dab8b1-894c-409a-b240-bd8beae78896"
     operation_id = "0fe0623f-d628-42ed-b4bd-8ac290072cc5"

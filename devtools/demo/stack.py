@@ -92,10 +92,8 @@ def close_app_clients(host: LocalFunctionsHost) -> None:
     import sys
 
     async def close() -> None:
-        if "shared.graph.client" in sys.modules:
-            await sys.modules["shared.graph.client"].close_graph_client()
-        if "shared.download.fetch" in sys.modules:
-            await sys.modules["shared.download.fetch"].close_recording_http_client()
+        if "shared.services" in sys.modules:
+            await sys.modules["shared.services"].close_services()
 
     with contextlib.suppress(Exception):  # best effort: the host stops regardless
         host.run(close(), timeout=10)

@@ -300,11 +300,9 @@ class LocalFunctionsHost:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         self._server = None
-        if "shared.storage" in sys.modules:
-            # The app's storage clients live on this loop; close them with it.
-            from shared.storage import close_storage
-
-            await close_storage()
+        if "shared.services" in sys.modules:
+            # The app's clients (storage, Graph, recording HTTP) live on this loop; close them.
+            await sys.modules["shared.services"].close_services()
         self._restore_environment()
         self.queue_listeners.clear()
         self.timer_listeners.clear()

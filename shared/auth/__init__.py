@@ -16,7 +16,6 @@ from shared.auth.inbound import (
     UnknownSigningKey,
     WrongAudience,
     WrongIssuer,
-    get_inbound_validator,
     validator_from_settings,
 )
 
@@ -36,6 +35,5 @@ __all__ = [
     "UnknownSigningKey",
     "WrongAudience",
     "WrongIssuer",
-    "get_inbound_validator",
     "validator_from_settings",
 ]

@@ -17,17 +17,17 @@ import contextlib
 import logging
 import math
 import time
-import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
-import jwt
 
 from shared.problems import Problem
 
 if TYPE_CHECKING:
+    import jwt
+
     from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -158,6 +158,8 @@ class _FetchFailed(Exception):
 
 
 def _usable_keys(document: Any) -> dict[str, jwt.PyJWK]:
+    import jwt  # PyJWT loads cryptography: only the webhook needs it
+
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         raise _FetchFailed("JWKS has no 'keys' list")
     keys: dict[str, jwt.PyJWK] = {}
@@ -217,6 +219,8 @@ class InboundTokenValidator:
 
     async def validate(self, token: str) -> InboundIdentity:
         """Validate a bare JWT; returns the sender's identity or raises InboundAuthError."""
+        import jwt
+
         if len(token) > MAX_TOKEN_LENGTH:
             raise TokenMalformed("the bearer token is too long to be a notification token")
         try:
@@ -243,6 +247,8 @@ class InboundTokenValidator:
     # -- token checks ----------------------------------------------------------------------
 
     def _decode(self, token: str, key: jwt.PyJWK) -> dict[str, Any]:
+        import jwt  # PyJWT loads cryptography: only the webhook needs it
+
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -383,11 +389,6 @@ class InboundTokenValidator:
             raise _FetchFailed(f"GET {url}: not JSON") from None
 
 
-_per_loop: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, tuple[Settings, InboundTokenValidator]
-] = weakref.WeakKeyDictionary()
-
-
 def validator_from_settings(settings: Settings) -> InboundTokenValidator:
     return InboundTokenValidator(
         openid_configuration_url=settings.inbound_openid_configuration_url,
@@ -395,14 +396,3 @@ def validator_from_settings(settings: Settings) -> InboundTokenValidator:
         allowed_issuers=settings.inbound_allowed_issuers,
         allowed_tenants=settings.inbound_allowed_tenants,
     )
-
-
-def get_inbound_validator(settings: Settings) -> InboundTokenValidator:
-    """The validator of the running event loop, with its key cache (new if settings changed)."""
-    loop = asyncio.get_running_loop()
-    cached = _per_loop.get(loop)
-    if cached is not None and cached[0] is settings:
-        return cached[1]
-    validator = validator_from_settings(settings)
-    _per_loop[loop] = (settings, validator)
-    return validator

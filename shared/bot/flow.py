@@ -19,7 +19,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shared.graph.errors import GraphClientError, GraphError
 from shared.graph.models import (
@@ -34,17 +34,16 @@ from shared.graph.models import (
     RecordResponseRequest,
     ServiceHostedMediaConfig,
     normalize_id,
-    parse_resource_url,
 )
-from shared.ledger import OperationLedger, OperationStatus, result_fields, utc_now
-from shared.record_api import start_recording
+from shared.ledger import ABANDONED_REASON, OperationLedger, OperationStatus, utc_now
+from shared.logevents import log_event
+from shared.record_response import start_recording
 
 if TYPE_CHECKING:
     from azure.storage.queue.aio import QueueClient
 
     from shared.graph.client import GraphCallsClient
     from shared.settings import Settings
-    from shared.storage import StorageClients
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +55,6 @@ THANK_YOU_CONTEXT = "bot-thank-you"
 # Graph drops a call not answered within 15 s, and the webhook gives the bot flow 5 s for a
 # whole payload: each Graph request gets a few seconds, retries included.
 GRAPH_BUDGET_SECONDS = 4.0
-ABANDONED_REASON = "the call ended before the recording completed; no completion will follow"
 _UNSETTLED = (OperationStatus.REQUESTED, OperationStatus.RUNNING)
 _FINAL = ("completed", "failed")
 
@@ -91,14 +89,16 @@ class BotFlow:
     async def on_call_notification(
         self, notification: CommsNotification, *, tenant_id: str | None
     ) -> None:
-        ids = parse_resource_url(notification.resource_url)
         call = notification.resource_data
-        if ids is None or not isinstance(call, Call):
-            log.warning(
-                "bot flow: not a call notification resource=%s", notification.resource_url[:200]
+        call_id = notification.call_id
+        if call_id is None or not isinstance(call, Call):
+            log_event(
+                log,
+                "bot flow: not a call notification",
+                level=logging.WARNING,
+                resource=notification.resource_url,
             )
             return
-        call_id = normalize_id(ids.call_id)
         state = (call.state or "").lower()
         change = notification.change_type.lower()
         try:
@@ -109,8 +109,13 @@ class BotFlow:
             elif state == "established":
                 await self._record(call_id, tenant_id)
             else:
-                log.debug(
-                    "bot flow: call=%s state=%s change=%s: nothing to do", call_id, state, change
+                log_event(
+                    log,
+                    "bot flow: call state needs nothing",
+                    level=logging.DEBUG,
+                    call_id=call_id,
+                    state=state,
+                    change_type=change,
                 )
         except Exception as error:
             self._log_failure("call " + (state or change), call_id, error)
@@ -118,17 +123,24 @@ class BotFlow:
     async def on_prompt_notification(
         self, notification: CommsNotification, *, tenant_id: str | None
     ) -> None:
-        ids = parse_resource_url(notification.resource_url)
         prompt = notification.resource_data
-        if ids is None or not isinstance(prompt, PlayPromptOperation):
-            log.warning(
-                "bot flow: not a playPrompt notification resource=%s",
-                notification.resource_url[:200],
+        call_id = notification.call_id
+        if call_id is None or not isinstance(prompt, PlayPromptOperation):
+            log_event(
+                log,
+                "bot flow: not a playPrompt notification",
+                level=logging.WARNING,
+                resource=notification.resource_url,
             )
             return
-        call_id = normalize_id(ids.call_id)
         if prompt.client_context != THANK_YOU_CONTEXT or prompt.status not in _FINAL:
-            log.debug("bot flow: call=%s prompt %s: nothing to do", call_id, prompt.status)
+            log_event(
+                log,
+                "bot flow: prompt needs nothing",
+                level=logging.DEBUG,
+                call_id=call_id,
+                status=prompt.status,
+            )
             return
         try:
             if self._settings.hang_up_after_recording:
@@ -148,20 +160,14 @@ class BotFlow:
                 # Before hanging up: our own hang-up brings the call's "terminated" notification,
                 # which settles every operation still "running" as abandoned. (The worker records
                 # the completion too, but it may not have started yet.)
-                result = operation.result_info
-                await self._ledger.advance(
+                await self._ledger.mark_completed(
                     call_id,
                     operation.id,
-                    OperationStatus.COMPLETED,
-                    ClientContext=operation.client_context,
-                    **result_fields(
-                        result.code if result else None,
-                        result.subcode if result else None,
-                        result.message if result else None,
-                    ),
+                    result=operation.result_info,
+                    client_context=operation.client_context,
                 )
             if not await self._ledger.claim(call_id, AFTER_RECORDING_CLAIM):
-                log.info("bot flow: call=%s after-recording step already done", call_id)
+                log_event(log, "bot flow: after-recording step already done", call_id=call_id)
                 return
             thank_you = self._settings.thank_you_prompt_uri
             if (
@@ -180,13 +186,18 @@ class BotFlow:
     async def _answer(self, call_id: str) -> None:
         settings = self._settings
         if not settings.auto_answer:
-            log.info("bot flow: call=%s incoming; auto-answer is off", call_id)
+            log_event(log, "bot flow: incoming; auto-answer is off", call_id=call_id)
             return
         if not settings.callback_base_url:
-            log.error("bot flow: call=%s not answered: CALLBACK_BASE_URL is not set", call_id)
+            log_event(
+                log,
+                "bot flow: not answered: CALLBACK_BASE_URL is not set",
+                level=logging.ERROR,
+                call_id=call_id,
+            )
             return
         if not await self._ledger.claim(call_id, ANSWER_CLAIM):
-            log.info("bot flow: call=%s already answered by another notification", call_id)
+            log_event(log, "bot flow: already answered by another notification", call_id=call_id)
             return
         prompts = [
             uri for uri in (settings.record_prompt_uri, settings.thank_you_prompt_uri) if uri
@@ -203,7 +214,7 @@ class BotFlow:
         except BaseException:
             await self._release(call_id, ANSWER_CLAIM)
             raise
-        log.info("bot flow: call=%s answered", call_id, extra={"call_id": call_id})
+        log_event(log, "bot flow: answered", call_id=call_id)
 
     def _record_request(self) -> RecordResponseRequest:
         settings = self._settings
@@ -224,7 +235,7 @@ class BotFlow:
             return  # calls answered elsewhere: only the API starts recordings
         request = self._record_request()
         if not await self._ledger.claim(call_id, RECORD_CLAIM):
-            log.info("bot flow: call=%s recordResponse already started", call_id)
+            log_event(log, "bot flow: recordResponse already started", call_id=call_id)
             return
         try:
             started = await start_recording(
@@ -256,27 +267,27 @@ class BotFlow:
         except GraphError as error:
             self._log_failure("thank-you prompt", call_id, error)
             return False
-        log.info(
-            "bot flow: call=%s thank-you prompt operation=%s status=%s",
-            call_id,
-            prompt_id,
-            prompt.status,
-            extra={"call_id": call_id, "operation_id": prompt_id},
+        log_event(
+            log,
+            "bot flow: thank-you prompt",
+            call_id=call_id,
+            operation_id=prompt_id,
+            status=prompt.status,
         )
         return prompt.status not in _FINAL
 
     async def _hang_up(self, call_id: str) -> None:
         if not await self._ledger.claim(call_id, HANG_UP_CLAIM):
-            log.info("bot flow: call=%s already hung up", call_id)
+            log_event(log, "bot flow: already hung up", call_id=call_id)
             return
         try:
             await self._graph.hang_up(call_id, within=self._budget)
         except GraphClientError as error:
             if error.status == 404:
-                log.info("bot flow: call=%s already gone when hanging up", call_id)
+                log_event(log, "bot flow: already gone when hanging up", call_id=call_id)
                 return
             raise
-        log.info("bot flow: call=%s hung up", call_id, extra={"call_id": call_id})
+        log_event(log, "bot flow: hung up", call_id=call_id)
 
     async def _settle_unfinished(self, call_id: str, call: Call) -> None:
         ended = call.result_info.message if call.result_info else None
@@ -284,50 +295,37 @@ class BotFlow:
         for record in await self._ledger.list_call(call_id):
             if record.status not in _UNSETTLED:
                 continue
-            transition = await self._ledger.advance(
-                call_id,
-                record.operation_id,
-                OperationStatus.ABANDONED,
-                FailureReason=ABANDONED_REASON,
-                CallEndMessage=ended[:512] if ended else None,
+            transition = await self._ledger.mark_abandoned(
+                call_id, record.operation_id, ABANDONED_REASON, call_end_message=ended
             )
             if transition.changed:
                 settled.append(record.operation_id)
-        log.info(
-            "bot flow: call=%s terminated; abandoned=%d %s",
-            call_id,
-            len(settled),
-            ",".join(settled),
-            extra={"call_id": call_id, "abandoned_operations": settled},
+        log_event(
+            log,
+            "bot flow: call terminated",
+            call_id=call_id,
+            abandoned=len(settled),
+            abandoned_operations=",".join(settled) or None,
         )
 
     async def _release(self, call_id: str, claim: str) -> None:
         try:
             await self._ledger.release(call_id, claim)
         except Exception as error:
-            log.error(
-                "bot flow: call=%s could not release claim %s (%s); the step will not be retried",
-                call_id,
-                claim,
-                type(error).__name__,
+            log_event(
+                log,
+                "bot flow: claim not released; the step will not be retried",
+                level=logging.ERROR,
+                call_id=call_id,
+                claim=claim,
+                error=type(error).__name__,
             )
 
     def _log_failure(self, step: str, call_id: str, error: Exception) -> None:
         # GraphError's text is Graph's own message and ids; other errors: the type only, since
         # SDK messages can carry request details.
         detail = str(error) if isinstance(error, GraphError) else type(error).__name__
-        extra = {"call_id": call_id, "bot_step": step}
+        extra: dict[str, Any] = {"call_id": call_id, "bot_step": step}
         if isinstance(error, GraphError):
             extra.update(error.log_fields())
-        log.error("bot flow: call=%s step=%s failed: %s", call_id, step, detail, extra=extra)
-
-
-def bot_flow(settings: Settings, storage: StorageClients | None = None) -> BotFlow:
-    """The flow with this event loop's shared clients (call it inside an async function)."""
-    from shared.graph.client import get_graph_client
-    from shared.storage import get_storage
-
-    storage = storage or get_storage(settings)
-    return BotFlow(
-        get_graph_client(settings), OperationLedger(storage.table), settings, queue=storage.queue
-    )
+        log_event(log, "bot flow: step failed", level=logging.ERROR, **extra, error=detail)

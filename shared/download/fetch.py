@@ -12,16 +12,14 @@ what the worker does with the job:
 
 from __future__ import annotations
 
-import asyncio
-import random
 import time
-import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import httpx
 
+from shared.backoff import Backoff
 from shared.download.url_guard import (
     RecordingHostUnresolvable,
     RecordingUrlRefused,
@@ -64,32 +62,20 @@ class TerminalDownloadError(DownloadError):
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
-    """Inline retries: a few attempts, jittered exponential backoff, all within a small budget.
+class DownloadRetry(Backoff):
+    """Inline retries of one download: a few attempts, all within a small budget.
 
     The budget stays well under a recording's lifetime and under the queue's visibility timeout
     multiplied out by ``maxDequeueCount``, so the host's redeliveries still have time to work.
     """
 
     attempts: int = 3
-    base_delay_seconds: float = 0.5
-    max_delay_seconds: float = 4.0
-    max_retry_after_seconds: float = 5.0
-    budget_seconds: float = 20.0
+    max_seconds: float = 4.0
+    retry_after_cap_seconds: float = 5.0
     # How long a duplicate delivery waits for another instance's download before handing the
     # message back; longer than the claim's lifetime so a crashed holder's claim expires meanwhile.
     claim_wait_seconds: float = 25.0
     claim_poll_seconds: float = 0.2
-    sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep, compare=False)
-
-    def delay_before(self, attempt: int, retry_after: float | None) -> float:
-        """Seconds to wait before attempt number ``attempt`` (2, 3, ...)."""
-        backoff = min(self.max_delay_seconds, self.base_delay_seconds * 2 ** (attempt - 2))
-        # Full jitter spreads the retries of many instances hit by the same outage.
-        delay = random.uniform(backoff / 2, backoff)  # noqa: S311 - jitter, not security
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, self.max_retry_after_seconds))
-        return delay
 
 
 def classify_status(response: httpx.Response) -> DownloadError:
@@ -132,28 +118,6 @@ def new_http_client(timeout: httpx.Timeout | None = None) -> httpx.AsyncClient:
         trust_env=False,
         headers={"User-Agent": USER_AGENT},
     )
-
-
-_per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def recording_http_client() -> httpx.AsyncClient:
-    """The running event loop's shared client (connections are reused across downloads)."""
-    loop = asyncio.get_running_loop()
-    client = _per_loop.get(loop)
-    if client is None or client.is_closed:
-        client = new_http_client()
-        _per_loop[loop] = client
-    return client
-
-
-async def close_recording_http_client() -> None:
-    """Close the running loop's client (tests and the local host, at shutdown)."""
-    client = _per_loop.pop(asyncio.get_running_loop(), None)
-    if client is not None:
-        await client.aclose()
 
 
 async def guard(

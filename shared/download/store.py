@@ -54,11 +54,15 @@ def _segment(value: str) -> str:
     return quote(normalize_id(value), safe="-_")
 
 
-def format_tag_time(moment: datetime) -> str:
-    """A UTC time as a fixed-width tag value, rounded up to the second (never expire early)."""
+def format_tag_time(moment: datetime, *, round_up: bool = True) -> str:
+    """A UTC time as a fixed-width, sortable ``expiresAt`` tag value, in whole seconds.
+
+    An expiry is rounded up and "now" in a query rounded down: either way a recording is never
+    deleted before its time.
+    """
     moment = moment.astimezone(UTC)
     whole = moment.replace(microsecond=0)
-    if whole < moment:
+    if round_up and whole < moment:
         whole += timedelta(seconds=1)
     return whole.strftime(EXPIRES_AT_FORMAT)
 

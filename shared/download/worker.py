@@ -8,10 +8,8 @@ visibility timeout and, after ``maxDequeueCount`` deliveries, lands on the poiso
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,7 +20,7 @@ import httpx
 from shared.download.claim import ClaimLost, DownloadClaim, DownloadClaims
 from shared.download.fetch import (
     DownloadError,
-    RetryPolicy,
+    DownloadRetry,
     Stopwatch,
     TerminalDownloadError,
     TransientDownloadError,
@@ -40,8 +38,10 @@ from shared.download.store import (
     find_stored,
 )
 from shared.download.url_guard import Resolver, UrlPolicy, resolve_host
+from shared.hostconfig import max_dequeue_count
 from shared.jobs import DownloadJob, InvalidJobError
-from shared.ledger import OperationLedger, OperationStatus, result_fields, utc_now
+from shared.ledger import OperationLedger, utc_now
+from shared.logevents import log_event
 from shared.settings import Settings
 
 if TYPE_CHECKING:
@@ -49,9 +49,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# host.json ``maxDequeueCount``: the delivery after which a failing message is poisoned.
-MAX_DEQUEUE_COUNT = 5
-DEFAULT_RETRY = RetryPolicy()
+DEFAULT_RETRY = DownloadRetry()
 
 Outcome = Literal["stored", "already_stored", "failed", "invalid"]
 
@@ -82,7 +80,7 @@ async def process_job(
     ledger: OperationLedger,
     claims: DownloadClaims,
     clock: Callable[[], datetime] = utc_now,
-    retry: RetryPolicy = DEFAULT_RETRY,
+    retry: DownloadRetry = DEFAULT_RETRY,
     resolve: Resolver = resolve_host,
     dequeue_count: int | None = None,
 ) -> DownloadOutcome:
@@ -105,16 +103,7 @@ async def process_job(
     # The job is the record of the completion notification: this first write carries its facts
     # (when it arrived, the result, the client context), so the webhook's hot path needs no
     # ledger round trips and no "completed" stamp can be lost to a race with this write.
-    await ledger.advance(
-        job.call_id,
-        job.operation_id,
-        OperationStatus.DOWNLOADING,
-        BlobName=run.blob_name,
-        CompletedAt=job.received_at,
-        ClientContext=job.client_context,
-        TenantId=job.tenant_id,
-        **result_fields(job.result_code, job.result_subcode, job.result_message),
-    )
+    await ledger.mark_downloading(job, blob_name=run.blob_name)
     claim = claims.new_holder()
     try:
         existing = await run.claim_or_wait(claim)
@@ -141,7 +130,7 @@ class _Download:
         container: ContainerClient,
         ledger: OperationLedger,
         clock: Callable[[], datetime],
-        retry: RetryPolicy,
+        retry: DownloadRetry,
         resolve: Resolver,
         watch: Stopwatch,
     ) -> None:
@@ -177,15 +166,15 @@ class _Download:
             if self.watch.elapsed_seconds >= self.retry.claim_wait_seconds:
                 raise TransientDownloadError("another delivery is still downloading this recording")
             poll = self.retry.claim_poll_seconds
-            await asyncio.sleep(random.uniform(poll / 2, poll))  # noqa: S311 - jitter
+            await self.retry.sleep(poll * (0.5 + self.retry.jitter() / 2))
 
     async def download(self, claim: DownloadClaim) -> DownloadOutcome:
         """Attempts with inline retries; the last transient error propagates."""
         last: DownloadError | None = None
         for attempt in range(1, self.retry.attempts + 1):
             if last is not None:
-                delay = self.retry.delay_before(attempt, last.retry_after)
-                if self.watch.elapsed_seconds + delay > self.retry.budget_seconds:
+                delay = self.retry.delay(attempt, last.retry_after)
+                if not self.retry.fits(self.watch.elapsed_seconds, delay):
                     break
                 await self.retry.sleep(delay)
             self.attempts = attempt
@@ -193,12 +182,13 @@ class _Download:
                 return await self._attempt(claim)
             except TransientDownloadError as transient:
                 last = transient
-                log.info(
-                    "recording download attempt %d failed, transient: %s call_id=%s operation_id=%s",
-                    attempt,
-                    transient.reason,
-                    self.job.call_id,
-                    self.job.operation_id,
+                log_event(
+                    log,
+                    "recording download attempt failed",
+                    call_id=self.job.call_id,
+                    operation_id=self.job.operation_id,
+                    attempt=attempt,
+                    reason=transient.reason,
                 )
         assert last is not None
         raise last
@@ -257,16 +247,15 @@ class _Download:
         return await self.stored(facts)
 
     async def stored(self, facts: RecordingFacts) -> DownloadOutcome:
-        await self.ledger.advance(
+        await self.ledger.mark_stored(
             facts.call_id,
             facts.operation_id,
-            OperationStatus.STORED,
-            BlobName=self.blob_name,
-            SizeBytes=facts.size_bytes,
-            Sha256=facts.sha256,
-            ContentType=facts.content_type,
-            StoredAt=facts.downloaded_at,
-            ExpiresAt=facts.expires_at,
+            blob_name=self.blob_name,
+            size_bytes=facts.size_bytes,
+            sha256=facts.sha256,
+            content_type=facts.content_type,
+            stored_at=facts.downloaded_at,
+            expires_at=facts.expires_at,
         )
         return self._settled(
             "stored",
@@ -280,15 +269,14 @@ class _Download:
     async def already_stored(self, existing: StoredRecording) -> DownloadOutcome:
         # A duplicate job: make sure the ledger says stored (the first run may have died between
         # the commit and the ledger write), without downloading anything.
-        await self.ledger.advance(
+        await self.ledger.mark_stored(
             self.job.call_id,
             self.job.operation_id,
-            OperationStatus.STORED,
-            BlobName=existing.blob_name,
-            SizeBytes=existing.size_bytes,
-            Sha256=existing.sha256,
-            ContentType=existing.content_type,
-            ExpiresAt=existing.expires_at,
+            blob_name=existing.blob_name,
+            size_bytes=existing.size_bytes,
+            sha256=existing.sha256,
+            content_type=existing.content_type,
+            expires_at=existing.expires_at,
         )
         return self._settled(
             "already_stored",
@@ -299,23 +287,17 @@ class _Download:
         )
 
     async def failed(self, reason: str) -> DownloadOutcome:
-        await self.ledger.advance(
-            self.job.call_id,
-            self.job.operation_id,
-            OperationStatus.FAILED,
-            FailureReason=reason,
-        )
+        await self.ledger.mark_failed(self.job.call_id, self.job.operation_id, reason)
         return self._settled("failed", failure_reason=reason)
 
     async def give_back(self, error: TransientDownloadError, dequeue_count: int | None) -> None:
         """The message goes back to the queue; on its last delivery the ledger says why."""
-        last_delivery = dequeue_count is not None and dequeue_count >= MAX_DEQUEUE_COUNT
+        last_delivery = dequeue_count is not None and dequeue_count >= max_dequeue_count()
         if last_delivery:
-            await self.ledger.advance(
+            await self.ledger.mark_failed(
                 self.job.call_id,
                 self.job.operation_id,
-                OperationStatus.FAILED,
-                FailureReason=f"{error.reason} (gave up after {dequeue_count} deliveries)",
+                f"{error.reason} (gave up after {dequeue_count} deliveries)",
             )
         _log_outcome(
             logging.WARNING,
@@ -377,9 +359,7 @@ async def _settle_invalid(
     """Settle a message that is not a job: recorded where it can be, never retried."""
     call_id, operation_id = _readable_ids(message_text)
     if call_id and operation_id:
-        await ledger.advance(
-            call_id, operation_id, OperationStatus.FAILED, FailureReason=f"invalid job: {reason}"
-        )
+        await ledger.mark_failed(call_id, operation_id, f"invalid job: {reason}")
     _log_outcome(
         logging.ERROR,
         "invalid",
@@ -432,16 +412,17 @@ def _log_outcome(
     latency_ms: int | None = None,
     reason: str | None = None,
 ) -> None:
-    """The one log line per outcome: key=value text, the same fields as ``extra`` dimensions."""
-    fields = {
-        "outcome": outcome,
-        "call_id": call_id,
-        "operation_id": operation_id,
-        "bytes": size_bytes,
-        "attempts": attempts,
-        "duration_ms": duration_ms,
-        "latency_ms": latency_ms,
-        "reason": reason,
-    }
-    text = " ".join(f"{name}={value}" for name, value in fields.items() if value is not None)
-    log.log(level, "recording download %s", text, extra={"download": fields})
+    """The one log line per outcome."""
+    log_event(
+        log,
+        "recording download",
+        level=level,
+        outcome=outcome,
+        call_id=call_id,
+        operation_id=operation_id,
+        size_bytes=size_bytes,
+        attempts=attempts,
+        duration_ms=duration_ms,
+        latency_ms=latency_ms,
+        reason=reason,
+    )

@@ -16,19 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 import uuid
-import weakref
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from shared.graph.credentials import GRAPH_SCOPE, graph_credential
+from shared.backoff import Backoff
+from shared.graph.credentials import GRAPH_SCOPE
 from shared.graph.errors import (
     GraphAuthorizationError,
     GraphClientError,
@@ -55,7 +53,6 @@ from shared.retry_after import parse_retry_after
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
 
-    from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -71,21 +68,11 @@ HTTP_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=16)
 M = TypeVar("M", bound=BaseModel)
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How long and how often one operation may be retried."""
-
-    max_attempts: int = 4
-    total_seconds: float = 30.0
-    backoff_base_seconds: float = 0.5
-    backoff_max_seconds: float = 8.0
-    retry_after_cap_seconds: float = 10.0
-
-    def backoff(self, attempt: int, jitter: float) -> float:
-        """Full jitter: uniform in [0, min(cap, base * 2^(attempt-1))]."""
-        growth: float = 2.0 ** (attempt - 1)
-        ceiling = min(self.backoff_max_seconds, self.backoff_base_seconds * growth)
-        return ceiling * jitter
+# Graph's calls API answers in well under a second: a few retries within 30 s, Retry-After
+# honoured up to 10 s.
+GRAPH_RETRY = Backoff(
+    attempts=4, budget_seconds=30.0, max_seconds=8.0, retry_after_cap_seconds=10.0
+)
 
 
 def _error_from_response(
@@ -147,20 +134,16 @@ class GraphCallsClient:
         credential: AsyncTokenCredential,
         *,
         http: httpx.AsyncClient | None = None,
-        retry: RetryPolicy | None = None,
+        retry: Backoff = GRAPH_RETRY,
         attempt_timeout: httpx.Timeout = ATTEMPT_TIMEOUT,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         monotonic: Callable[[], float] = time.monotonic,
-        jitter: Callable[[], float] = random.random,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._credential = credential
         self._http = http or httpx.AsyncClient(timeout=attempt_timeout, limits=HTTP_LIMITS)
-        self.retry = retry or RetryPolicy()
+        self.retry = retry
         self._attempt_timeout = attempt_timeout
-        self._sleep = sleep
         self._monotonic = monotonic
-        self._jitter = jitter
 
     # ----------------------------------------------------------------- operations
 
@@ -247,7 +230,7 @@ class GraphCallsClient:
         body: dict[str, Any] | None = None,
         within: float | None = None,
     ) -> httpx.Response:
-        budget = within if within is not None else self.retry.total_seconds
+        budget = within if within is not None else self.retry.budget_seconds
         started = self._monotonic()
         deadline = started + budget
         client_request_id = str(uuid.uuid4())
@@ -284,7 +267,7 @@ class GraphCallsClient:
                 return outcome
             error, wait, retryable = outcome
             out_of_budget = self._monotonic() + wait >= deadline
-            if not retryable or attempt >= self.retry.max_attempts or out_of_budget:
+            if not retryable or attempt >= self.retry.attempts or out_of_budget:
                 self._log_outcome(action, call_id, error, attempt, started)
                 raise error
             log.info(
@@ -299,7 +282,7 @@ class GraphCallsClient:
                 client_request_id,
                 extra={"call_id": call_id, **error.log_fields()},
             )
-            await self._sleep(wait)
+            await self.retry.sleep(wait)
 
     async def _attempt(
         self,
@@ -331,18 +314,13 @@ class GraphCallsClient:
                 client_request_id=client_request_id,
                 attempts=attempt,
             )
-            wait = self.retry.backoff(attempt, self._jitter())
+            wait = self.retry.delay(attempt + 1)
             return error, wait, _can_retry_transport_error(failure, method)
         if response.is_success:
             return response
         await response.aread()
         graph_error = _error_from_response(response, client_request_id, attempt)
-        if graph_error.retry_after is not None:
-            # A little jitter on top, so instances throttled together do not return together.
-            wait = min(graph_error.retry_after, self.retry.retry_after_cap_seconds)
-            wait += 0.1 * self._jitter()
-        else:
-            wait = self.retry.backoff(attempt, self._jitter())
+        wait = self.retry.delay(attempt + 1, graph_error.retry_after)
         status = response.status_code
         retryable = status in RETRY_STATUSES and (
             status not in AMBIGUOUS_STATUSES or method in IDEMPOTENT_METHODS
@@ -425,39 +403,3 @@ class GraphCallsClient:
                 client_request_id=response.request.headers.get("client-request-id"),
             )
         return normalize_id(operation_id)
-
-
-# --------------------------------------------------------------------------- one per event loop
-
-_per_loop: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, tuple[Settings, GraphCallsClient]
-] = weakref.WeakKeyDictionary()
-_closing: set[asyncio.Task[None]] = set()
-
-
-def get_graph_client(settings: Settings) -> GraphCallsClient:
-    """The running loop's client: one connection pool and one (token-caching) credential.
-
-    httpx and the azure-identity sessions are bound to the loop that created them; the Functions
-    worker runs every async function on one loop, so in Azure this is one client per process.
-    """
-    loop = asyncio.get_running_loop()
-    cached = _per_loop.get(loop)
-    if cached is not None and cached[0] is settings:
-        return cached[1]
-    client = GraphCallsClient(settings.graph_base_url, graph_credential(settings))
-    _per_loop[loop] = (settings, client)
-    if cached is not None:
-        # Settings changed (tests reload them): the old client still holds sockets. Keep a
-        # reference to the closing task: the loop only holds tasks weakly.
-        task = loop.create_task(cached[1].aclose())
-        _closing.add(task)
-        task.add_done_callback(_closing.discard)
-    return client
-
-
-async def close_graph_client() -> None:
-    """Close the running loop's client (tests and the local host, at shutdown)."""
-    cached = _per_loop.pop(asyncio.get_running_loop(), None)
-    if cached is not None:
-        await cached[1].aclose()

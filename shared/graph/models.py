@@ -7,6 +7,7 @@ Field names are Graph's (camelCase aliases, ``@odata.type``); fields Graph adds 
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -236,6 +237,32 @@ class CommsNotification(GraphModel):
         if isinstance(data, Call):
             return "call"
         return "unknown"
+
+    @functools.cached_property
+    def resource_ids(self) -> ResourceIds | None:
+        """The ids in ``resourceUrl``, as sent (None when it is not a calls URL)."""
+        return parse_resource_url(self.resource_url)
+
+    @functools.cached_property
+    def call_id(self) -> str | None:
+        """The call this notification is about, in canonical form (from ``resourceUrl``)."""
+        ids = self.resource_ids
+        return normalize_id(ids.call_id) if ids else None
+
+    @functools.cached_property
+    def operation_id(self) -> str | None:
+        """The operation's id, canonical: ``resourceData.id``, else the one in ``resourceUrl``.
+
+        None for a notification about the call itself (a call's ``resourceData.id`` is the call's).
+        """
+        if self.resource_kind == "call":
+            return None
+        data = self.resource_data
+        declared = data.get("id") if isinstance(data, dict) else getattr(data, "id", None)
+        if not declared:
+            ids = self.resource_ids
+            declared = ids.operation_id if ids else None
+        return normalize_id(str(declared)) if declared else None
 
 
 class CommsNotifications(GraphModel):

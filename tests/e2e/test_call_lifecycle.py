@@ -18,8 +18,7 @@ from typing import Any
 import pytest
 
 from devtools.graphsim.keys import SigningKey
-from shared.bot.flow import ABANDONED_REASON
-from shared.retention import POISONED_REASON
+from shared.ledger import ABANDONED_REASON, POISONED_REASON
 from tests.e2e.conftest import E2E_QUEUES, RunningApp, id_key, wait_until
 
 pytestmark = pytest.mark.timeout(180)

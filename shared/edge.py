@@ -1,0 +1,107 @@
+"""The HTTP edge: what every route checks before the core sees a request.
+
+Ids in routes and queries, JSON bodies, and the mapping of Graph's refusals to problems live here
+so that each route rejects bad input the same way: a ``400``/``422``
+``application/problem+json`` that names the field, never a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+from pydantic import ValidationError
+
+from shared.graph.errors import (
+    GraphAuthorizationError,
+    GraphClientError,
+    GraphCredentialError,
+    GraphError,
+    GraphThrottledError,
+    GraphUnavailableError,
+)
+from shared.graph.models import RecordResponseRequest
+from shared.problems import Problem, validation_problem
+
+# Graph's call and operation ids are GUIDs; anything else in a route would only be an attempt to
+# reach another Graph path or to plant a key that storage cannot hold.
+ID_PATTERN = re.compile(r"^[A-Za-z0-9-]{1,128}$")
+ID_RULE = "letters, digits and dashes, at most 128"
+DEFAULT_RETRY_AFTER_SECONDS = 5
+
+
+def check_id(name: str, value: str | None, *, where: str = "route") -> str:
+    """``value`` if it is a usable Graph id, else a 400 problem naming ``name``."""
+    if not value or not value.strip():
+        reason = f"{name} is required"
+    elif not ID_PATTERN.fullmatch(value):
+        reason = f"{name} must be a Graph id ({ID_RULE})"
+    else:
+        return value
+    detail = f"query parameter {reason}" if where == "query" else reason
+    raise Problem(
+        400,
+        detail,
+        "Invalid id",
+        {"field": name, "errors": [{"field": name, "message": reason}]},
+    )
+
+
+def parse_record_request(body: bytes) -> RecordResponseRequest:
+    """The request body as Graph's recordResponse parameters: 400 if not JSON, 422 if invalid."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise Problem(
+            400,
+            "body: not valid JSON; send the recordResponse parameters as a JSON object",
+            "Invalid JSON",
+        ) from None
+    try:
+        return RecordResponseRequest.model_validate(data)
+    except ValidationError as error:
+        raise validation_problem(error.errors()) from None  # type: ignore[arg-type]
+
+
+def problem_for_graph_error(error: GraphError) -> Problem:
+    """What the API caller gets when Graph refuses or fails (Graph's own words, no internals)."""
+    extensions: dict[str, Any] = {
+        "graphStatus": error.status,
+        "graphCode": error.code,
+        "graphRequestId": error.request_id,
+        "clientRequestId": error.client_request_id,
+    }
+    said = f"{error.code}: {error.message}"
+    if isinstance(error, GraphAuthorizationError | GraphCredentialError):
+        # Our credential, not the caller's: nothing the caller can fix by changing the request.
+        return Problem(
+            502,
+            f"the bot's identity was refused by Graph ({said})",
+            "Graph refused the bot's identity",
+            extensions,
+        )
+    if isinstance(error, GraphThrottledError | GraphUnavailableError):
+        retry_after = math.ceil(error.retry_after or DEFAULT_RETRY_AFTER_SECONDS)
+        return Problem(
+            503,
+            f"Graph is throttling or unavailable after {error.attempts} attempt(s) ({said}); "
+            f"retry after {retry_after} s",
+            "Graph unavailable",
+            extensions,
+            {"Retry-After": str(retry_after)},
+        )
+    if isinstance(error, GraphClientError) and error.status is not None:
+        return Problem(
+            error.status,
+            f"Graph refused the recordResponse ({said})",
+            "Graph refused the request",
+            extensions,
+        )
+    return Problem(502, f"Graph did not answer usably ({said})", "Graph failed", extensions)
+
+
+def storage_unavailable() -> Problem:
+    """Storage did not answer: the caller should retry shortly."""
+    return Problem(503, "storage is unavailable; retry shortly", headers={"Retry-After": "5"})

@@ -1,0 +1,59 @@
+"""One log line per event, the same fields as text and as structured attributes.
+
+``log_event(log, "download.stored", call_id=..., size_bytes=...)`` writes
+``download.stored call_id=... size_bytes=...`` and sets the same fields as attributes of the
+log record (``record.call_id``...), which is what log handlers such as OpenTelemetry's export as
+attributes: a text search, a log query and telemetry all use one set of names. Values are escaped: an id sent by a caller can never break a line or forge another
+key=value pair. Secrets do not belong here; callers pass ids, counts, reasons, never tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any
+
+# A bare value: anything else is quoted, with backslash escapes for quotes and control
+# characters, so one record is always one line and "k=v" inside a value stays a value.
+_BARE = re.compile(r"^[A-Za-z0-9_.:/@+\-#,]+$")
+_MAX_VALUE_LENGTH = 300
+# Attributes every LogRecord has: a field by one of these names is stored as ``field_<name>``.
+_RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+def escape(value: object) -> str:
+    """``value`` as it appears after ``key=`` in a log line."""
+    text = str(value)
+    if len(text) > _MAX_VALUE_LENGTH:
+        text = text[:_MAX_VALUE_LENGTH] + "…"
+    if _BARE.fullmatch(text):
+        return text
+    escaped = text.encode("unicode_escape").decode("ascii").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def format_fields(fields: Mapping[str, Any]) -> str:
+    """``key=value`` pairs for the fields that are set, in the given order."""
+    return " ".join(
+        f"{name}={escape(value)}" for name, value in fields.items() if value is not None
+    )
+
+
+def log_event(log: logging.Logger, event: str, *, level: int = logging.INFO, **fields: Any) -> None:
+    """Log ``event`` with ``fields``: ``None`` values are left out of both forms."""
+    if not log.isEnabledFor(level):
+        return
+    present = {name: value for name, value in fields.items() if value is not None}
+    text = format_fields(present)
+    log.log(
+        level,
+        "%s %s" if text else "%s%s",
+        event,
+        text,
+        extra={
+            "event": event,
+            **{(f"field_{k}" if k in _RESERVED else k): v for k, v in present.items()},
+        },
+        stacklevel=2,
+    )

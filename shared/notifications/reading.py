@@ -1,0 +1,103 @@
+"""Reading a notification request's body: media type, size, JSON, the wire model, the ids.
+
+Every check answers a :class:`~shared.problems.Problem` (415, 413 or 400) that names the field or
+the failed check, so the sender sees why; nothing here touches storage.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import ValidationError
+
+from shared.graph.models import CommsNotifications
+from shared.problems import Problem, validation_problem
+
+MAX_BODY_BYTES = 1024 * 1024
+JSON_MEDIA_TYPE = "application/json"
+_NOT_NOTIFICATIONS = "Not a commsNotifications payload"
+
+
+def read_notifications(
+    body: bytes, *, content_type: str | None, content_length: str | None
+) -> CommsNotifications:
+    """The payload of a notification request, or a :class:`Problem` (415, 413 or 400)."""
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    if media_type != JSON_MEDIA_TYPE:
+        raise Problem(
+            415,
+            f"Content-Type must be {JSON_MEDIA_TYPE}, not {media_type[:80] or 'missing'}",
+            headers={"Accept-Post": JSON_MEDIA_TYPE},
+        )
+    if content_length is not None and content_length.strip():
+        try:
+            declared = int(content_length)
+        except ValueError:
+            raise Problem(400, "Content-Length is not a number") from None
+        if declared > MAX_BODY_BYTES:
+            raise Problem(413, f"body exceeds {MAX_BODY_BYTES} bytes (Content-Length)")
+    # The header can lie or be absent (chunked); the body actually received decides too.
+    if len(body) > MAX_BODY_BYTES:
+        raise Problem(413, f"body exceeds {MAX_BODY_BYTES} bytes")
+    if not body:
+        raise Problem(400, "body is empty; expected a commsNotifications JSON object")
+    try:
+        data = json.loads(body)
+    except UnicodeDecodeError:
+        raise Problem(400, "body is not UTF-8 encoded JSON") from None
+    except ValueError as error:
+        raise Problem(400, f"body is not valid JSON: {error}") from None
+    try:
+        payload = CommsNotifications.model_validate(data)
+    except ValidationError as error:
+        raise validation_problem(
+            _flatten_errors(error), status=400, title=_NOT_NOTIFICATIONS
+        ) from None
+    check_record_operation_ids(payload)
+    return payload
+
+
+def check_record_operation_ids(payload: CommsNotifications) -> None:
+    """A record operation we cannot tie to a call and an operation id is refused as a whole.
+
+    Refusing the payload (nothing is enqueued) is better than acknowledging it and losing the
+    recording: the sender sees a 400 that names the field.
+    """
+    errors: list[dict[str, Any]] = []
+    for index, notification in enumerate(payload.value):
+        if notification.resource_kind != "recordOperation":
+            continue
+        if notification.call_id is None:
+            errors.append(
+                {
+                    "loc": ("value", index, "resourceUrl"),
+                    "msg": "not a /communications/calls/{id}/operations/{id} URL",
+                }
+            )
+        elif notification.operation_id is None:
+            errors.append(
+                {
+                    "loc": ("value", index, "resourceData", "id"),
+                    "msg": "record operation has no id (neither in resourceData nor resourceUrl)",
+                }
+            )
+    if errors:
+        raise validation_problem(errors, status=400, title=_NOT_NOTIFICATIONS)
+
+
+def _flatten_errors(error: ValidationError, prefix: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    """pydantic errors with nested model errors expanded, so a field path names the leaf.
+
+    ``resourceData`` is validated inside a validator, whose nested error would otherwise surface
+    as one message that embeds the offending input.
+    """
+    flat: list[dict[str, Any]] = []
+    for item in error.errors(include_input=False, include_url=False):
+        location = prefix + tuple(item["loc"])
+        nested = (item.get("ctx") or {}).get("error")
+        if isinstance(nested, ValidationError):
+            flat.extend(_flatten_errors(nested, location))
+        else:
+            flat.append({"loc": location, "msg": item["msg"].split("\n", 1)[0]})
+    return flat

@@ -1,0 +1,148 @@
+"""The composition root: every collaborator a trigger needs, built in one place, one per loop.
+
+Triggers ask :func:`app_services` for a :class:`Services` and pass its parts to the plain-Python
+core. The Functions worker runs every async function on one event loop, so in Azure this is one
+object per worker process: one set of storage clients, one Graph client with its token cache, one
+inbound-token validator with its key cache, one HTTP pool for recording locations. The aiohttp and
+httpx sessions inside are bound to the loop that created them, hence one per loop (tests and the
+local host run several loops in one process).
+
+The staleness rule is the settings object: services built from :func:`get_settings` are rebuilt
+when it returns another object (a test or the local host reloaded the settings); services put in
+place with :func:`use_services` stay until replaced. Replaced services stay open until
+:func:`close_services`, which closes all of the loop's at shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import weakref
+from typing import TYPE_CHECKING
+
+from shared.ledger import OperationLedger
+from shared.settings import Settings, get_settings
+from shared.storage import StorageClients
+
+if TYPE_CHECKING:
+    import httpx
+
+    from shared.auth.inbound import InboundTokenValidator
+    from shared.bot.hooks import CallEventHandler
+    from shared.download.claim import DownloadClaims
+    from shared.graph.client import GraphCallsClient
+
+
+class Services:
+    """The app's collaborators for one event loop; the expensive ones are built on first use."""
+
+    def __init__(self, settings: Settings, *, storage: StorageClients | None = None) -> None:
+        self.settings = settings
+        self.storage = storage or StorageClients(settings)
+        self.ledger = OperationLedger(self.storage.table)
+        self._claims: DownloadClaims | None = None
+        self._graph: GraphCallsClient | None = None
+        self._inbound: InboundTokenValidator | None = None
+        self._recording_http: httpx.AsyncClient | None = None
+
+    @property
+    def claims(self) -> DownloadClaims:
+        if self._claims is None:
+            from shared.download.claim import DownloadClaims
+
+            self._claims = DownloadClaims(self.storage.table)
+        return self._claims
+
+    @property
+    def graph(self) -> GraphCallsClient:
+        if self._graph is None:
+            from shared.graph.client import GraphCallsClient
+            from shared.graph.credentials import graph_credential
+
+            self._graph = GraphCallsClient(
+                self.settings.graph_base_url, graph_credential(self.settings)
+            )
+        return self._graph
+
+    @property
+    def inbound(self) -> InboundTokenValidator:
+        if self._inbound is None:
+            from shared.auth.inbound import validator_from_settings
+
+            self._inbound = validator_from_settings(self.settings)
+        return self._inbound
+
+    @property
+    def recording_http(self) -> httpx.AsyncClient:
+        if self._recording_http is None or self._recording_http.is_closed:
+            from shared.download.fetch import new_http_client
+
+            self._recording_http = new_http_client()
+        return self._recording_http
+
+    def call_events(self) -> CallEventHandler:
+        """Where the webhook hands call and prompt notifications: the bot flow, when enabled."""
+        from shared.bot.hooks import call_event_handler
+
+        return call_event_handler(self)
+
+    async def aclose(self) -> None:
+        """Close every client this object opened (safe to call twice)."""
+        if self._graph is not None:
+            await self._graph.aclose()
+            self._graph = None
+        if self._recording_http is not None:
+            await self._recording_http.aclose()
+            self._recording_http = None
+        await self.storage.close()
+
+
+class _Slot:
+    """The loop's current services, and those they replaced (closed with them at shutdown)."""
+
+    __slots__ = ("pinned", "retired", "services")
+
+    def __init__(self, services: Services, *, pinned: bool, retired: list[Services]) -> None:
+        self.services = services
+        self.pinned = pinned
+        self.retired = retired
+
+
+_per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Slot] = weakref.WeakKeyDictionary()
+
+
+def app_services() -> Services:
+    """The running loop's services (raises :class:`SettingsError` when settings are invalid)."""
+    loop = asyncio.get_running_loop()
+    slot = _per_loop.get(loop)
+    if slot is not None and slot.pinned:
+        return slot.services
+    settings = get_settings()
+    if slot is not None and slot.services.settings is settings:
+        return slot.services
+    services = Services(settings)
+    _per_loop[loop] = _Slot(services, pinned=False, retired=_retire(slot))
+    return services
+
+
+def use_services(services: Services) -> None:
+    """Make ``services`` the running loop's, until replaced (tests, the local host, benchmarks)."""
+    loop = asyncio.get_running_loop()
+    previous = _per_loop.get(loop)
+    retired = _retire(previous) if previous and previous.services is not services else []
+    _per_loop[loop] = _Slot(services, pinned=True, retired=retired)
+
+
+async def close_services() -> None:
+    """Close and forget the running loop's services, current and replaced (at shutdown)."""
+    slot = _per_loop.pop(asyncio.get_running_loop(), None)
+    if slot is None:
+        return
+    for services in [*slot.retired, slot.services]:
+        with contextlib.suppress(Exception):
+            await services.aclose()
+
+
+def _retire(slot: _Slot | None) -> list[Services]:
+    # Replaced services are not closed at once: a caller may still hold their clients.
+    return [] if slot is None else [*slot.retired, slot.services]
