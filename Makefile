@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CHECKOV_VENV := .venv-checkov
 
-.PHONY: install test lint typecheck pytest infra-check demo start bench clean
+.PHONY: install test lint typecheck pytest infra-check demo start bench clean teams-app
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,12 @@ infra-check: $(CHECKOV_VENV)/.installed
 
 ## The test command: installs everything, then lint, types, tests and infrastructure checks.
 test: lint typecheck pytest infra-check
+
+# The Teams app package users upload to call the bot (docs/teams.md). The bot id comes from
+# `make teams-app BOT_APP_ID=<client id>`, else from the azd environment (BOT_APP_ID output).
+# tests/teams_app (part of `make test`) builds one and runs Microsoft's validator on it.
+teams-app: install
+	$(PY) -m devtools.teams_app build --out dist/teams-app.zip $(if $(BOT_APP_ID),--bot-app-id $(BOT_APP_ID),)
 
 demo: install
 	$(PY) -m devtools.demo
