@@ -1,25 +1,69 @@
 // Teams calling bot that records a caller's response (Graph call: recordResponse) on Azure
-// Functions Flex Consumption. Deploys into an existing resource group:
+// Functions Flex Consumption. Subscription scope, as the azd templates do: the deployment creates
+// the resource group and deploys every module into it.
 //   azd up                                   (azure.yaml at the repository root)
-//   az deployment group create -g <rg> -f infra/main.bicep -p infra/main.bicepparam
+//   az deployment sub create -l <region> -f infra/main.bicep -p infra/main.bicepparam
 // See docs/infrastructure.md for the permissions the deployer needs.
 
-targetScope = 'resourceGroup'
+targetScope = 'subscription'
 
 // ---------------------------------------------------------------------------------------------
 // Environment
 // ---------------------------------------------------------------------------------------------
 
-@description('Name of the environment (azd environment name); it seeds the resource token and the azd-env-name tag.')
+@description('Name of the environment (azd environment name); it seeds the resource token, the resource group name and the azd-env-name tag.')
 @minLength(1)
 @maxLength(64)
 param environmentName string
 
-@description('Azure region of every resource except the bot (global). It must offer Flex Consumption.')
-@minLength(1)
-param location string = resourceGroup().location
+// Regions that offer Flex Consumption, as listed by the azd Flex Consumption quickstart template
+// (Azure-Samples/functions-quickstart-python-http-azd); `az functionapp list-flexconsumption-locations`
+// gives the current list. The early-access region eastus2euap is left out.
+@description('Azure region of every resource except the bot (global). Only regions that offer Flex Consumption.')
+@allowed([
+  'australiaeast'
+  'australiasoutheast'
+  'brazilsouth'
+  'canadacentral'
+  'centralindia'
+  'centralus'
+  'eastasia'
+  'eastus'
+  'eastus2'
+  'francecentral'
+  'germanywestcentral'
+  'italynorth'
+  'japaneast'
+  'koreacentral'
+  'northcentralus'
+  'northeurope'
+  'norwayeast'
+  'southafricanorth'
+  'southcentralus'
+  'southeastasia'
+  'southindia'
+  'spaincentral'
+  'swedencentral'
+  'uaenorth'
+  'uksouth'
+  'ukwest'
+  'westcentralus'
+  'westeurope'
+  'westus'
+  'westus2'
+  'westus3'
+])
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string
 
-@description('Object id of the developer or pipeline running the deployment; when set, it gets the same storage data roles as the app (to inspect recordings and queues). Empty skips it.')
+@description('Name of the resource group to create. Empty: rg-<environmentName>.')
+param resourceGroupName string = ''
+
+@description('Object id of the developer or pipeline running the deployment; when set, it gets the same storage data roles as the app (to inspect recordings and queues) and Monitoring Metrics Publisher on Application Insights. Empty skips both.')
 param principalId string = ''
 
 @description('Kind of principal in principalId.')
@@ -63,31 +107,34 @@ param maximumInstanceCount int = 100
 ])
 param instanceMemoryMB int = 2048
 
+@description('Flex Consumption always-ready instances for the http group (the calling webhook and every HTTP route). 1 answers an incoming call after idle without a cold start; 0 saves the baseline charge and risks missing Graph\'s 15-second answer deadline. See docs/infrastructure.md for the cost.')
+@minValue(0)
+@maxValue(20)
+param alwaysReadyHttpInstanceCount int = 1
+
+@description('Flex Consumption always-ready instances for the download worker (function:download_recording). 1 starts the download within seconds after idle; 0 risks losing recordings the platform discards soon after the call. See docs/infrastructure.md for the cost.')
+@minValue(0)
+@maxValue(20)
+param alwaysReadyDownloadInstanceCount int = 1
+
 // ---------------------------------------------------------------------------------------------
 // Bot identity, Graph permissions, Azure Bot
 // ---------------------------------------------------------------------------------------------
 
-@description('The bot\'s app id (BOT_APP_ID, audience of inbound tokens). Empty: the managed identity is the bot (its client id). Otherwise the client id of a single-tenant Entra app registration.')
+@description('Client id of an existing single-tenant Entra app registration to use as the bot. Empty (default): the deployment creates the app registration, its service principal and a federated credential that trusts the app\'s managed identity. An existing app needs that federated credential added by you (docs/infrastructure.md).')
 param botAppId string = ''
 
-@description('GRAPH_CREDENTIAL_MODE: managedIdentity (the identity is the bot and calls Graph itself) or federated (the identity asserts a token for the botAppId app registration through a federated credential).')
-@allowed([
-  'managedIdentity'
-  'federated'
-])
-param graphCredentialMode string = 'managedIdentity'
-
-@description('Grant the Graph application permissions with the Microsoft Graph Bicep extension (needs AppRoleAssignment.ReadWrite.All and Application.Read.All). False: an administrator grants them separately.')
+@description('Grant the Graph application permissions to the bot\'s service principal with the Microsoft Graph Bicep extension (admin consent). False: an administrator grants them separately.')
 param grantGraphPermissions bool = true
 
-@description('Object id of the service principal that receives the Graph permissions. Empty: the managed identity. In federated mode give the object id of the botAppId app registration\'s service principal.')
+@description('Also grant Calls.JoinGroupCall.All, for a bot that is invited to group calls or meetings. A user calling the bot peer-to-peer needs only Calls.AccessMedia.All.')
+param grantJoinGroupCall bool = false
+
+@description('Object id of the service principal of an existing app registration (botAppId). Needed only with botAppId and grantGraphPermissions; ignored otherwise.')
 param graphPermissionPrincipalId string = ''
 
-@description('Graph application roles granted in addition to Calls.AccessMedia.All, by value (e.g. Calls.JoinGroupCall.All, Calls.Initiate.All).')
-param additionalGraphAppRoles array = []
-
 @description('Create the Azure Bot resource with the Teams channel, calling enabled and the calling webhook pointing at this app.')
-param deployBot bool = false
+param deployBot bool = true
 
 @description('Azure Bot SKU.')
 @allowed([
@@ -96,10 +143,10 @@ param deployBot bool = false
 ])
 param botSkuName string = 'F0'
 
-@description('Bot display name in Teams.')
+@description('Bot display name in Teams; also the display name of the bot\'s app registration.')
 param botDisplayName string = 'Record response bot'
 
-@description('Bot Framework messaging endpoint. This app handles calls only; leave empty unless another service handles messages.')
+@description('Bot Framework messaging endpoint (https). Empty: https://<app host>/api/messages. This app handles calls only; see docs/infrastructure.md.')
 param botMessagingEndpoint string = ''
 
 // ---------------------------------------------------------------------------------------------
@@ -115,8 +162,11 @@ param inboundAllowedIssuers array = [
   'https://api.botframework.com'
 ]
 
-@description('INBOUND_ALLOWED_TENANTS: tenant ids accepted on inbound tokens (tid claim); empty accepts any tenant.')
-param inboundAllowedTenants array = []
+@description('INBOUND_ALLOWED_TENANTS: tenant ids accepted on inbound tokens (tid claim). Default: the deploying tenant, the only one the bot\'s single-tenant Graph credential serves. List other tenants explicitly.')
+@minLength(1)
+param inboundAllowedTenants array = [
+  tenant().tenantId
+]
 
 @description('GRAPH_BASE_URL.')
 param graphBaseUrl string = 'https://graph.microsoft.com/v1.0'
@@ -176,8 +226,15 @@ var functionAppName = '${abbrs.webSitesFunctions}${resourceToken}'
 // Resources
 // ---------------------------------------------------------------------------------------------
 
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: empty(resourceGroupName) ? '${abbrs.resourcesResourceGroups}${environmentName}' : resourceGroupName
+  location: location
+  tags: tags
+}
+
 module identity 'modules/identity.bicep' = {
   name: 'identity'
+  scope: rg
   params: {
     name: '${abbrs.managedIdentityUserAssignedIdentities}${resourceToken}'
     location: location
@@ -185,11 +242,26 @@ module identity 'modules/identity.bicep' = {
   }
 }
 
-var effectiveBotAppId = empty(botAppId) ? identity.outputs.clientId : botAppId
-var effectiveGraphPrincipalId = empty(graphPermissionPrincipalId) ? identity.outputs.principalId : graphPermissionPrincipalId
+// The bot's Entra app registration, keyless: the managed identity is its only credential
+// (federated identity credential). Skipped when an existing app registration is given.
+module botIdentity 'modules/bot-identity.bicep' = if (empty(botAppId)) {
+  name: 'bot-identity'
+  scope: rg
+  params: {
+    uniqueName: 'record-response-bot-${resourceToken}'
+    displayName: botDisplayName
+    managedIdentityPrincipalId: identity.outputs.principalId
+  }
+}
+
+// BOT_APP_ID: the bot's app id on the Azure Bot, in the Teams app package and as the audience the
+// webhook checks; the Graph token the app obtains is for this app too.
+var effectiveBotAppId = empty(botAppId) ? botIdentity!.outputs.appId : botAppId
+var botServicePrincipalId = empty(botAppId) ? botIdentity!.outputs.servicePrincipalId : graphPermissionPrincipalId
 
 module storage 'modules/storage.bicep' = {
   name: 'storage'
+  scope: rg
   params: {
     name: '${abbrs.storageStorageAccounts}${resourceToken}'
     location: location
@@ -205,6 +277,7 @@ module storage 'modules/storage.bicep' = {
 
 module appStorageRoles 'modules/storage-roles.bicep' = {
   name: 'app-storage-roles'
+  scope: rg
   params: {
     storageAccountName: storage.outputs.name
     principalId: identity.outputs.principalId
@@ -214,6 +287,7 @@ module appStorageRoles 'modules/storage-roles.bicep' = {
 
 module deployerStorageRoles 'modules/storage-roles.bicep' = if (!empty(principalId)) {
   name: 'deployer-storage-roles'
+  scope: rg
   params: {
     storageAccountName: storage.outputs.name
     principalId: principalId
@@ -223,6 +297,7 @@ module deployerStorageRoles 'modules/storage-roles.bicep' = if (!empty(principal
 
 module monitoring 'modules/monitoring.bicep' = {
   name: 'monitoring'
+  scope: rg
   params: {
     logAnalyticsName: '${abbrs.operationalInsightsWorkspaces}${resourceToken}'
     applicationInsightsName: '${abbrs.insightsComponents}${resourceToken}'
@@ -230,11 +305,14 @@ module monitoring 'modules/monitoring.bicep' = {
     tags: tags
     logRetentionDays: logRetentionDays
     publisherPrincipalId: identity.outputs.principalId
+    deployerPrincipalId: principalId
+    deployerPrincipalType: principalType
   }
 }
 
 module functionApp 'modules/functionapp.bicep' = {
   name: 'function-app'
+  scope: rg
   params: {
     name: functionAppName
     planName: '${abbrs.webServerFarms}${resourceToken}'
@@ -250,12 +328,13 @@ module functionApp 'modules/functionapp.bicep' = {
     applicationInsightsConnectionString: monitoring.outputs.connectionString
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
+    alwaysReadyHttpInstanceCount: alwaysReadyHttpInstanceCount
+    alwaysReadyDownloadInstanceCount: alwaysReadyDownloadInstanceCount
     botAppId: effectiveBotAppId
     inboundOpenIdConfigurationUrl: inboundOpenIdConfigurationUrl
     inboundAllowedIssuers: inboundAllowedIssuers
     inboundAllowedTenants: inboundAllowedTenants
     graphBaseUrl: graphBaseUrl
-    graphCredentialMode: graphCredentialMode
     botAutoAnswer: botAutoAnswer
     botRecordMaxDurationSeconds: botRecordMaxDurationSeconds
     botRecordPromptUri: botRecordPromptUri
@@ -275,22 +354,22 @@ module functionApp 'modules/functionapp.bicep' = {
 
 module graphPermissions 'modules/graph-permissions.bicep' = if (grantGraphPermissions) {
   name: 'graph-permissions'
+  scope: rg
   params: {
-    principalId: effectiveGraphPrincipalId
-    additionalAppRoles: additionalGraphAppRoles
+    principalId: botServicePrincipalId
+    grantJoinGroupCall: grantJoinGroupCall
   }
 }
 
 module bot 'modules/bot.bicep' = if (deployBot) {
   name: 'bot'
+  scope: rg
   params: {
     name: '${abbrs.botServiceBotServices}${resourceToken}'
     tags: tags
     skuName: botSkuName
     displayName: botDisplayName
     msaAppId: effectiveBotAppId
-    msaAppType: empty(botAppId) ? 'UserAssignedMSI' : 'SingleTenant'
-    identityId: identity.outputs.id
     appHostName: functionApp.outputs.hostName
     messagingEndpoint: botMessagingEndpoint
   }
@@ -302,12 +381,14 @@ module bot 'modules/bot.bicep' = if (deployBot) {
 
 output AZURE_LOCATION string = location
 output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
 output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
 output AZURE_FUNCTION_APP_HOST_NAME string = functionApp.outputs.hostName
 output CALLING_WEBHOOK_URL string = 'https://${functionApp.outputs.hostName}/api/calls'
 output MANAGED_IDENTITY_CLIENT_ID string = identity.outputs.clientId
 output MANAGED_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
 output BOT_APP_ID string = effectiveBotAppId
+output AZURE_BOT_RESOURCE_ID string = deployBot ? bot!.outputs.id : ''
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output AZURE_STORAGE_BLOB_ENDPOINT string = storage.outputs.blobEndpoint
 output AZURE_STORAGE_QUEUE_ENDPOINT string = storage.outputs.queueEndpoint

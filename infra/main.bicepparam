@@ -1,23 +1,30 @@
-// Parameters for infra/main.bicep. azd reads this file on `azd up`; the plain CLI takes it with
-//   az deployment group create -g <rg> -f infra/main.bicep -p infra/main.bicepparam [-p name=value ...]
+// Parameters for infra/main.bicep (subscription scope: it creates the resource group). azd reads
+// this file on `azd up`; the plain CLI takes it with
+//   az deployment sub create -l <region> -f infra/main.bicep -p infra/main.bicepparam [-p name=value ...]
 // Values read from environment variables are set by azd (AZURE_*) or by you (`azd env set NAME value`,
 // or `export NAME=value` before the CLI). Every value below equals main.bicep's default unless noted.
 using './main.bicep'
 
 // --- Environment -----------------------------------------------------------------------------
 
-// Environment name: seeds the resource token (uniqueString(subscription, environment, location)),
-// so the same name in the same subscription and region names the same resources. azd sets it.
+// Environment name: seeds the resource token (uniqueString(subscription, environment, location))
+// and the resource group name rg-<name>, so the same name in the same subscription and region
+// names the same resources. azd sets it.
 param environmentName = readEnvironmentVariable('AZURE_ENV_NAME', 'dev')
 
-// location: not set here, so it defaults to the resource group's region (azd creates the group in
-// AZURE_LOCATION). The region must offer Flex Consumption (`az functionapp list-flexconsumption-locations`).
+// Region of every resource (the bot is global). azd asks for it and sets AZURE_LOCATION; with the
+// CLI, export AZURE_LOCATION. Only regions that offer Flex Consumption are accepted (main.bicep
+// lists them; `az functionapp list-flexconsumption-locations` gives the current list).
+param location = readEnvironmentVariable('AZURE_LOCATION')
+
+// resourceGroupName: not set here, so the group is rg-<environmentName>.
 
 // Object id of whoever deploys (azd sets AZURE_PRINCIPAL_ID to the signed-in user). It gets the
-// same storage data roles as the app so you can inspect recordings and queues; '' skips it.
+// same storage data roles as the app, so you can inspect recordings and queues, and Monitoring
+// Metrics Publisher on Application Insights; '' skips both.
 param principalId = readEnvironmentVariable('AZURE_PRINCIPAL_ID', '')
 
-// Kind of that principal: User, Group or ServicePrincipal (a CI pipeline).
+// Kind of that principal: User, Group or ServicePrincipal (a CI pipeline). azd sets it.
 param principalType = readEnvironmentVariable('AZURE_PRINCIPAL_TYPE', 'User')
 
 // --- Storage, monitoring, hosting ------------------------------------------------------------
@@ -39,41 +46,48 @@ param maximumInstanceCount = 100
 // Flex Consumption: instance memory, 512, 2048 or 4096 MB.
 param instanceMemoryMB = 2048
 
+// Always-ready instances of the http group (webhook and API). 1: a call after idle is answered
+// without a cold start. 0: no baseline charge, but the first call after idle may miss Graph's
+// 15-second answer deadline. Cost per instance: docs/infrastructure.md.
+param alwaysReadyHttpInstanceCount = int(readEnvironmentVariable('ALWAYS_READY_HTTP_INSTANCES', '1'))
+
+// Always-ready instances of the download worker (function:download_recording). 0 risks a cold
+// start between the recording's completion and its download.
+param alwaysReadyDownloadInstanceCount = int(readEnvironmentVariable('ALWAYS_READY_DOWNLOAD_INSTANCES', '1'))
+
 // --- Bot identity, Graph permissions, Azure Bot -----------------------------------------------
 
-// The bot's app id. '' (default): the user-assigned managed identity is the bot (Azure Bot type
-// UserAssignedMSI, BOT_APP_ID = its client id). Otherwise the client id of a single-tenant Entra
-// app registration (then use graphCredentialMode 'federated'). Read from BOT_ENTRA_APP_ID, not
-// BOT_APP_ID, which is an output azd writes back into the environment.
+// '' (default): the deployment creates the bot's single-tenant app registration, its service
+// principal and a federated credential trusting the app's managed identity (no secret anywhere).
+// Otherwise the client id of an existing app registration, which then needs that federated
+// credential added by you (docs/infrastructure.md). Read from BOT_ENTRA_APP_ID, not BOT_APP_ID,
+// which is an output azd writes back into the environment.
 param botAppId = readEnvironmentVariable('BOT_ENTRA_APP_ID', '')
 
-// GRAPH_CREDENTIAL_MODE: 'managedIdentity' with the managed identity as the bot, 'federated' with
-// an app registration that trusts the identity through a federated credential.
-param graphCredentialMode = readEnvironmentVariable('GRAPH_CREDENTIAL_MODE', 'managedIdentity')
-
-// Grant Calls.AccessMedia.All (and additionalGraphAppRoles) with the Graph Bicep extension. Needs
-// AppRoleAssignment.ReadWrite.All + Application.Read.All; set GRANT_GRAPH_PERMISSIONS=false if an
-// administrator grants them separately.
+// Grant Calls.AccessMedia.All (and Calls.JoinGroupCall.All below) to the bot's service principal
+// with the Graph Bicep extension. Needs AppRoleAssignment.ReadWrite.All + Application.Read.All;
+// set GRANT_GRAPH_PERMISSIONS=false if an administrator grants them separately.
 param grantGraphPermissions = bool(readEnvironmentVariable('GRANT_GRAPH_PERMISSIONS', 'true'))
 
-// Object id of the service principal that receives the Graph roles. '' = the managed identity.
-// In federated mode: the app registration's service principal (`az ad sp show --id <appId> --query id`).
+// Calls.JoinGroupCall.All, for a bot invited to group calls or meetings; answering a user's
+// peer-to-peer call needs only Calls.AccessMedia.All.
+param grantJoinGroupCall = bool(readEnvironmentVariable('GRANT_JOIN_GROUP_CALL', 'false'))
+
+// Only with BOT_ENTRA_APP_ID: object id of that app's service principal, which receives the Graph
+// roles (`az ad sp show --id <appId> --query id -o tsv`).
 param graphPermissionPrincipalId = readEnvironmentVariable('GRAPH_PERMISSION_PRINCIPAL_ID', '')
 
-// Graph application roles besides Calls.AccessMedia.All, by value. Answering calls needs none; a
-// bot that joins meetings or places calls adds e.g. 'Calls.JoinGroupCall.All', 'Calls.Initiate.All'.
-param additionalGraphAppRoles = []
-
 // Create the Azure Bot with the Teams channel (calling on, webhook https://<app host>/api/calls).
-param deployBot = bool(readEnvironmentVariable('DEPLOY_BOT', 'false'))
+param deployBot = bool(readEnvironmentVariable('DEPLOY_BOT', 'true'))
 
 // Azure Bot SKU: F0 (free) or S1.
 param botSkuName = 'F0'
 
-// Bot display name in Teams.
+// Bot display name in Teams (and of its app registration).
 param botDisplayName = 'Record response bot'
 
-// Bot Framework messaging endpoint; this app handles calls only, so it stays empty.
+// Bot Framework messaging endpoint; '' uses https://<app host>/api/messages (the Bot Service needs
+// an https endpoint; this app handles calls only, see docs/infrastructure.md).
 param botMessagingEndpoint = ''
 
 // --- App settings (names and defaults of shared/settings.py) ----------------------------------
@@ -87,9 +101,9 @@ param inboundAllowedIssuers = [
   'https://api.botframework.com'
 ]
 
-// INBOUND_ALLOWED_TENANTS: tenant ids accepted (tid claim); [] accepts any tenant. A single-tenant
-// bot should list its own tenant id.
-param inboundAllowedTenants = []
+// inboundAllowedTenants: not set here, so INBOUND_ALLOWED_TENANTS is the deploying tenant, the only
+// one the bot's single-tenant Graph credential serves. To accept another tenant, list every
+// tenant id explicitly: -p inboundAllowedTenants='["<tenant id>", "<other tenant id>"]'.
 
 // GRAPH_BASE_URL.
 param graphBaseUrl = 'https://graph.microsoft.com/v1.0'

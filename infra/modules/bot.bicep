@@ -1,5 +1,5 @@
-// Azure Bot registration with the Microsoft Teams channel and calling enabled. Graph posts the
-// call's notifications to the calling webhook, which is the app's POST /api/calls route.
+// Azure Bot registration (single tenant) with the Microsoft Teams channel and calling enabled.
+// Graph posts the call's notifications to the calling webhook, which is the app's POST /api/calls.
 
 @description('Azure Bot resource name.')
 param name string
@@ -17,24 +17,25 @@ param skuName string
 @description('Display name shown in Teams.')
 param displayName string
 
-@description('The bot\'s app id: an Entra app registration\'s client id, or the managed identity\'s client id.')
+@description('The bot\'s app id: the client id of the single-tenant Entra app registration.')
+@minLength(36)
+@maxLength(36)
 param msaAppId string
-
-@description('SingleTenant for an Entra app registration, UserAssignedMSI for the managed identity.')
-@allowed([
-  'SingleTenant'
-  'UserAssignedMSI'
-])
-param msaAppType string
-
-@description('Resource id of the user-assigned identity (used when msaAppType is UserAssignedMSI).')
-param identityId string
 
 @description('Host name of the Function App.')
 param appHostName string
 
-@description('Bot Framework messaging endpoint; this app handles calling only, so it may stay empty.')
+@description('Bot Framework messaging endpoint (https). Empty: https://<app host>/api/messages.')
 param messagingEndpoint string
+
+var callingWebhook = 'https://${appHostName}/api/calls'
+
+// The Bot Service requires an endpoint (BotProperties.endpoint is required in its REST API) and
+// Azure Policy's built-in "Bot Service endpoint should be a valid HTTPS URI" audits or denies
+// anything else. Teams sends calls to the calling webhook, never to this endpoint; it only
+// receives Bot Framework activities (app installed, a chat message to the bot). The app has no
+// route for them, so they get 404 and the Bot Service reports them in the channel's health.
+var effectiveMessagingEndpoint = empty(messagingEndpoint) ? 'https://${appHostName}/api/messages' : messagingEndpoint
 
 resource bot 'Microsoft.BotService/botServices@2022-09-15' = {
   name: name
@@ -46,11 +47,10 @@ resource bot 'Microsoft.BotService/botServices@2022-09-15' = {
   }
   properties: {
     displayName: displayName
-    endpoint: messagingEndpoint
+    endpoint: effectiveMessagingEndpoint
     msaAppId: msaAppId
-    msaAppType: msaAppType
+    msaAppType: 'SingleTenant'
     msaAppTenantId: tenant().tenantId
-    msaAppMSIResourceId: msaAppType == 'UserAssignedMSI' ? identityId : ''
     disableLocalAuth: true
     publicNetworkAccess: 'Enabled'
   }
@@ -65,10 +65,12 @@ resource teams 'Microsoft.BotService/botServices/channels@2022-09-15' = {
     properties: {
       isEnabled: true
       enableCalling: true
-      callingWebhook: 'https://${appHostName}/api/calls'
+      callingWebhook: callingWebhook
     }
   }
 }
 
 output name string = bot.name
-output callingWebhook string = 'https://${appHostName}/api/calls'
+output id string = bot.id
+output messagingEndpoint string = effectiveMessagingEndpoint
+output callingWebhook string = callingWebhook

@@ -51,7 +51,15 @@ param maximumInstanceCount int
 ])
 param instanceMemoryMB int
 
-@description('BOT_APP_ID: audience of inbound notification tokens (the bot app id).')
+@description('Always-ready instances for the http group (every HTTP-triggered function, the calling webhook included).')
+@minValue(0)
+param alwaysReadyHttpInstanceCount int
+
+@description('Always-ready instances for the download worker (queue trigger, scaled on its own).')
+@minValue(0)
+param alwaysReadyDownloadInstanceCount int
+
+@description('BOT_APP_ID: the bot\'s app registration (client id). Audience of inbound notification tokens, and the app Graph tokens are obtained for (federated credential).')
 param botAppId string
 
 @description('INBOUND_OPENID_CONFIGURATION_URL.')
@@ -60,18 +68,12 @@ param inboundOpenIdConfigurationUrl string
 @description('INBOUND_ALLOWED_ISSUERS, one issuer per item.')
 param inboundAllowedIssuers array
 
-@description('INBOUND_ALLOWED_TENANTS, one tenant id per item; empty accepts any tenant.')
+@description('INBOUND_ALLOWED_TENANTS, one tenant id per item (at least one: the deploying tenant by default).')
+@minLength(1)
 param inboundAllowedTenants array
 
 @description('GRAPH_BASE_URL.')
 param graphBaseUrl string
-
-@description('GRAPH_CREDENTIAL_MODE: managedIdentity (Graph token for the identity) or federated (token for the bot app registration, asserted by the identity).')
-@allowed([
-  'managedIdentity'
-  'federated'
-])
-param graphCredentialMode string
 
 @description('BOT_AUTO_ANSWER.')
 param botAutoAnswer bool
@@ -105,6 +107,24 @@ param recordingMaxBytes int
 
 @description('RECORDING_ALLOWED_HOST_SUFFIXES, one host suffix per item; empty leaves the code default.')
 param recordingAllowedHostSuffixes array
+
+// Flex Consumption scales each non-HTTP function on its own instances, so the download worker gets
+// its own always-ready entry, named function:<name> after the function's name in function_app.py
+// (tests/infra checks that the name is registered). A count of 0 leaves the entry out.
+var downloadFunctionName = 'download_recording'
+var alwaysReadyHttp = (alwaysReadyHttpInstanceCount > 0) ? [
+  {
+    name: 'http'
+    instanceCount: alwaysReadyHttpInstanceCount
+  }
+] : []
+var alwaysReadyDownload = (alwaysReadyDownloadInstanceCount > 0) ? [
+  {
+    name: 'function:${downloadFunctionName}'
+    instanceCount: alwaysReadyDownloadInstanceCount
+  }
+] : []
+var alwaysReady = concat(alwaysReadyHttp, alwaysReadyDownload)
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: planName
@@ -157,6 +177,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       scaleAndConcurrency: {
         maximumInstanceCount: maximumInstanceCount
         instanceMemoryMB: instanceMemoryMB
+        alwaysReady: alwaysReady
       }
       runtime: {
         name: 'python'
@@ -185,7 +206,9 @@ var appSettings = {
   INBOUND_ALLOWED_ISSUERS: join(inboundAllowedIssuers, ',')
   INBOUND_ALLOWED_TENANTS: join(inboundAllowedTenants, ',')
   GRAPH_BASE_URL: graphBaseUrl
-  GRAPH_CREDENTIAL_MODE: graphCredentialMode
+  // Keyless Graph access: the managed identity (AZURE_CLIENT_ID) asserts a token for the bot's
+  // app registration through the federated credential on that app.
+  GRAPH_CREDENTIAL_MODE: 'federated'
   CALLBACK_BASE_URL: 'https://${site.properties.defaultHostName}'
   BOT_AUTO_ANSWER: string(botAutoAnswer)
   BOT_RECORD_MAX_DURATION_SECONDS: string(botRecordMaxDurationSeconds)
@@ -198,7 +221,7 @@ var appSettings = {
   POISON_MESSAGE_MAX_AGE_MINUTES: string(poisonMessageMaxAgeMinutes)
 }
 
-// Federated mode: the identity asserts a token for the bot's Entra app registration.
+// The app registration and tenant the federated credential mode needs.
 var federatedSettings = {
   GRAPH_APP_CLIENT_ID: botAppId
   GRAPH_TENANT_ID: tenant().tenantId
@@ -212,7 +235,7 @@ var promptSettings = {
 resource siteSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   parent: site
   name: 'appsettings'
-  properties: union(hostSettings, appSettings, graphCredentialMode == 'federated' ? federatedSettings : {}, empty(botRecordPromptUri) ? {} : promptSettings)
+  properties: union(hostSettings, appSettings, federatedSettings, empty(botRecordPromptUri) ? {} : promptSettings)
 }
 
 // No FTP or Web Deploy basic-auth publishing; azd and the CLI deploy with Entra ID.

@@ -1,6 +1,8 @@
 // Log Analytics and workspace-based Application Insights with local (instrumentation key)
 // authentication disabled: telemetry is accepted only with an Entra token, which the app gets
-// through its managed identity (Monitoring Metrics Publisher, assigned here).
+// through its managed identity (Monitoring Metrics Publisher, assigned here). The deployer gets
+// the same role when given, as the azd Functions templates do, so telemetry sent from a local
+// run with their own credential is accepted too.
 
 @description('Log Analytics workspace name.')
 param logAnalyticsName string
@@ -21,6 +23,17 @@ param logRetentionDays int
 
 @description('Principal id of the managed identity that publishes telemetry.')
 param publisherPrincipalId string
+
+@description('Object id of the deployer (user, group or pipeline). Empty skips their role.')
+param deployerPrincipalId string
+
+@description('Kind of principal in deployerPrincipalId.')
+@allowed([
+  'User'
+  'Group'
+  'ServicePrincipal'
+])
+param deployerPrincipalType string
 
 // Monitoring Metrics Publisher
 var metricsPublisherRoleId = '3913510d-42f4-4e42-8a64-420c390055eb'
@@ -57,6 +70,16 @@ resource metricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' =
   properties: {
     principalId: publisherPrincipalId
     principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', metricsPublisherRoleId)
+  }
+}
+
+resource deployerMetricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(deployerPrincipalId)) {
+  name: guid(appInsights.id, deployerPrincipalId, metricsPublisherRoleId)
+  scope: appInsights
+  properties: {
+    principalId: deployerPrincipalId
+    principalType: deployerPrincipalType
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', metricsPublisherRoleId)
   }
 }

@@ -58,28 +58,9 @@ resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
       bypass: 'AzureServices'
       defaultAction: 'Allow'
     }
-    encryption: {
-      keySource: 'Microsoft.Storage'
-      requireInfrastructureEncryption: true
-      services: {
-        blob: {
-          enabled: true
-          keyType: 'Account'
-        }
-        file: {
-          enabled: true
-          keyType: 'Account'
-        }
-        queue: {
-          enabled: true
-          keyType: 'Account'
-        }
-        table: {
-          enabled: true
-          keyType: 'Account'
-        }
-      }
-    }
+    // No `encryption` block: Microsoft-managed keys encrypt every service by default, and the
+    // settings one would add here (requireInfrastructureEncryption, queue/table keyType) can only
+    // be chosen when an account is created: a deployment over an account made without them fails.
   }
 }
 
