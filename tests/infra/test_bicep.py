@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import pathlib
 import re
 import typing
 from collections.abc import Iterator
@@ -184,19 +185,23 @@ SETTINGS_ALIASES = {field.alias for field in Settings.model_fields.values() if f
 # ------------------------------------------------------------------------------------------------
 
 
-def test_expected_files_exist() -> None:
-    names = {path.relative_to(INFRA).as_posix() for path in BICEP_FILES}
-    assert {
-        "main.bicep",
-        "modules/identity.bicep",
-        "modules/storage.bicep",
-        "modules/storage-roles.bicep",
-        "modules/monitoring.bicep",
-        "modules/functionapp.bicep",
-        "modules/graph-permissions.bicep",
-        "modules/bot-identity.bicep",
-        "modules/bot.bicep",
-    } <= names
+def test_every_module_is_wired_and_every_reference_resolves() -> None:
+    """No orphaned module file (it would never deploy) and no module path that does not exist."""
+    import re
+
+    referenced: set[pathlib.Path] = set()
+    for path in BICEP_FILES:
+        for target in re.findall(r"^module\s+\w+\s+'([^']+)'", path.read_text(), re.MULTILINE):
+            resolved = (path.parent / target).resolve()
+            assert resolved.is_file(), f"{path.name} references missing {target}"
+            referenced.add(resolved)
+    orphans = [
+        path.relative_to(INFRA).as_posix()
+        for path in BICEP_FILES
+        if path.name != "main.bicep" and path.resolve() not in referenced
+    ]
+    assert orphans == []
+    assert referenced, "main.bicep wires no module"
     assert (INFRA / "main.bicepparam").is_file()
     assert (INFRA / "bicepconfig.json").is_file()
 
