@@ -83,7 +83,7 @@ def _environments(pythons: Iterable[str]) -> list[dict[str, str]]:
     """Marker environments of the deployment target (Linux, CPython), one per Python version."""
     environments = []
     for version in pythons:
-        env = dict(default_environment())
+        env: dict[str, str] = {k: str(v) for k, v in default_environment().items()}
         env.update(
             python_version=version,
             python_full_version=f"{version}.0",
