@@ -360,7 +360,7 @@ def _route_pattern(route: str) -> re.Pattern[str]:
 def test_test_http_has_a_request_for_every_route_the_app_registers() -> None:
     from azure.functions.decorators.http import HttpTrigger
 
-    from function_app import app
+    from tests.support.functions import registered_functions
 
     host = json.loads((ROOT / "host.json").read_text())
     route_prefix = host.get("extensions", {}).get("http", {}).get("routePrefix", "api")
@@ -373,7 +373,7 @@ def test_test_http_has_a_request_for_every_route_the_app_registers() -> None:
     requests = [(method, re.sub(r"\{\{\w+\}\}", "x", path)) for method, path in requests]
     routes = [
         (method.value, f"{route_prefix}/{trigger.route}")
-        for function in app.get_functions()
+        for function in registered_functions().values()
         if isinstance(trigger := function.get_trigger(), HttpTrigger)
         for method in trigger.methods or []
     ]
