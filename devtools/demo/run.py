@@ -392,8 +392,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     progress = Progress(sys.stdout)
-    log_dir = tempfile.mkdtemp(prefix="demo-")
-    log_path = args.log_file or Path(log_dir) / "app.log"
+    log_path = args.log_file or Path(tempfile.mkdtemp(prefix="demo-")) / "app.log"
     log_file = open(log_path, "ab")  # noqa: SIM115 - closed in finally, after the app stopped
     handler = logging.StreamHandler(open(log_path, "a", encoding="utf-8"))  # noqa: SIM115
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
@@ -422,7 +421,6 @@ def main(argv: list[str] | None = None) -> int:
     except StepFailed as failed:
         progress.say()
         progress.say(f"Demo FAILED at step “{failed.step}”: {failed.reason}")
-        progress.say(f"The app's log: {log_path}")
     except KeyboardInterrupt:
         progress.say()
         progress.say("Interrupted; stopping everything.")
@@ -437,9 +435,14 @@ def main(argv: list[str] | None = None) -> int:
         root.removeHandler(handler)
         handler.close()
         log_file.close()
+        if sys.exc_info()[1] is not None:
+            # An unexpected error is on its way up (its traceback follows): the log may say why.
+            progress.say(f"The app's log: {log_path}")
     if exit_code == 0 and report is not None:
         print_report(progress, report)
         progress.say(
             f"\nAll {len(progress.steps)} steps passed in {time.monotonic() - started:.1f} s."
         )
+    # Last line of every run, passed or not: the log outlives the demo (a temporary file).
+    progress.say(f"The app's log: {log_path}")
     return exit_code
