@@ -1,4 +1,4 @@
-// Flex Consumption (FC1) plan and the Linux Python 3.11 Function App. Every connection is
+// Flex Consumption (FC1) plan and the Linux Python 3.12 Function App. Every connection is
 // identity-based through the user-assigned identity; no app setting holds a key or a secret.
 // App setting names below are the exact names shared/settings.py reads (tests/infra checks it).
 
@@ -181,7 +181,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       }
       runtime: {
         name: 'python'
-        version: '3.11'
+        version: '3.12'
       }
     }
   }

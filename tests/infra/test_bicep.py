@@ -536,7 +536,7 @@ def test_function_app_site() -> None:
     assert props["siteConfig"]["minTlsVersion"] == "1.2"
     assert props["siteConfig"]["ftpsState"] == "Disabled"
     app_config = props["functionAppConfig"]
-    assert app_config["runtime"] == {"name": "python", "version": "3.11"}
+    assert app_config["runtime"] == {"name": "python", "version": "3.12"}
     storage = app_config["deployment"]["storage"]
     assert storage["type"] == "blobContainer"
     assert storage["authentication"] == {
