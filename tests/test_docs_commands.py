@@ -46,6 +46,8 @@ MADE_LOCALLY = {
     "node_modules/.bin/azurite",
     "benchmarks/.scratch",
     "benchmarks/.scratch/results",
+    "dist/teams-app.zip",  # written by make teams-app
+    "manifest.json",  # inside dist/teams-app.zip
     ".python_packages",
     ".azurite",
 }

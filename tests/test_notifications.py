@@ -10,7 +10,7 @@ import re
 import secrets
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import azure.functions as func
@@ -73,9 +73,8 @@ def _no_secret_in_any_log_of_the_module() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def sim() -> Iterator[GraphSimulator]:
-    with GraphSimulator(BOT_APP_ID) as running:
-        yield running
+def sim(start_simulator: Callable[..., GraphSimulator]) -> GraphSimulator:
+    return start_simulator()
 
 
 @pytest.fixture

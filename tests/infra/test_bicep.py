@@ -582,11 +582,10 @@ def test_always_ready_instances_for_the_webhook_and_the_download_worker() -> Non
 
     # The name is a function the app registers, and it is the queue-triggered download worker
     # (HTTP functions share the http group; other triggers scale per function).
-    import function_app
+    from tests.support.functions import registered_functions
 
-    triggers = {
-        f.get_function_name(): f.get_trigger().type for f in function_app.app.get_functions()
-    }
+    # The programming model indexes the app once per process: go through the suite's one index.
+    triggers = {name: f.get_trigger().type for name, f in registered_functions().items()}
     download_function = doc["variables"]["downloadFunctionName"]["value"]
     assert triggers.get(download_function) == "queueTrigger", triggers
     assert triggers.get("notifications") == "httpTrigger", "the webhook is in the http group"
