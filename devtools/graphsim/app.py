@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -185,11 +186,13 @@ def build_app(
         (Microsoft identity platform, "client credentials flow", third case: a federated
         credential): the assertion must be the managed identity's exchange token."""
         tenant = request.path_params["tenant"]
-        form = await request.form()
+        # application/x-www-form-urlencoded, read with the standard library (Starlette's
+        # request.form() needs python-multipart, which this project does not install).
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
 
         def field(name: str) -> str:
-            value = form.get(name)
-            return value if isinstance(value, str) else ""
+            values = form.get(name)
+            return values[0] if values else ""
 
         if tenant.lower() != ctx.tenant_id.lower():
             return entra_error(400, "invalid_request", 90002, f"Tenant '{tenant}' not found.")

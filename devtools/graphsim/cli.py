@@ -63,6 +63,7 @@ def _serve(args: argparse.Namespace) -> int:
         notification_retries=args.notification_retries,
         tls_port=None if args.no_tls else args.tls_port,
         require_bot_app_token=args.require_bot_app_token,
+        tls_dir=args.tls_dir,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -255,6 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="https listener for the Entra-style token endpoint (default %(default)s)",
     )
     serve.add_argument("--no-tls", action="store_true", help="no https listener")
+    serve.add_argument(
+        "--tls-dir",
+        help="folder for ca.pem and the server certificate (default: a temporary folder); "
+        "a fixed one keeps the CA file's path stable for SSL_CERT_FILE",
+    )
     serve.add_argument("--bot-app-id", default=DEFAULT_BOT_APP_ID, help="default %(default)s")
     serve.add_argument("--tenant-id", default=DEFAULT_TENANT_ID, help="default %(default)s")
     serve.add_argument(

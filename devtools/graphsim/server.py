@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -110,6 +111,7 @@ class GraphSimulator:
         managed_identity_principal_id: str = DEFAULT_MI_PRINCIPAL_ID,
         tls_port: int | None = 0,
         require_bot_app_token: bool = False,
+        tls_dir: str | None = None,
     ) -> None:
         if time_scale <= 0:
             raise ValueError("time_scale must be > 0")
@@ -121,6 +123,9 @@ class GraphSimulator:
         self._base_url = ""
         # The Entra-style token endpoint over TLS (None: no TLS listener).
         self._tls_port = tls_port
+        # Where the CA and server certificate go: a fixed folder keeps the CA file's path
+        # stable across restarts (SSL_CERT_FILE); by default a temporary one, removed at stop.
+        self._tls_dir = Path(tls_dir) if tls_dir else None
         self._tls_files: TlsFiles | None = None
         self._tls_sock: socket.socket | None = None
         self._tls_server: uvicorn.Server | None = None
@@ -219,7 +224,7 @@ class GraphSimulator:
                 sock.close()
                 raise
             self._tls_port = self._tls_sock.getsockname()[1]
-            self._tls_files = make_tls_files()
+            self._tls_files = make_tls_files(self._tls_dir)
         self._port = sock.getsockname()[1]
         self._base_url = f"http://127.0.0.1:{self._port}"
         app = build_app(self._ctx, self._on_startup, self._on_shutdown)
@@ -264,7 +269,8 @@ class GraphSimulator:
             self._tls_sock.close()
             self._tls_sock = None
         if self._tls_files is not None:
-            shutil.rmtree(self._tls_files.directory, ignore_errors=True)
+            if self._tls_dir is None:
+                shutil.rmtree(self._tls_files.directory, ignore_errors=True)
             self._tls_files = None
 
     def __enter__(self) -> GraphSimulator:

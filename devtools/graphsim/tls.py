@@ -33,7 +33,8 @@ def _name(common_name: str) -> x509.Name:
 
 
 def make_tls_files(directory: Path | None = None) -> TlsFiles:
-    """Write ca.pem, server.pem and server.key (P-256: fast to make) into ``directory``."""
+    """Write ca.pem, server.pem and server.key (P-256: fast to make) into ``directory``
+    (a new temporary folder by default). Files already there are replaced."""
     folder = directory or Path(tempfile.mkdtemp(prefix="graphsim-tls-"))
     folder.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
