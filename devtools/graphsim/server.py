@@ -256,6 +256,8 @@ class GraphSimulator:
         raise RuntimeError("the Graph simulator did not start")
 
     def stop(self) -> None:
+        if self._tls_server is not None:
+            self._tls_server.should_exit = True  # both listeners wind down together
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:
