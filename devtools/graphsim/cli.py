@@ -28,7 +28,7 @@ DEFAULT_SIM = "http://127.0.0.1:7072"
 # The values local.settings.example.json points the app at (tests/graphsim/test_cli.py holds
 # them to that file): `serve` with no flags is the simulator those settings expect.
 DEFAULT_PORT = 7072
-DEFAULT_TLS_PORT = 7073
+DEFAULT_TLS_PORT = 7073  # the federated path's documented port (serve --tls-port 7073)
 DEFAULT_BOT_APP_ID = "00000000-0000-0000-0000-00000000b07a"
 DEFAULT_IDENTITY_HEADER = "local-graph-simulator"
 DEFAULT_CALLBACK_URL = "http://127.0.0.1:7071/api/calls"
@@ -61,7 +61,7 @@ def _serve(args: argparse.Namespace) -> int:
         answer_timeout_seconds=args.answer_timeout_seconds,
         identity_header=args.identity_header,
         notification_retries=args.notification_retries,
-        tls_port=None if args.no_tls else args.tls_port,
+        tls_port=args.tls_port,
         require_bot_app_token=args.require_bot_app_token,
         tls_dir=args.tls_dir,
     )
@@ -70,11 +70,11 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         sim.start()
     except OSError as exc:
-        ports = f"{args.port}" if args.no_tls else f"{args.port} or {args.tls_port}"
+        ports = f"{args.port}" if args.tls_port is None else f"{args.port} or {args.tls_port}"
         reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
         print(
             f"graphsim: cannot listen on 127.0.0.1:{ports}: {reason}. Is a simulator already "
-            "running? Stop it, or pick other ports with --port/--tls-port (0 = any free port).",
+            "running? Stop it, or pick another port (--port, --tls-port; 0 = any free port).",
             file=sys.stderr,
         )
         return 1
@@ -252,10 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--tls-port",
         type=int,
-        default=DEFAULT_TLS_PORT,
-        help="https listener for the Entra-style token endpoint (default %(default)s)",
+        help="also listen with https here, for the Entra-style token endpoint of the federated "
+        f"path (e.g. {DEFAULT_TLS_PORT}; 0 = any free port; default: no https listener)",
     )
-    serve.add_argument("--no-tls", action="store_true", help="no https listener")
     serve.add_argument(
         "--tls-dir",
         help="folder for ca.pem and the server certificate (default: a temporary folder); "

@@ -82,6 +82,7 @@ def served(bot: Bot) -> Iterator[str]:
     out = process.stdout.read() if process.stdout else ""
     assert f"listening on {url}" in out
     assert "IDENTITY_HEADER=***" in out
+    assert "AZURE_AUTHORITY_HOST=https://127.0.0.1:" in out
 
 
 def test_call_then_inspect(served: str, bot: Bot) -> None:
@@ -124,7 +125,7 @@ def test_serve_on_a_busy_port_says_so_in_one_line() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = _cli("serve", "--port", str(port), "--no-tls")
+        result = _cli("serve", "--port", str(port))
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
@@ -217,7 +218,7 @@ def test_call_wait_prints_the_recordings_final_status(recording_bot: dict[str, s
     process = subprocess.Popen(
         [
             *(sys.executable, "-m", "devtools.graphsim", "serve", "--port", str(port)),
-            *("--no-tls", "--time-scale", "0.01", "--callback-url", recording_bot["url"]),
+            *("--time-scale", "0.01", "--callback-url", recording_bot["url"]),
         ],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
