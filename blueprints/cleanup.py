@@ -8,7 +8,7 @@ import azure.functions as func
 
 from shared.ledger import utc_now
 from shared.retention import run_cleanup
-from shared.services import app_services
+from shared.services import ready_services
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ async def cleanup(timer: func.TimerRequest) -> None:
     if timer.past_due:
         # A missed schedule is harmless (the next run finds everything still due), but visible.
         log.warning("cleanup: timer is past due; running now")
-    services = app_services()
+    services = await ready_services()
     await run_cleanup(
         container=services.storage.container,
         ledger=services.ledger,

@@ -6,7 +6,7 @@ import azure.functions as func
 
 from shared.download import process_job
 from shared.jobs import DOWNLOAD_QUEUE
-from shared.services import app_services
+from shared.services import ready_services
 
 bp = func.Blueprint()
 
@@ -15,7 +15,7 @@ bp = func.Blueprint()
 async def download_recording(msg: func.QueueMessage) -> None:
     # A transient failure propagates on purpose: queue triggers have no retry policy of their
     # own, so raising is what makes the host redeliver the message and, in the end, poison it.
-    services = app_services()
+    services = await ready_services()
     await process_job(
         msg.get_body(),
         settings=services.settings,

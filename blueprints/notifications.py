@@ -13,9 +13,9 @@ import azure.functions as func
 
 from shared.auth import InboundAuthError
 from shared.logevents import log_event
-from shared.notifications import QueueUnavailable, read_notifications, route_notifications
+from shared.notifications import NotStored, read_notifications, route_notifications
 from shared.problems import Problem
-from shared.services import app_services
+from shared.services import ready_services
 from shared.settings import SettingsError
 
 bp = func.Blueprint()
@@ -40,7 +40,7 @@ async def notifications(req: func.HttpRequest) -> func.HttpResponse:
         return response
 
     try:
-        services = app_services()
+        services = await ready_services()
     except SettingsError as error:
         # 503, not a crash: Graph retries, and the notification is not lost while an operator
         # fixes the setting. The detail stays generic on this anonymous endpoint; the log names it.
@@ -74,10 +74,23 @@ async def notifications(req: func.HttpRequest) -> func.HttpResponse:
             ledger=services.ledger,
             handler=services.call_events(),
         )
-    except QueueUnavailable as error:
+    except NotStored as error:
         return answer(
             Problem(503, str(error), headers={"Retry-After": "5"}).to_response(),
-            "queue_unavailable",
+            "not_stored",
+        )
+    except Exception as error:
+        # Never a bare 500: the sender retries a 503, and nothing it sent is lost meanwhile.
+        log.error("POST /api/calls failed unexpectedly (%s)", type(error).__name__)
+        log.debug("POST /api/calls failure", exc_info=True)
+        return answer(
+            Problem(
+                503,
+                "the notification could not be processed; retry later",
+                headers={"Retry-After": "5"},
+            ).to_response(),
+            "error",
+            error=type(error).__name__,
         )
 
     return answer(

@@ -10,7 +10,7 @@ from shared.enqueue import QueueUnavailable
 from shared.graph.errors import GraphError
 from shared.problems import Problem, json_response
 from shared.record_response import start_recording
-from shared.services import app_services
+from shared.services import ready_services
 
 bp = func.Blueprint()
 
@@ -24,7 +24,7 @@ async def start_record_response(req: func.HttpRequest) -> func.HttpResponse:
     try:
         call_id = check_id("callId", req.route_params.get("callId"))
         request = parse_record_request(req.get_body())
-        services = app_services()
+        services = await ready_services()
         started = await start_recording(
             call_id,
             request,

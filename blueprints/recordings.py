@@ -14,7 +14,7 @@ from shared.ledger import utc_now
 from shared.logevents import log_event
 from shared.problems import Problem, json_response
 from shared.recording_access import operation_status
-from shared.services import app_services
+from shared.services import ready_services
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ async def recording_status(req: func.HttpRequest) -> func.HttpResponse:
         log_event(log, "status: rejected request", reason=problem.detail)
         return problem.to_response()
 
-    services = app_services()
+    services = await ready_services()
     try:
         record = await services.ledger.get(call_id, operation_id)
         if record is None:
@@ -77,7 +77,7 @@ async def list_recordings(req: func.HttpRequest) -> func.HttpResponse:
         log_event(log, "status: rejected list request", reason=problem.detail)
         return problem.to_response()
 
-    services = app_services()
+    services = await ready_services()
     try:
         records = await services.ledger.list_call(call_id)
     except AzureError as error:

@@ -29,8 +29,15 @@ log = logging.getLogger(__name__)
 ENQUEUE_DEADLINE_SECONDS = 8.0
 
 
-class QueueUnavailable(Exception):
-    """Some download job could not be queued (the message is safe to return to a caller)."""
+class NotStored(Exception):
+    """A notification's effect could not be stored: the sender must send it again (503).
+
+    The message is safe to return to a caller.
+    """
+
+
+class QueueUnavailable(NotStored):
+    """Some download job could not be queued."""
 
 
 @dataclass

@@ -142,6 +142,10 @@ def bad_tokens(sim: GraphSimulator) -> dict[str, tuple[str, type[InboundAuthErro
             TokenExpired,
         ),
         "not yet valid": (sim.sign_token({"nbf": now + LEEWAY_SECONDS + 60}), TokenNotYetValid),
+        "issued in the future": (
+            sim.sign_token({"iat": now + LEEWAY_SECONDS + 60}),
+            TokenNotYetValid,
+        ),
         "wrong audience": (sim.sign_token({"aud": "someone-else"}), WrongAudience),
         "no audience": (sim.sign_token({"aud": None}), WrongAudience),
         "wrong issuer": (sim.sign_token({"iss": "https://evil.example"}), WrongIssuer),
@@ -159,6 +163,7 @@ BAD_TOKEN_CASES = [
     "HS256 with public key",
     "expired",
     "not yet valid",
+    "issued in the future",
     "wrong audience",
     "no audience",
     "wrong issuer",
@@ -200,7 +205,9 @@ async def test_skew_of_five_minutes_is_tolerated(sim: GraphSimulator, clock: Clo
     now = int(clock.timestamp())
     validator = make_validator(sim, clock)
     almost_expired = sim.sign_token({"exp": now - LEEWAY_SECONDS + 30, "nbf": now - 3600})
-    almost_valid = sim.sign_token({"nbf": now + LEEWAY_SECONDS - 30})
+    almost_valid = sim.sign_token(
+        {"nbf": now + LEEWAY_SECONDS - 30, "iat": now + LEEWAY_SECONDS - 30}
+    )
     assert (await validator.validate(almost_expired)).tenant_id == sim.tenant_id
     assert (await validator.validate(almost_valid)).tenant_id == sim.tenant_id
 

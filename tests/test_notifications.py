@@ -26,6 +26,7 @@ from shared.ledger import OperationLedger, OperationStatus
 from shared.notifications import (
     MAX_BODY_BYTES,
     LoggingCallEventHandler,
+    NotStored,
     Outcome,
     QueueUnavailable,
     route_notifications,
@@ -356,6 +357,7 @@ def _bad_tokens(sim: GraphSimulator) -> dict[str, tuple[str | None, str]]:
         "HS256 with public key": (forged, "DisallowedAlgorithm"),
         "expired": (token(sim, {"exp": now - 3600, "nbf": now - 7200}), "TokenExpired"),
         "not yet valid": (token(sim, {"nbf": now + 3600}), "TokenNotYetValid"),
+        "issued in the future": (token(sim, {"iat": now + 3600}), "TokenNotYetValid"),
         "wrong audience": (token(sim, {"aud": "another-bot"}), "WrongAudience"),
         "wrong issuer": (token(sim, {"iss": "https://sts.example"}), "WrongIssuer"),
         "no tid": (token(sim, {"tid": None}), "TenantMissing"),
@@ -370,6 +372,7 @@ def _bad_tokens(sim: GraphSimulator) -> dict[str, tuple[str | None, str]]:
         "malformed",
         "wrong signature",
         "alg none",
+        "issued in the future",
         "HS256 with public key",
         "expired",
         "not yet valid",
@@ -676,22 +679,23 @@ async def test_slow_bot_flow_is_cut_off(storage: StorageClients) -> None:
     assert report.outcomes == {"handled": 1, "handler_timeout": 2}
 
 
-async def test_ledger_failure_after_queueing_is_logged_not_raised(
+async def test_a_failure_the_ledger_cannot_record_is_not_acknowledged(
     storage: StorageClients, caplog: pytest.LogCaptureFixture
 ) -> None:
     missing_table = storage.table_service.get_table_client("nosuchtable")
-    report = await route_notifications(
-        _payload(
-            completion(canonical(uid()), canonical(uid())),
-            completion(canonical(uid()), canonical(uid()), status="failed", subcode=8528),
-        ),
-        tenant_id="t",
-        queue=storage.queue,
-        ledger=OperationLedger(missing_table),
-        handler=LoggingCallEventHandler(),
-    )
-    assert report.outcomes == {"queued": 1, "failed": 1, "handled": 2}
-    assert len(report.jobs) == 1
+    with pytest.raises(NotStored):
+        await route_notifications(
+            _payload(
+                completion(canonical(uid()), canonical(uid())),
+                completion(canonical(uid()), canonical(uid()), status="failed", subcode=8528),
+            ),
+            tenant_id="t",
+            queue=storage.queue,
+            ledger=OperationLedger(missing_table),
+            handler=LoggingCallEventHandler(),
+        )
+    # The recording's job is on the queue, and the failure's only carrier is in the log.
+    assert (await storage.queue.get_queue_properties()).approximate_message_count == 1
     assert any("ledger=write_failed" in r.getMessage() for r in caplog.records)
 
 

@@ -38,6 +38,7 @@ from shared.download.store import (
     find_stored,
 )
 from shared.download.url_guard import Resolver, UrlPolicy, resolve_host
+from shared.graph.models import GRAPH_ID_RULE, is_graph_id
 from shared.hostconfig import max_dequeue_count
 from shared.jobs import DownloadJob, InvalidJobError
 from shared.ledger import OperationLedger, utc_now
@@ -94,6 +95,11 @@ async def process_job(
         job = DownloadJob.from_message(message_text)
     except InvalidJobError as invalid:
         return await _settle_invalid(message_text, str(invalid), ledger, watch)
+    bad_ids = [name for name in ("call_id", "operation_id") if not is_graph_id(getattr(job, name))]
+    if bad_ids:
+        # The webhook refuses such ids; a message written another way still gets its row.
+        reason = f"{' and '.join(bad_ids)} not {GRAPH_ID_RULE}"
+        return await _settle_invalid(message_text, reason, ledger, watch)
 
     run = _Download(job, settings, http, container, ledger, clock, retry, resolve, watch)
     existing = await find_stored(container, run.blob_name)
