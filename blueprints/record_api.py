@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import azure.functions as func
-from azure.core.exceptions import AzureError
 
-from shared.edge import check_id, parse_record_request, problem_for_graph_error
+from shared.edge import (
+    check_id,
+    is_storage_failure,
+    parse_record_request,
+    problem_for_graph_error,
+)
 from shared.enqueue import QueueUnavailable
 from shared.graph.errors import GraphError
 from shared.problems import Problem, json_response
@@ -37,7 +41,9 @@ async def start_record_response(req: func.HttpRequest) -> func.HttpResponse:
         return problem.to_response()
     except GraphError as error:
         return problem_for_graph_error(error).to_response()
-    except (QueueUnavailable, AzureError) as error:
+    except Exception as error:
+        if not (isinstance(error, QueueUnavailable) or is_storage_failure(error)):
+            raise
         # Only the download job of a reply that was already completed gets here.
         detail = (
             f"Graph recorded, but its download job could not be queued ({type(error).__name__})"

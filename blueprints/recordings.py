@@ -6,9 +6,8 @@ import logging
 from datetime import timedelta
 
 import azure.functions as func
-from azure.core.exceptions import AzureError
 
-from shared.edge import check_id, storage_unavailable
+from shared.edge import check_id, is_storage_failure, storage_unavailable
 from shared.graph.models import normalize_id
 from shared.ledger import utc_now
 from shared.logevents import log_event
@@ -48,7 +47,9 @@ async def recording_status(req: func.HttpRequest) -> func.HttpResponse:
             now=utc_now(),
             url_ttl=timedelta(minutes=services.settings.status_url_ttl_minutes),
         )
-    except AzureError as error:
+    except Exception as error:
+        if not is_storage_failure(error):
+            raise
         log_event(
             log,
             "status: storage unavailable",
@@ -80,7 +81,9 @@ async def list_recordings(req: func.HttpRequest) -> func.HttpResponse:
     services = await ready_services()
     try:
         records = await services.ledger.list_call(call_id)
-    except AzureError as error:
+    except Exception as error:
+        if not is_storage_failure(error):
+            raise
         log_event(
             log,
             "status: storage unavailable",

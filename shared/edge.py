@@ -99,6 +99,17 @@ def problem_for_graph_error(error: GraphError) -> Problem:
     return Problem(502, f"Graph did not answer usably ({said})", "Graph failed", extensions)
 
 
+def is_storage_failure(error: BaseException) -> bool:
+    """Whether ``error`` is an Azure SDK failure (storage did not answer as it should).
+
+    The SDK's exception module loads azure.core's whole pipeline; by the time a storage call has
+    failed it is loaded anyway, so the edge asks here instead of importing it at start-up.
+    """
+    from azure.core.exceptions import AzureError
+
+    return isinstance(error, AzureError)
+
+
 def storage_unavailable() -> Problem:
     """Storage did not answer: the caller should retry shortly."""
     return Problem(503, "storage is unavailable; retry shortly", headers={"Retry-After": "5"})

@@ -272,7 +272,7 @@ def _candidate_paths(doc: Path) -> Iterator[str]:
             continue
         yield target.split("#")[0]
     for span in _inline_spans(text):
-        if re.search(r"[\s{}<>*=$:,()…|]", span) or span.startswith(("-", "/", "~", "@")):
+        if re.search(r"[\s{}<>*=$:,()…|\"]", span) or span.startswith(("-", "/", "~", "@")):
             continue
         if "/" not in span and not span.endswith(PATH_SUFFIXES):
             continue

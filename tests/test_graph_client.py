@@ -321,17 +321,26 @@ def settings_with(monkeypatch: pytest.MonkeyPatch, **values: str) -> Any:
 
     monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
     monkeypatch.setenv("BOT_APP_ID", BOT_APP_ID)
+    monkeypatch.delenv("GRAPH_CLIENT_SECRET", raising=False)  # each case names its own
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     return load_settings()
 
 
 async def test_credential_factory_follows_the_mode(monkeypatch: pytest.MonkeyPatch) -> None:
-    from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
+    from azure.identity.aio import ClientSecretCredential, ManagedIdentityCredential
 
     cases = [
         ({"GRAPH_CREDENTIAL_MODE": "managedIdentity"}, ManagedIdentityCredential),
-        ({"GRAPH_CREDENTIAL_MODE": "developer"}, DefaultAzureCredential),
+        (
+            {
+                "GRAPH_CREDENTIAL_MODE": "localAppRegistration",
+                "GRAPH_APP_CLIENT_ID": "11111111-2222-3333-4444-555555555555",
+                "GRAPH_TENANT_ID": "00000000-0000-0000-0000-00000000cafe",
+                "GRAPH_CLIENT_SECRET": "a-local-secret",
+            },
+            ClientSecretCredential,
+        ),
         (
             {
                 "GRAPH_CREDENTIAL_MODE": "federated",

@@ -45,14 +45,21 @@ def app_settings(
 ) -> dict[str, str]:
     """The app settings that point the app at this Azurite and this simulator.
 
+    The bot's Graph credential is the federated one, as in Azure: the managed identity's token
+    is the client assertion for the bot's app registration, exchanged at the simulator's TLS token
+    endpoint (whose CA the app trusts through GRAPH_AUTHORITY_CA_FILE).
+
     Holds ``IDENTITY_HEADER`` (the simulator's managed-identity secret): never print it.
     """
+    federated = simulator.federated_env()
+    if simulator.tls_ca_file:
+        federated["GRAPH_AUTHORITY_CA_FILE"] = simulator.tls_ca_file
     return {
         "FUNCTIONS_WORKER_RUNTIME": "python",
         "AzureWebJobsStorage": storage_connection_string,
         # GRAPH_BASE_URL, INBOUND_OPENID_CONFIGURATION_URL, BOT_APP_ID, IDENTITY_* ...
         **simulator.config()["env"],
-        "GRAPH_CREDENTIAL_MODE": "managedIdentity",
+        **federated,
         "CALLBACK_BASE_URL": app_url,
         "BOT_AUTO_ANSWER": "true",
         **(overrides or {}),
@@ -228,6 +235,8 @@ class LocalStack:
             time_scale=self._time_scale,
             recording_retention_seconds=self._simulator_retention,
             callback_url=f"{self.app_url}/api/calls",
+            # Graph's calls API takes the bot app's tokens only: the federated path, as in Azure.
+            require_bot_app_token=True,
         )
         try:
             self.simulator = self._stack.enter_context(simulator)
