@@ -28,6 +28,7 @@ from shared.graph.models import CommsNotification, CommsNotifications, RecordOpe
 from shared.jobs import DownloadJob, InvalidJobError
 from shared.ledger import OperationLedger
 from shared.logevents import log_event
+from shared.telemetry import count_outcome
 
 if TYPE_CHECKING:
     from azure.storage.queue.aio import QueueClient
@@ -251,6 +252,7 @@ async def _write_failures(ledger: OperationLedger, plan: Plan) -> None:
             error=None if written else describe_error(result),  # type: ignore[arg-type]
         )
         plan.report.count(Outcome.FAILED)
+        count_outcome("failed", result_subcode=info.subcode if info else None, stage="graph")
 
 
 async def _tell_bot_flow(handler: CallEventHandler, plan: Plan, time_limit: float) -> None:
