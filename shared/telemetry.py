@@ -71,6 +71,9 @@ def configure_from_environment(environ: Mapping[str, str] = os.environ) -> bool:
     from azure.identity import ManagedIdentityCredential
     from azure.monitor.opentelemetry import configure_azure_monitor
 
+    # The Functions resource detector only (as the Functions Python worker sets it): the
+    # distro's default also probes the VM metadata endpoint, a wasted request at cold start.
+    os.environ.setdefault("OTEL_EXPERIMENTAL_RESOURCE_DETECTORS", "azure_functions")
     configure_azure_monitor(
         connection_string=connection_string,
         # Application Insights accepts only Entra tokens (DisableLocalAuth): the app's
