@@ -223,21 +223,25 @@ def _follow_one_call(
         media = (answer.body or {}).get("mediaConfig", {}).get("@odata.type", "?")
         step.detail = f"POST …/answer {answer.status_code} ({media.rsplit('.', 1)[-1]})"
         # Graph's deadline: the answer must come within 15 s of the incoming-call notification.
-        incoming = next(
-            (
-                delivery.sent_at
-                for delivery in simulator.deliveries
-                if _id_key(delivery.call_id) == _id_key(call_id)
-                and any(
-                    str((n.get("resourceData") or {}).get("state", "")).lower() == "incoming"
-                    for n in delivery.notifications
-                )
+        # The simulator lists a delivery once the webhook has replied, after the answer.
+        incoming = wait_until(
+            lambda: next(
+                (
+                    delivery.sent_at
+                    for delivery in simulator.deliveries
+                    if _id_key(delivery.call_id) == _id_key(call_id)
+                    and any(
+                        str((n.get("resourceData") or {}).get("state", "")).lower() == "incoming"
+                        for n in delivery.notifications
+                    )
+                ),
+                None,
             ),
-            None,
+            within=15,
+            what="incoming-call notification",
         )
-        if incoming is not None:
-            report.answer_latency_seconds = answer.received_at - incoming
-            step.detail += f", {report.answer_latency_seconds * 1000:.0f} ms after the notification"
+        report.answer_latency_seconds = answer.received_at - incoming
+        step.detail += f", {report.answer_latency_seconds * 1000:.0f} ms after the notification"
 
     with progress.step("Bot asked for a recorded response") as step:
         record = wait_until(
