@@ -9,6 +9,7 @@ OpenTelemetry SDK's in-memory exporters installed for each test through
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,7 @@ from shared.ledger import OperationLedger, OperationStatus
 from shared.logevents import REDACTED, log_event
 from shared.settings import get_settings
 from shared.storage import StorageClients
+from tests.data import source_document as doc
 from tests.support.functions import http_request, invoke
 
 from .conftest import BOT_APP_ID
@@ -416,6 +419,66 @@ async def test_a_job_without_trace_context_is_still_downloaded_in_a_trace_of_its
     record = await OperationLedger(storage.table).get(old["call_id"], old["operation_id"])
     assert record is not None
     assert record.status is OperationStatus.STORED
+
+
+async def test_under_the_hosts_invocation_the_worker_joins_the_jobs_trace_and_links_the_host(
+    storage: StorageClients, sim: GraphSimulator, otel: Telemetry
+) -> None:
+    rec = sim.add_recording(duration_seconds=1)
+    with telemetry.span("webhook"):
+        sent = telemetry.current_traceparent()
+    job = DownloadJob(
+        call_id="4f1f0500-7d1f-4f5c-9d4c-7f6e8e0a0b02",
+        operation_id="0fe0b9d5-1ad1-4e6c-9f1e-2b3c4d5e6f71",
+        recording_location=rec.location,
+        recording_access_token=rec.access_token,
+        received_at=datetime.now(UTC),
+        traceparent=sent,
+    )
+    # In Azure the worker attaches the host's trace context before calling the function.
+    with telemetry.span("host invocation", kind=trace.SpanKind.SERVER):
+        await invoke("download_recording", func.QueueMessage(body=job.to_message().encode()))
+    [webhook] = otel.named("webhook")
+    [host] = otel.named("host invocation")
+    [download] = otel.named("recording download")
+    assert download.context.trace_id == webhook.context.trace_id != host.context.trace_id
+    assert download.parent is not None
+    assert download.parent.span_id == webhook.context.span_id
+    assert [link.context.span_id for link in download.links] == [host.context.span_id]
+
+
+async def test_a_failed_recording_is_counted_by_graphs_subcode(
+    storage: StorageClients,
+    sim: GraphSimulator,
+    otel: Telemetry,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("INBOUND_OPENID_CONFIGURATION_URL", sim.openid_configuration_url)
+    get_settings.cache_clear()
+    notification = copy.deepcopy(doc.COMPLETION_NOTIFICATION["value"][0])
+    data = notification["resourceData"]
+    data["status"] = "failed"
+    data["resultInfo"]["subcode"] = 8510
+    data.pop("recordingLocation", None)
+    data.pop("recordingAccessToken", None)
+    response = await invoke(
+        "notifications",
+        http_request(
+            "POST",
+            URL,
+            body={"value": [notification]},
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": f"Bearer {sim.sign_token()}",
+            },
+        ),
+    )
+    assert response.status_code == 202
+    [point] = otel.points(telemetry.OUTCOMES)
+    assert dict(point.attributes) == {"outcome": "failed", "result_subcode": 8510, "stage": "graph"}
+    assert point.value == 1
+    [webhook] = otel.named("POST /api/calls")
+    assert attribute(webhook, "result_subcode") == 8510
 
 
 def test_the_job_keeps_a_valid_traceparent_and_drops_a_malformed_one() -> None:
