@@ -17,6 +17,7 @@ from shared.notifications import NotStored, read_notifications, route_notificati
 from shared.problems import Problem
 from shared.services import ready_services
 from shared.settings import SettingsError
+from shared.telemetry import mark_error, notification_received, span
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
@@ -24,6 +25,13 @@ log = logging.getLogger(__name__)
 
 @bp.route(route="calls", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 async def notifications(req: func.HttpRequest) -> func.HttpResponse:
+    # The span roots the recording's trace (in Azure, under the host's request span); the
+    # arrival time is what the answer deadline is measured from.
+    with notification_received(), span("POST /api/calls"):
+        return await _handle(req)
+
+
+async def _handle(req: func.HttpRequest) -> func.HttpResponse:
     started = time.perf_counter()
     request_id = req.headers.get("client-request-id") or req.headers.get("request-id")
 
@@ -37,6 +45,8 @@ async def notifications(req: func.HttpRequest) -> func.HttpResponse:
             elapsed_ms=round((time.perf_counter() - started) * 1000, 1),
             **details,
         )
+        if response.status_code >= 500:
+            mark_error(outcome)
         return response
 
     try:

@@ -132,6 +132,7 @@ class Report:
     sha256: str = ""
     sha256_matches: bool = False
     latency_seconds: float | None = None
+    answer_latency_seconds: float | None = None
     status_answer: dict[str, Any] = field(default_factory=dict)
     expired_at: str = ""
 
@@ -221,6 +222,26 @@ def _follow_one_call(
             raise AssertionError(f"Graph refused the answer with {answer.status_code}")
         media = (answer.body or {}).get("mediaConfig", {}).get("@odata.type", "?")
         step.detail = f"POST …/answer {answer.status_code} ({media.rsplit('.', 1)[-1]})"
+        # Graph's deadline: the answer must come within 15 s of the incoming-call notification.
+        # The simulator lists a delivery once the webhook has replied, after the answer.
+        incoming = wait_until(
+            lambda: next(
+                (
+                    delivery.sent_at
+                    for delivery in simulator.deliveries
+                    if _id_key(delivery.call_id) == _id_key(call_id)
+                    and any(
+                        str((n.get("resourceData") or {}).get("state", "")).lower() == "incoming"
+                        for n in delivery.notifications
+                    )
+                ),
+                None,
+            ),
+            within=15,
+            what="incoming-call notification",
+        )
+        report.answer_latency_seconds = answer.received_at - incoming
+        step.detail += f", {report.answer_latency_seconds * 1000:.0f} ms after the notification"
 
     with progress.step("Bot asked for a recorded response") as step:
         record = wait_until(
@@ -364,6 +385,8 @@ def print_report(progress: Progress, report: Report) -> None:
         f"  SHA-256              {report.sha256} "
         f"({'matches' if report.sha256_matches else 'DOES NOT MATCH'} the simulator's recording)"
     )
+    if report.answer_latency_seconds is not None:
+        say(f"  incoming→answered    {report.answer_latency_seconds * 1000:.0f} ms (Graph: 15 s)")
     if report.latency_seconds is not None:
         say(f"  notification→stored  {report.latency_seconds * 1000:.0f} ms")
     say("  status API answer (GET /api/recordings/{callId}/{operationId}, with the function key):")

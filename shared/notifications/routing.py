@@ -28,6 +28,7 @@ from shared.graph.models import CommsNotification, CommsNotifications, RecordOpe
 from shared.jobs import DownloadJob, InvalidJobError
 from shared.ledger import OperationLedger
 from shared.logevents import log_event
+from shared.telemetry import count_outcome
 
 if TYPE_CHECKING:
     from azure.storage.queue.aio import QueueClient
@@ -253,6 +254,7 @@ async def _write_failures(ledger: OperationLedger, plan: Plan) -> None:
             error=None if written else describe_error(result),  # type: ignore[arg-type]
         )
         plan.report.count(Outcome.FAILED)
+        count_outcome("failed", result_subcode=info.subcode if info else None, stage="graph")
     if unwritten:
         # The notification is the only carrier of this failure: Graph must send it again.
         raise NotStored(f"{unwritten} failed recording(s) could not be recorded; retry later")
