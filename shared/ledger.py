@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.graph.models import ResultInfo, normalize_id
 from shared.graph.subcodes import describe_subcode
+from shared.logevents import log_event
 
 if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient
@@ -273,11 +274,13 @@ class OperationLedger:
                     await self._table.create_entity(entity)
                 except ResourceExistsError:
                     continue  # another writer created it first: read theirs and try again
-                log.info(
-                    "ledger: %s/%s -> %s (new)",
-                    entity["CallId"],
-                    entity["OperationId"],
-                    status.value,
+                log_event(
+                    log,
+                    "ledger",
+                    call_id=entity["CallId"],
+                    operation_id=entity["OperationId"],
+                    status=status.value,
+                    was="new",
                 )
                 return Transition(_to_record(entity), changed=True)
 
@@ -301,12 +304,13 @@ class OperationLedger:
                 )
             except (ResourceModifiedError, ResourceNotFoundError):
                 continue  # someone else moved it (or the cleanup removed it): re-read
-            log.info(
-                "ledger: %s/%s %s -> %s",
-                current.get("CallId", partition),
-                current.get("OperationId", row),
-                previous.value,
-                status.value,
+            log_event(
+                log,
+                "ledger",
+                call_id=current.get("CallId", partition),
+                operation_id=current.get("OperationId", row),
+                status=status.value,
+                was=previous.value,
             )
             merged = {**dict(current), **update}
             return Transition(_to_record(merged), changed=True)

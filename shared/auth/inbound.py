@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
 
+from shared.logevents import log_event
 from shared.problems import Problem
 
 if TYPE_CHECKING:
@@ -174,7 +175,9 @@ def _usable_keys(document: Any) -> dict[str, jwt.PyJWK]:
         try:
             keys[kid] = jwt.PyJWK(entry, algorithm=ALGORITHM)
         except jwt.PyJWTError:
-            log.warning("inbound auth: skipping unusable JWKS key kid=%s", kid)
+            log_event(
+                log, "inbound auth: skipping unusable JWKS key", level=logging.WARNING, kid=kid
+            )
     if not keys:
         raise _FetchFailed("JWKS has no usable RS256 signing key")
     return keys
@@ -347,7 +350,12 @@ class InboundTokenValidator:
         # The unknown-kid limit is left alone: a rotation right after this load must still be
         # picked up by the first token that names the new key.
         self._configuration_due_at = now + CONFIGURATION_MAX_AGE_SECONDS
-        log.info("inbound auth: configuration loaded jwks_uri=%s kids=%s", jwks_uri, sorted(keys))
+        log_event(
+            log,
+            "inbound auth: configuration loaded",
+            jwks_uri=jwks_uri,
+            kids=",".join(sorted(keys)),
+        )
 
     async def _refetch_keys(self, kid: str) -> None:
         """A token names a key we do not know: the platform may have rotated its keys."""
@@ -358,10 +366,16 @@ class InboundTokenValidator:
             async with self._client() as client:
                 keys = _usable_keys(await self._get_json(client, self._jwks_uri))
         except _FetchFailed as failure:
-            log.error("inbound auth: JWKS refetch for unknown kid=%s failed: %s", kid, failure)
+            log_event(
+                log,
+                "inbound auth: JWKS refetch failed",
+                level=logging.ERROR,
+                kid=kid,
+                failure=str(failure),
+            )
             raise SigningKeysUnavailable() from None
         self._keys = keys
-        log.info("inbound auth: JWKS refetched for unknown kid=%s kids=%s", kid, sorted(keys))
+        log_event(log, "inbound auth: JWKS refetched", kid=kid, kids=",".join(sorted(keys)))
 
     @contextlib.asynccontextmanager
     async def _client(self) -> AsyncIterator[httpx.AsyncClient]:

@@ -49,6 +49,7 @@ from shared.graph.models import (
     normalize_id,
     parse_resource_url,
 )
+from shared.logevents import log_event
 from shared.retry_after import parse_retry_after
 from shared.telemetry import set_span_attributes, span
 
@@ -296,17 +297,12 @@ class GraphCallsClient:
             if not retryable or attempt >= self.retry.attempts or out_of_budget:
                 self._log_outcome(action, call_id, error, attempt, started)
                 raise error
-            log.info(
-                "graph %s call=%s retrying status=%s code=%s attempt=%d wait_s=%.2f "
-                "client_request_id=%s",
-                action,
-                call_id,
-                error.status,
-                error.code,
-                attempt,
-                wait,
-                client_request_id,
-                extra={"call_id": call_id, **error.log_fields()},
+            log_event(
+                log,
+                f"graph {action} retrying",
+                call_id=call_id,
+                wait_s=round(wait, 2),
+                **{**error.log_fields(), "attempts": attempt},
             )
             await self.retry.sleep(wait)
 
@@ -371,46 +367,28 @@ class GraphCallsClient:
                     "elapsed_ms": elapsed_ms,
                 }
             )
-            log.info(
-                "graph %s call=%s status=%d attempts=%d elapsed_ms=%d client_request_id=%s "
-                "request_id=%s",
-                action,
-                call_id,
-                outcome.status_code,
-                attempts,
-                elapsed_ms,
-                outcome.request.headers.get("client-request-id"),
-                outcome.headers.get("request-id"),
-                extra={
-                    "call_id": call_id,
-                    "graph_action": action,
-                    "graph_status": outcome.status_code,
-                    "attempts": attempts,
-                    "elapsed_ms": elapsed_ms,
-                    "client_request_id": outcome.request.headers.get("client-request-id"),
-                    "graph_request_id": outcome.headers.get("request-id"),
-                },
+            log_event(
+                log,
+                f"graph {action}",
+                call_id=call_id,
+                graph_action=action,
+                graph_status=outcome.status_code,
+                attempts=attempts,
+                elapsed_ms=elapsed_ms,
+                client_request_id=outcome.request.headers.get("client-request-id"),
+                graph_request_id=outcome.headers.get("request-id"),
             )
             return
         set_span_attributes({"elapsed_ms": elapsed_ms, **outcome.log_fields()})
-        log.warning(
-            "graph %s call=%s failed status=%s code=%s attempts=%d elapsed_ms=%d "
-            "client_request_id=%s request_id=%s message=%s",
-            action,
-            call_id,
-            outcome.status,
-            outcome.code,
-            outcome.attempts,
-            elapsed_ms,
-            outcome.client_request_id,
-            outcome.request_id,
-            outcome.message,
-            extra={
-                "call_id": call_id,
-                "graph_action": action,
-                "elapsed_ms": elapsed_ms,
-                **outcome.log_fields(),
-            },
+        log_event(
+            log,
+            f"graph {action} failed",
+            level=logging.WARNING,
+            call_id=call_id,
+            graph_action=action,
+            elapsed_ms=elapsed_ms,
+            message=outcome.message,
+            **outcome.log_fields(),
         )
 
     def _parse(self, response: httpx.Response, model: type[M], action: str) -> M:
