@@ -133,6 +133,7 @@ class Report:
     sha256_matches: bool = False
     latency_seconds: float | None = None
     answer_latency_seconds: float | None = None
+    trace_id: str | None = None
     status_answer: dict[str, Any] = field(default_factory=dict)
     expired_at: str = ""
 
@@ -315,6 +316,13 @@ def _follow_one_call(
             f"{report.size_bytes:,} bytes in recordings/{body.get('blobName')}, "
             f"{report.latency_seconds * 1000:.0f} ms after the notification"
         )
+        traces = stack.local_host.recording_traces if stack.local_host else None
+        if traces is not None:
+            # Webhook, queue, download, commit and ledger write: one trace (local SDK only).
+            report.trace_id = wait_until(
+                lambda: traces.trace_id(report.operation_id), within=5, what="the trace id"
+            )
+            step.detail += f", trace {report.trace_id}"
 
     with progress.step("SHA-256 matches the simulator's recording") as step:
         report.sha256_matches = report.sha256 == expected_sha256
@@ -389,6 +397,8 @@ def print_report(progress: Progress, report: Report) -> None:
         say(f"  incoming→answered    {report.answer_latency_seconds * 1000:.0f} ms (Graph: 15 s)")
     if report.latency_seconds is not None:
         say(f"  notification→stored  {report.latency_seconds * 1000:.0f} ms")
+    if report.trace_id:
+        say(f"  trace id             {report.trace_id} (webhook → queue → download → ledger)")
     say("  status API answer (GET /api/recordings/{callId}/{operationId}, with the function key):")
     for line in json.dumps(redacted(report.status_answer), indent=2).splitlines():
         say(f"    {line}")

@@ -277,6 +277,7 @@ class LocalStack:
             app_root=ROOT,
             load_local_settings=self._load_local_settings,
             local_settings=local_settings,
+            trace_recordings=True,
         )
         self._reset_app_settings_cache()
         try:

@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                 env=overrides,
                 app_root=args.app_root,
                 local_settings=settings_path,
+                trace_recordings=True,
             )
             stack.enter_context(host)
         except (HostConfigurationError, OSError, RuntimeError) as error:

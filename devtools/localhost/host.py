@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Coroutine, Iterator, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import uvicorn
 
@@ -32,6 +32,9 @@ from devtools.localhost.http import build_http_app
 from devtools.localhost.queues import QueueListener, connection_string
 from devtools.localhost.settings import HostOptions, LocalSettings
 from devtools.localhost.timers import TimerListener
+
+if TYPE_CHECKING:
+    from devtools.localhost.tracing import RecordingTraces
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +74,12 @@ class LocalFunctionsHost:
         load_local_settings: bool = True,
         drain_timeout: timedelta = timedelta(seconds=30),
         startup_timeout: float = 15.0,
+        trace_recordings: bool = False,
     ) -> None:
         self.function_app_module = function_app_module
+        # Dev only: an in-process OpenTelemetry SDK that logs each recording's trace id.
+        self._trace_recordings = trace_recordings
+        self.recording_traces: RecordingTraces | None = None
         self.app_root = Path(app_root) if app_root is not None else Path.cwd()
         self.host_json = Path(host_json) if host_json is not None else self.app_root / "host.json"
         self.local_settings_path = (
@@ -326,6 +333,10 @@ class LocalFunctionsHost:
         """Start on a new event loop in a background thread; returns once HTTP is serving."""
         if self._thread is not None:
             raise RuntimeError("the local host is already started")
+        if self._trace_recordings:
+            from devtools.localhost.tracing import install
+
+            self.recording_traces = install()
         loop = asyncio.new_event_loop()
         self._loop = loop
         self._thread = threading.Thread(
@@ -373,6 +384,10 @@ class LocalFunctionsHost:
             self.run(self.stop_async(), timeout=self.drain_timeout.total_seconds() + 15)
         finally:
             self._stop_loop()
+            if self.recording_traces is not None:
+                from devtools.localhost.tracing import uninstall
+
+                uninstall()
 
     def __enter__(self) -> LocalFunctionsHost:
         return self.start()
