@@ -305,6 +305,8 @@ def test_failed_deliveries_are_retried_then_the_next_notification_follows(bot: B
         bot.wait_for(is_state("incoming"))
         sim.caller_hangup(call_id)
         bot.wait_for(is_state("terminated"))
+        # The bot has the last notification before the simulator journals its answer.
+        sim.wait_for(lambda: len(sim.deliveries) >= 4, timeout=5)
         outcomes = [(d.attempt, d.status_code) for d in sim.deliveries]
         assert outcomes == [(1, 503), (2, 500), (3, 202), (1, 202)]
         first, second, third = (d.body for d in sim.deliveries[:3])
