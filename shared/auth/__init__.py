@@ -1,11 +1,9 @@
 """Authentication of inbound requests (the platform's signed notifications)."""
 
-from shared.auth.inbound import (
+from shared.auth.errors import (
     BadSignature,
     DisallowedAlgorithm,
     InboundAuthError,
-    InboundIdentity,
-    InboundTokenValidator,
     SigningKeysUnavailable,
     TenantMissing,
     TenantNotAllowed,
@@ -16,8 +14,8 @@ from shared.auth.inbound import (
     UnknownSigningKey,
     WrongAudience,
     WrongIssuer,
-    validator_from_settings,
 )
+from shared.auth.inbound import InboundIdentity, InboundTokenValidator, validator_from_settings
 
 __all__ = [
     "BadSignature",

@@ -19,12 +19,26 @@ import math
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from shared.auth.errors import (
+    NO_KEYS_RETRY_AFTER_SECONDS,
+    BadSignature,
+    DisallowedAlgorithm,
+    SigningKeysUnavailable,
+    TenantMissing,
+    TenantNotAllowed,
+    TokenExpired,
+    TokenMalformed,
+    TokenMissing,
+    TokenNotYetValid,
+    UnknownSigningKey,
+    WrongAudience,
+    WrongIssuer,
+)
 from shared.logevents import log_event
-from shared.problems import Problem
 
 if TYPE_CHECKING:
     import jwt
@@ -39,104 +53,12 @@ CONFIGURATION_MAX_AGE_SECONDS = 4 * 3600
 UNKNOWN_KID_REFETCH_INTERVAL_SECONDS = 60.0
 # With no keys at all every request would otherwise wait for a dead endpoint; after a failure we
 # answer 503 at once for a few seconds. With keys cached, a failed refresh keeps them a while.
-NO_KEYS_RETRY_AFTER_SECONDS = 5.0
 STALE_KEYS_RETRY_AFTER_SECONDS = 60.0
 # The webhook answers within a few hundred milliseconds when the cache is warm; a cold cache pays
 # one fetch, bounded by these.
 HTTP_TIMEOUT = httpx.Timeout(3.0, connect=2.0)
 MAX_TOKEN_LENGTH = 16 * 1024
 MAX_DOCUMENT_BYTES = 512 * 1024
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class InboundAuthError(Exception):
-    """A notification was not authenticated. ``str(error)`` is safe to log and to return."""
-
-    status: ClassVar[int] = 401
-    description: ClassVar[str] = "the bearer token is not valid"
-
-    def __init__(self, detail: str | None = None) -> None:
-        super().__init__(detail or self.description)
-
-    @property
-    def detail(self) -> str:
-        return str(self)
-
-    @property
-    def failure(self) -> str:
-        return type(self).__name__
-
-    def to_problem(self) -> Problem:
-        if self.status == 401:
-            challenge = 'Bearer error="invalid_token"'
-            if isinstance(self, TokenMissing):
-                challenge = "Bearer"
-            return Problem(
-                401,
-                self.detail,
-                "Unauthorized",
-                {"failure": self.failure},
-                {"WWW-Authenticate": challenge},
-            )
-        return Problem(
-            self.status,
-            self.detail,
-            extensions={"failure": self.failure},
-            headers={"Retry-After": str(int(NO_KEYS_RETRY_AFTER_SECONDS))},
-        )
-
-
-class TokenMissing(InboundAuthError):
-    description = "no bearer token: the Authorization header must be 'Bearer <JWT>'"
-
-
-class TokenMalformed(InboundAuthError):
-    description = "the bearer token is not a well-formed JWT"
-
-
-class DisallowedAlgorithm(InboundAuthError):
-    description = "the bearer token is not signed with RS256"
-
-
-class UnknownSigningKey(InboundAuthError):
-    description = "the bearer token is signed with a key that is not in the published JWKS"
-
-
-class BadSignature(InboundAuthError):
-    description = "the bearer token's signature does not verify"
-
-
-class TokenExpired(InboundAuthError):
-    description = "the bearer token has expired"
-
-
-class TokenNotYetValid(InboundAuthError):
-    description = "the bearer token is not valid yet (nbf)"
-
-
-class WrongAudience(InboundAuthError):
-    description = "the bearer token's audience is not this bot's app id"
-
-
-class WrongIssuer(InboundAuthError):
-    description = "the bearer token's issuer is not allowed"
-
-
-class TenantMissing(InboundAuthError):
-    description = "the bearer token has no tenant claim (tid)"
-
-
-class TenantNotAllowed(InboundAuthError):
-    description = "the bearer token's tenant is not allowed"
-
-
-class SigningKeysUnavailable(InboundAuthError):
-    """The OpenID configuration or JWKS cannot be fetched: the sender should retry later."""
-
-    status = 503
-    description = "the signing keys of inbound notifications cannot be fetched; retry later"
 
 
 # --------------------------------------------------------------------------- result
