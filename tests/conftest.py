@@ -74,6 +74,25 @@ def app_env(monkeypatch: pytest.MonkeyPatch, azurite: Azurite) -> dict[str, str]
 
 
 @pytest.fixture
+def configure(app_env: dict[str, str]) -> Callable[..., Services]:
+    """``configure(NAME=value, ...)``: the app's services for this test, built from ``app_env``
+    and these settings, and put in place for the running loop (no environment, no cache)."""
+    from shared.services import Services, use_services
+    from shared.settings import Settings
+
+    chosen: dict[str, str] = {}
+
+    def apply(**overrides: str) -> Services:
+        chosen.update(overrides)  # cumulative within the test
+        values = {name: value for name, value in {**app_env, **chosen}.items() if value != ""}
+        built = Services(Settings(**values))  # "" means unset, as in app settings
+        use_services(built)
+        return built
+
+    return apply
+
+
+@pytest.fixture
 async def services(app_env: dict[str, str]) -> Services:
     """The running loop's app services, as the triggers get them (built from ``app_env``).
 

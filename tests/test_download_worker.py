@@ -35,7 +35,7 @@ from shared.download import (
 )
 from shared.jobs import DownloadJob
 from shared.ledger import OperationLedger, OperationStatus
-from shared.settings import get_settings
+from shared.services import app_services
 from tests.support.clock import Clock
 from tests.support.functions import invoke
 
@@ -105,7 +105,7 @@ async def run(
     message = job if isinstance(job, str) else job.to_message()
     return await process_job(
         message,
-        settings=get_settings(),
+        settings=app_services().settings,
         http=http,
         container=storage.container,
         ledger=OperationLedger(storage.table),
@@ -367,10 +367,9 @@ async def test_oversize_recording_is_refused(
     storage: Any,
     http: httpx.AsyncClient,
     retry: DownloadRetry,
-    monkeypatch: pytest.MonkeyPatch,
+    configure: Callable[..., Any],
 ) -> None:
-    monkeypatch.setenv("RECORDING_MAX_BYTES", "100000")
-    get_settings.cache_clear()
+    configure(RECORDING_MAX_BYTES="100000")
     rec = sim.add_recording(size_bytes=100_001)
     outcome = await run(make_job(rec), storage, http, retry)
     assert outcome.outcome == "failed"
@@ -379,10 +378,9 @@ async def test_oversize_recording_is_refused(
 
 
 async def test_oversize_body_without_content_length_is_cut_off(
-    storage: Any, http: httpx.AsyncClient, retry: DownloadRetry, monkeypatch: pytest.MonkeyPatch
+    storage: Any, http: httpx.AsyncClient, retry: DownloadRetry, configure: Callable[..., Any]
 ) -> None:
-    monkeypatch.setenv("RECORDING_MAX_BYTES", "100000")
-    get_settings.cache_clear()
+    configure(RECORDING_MAX_BYTES="100000")
 
     async def endless(request: Request) -> Response:
         async def body() -> AsyncIterator[bytes]:
@@ -402,9 +400,8 @@ async def test_oversize_body_without_content_length_is_cut_off(
 
 
 @pytest.fixture
-def production(app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ALLOW_INSECURE_RECORDING_URLS", "false")
-    get_settings.cache_clear()
+async def production(configure: Callable[..., Any]) -> None:
+    configure(ALLOW_INSECURE_RECORDING_URLS="false")
 
 
 @pytest.mark.parametrize(

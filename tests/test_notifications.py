@@ -79,12 +79,11 @@ def sim(start_simulator: Callable[..., GraphSimulator]) -> GraphSimulator:
 
 
 @pytest.fixture
-def webhook(
-    storage: StorageClients, sim: GraphSimulator, monkeypatch: pytest.MonkeyPatch
+async def webhook(
+    storage: StorageClients, sim: GraphSimulator, configure: Callable[..., Services]
 ) -> StorageClients:
     """The app configured against the simulator's keys, with empty storage."""
-    monkeypatch.setenv("INBOUND_OPENID_CONFIGURATION_URL", sim.openid_configuration_url)
-    get_settings.cache_clear()
+    configure(INBOUND_OPENID_CONFIGURATION_URL=sim.openid_configuration_url)
     return storage
 
 
@@ -287,11 +286,10 @@ async def test_missing_queue_is_created_and_the_job_queued(
 
 
 async def test_rotated_signing_key_is_accepted_without_restart(
-    webhook: StorageClients, app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    webhook: StorageClients, app_env: dict[str, str], configure: Callable[..., Services]
 ) -> None:
     with GraphSimulator(BOT_APP_ID) as own_sim:
-        monkeypatch.setenv("INBOUND_OPENID_CONFIGURATION_URL", own_sim.openid_configuration_url)
-        get_settings.cache_clear()
+        configure(INBOUND_OPENID_CONFIGURATION_URL=own_sim.openid_configuration_url)
         first, _ = source_document_payload()
         assert (await post(first, token(own_sim))).status_code == 202
 
@@ -386,12 +384,11 @@ async def test_bad_token_is_401_and_nothing_is_queued(
     webhook: StorageClients,
     sim: GraphSimulator,
     app_env: dict[str, str],
-    monkeypatch: pytest.MonkeyPatch,
+    configure: Callable[..., Services],
     case: str,
 ) -> None:
     if case == "tenant not allowed":
-        monkeypatch.setenv("INBOUND_ALLOWED_TENANTS", "11111111-2222-3333-4444-555555555555")
-        get_settings.cache_clear()
+        configure(INBOUND_ALLOWED_TENANTS="11111111-2222-3333-4444-555555555555")
     bearer, failure = _bad_tokens(sim)[case]
     body, _ = source_document_payload()
 
@@ -420,11 +417,10 @@ async def test_unreachable_openid_endpoint_is_503(
     webhook: StorageClients,
     sim: GraphSimulator,
     app_env: dict[str, str],
-    monkeypatch: pytest.MonkeyPatch,
+    configure: Callable[..., Services],
 ) -> None:
     dead = f"http://127.0.0.1:{free_port()}/v1/.well-known/OpenIdConfiguration"
-    monkeypatch.setenv("INBOUND_OPENID_CONFIGURATION_URL", dead)
-    get_settings.cache_clear()
+    configure(INBOUND_OPENID_CONFIGURATION_URL=dead)
     body, _ = source_document_payload()
 
     response = await post(body, token(sim))
@@ -540,15 +536,14 @@ async def test_unreachable_queue_is_503(
     webhook: StorageClients,
     sim: GraphSimulator,
     azurite: Azurite,
-    monkeypatch: pytest.MonkeyPatch,
+    configure: Callable[..., Services],
 ) -> None:
     dead_queue = re.sub(
         r"QueueEndpoint=[^;]+",
         f"QueueEndpoint=http://127.0.0.1:{free_port()}/devstoreaccount1",
         azurite.connection_string,
     )
-    monkeypatch.setenv("AzureWebJobsStorage", dead_queue)
-    get_settings.cache_clear()
+    configure(AzureWebJobsStorage=dead_queue)
     body, _ = source_document_payload()
 
     response = await post(body, token(sim))
@@ -746,18 +741,15 @@ async def test_queue_that_never_answers_is_refused_at_the_deadline(
 
 
 async def test_without_a_callback_url_call_events_are_only_logged(
-    services: Services, monkeypatch: pytest.MonkeyPatch
+    services: Services, configure: Callable[..., Services]
 ) -> None:
     from shared.bot.flow import BotFlow
     from shared.services import app_services
 
     assert isinstance(services.call_events(), LoggingCallEventHandler)
-    monkeypatch.setenv("BOT_AUTO_ANSWER", "true")
-    monkeypatch.setenv("CALLBACK_BASE_URL", "https://bot.example")
-    get_settings.cache_clear()
+    configure(BOT_AUTO_ANSWER="true", CALLBACK_BASE_URL="https://bot.example")
     assert isinstance(app_services().call_events(), BotFlow)
-    monkeypatch.setenv("CALLBACK_BASE_URL", "")
-    get_settings.cache_clear()
+    configure(CALLBACK_BASE_URL="")
     assert isinstance(app_services().call_events(), LoggingCallEventHandler)
 
 
@@ -768,22 +760,20 @@ async def test_no_token_or_jwt_in_any_log_line(
     webhook: StorageClients,
     sim: GraphSimulator,
     caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
+    configure: Callable[..., Services],
     azurite: Azurite,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     body, secret = source_document_payload()
     assert (await post(body, token(sim))).status_code == 202
     assert (await post(body, token(sim, {"aud": "x"}))).status_code == 401
-    monkeypatch.setenv(
-        "AzureWebJobsStorage",
-        re.sub(
+    configure(
+        AzureWebJobsStorage=re.sub(
             r"QueueEndpoint=[^;]+",
             f"QueueEndpoint=http://127.0.0.1:{free_port()}/devstoreaccount1",
             azurite.connection_string,
         ),
     )
-    get_settings.cache_clear()
     assert (await post(body, token(sim))).status_code == 503
 
     here = caplog.text + "".join(
@@ -800,9 +790,8 @@ async def test_no_token_or_jwt_in_any_log_line(
 async def test_invalid_settings_give_503_not_a_crash(
     app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from shared.settings import get_settings
 
-    monkeypatch.setenv("RECORDING_RETENTION_MINUTES", "soon")
+    monkeypatch.setenv("RECORDING_RETENTION_MINUTES", "soon")  # the environment is what is read
     get_settings.cache_clear()
     response = await invoke(
         "notifications",
