@@ -358,3 +358,18 @@ def test_the_cleanup_reads_ids_from_a_transcript_name() -> None:
     name = transcript_blob_name(f"{call_id}/{operation_id}.wav")
     assert name == f"{call_id}/{operation_id}.wav.transcript.json"
     assert ids_from_blob_name(name) == (call_id, operation_id)
+
+
+async def test_a_job_left_on_the_queue_after_turning_it_off_is_settled(
+    app_env: dict[str, str], sim: GraphSimulator, storage: Any
+) -> None:
+    before = speech_requests(sim)
+    job = TranscriptionJob(
+        call_id=str(uuid.uuid4()),
+        operation_id=str(uuid.uuid4()),
+        blob_name="a/b.wav",
+        stored_at=datetime.now(UTC),
+    )
+    message = func.QueueMessage(body=job.to_message())
+    assert await invoke("transcribe_recording", message) is None
+    assert speech_requests(sim) == before

@@ -6,9 +6,9 @@ none means the service identifies the language) and ``audio`` (the file). It ans
 synchronously with ``durationMilliseconds``, ``combinedPhrases`` (the full text) and ``phrases``
 (each with offset, duration, text, locale and confidence).
 
-The audio is streamed from Blob Storage into the request body: memory holds one chunk, whatever
-the recording's size, and the Content-Length is exact (the blob's size is known), so nothing is
-chunk-encoded. Authentication is an Entra token for Cognitive Services from the managed identity
+The audio is streamed from Blob Storage into the request body in the storage SDK's download
+chunks (never the whole file at once for large recordings), and the Content-Length is exact (the
+blob's size is known), so nothing is chunk-encoded. Authentication is an Entra token for Cognitive Services from the managed identity
 against the resource's custom subdomain; there is no key anywhere.
 """
 
