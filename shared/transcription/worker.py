@@ -38,7 +38,7 @@ from shared.transcription.speech import (
 )
 
 if TYPE_CHECKING:
-    from azure.storage.blob.aio import BlobClient, ContainerClient
+    from azure.storage.blob.aio import ContainerClient, StorageStreamDownloader
 
 log = logging.getLogger(__name__)
 
@@ -132,19 +132,20 @@ class _Transcription:
             if await self.transcript.exists():
                 return await self.settle("already_transcribed")
             try:
-                properties = await self.audio.get_blob_properties()
+                # The first read also gives the size and metadata: no separate properties call.
+                downloader = await self.audio.download_blob()
             except ResourceNotFoundError:
                 raise TerminalTranscriptionError(
                     "the recording is no longer stored (expired or erased)"
                 ) from None
-            size = int(properties.size)
+            size = int(downloader.size)
             if size <= WAV_HEADER_BYTES:
                 raise TerminalTranscriptionError(
                     f"the recording is empty ({size} bytes): nothing to transcribe"
                 )
-            result = await self.transcribe(size)
+            result = await self.transcribe(size, downloader)
             with span("transcript write", blob_name=self.transcript.blob_name):
-                written = await self.write(result, properties.metadata or {})
+                written = await self.write(result, downloader.properties.metadata or {})
             if not written:
                 return await self.settle("already_transcribed")
             return await self.settle("transcribed", result)
@@ -153,7 +154,9 @@ class _Transcription:
                 f"storage failed during transcription ({type(error).__name__})"
             ) from None
 
-    async def transcribe(self, size: int) -> FastTranscription:
+    async def transcribe(
+        self, size: int, first_read: StorageStreamDownloader[bytes]
+    ) -> FastTranscription:
         """Attempts with backoff (Retry-After wins); the last transient error propagates."""
         last: TranscriptionError | None = None
         for attempt in range(1, self.backoff.attempts + 1):
@@ -164,7 +167,8 @@ class _Transcription:
                 await self.backoff.sleep(delay)
             self.attempts = attempt
             try:
-                audio = await _wav_stream(self.audio)
+                read = first_read if attempt == 1 else await self.audio.download_blob()
+                audio = await _wav_stream(read)
                 body = MultipartAudio(
                     definition_for(self.settings.transcription_locales), audio, size
                 )
@@ -296,9 +300,8 @@ class _Transcription:
         return result
 
 
-async def _wav_stream(audio: BlobClient) -> AsyncIterator[bytes]:
+async def _wav_stream(downloader: StorageStreamDownloader[bytes]) -> AsyncIterator[bytes]:
     """The recording's bytes as one storage stream, refused unless they begin as a WAV file."""
-    downloader = await audio.download_blob()
     chunks = downloader.chunks()
     first = b""
     async for chunk in chunks:
