@@ -373,3 +373,18 @@ async def test_a_job_left_on_the_queue_after_turning_it_off_is_settled(
     message = func.QueueMessage(body=job.to_message())
     assert await invoke("transcribe_recording", message) is None
     assert speech_requests(sim) == before
+
+
+async def test_no_text_once_the_transcript_blob_is_gone(
+    transcribing: GraphSimulator, clean: Any
+) -> None:
+    job = await store_directly(
+        clean, b"".join(transcribing.add_recording(duration_seconds=2.0).iter_bytes())
+    )
+    outcome = await transcribe(job, clean)
+    assert (await status(job.call_id, job.operation_id))["transcript"] == outcome.text
+    await clean.container.delete_blob(transcript_blob_name(job.blob_name))
+    body = await status(job.call_id, job.operation_id)
+    assert body["transcriptionStatus"] == TRANSCRIBED
+    assert "transcript" not in body
+    assert "recordingUrl" in body
