@@ -388,3 +388,10 @@ async def test_no_text_once_the_transcript_blob_is_gone(
     assert body["transcriptionStatus"] == TRANSCRIBED
     assert "transcript" not in body
     assert "recordingUrl" in body
+
+
+async def test_the_queue_is_created_on_first_use(transcribing: GraphSimulator, clean: Any) -> None:
+    await clean.transcription_queue.delete_queue()
+    job = await download(transcribing.add_recording(duration_seconds=1.0, content_type="audio/wav"))
+    message = json.loads(await next_transcription_message(clean))
+    assert (message["call_id"], message["operation_id"]) == (job.call_id, job.operation_id)
