@@ -8,6 +8,7 @@ from blueprints.health import bp as health
 from blueprints.notifications import bp as notifications
 from blueprints.record_api import bp as record_api
 from blueprints.recordings import bp as recordings
+from blueprints.transcriptions import bp as transcriptions
 from shared.telemetry import configure_from_environment
 
 # Application Insights through OpenTelemetry when it is configured; nothing at all otherwise.
@@ -21,3 +22,4 @@ app.register_functions(notifications)
 app.register_functions(recordings)
 app.register_functions(cleanup)
 app.register_functions(downloads)
+app.register_functions(transcriptions)

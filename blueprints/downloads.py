@@ -24,4 +24,9 @@ async def download_recording(msg: func.QueueMessage) -> None:
         ledger=services.ledger,
         claims=services.claims,
         dequeue_count=msg.dequeue_count,
+        transcriptions=(
+            services.storage.transcription_queue
+            if services.settings.transcription_enabled
+            else None
+        ),
     )

@@ -227,6 +227,15 @@ param recordingMaxBytes int = 67108864
 @description('RECORDING_ALLOWED_HOST_SUFFIXES: host suffixes a recordingLocation may use; empty leaves the code default.')
 param recordingAllowedHostSuffixes array = []
 
+@description('Transcription (opt-in, docs/transcription.md): deploy an Azure AI Speech account (local auth off, custom subdomain), grant the app Cognitive Services Speech User and set TRANSCRIPTION_*.')
+param transcription bool = false
+
+@description('TRANSCRIPTION_LOCALES: candidate locales of the answers; empty lets Speech identify the language.')
+param transcriptionLocales array = []
+
+@description('TRANSCRIPTION_KEEP_AUDIO: false deletes each recording as soon as its transcript is stored.')
+param transcriptionKeepAudio bool = true
+
 // ---------------------------------------------------------------------------------------------
 // Names
 // ---------------------------------------------------------------------------------------------
@@ -382,12 +391,26 @@ module functionApp 'modules/functionapp.bicep' = {
     poisonMessageMaxAgeMinutes: poisonMessageMaxAgeMinutes
     recordingMaxBytes: recordingMaxBytes
     recordingAllowedHostSuffixes: recordingAllowedHostSuffixes
+    transcriptionEndpoint: transcription ? speech!.outputs.endpoint : ''
+    transcriptionLocales: transcriptionLocales
+    transcriptionKeepAudio: transcriptionKeepAudio
   }
   // The host reaches storage and Application Insights with the identity as soon as it starts.
   dependsOn: [
     appStorageRoles
     monitoring
   ]
+}
+
+module speech 'modules/speech.bicep' = if (transcription) {
+  name: 'speech'
+  scope: rg
+  params: {
+    name: '${abbrs.cognitiveServicesSpeech}${resourceToken}'
+    location: location
+    tags: tags
+    principalId: identity.outputs.principalId
+  }
 }
 
 module graphPermissions 'modules/graph-permissions.bicep' = if (grantGraphPermissions) {

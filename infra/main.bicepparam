@@ -147,3 +147,14 @@ param recordingMaxBytes = 67108864
 
 // RECORDING_ALLOWED_HOST_SUFFIXES: host suffixes a recordingLocation may use; [] leaves the code default.
 param recordingAllowedHostSuffixes = []
+
+// --- Transcription (opt-in) ------------------------------------------------------------------
+
+// transcription: true deploys an Azure AI Speech account (keyless) and turns TRANSCRIPTION_* on.
+param transcription = bool(readEnvironmentVariable('TRANSCRIPTION', 'false'))
+
+// transcriptionLocales: candidate locales ([] lets Speech identify the language).
+param transcriptionLocales = []
+
+// transcriptionKeepAudio: false deletes each recording once its transcript is stored.
+param transcriptionKeepAudio = true

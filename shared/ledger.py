@@ -62,6 +62,16 @@ class Column:
     STARTED_BY = "StartedBy"
     STORED_AT = "StoredAt"
     TENANT_ID = "TenantId"
+    # Transcription (opt-in): its outcome lives beside the Status, never the text itself.
+    TRANSCRIPTION_STATUS = "TranscriptionStatus"
+    TRANSCRIPTION_FAILURE_REASON = "TranscriptionFailureReason"
+    TRANSCRIBED_AT = "TranscribedAt"
+    AUDIO_DELETED_AT = "AudioDeletedAt"
+
+
+# Values of ``Column.TRANSCRIPTION_STATUS``.
+TRANSCRIBED = "transcribed"
+TRANSCRIPTION_FAILED = "transcription_failed"
 
 
 # Why an operation was settled without a recording, in the words the status API shows.
@@ -446,6 +456,87 @@ class OperationLedger:
 
     async def mark_expired(self, call_id: str, operation_id: str) -> Transition:
         return await self.advance(call_id, operation_id, OperationStatus.EXPIRED)
+
+    async def mark_transcribed(
+        self,
+        call_id: str,
+        operation_id: str,
+        *,
+        transcribed_at: datetime,
+        audio_deleted_at: datetime | None = None,
+    ) -> Transition | None:
+        """The transcript is stored (the Status column is not the transcription's to move)."""
+        return await self._merge_transcription(
+            call_id,
+            operation_id,
+            {
+                Column.TRANSCRIPTION_STATUS: TRANSCRIBED,
+                Column.TRANSCRIBED_AT: transcribed_at,
+                Column.AUDIO_DELETED_AT: audio_deleted_at,
+                # A failure recorded by an earlier delivery no longer applies.
+                Column.TRANSCRIPTION_FAILURE_REASON: "",
+            },
+        )
+
+    async def mark_transcription_failed(
+        self, call_id: str, operation_id: str, reason: str
+    ) -> Transition | None:
+        """The recording could not be transcribed; a transcript already stored wins."""
+        return await self._merge_transcription(
+            call_id,
+            operation_id,
+            {
+                Column.TRANSCRIPTION_STATUS: TRANSCRIPTION_FAILED,
+                Column.TRANSCRIPTION_FAILURE_REASON: reason[:1024],
+            },
+        )
+
+    async def _merge_transcription(
+        self, call_id: str, operation_id: str, fields: Mapping[str, Any]
+    ) -> Transition | None:
+        """Merge transcription columns into an existing row (None when there is no row).
+
+        Forward-only like :meth:`advance`: ``transcribed`` is final, and only a failure may be
+        overwritten (by a later delivery that succeeded).
+        """
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+        from azure.data.tables import UpdateMode
+
+        partition, row = table_key(call_id), table_key(operation_id)
+        extra = {name: value for name, value in fields.items() if value is not None}
+        for _ in range(_MAX_CONFLICT_RETRIES):
+            try:
+                current = await self._table.get_entity(partition, row)
+            except ResourceNotFoundError:
+                return None
+            if not _is_operation(current):
+                return None
+            if current.get(Column.TRANSCRIPTION_STATUS) == TRANSCRIBED:
+                return Transition(_to_record(current), changed=False)
+            update = {"PartitionKey": partition, "RowKey": row, "UpdatedAt": self._clock(), **extra}
+            try:
+                await self._table.update_entity(
+                    update,
+                    mode=UpdateMode.MERGE,
+                    etag=current.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            except ResourceModifiedError:
+                continue
+            except ResourceNotFoundError:
+                return None
+            log_event(
+                log,
+                "ledger",
+                call_id=current.get("CallId", partition),
+                operation_id=current.get("OperationId", row),
+                transcription_status=extra[Column.TRANSCRIPTION_STATUS],
+            )
+            return Transition(_to_record({**dict(current), **update}), changed=True)
+        raise RuntimeError(
+            f"ledger row {partition}/{row} kept changing under concurrent writers; giving up"
+        )
 
     # ----------------------------------------------------------------- once-per-call claims
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from shared.ledger import OperationRecord, OperationStatus
+from shared.download.store import transcript_blob_name
+from shared.ledger import TRANSCRIBED, Column, OperationRecord, OperationStatus
 
 if TYPE_CHECKING:
     from azure.storage.blob import UserDelegationKey
@@ -119,6 +120,12 @@ async def operation_status(
     body = record.to_json()
     if record.status is not OperationStatus.STORED or not record.blob_name:
         return body
+    if record.get(Column.TRANSCRIPTION_STATUS) == TRANSCRIBED:
+        text = await transcript_text(blob_service, container_name, record.blob_name)
+        if text is not None:
+            body["transcript"] = text
+    if record.get(Column.AUDIO_DELETED_AT):
+        return body  # TRANSCRIPTION_KEEP_AUDIO=false: only the transcript was kept
     url = await read_url(
         blob_service,
         container_name,
@@ -131,3 +138,24 @@ async def operation_status(
         body["recordingUrl"] = url.url
         body["recordingUrlExpiresAt"] = url.expires_on.isoformat()
     return body
+
+
+async def transcript_text(
+    blob_service: BlobServiceClient, container_name: str, recording_blob_name: str
+) -> str | None:
+    """The transcript's full text while its blob exists (None once deleted or unreadable)."""
+    import json
+
+    from azure.core.exceptions import ResourceNotFoundError
+
+    blob = blob_service.get_blob_client(container_name, transcript_blob_name(recording_blob_name))
+    try:
+        downloader = await blob.download_blob()
+        document = json.loads(await downloader.readall())
+    except ResourceNotFoundError:
+        return None
+    except ValueError:
+        log.warning("status: transcript blob=%s is not JSON", blob.blob_name)
+        return None
+    text = document.get("text") if isinstance(document, dict) else None
+    return text if isinstance(text, str) else None

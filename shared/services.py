@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from shared.bot.hooks import CallEventHandler
     from shared.download.claim import DownloadClaims
     from shared.graph.client import GraphCallsClient
+    from shared.transcription.speech import SpeechClient
 
 
 class Services:
@@ -44,6 +45,7 @@ class Services:
         self._graph: GraphCallsClient | None = None
         self._inbound: InboundTokenValidator | None = None
         self._recording_http: httpx.AsyncClient | None = None
+        self._speech: SpeechClient | None = None
 
     @property
     def claims(self) -> DownloadClaims:
@@ -80,6 +82,22 @@ class Services:
             self._recording_http = new_http_client()
         return self._recording_http
 
+    @property
+    def speech(self) -> SpeechClient:
+        """Fast transcription with the managed identity (TRANSCRIPTION_ENDPOINT)."""
+        if self._speech is None:
+            from azure.identity.aio import ManagedIdentityCredential
+
+            from shared.transcription.speech import SpeechClient
+
+            if not self.settings.transcription_endpoint:
+                raise RuntimeError("TRANSCRIPTION_ENDPOINT is not set")
+            self._speech = SpeechClient(
+                self.settings.transcription_endpoint,
+                ManagedIdentityCredential(client_id=self.settings.managed_identity_client_id),
+            )
+        return self._speech
+
     def call_events(self) -> CallEventHandler:
         """Where the webhook hands call and prompt notifications: the bot flow, when enabled."""
         from shared.bot.hooks import call_event_handler
@@ -94,6 +112,9 @@ class Services:
         if self._recording_http is not None:
             await self._recording_http.aclose()
             self._recording_http = None
+        if self._speech is not None:
+            await self._speech.aclose()
+            self._speech = None
         await self.storage.close()
 
 

@@ -8,7 +8,9 @@ A missing or malformed value raises :class:`SettingsError` naming the variable a
 from __future__ import annotations
 
 import functools
+import re
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -27,6 +29,10 @@ DEFAULT_CLEANUP_SCHEDULE = "0 */5 * * * *"
 
 GraphCredentialMode = Literal["managedIdentity", "federated", "localAppRegistration"]
 CommaList = Annotated[tuple[str, ...], NoDecode]
+# A BCP-47 locale as Speech names them (en-US, zh-Hans-CN): language, then subtags.
+_LOCALE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8}){1,2}$")
+# Regional endpoints take keys only; Entra tokens need the resource's custom subdomain.
+_REGIONAL_SPEECH_HOST = re.compile(r"\.api\.cognitive\.(microsoft\.com|azure\.cn)$")
 
 
 class SettingsError(RuntimeError):
@@ -142,15 +148,37 @@ class Settings(BaseSettings):
     )
     status_url_ttl_minutes: float = Field(default=5, gt=0, le=60, alias="STATUS_URL_TTL_MINUTES")
 
+    # --- Transcription (opt-in; docs/transcription.md) ---
+    transcription_enabled: bool = Field(default=False, alias="TRANSCRIPTION_ENABLED")
+    # The Speech resource's custom-subdomain endpoint (Entra tokens need one).
+    transcription_endpoint: str | None = Field(default=None, alias="TRANSCRIPTION_ENDPOINT")
+    # Candidate locales; none means the service identifies the language itself.
+    transcription_locales: CommaList = Field(default=(), alias="TRANSCRIPTION_LOCALES")
+    transcription_keep_audio: bool = Field(default=True, alias="TRANSCRIPTION_KEEP_AUDIO")
+
     _split_lists = field_validator(
         "inbound_allowed_issuers",
         "inbound_allowed_tenants",
         "record_stop_tones",
         "recording_allowed_host_suffixes",
+        "transcription_locales",
         mode="before",
     )(_split_commas)
 
-    @field_validator("graph_base_url", "inbound_openid_configuration_url", "callback_base_url")
+    @field_validator("transcription_locales")
+    @classmethod
+    def _locales_look_like_locales(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for locale in value:
+            if not _LOCALE.fullmatch(locale):
+                raise ValueError(f"{locale!r} is not a locale such as en-US")
+        return value
+
+    @field_validator(
+        "graph_base_url",
+        "inbound_openid_configuration_url",
+        "callback_base_url",
+        "transcription_endpoint",
+    )
     @classmethod
     def _must_be_http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("https://", "http://")):
@@ -194,7 +222,31 @@ class Settings(BaseSettings):
             )
         if self.graph_authority_ca_file and self.running_in_azure:
             raise ValueError("GRAPH_AUTHORITY_CA_FILE is for the local simulator only: remove it")
+        if self.transcription_enabled:
+            self._check_transcription_endpoint()
         return self
+
+    def _check_transcription_endpoint(self) -> None:
+        endpoint = self.transcription_endpoint
+        if not endpoint:
+            raise ValueError(
+                "TRANSCRIPTION_ENABLED=true needs TRANSCRIPTION_ENDPOINT (the Speech resource's "
+                "https://<custom-subdomain>.cognitiveservices.azure.com endpoint)"
+            )
+        parts = urlsplit(endpoint)
+        insecure_allowed = self.allow_insecure_recording_urls and not self.running_in_azure
+        if parts.scheme != "https" and not (parts.scheme == "http" and insecure_allowed):
+            raise ValueError(
+                "TRANSCRIPTION_ENDPOINT must be an https URL (http only with "
+                "ALLOW_INSECURE_RECORDING_URLS=true, for the local simulator)"
+            )
+        if not parts.hostname or _REGIONAL_SPEECH_HOST.search(parts.hostname):
+            raise ValueError(
+                "TRANSCRIPTION_ENDPOINT must be the resource's custom-subdomain endpoint: "
+                "regional endpoints do not accept Microsoft Entra tokens"
+            )
+        if parts.query or parts.fragment:
+            raise ValueError("TRANSCRIPTION_ENDPOINT must not carry a query or fragment")
 
     @field_validator("graph_credential_mode", mode="before")
     @classmethod

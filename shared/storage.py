@@ -147,6 +147,25 @@ class StorageClients:
         return client
 
     @property
+    def transcription_queue(self) -> QueueClient:
+        """``recording-transcriptions`` (used only when transcription is enabled)."""
+        from shared.transcription.job import TRANSCRIPTION_QUEUE
+
+        if "transcriptions" not in self._cache:
+            self._cache["transcriptions"] = self._queue(TRANSCRIPTION_QUEUE)
+        client: QueueClient = self._cache["transcriptions"]
+        return client
+
+    @property
+    def transcription_poison_queue(self) -> QueueClient:
+        from shared.transcription.job import TRANSCRIPTION_POISON_QUEUE
+
+        if "transcriptions_poison" not in self._cache:
+            self._cache["transcriptions_poison"] = self._queue(TRANSCRIPTION_POISON_QUEUE)
+        client: QueueClient = self._cache["transcriptions_poison"]
+        return client
+
+    @property
     def blob_service(self) -> BlobServiceClient:
         if "blob" not in self._cache:
             from azure.storage.blob.aio import BlobServiceClient
@@ -209,6 +228,8 @@ class StorageClients:
             create(self.poison_queue.create_queue),
             create(self.container.create_container),
             create(lambda: self.table_service.create_table_if_not_exists(self.table_name)),
+            create(self.transcription_queue.create_queue),
+            create(self.transcription_poison_queue.create_queue),
         )
 
     async def ensure_once(self, *, within: float = ENSURE_TIMEOUT_SECONDS) -> bool:

@@ -174,3 +174,75 @@ def test_the_simulator_ca_is_refused_in_azure(monkeypatch: pytest.MonkeyPatch) -
     }
     with pytest.raises(SettingsError, match="GRAPH_AUTHORITY_CA_FILE"):
         _load(monkeypatch, values)
+
+
+# --- transcription (opt-in) ----------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("minimal_env")
+def test_transcription_is_off_by_default_and_keeps_the_audio() -> None:
+    settings = load_settings()
+    assert settings.transcription_enabled is False
+    assert settings.transcription_endpoint is None
+    assert settings.transcription_locales == ()
+    assert settings.transcription_keep_audio is True
+
+
+@pytest.mark.usefixtures("minimal_env")
+def test_transcription_reads_a_custom_subdomain_and_locales(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TRANSCRIPTION_ENABLED", "true")
+    monkeypatch.setenv("TRANSCRIPTION_ENDPOINT", "https://bot-speech.cognitiveservices.azure.com/")
+    monkeypatch.setenv("TRANSCRIPTION_LOCALES", "en-US, fr-FR")
+    monkeypatch.setenv("TRANSCRIPTION_KEEP_AUDIO", "false")
+    settings = load_settings()
+    assert settings.transcription_endpoint == "https://bot-speech.cognitiveservices.azure.com"
+    assert settings.transcription_locales == ("en-US", "fr-FR")
+    assert settings.transcription_keep_audio is False
+
+
+@pytest.mark.usefixtures("minimal_env")
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({}, "needs TRANSCRIPTION_ENDPOINT"),
+        ({"TRANSCRIPTION_ENDPOINT": "http://speech.example"}, "must be an https URL"),
+        (
+            {"TRANSCRIPTION_ENDPOINT": "https://westeurope.api.cognitive.microsoft.com"},
+            "custom-subdomain",
+        ),
+        (
+            {"TRANSCRIPTION_ENDPOINT": "https://s.cognitiveservices.azure.com?x=1"},
+            "query or fragment",
+        ),
+        (
+            {
+                "TRANSCRIPTION_ENDPOINT": "https://s.cognitiveservices.azure.com",
+                "TRANSCRIPTION_LOCALES": "english",
+            },
+            "TRANSCRIPTION_LOCALES",
+        ),
+    ],
+)
+def test_transcription_settings_say_what_is_wrong(
+    monkeypatch: pytest.MonkeyPatch, values: dict[str, str], expected: str
+) -> None:
+    monkeypatch.setenv("TRANSCRIPTION_ENABLED", "true")
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=expected):
+        load_settings()
+
+
+@pytest.mark.usefixtures("minimal_env")
+def test_a_local_http_transcription_endpoint_needs_the_insecure_switch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TRANSCRIPTION_ENABLED", "true")
+    monkeypatch.setenv("TRANSCRIPTION_ENDPOINT", "http://127.0.0.1:7072")
+    monkeypatch.setenv("ALLOW_INSECURE_RECORDING_URLS", "true")
+    assert load_settings().transcription_endpoint == "http://127.0.0.1:7072"
+    monkeypatch.setenv("WEBSITE_SITE_NAME", "bot-func")
+    with pytest.raises(SettingsError, match="https URL"):
+        load_settings()

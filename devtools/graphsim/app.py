@@ -30,6 +30,7 @@ from .keys import (
 )
 from .models import SCENARIOS, CallOptions, RequestRecord
 from .recordings import Recording, RecordingStore, parse_fault
+from .speech import COGNITIVE_SERVICES_AUDIENCE, TRANSCRIBE_ACTION, fault_response, transcribe
 from .validation import (
     GraphError,
     validate_answer,
@@ -157,6 +158,9 @@ def build_app(
             resource = resource[: -len("/.default")]
         if resource == GRAPH_AUDIENCE:
             token, expires_on = ctx.graph_tokens.issue(GRAPH_AUDIENCE)
+        elif resource == COGNITIVE_SERVICES_AUDIENCE:
+            # Fast transcription (Azure AI Speech) with the managed identity.
+            token, expires_on = ctx.graph_tokens.issue(COGNITIVE_SERVICES_AUDIENCE)
         elif resource == TOKEN_EXCHANGE_AUDIENCE:
             # The federated path: this token is the client assertion for the bot's app.
             token, expires_on = ctx.graph_tokens.issue_exchange_token()
@@ -165,8 +169,8 @@ def build_app(
                 {
                     "statusCode": 400,
                     "message": (
-                        f"This simulator only issues tokens for {GRAPH_AUDIENCE} and "
-                        f"{TOKEN_EXCHANGE_AUDIENCE}."
+                        f"This simulator only issues tokens for {GRAPH_AUDIENCE}, "
+                        f"{COGNITIVE_SERVICES_AUDIENCE} and {TOKEN_EXCHANGE_AUDIENCE}."
                     ),
                 },
                 status_code=400,
@@ -243,6 +247,40 @@ def build_app(
                 "access_token": token,
             }
         )
+
+    # -- Azure AI Speech fast transcription ---------------------------------------------------
+
+    async def fast_transcription(request: Request) -> Response:
+        token = _bearer(request)
+        problem = (
+            "Access token is empty."
+            if token is None
+            else ctx.graph_tokens.audience_problem(token, COGNITIVE_SERVICES_AUDIENCE)
+        )
+        record = RequestRecord(
+            method=request.method,
+            path=request.url.path,
+            query=request.url.query,
+            headers={k: v for k, v in request.headers.items() if k.lower() not in SECRET_HEADERS},
+            body=None,
+            token_valid=problem is None,
+        )
+        with engine.lock:
+            engine.requests.append(record)
+            queue = engine.api_faults.get(TRANSCRIBE_ACTION)
+            fault = queue.pop(0) if queue else None
+        response: Response | None = None
+        if fault is not None:
+            name, arg = parse_api_fault(fault)
+            if name == "slow":
+                await asyncio.sleep(arg if arg is not None else ctx.slow_drip_seconds)
+            else:
+                await request.body()  # read the upload, as the service does before refusing
+                response = fault_response(name, arg)
+        if response is None:
+            response = await transcribe(request, problem)
+        record.status_code = response.status_code
+        return response
 
     # -- calls API ---------------------------------------------------------------------------
 
@@ -568,6 +606,7 @@ def build_app(
         Route(f"{call_path}/operations/{{operation_id}}", operation_resource, methods=["GET"]),
         Route("/v1.0/{rest:path}", not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
         Route("/recordings/{recording_id}", recording, methods=["GET"]),
+        Route("/speechtotext/transcriptions:transcribe", fast_transcription, methods=["POST"]),
         Route("/_sim/health", control_health),
         Route("/_sim/config", control_config),
         Route("/_sim/calls", control_place_call, methods=["POST"]),

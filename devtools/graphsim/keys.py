@@ -261,6 +261,23 @@ class GraphTokenIssuer:
             return "Access token validation failure. Invalid audience or signature.", {}
         return None, dict(claims)
 
+    def audience_problem(self, token: str, audience: str) -> str | None:
+        """None when ``token`` is one we issued for ``audience`` and still valid, else why."""
+        try:
+            jwt.decode(
+                token,
+                self._key.private_key.public_key(),
+                algorithms=["RS256"],
+                audience=audience,
+                issuer=self.issuer,
+                options={"require": ["exp", "iat", "aud", "iss"]},
+            )
+        except jwt.ExpiredSignatureError:
+            return "Lifetime validation failed, the token is expired."
+        except jwt.InvalidTokenError:
+            return "Access token validation failure. Invalid audience or signature."
+        return None
+
     def verify(self, token: str) -> str | None:
         """Return None when the token is one we issued and still valid, else the reason."""
         return self.claims_of(token)[0]

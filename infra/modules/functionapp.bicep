@@ -108,6 +108,15 @@ param recordingMaxBytes int
 @description('RECORDING_ALLOWED_HOST_SUFFIXES, one host suffix per item; empty leaves the code default.')
 param recordingAllowedHostSuffixes array
 
+@description('TRANSCRIPTION_ENDPOINT: the Speech account\'s custom-subdomain endpoint; empty leaves transcription off.')
+param transcriptionEndpoint string = ''
+
+@description('TRANSCRIPTION_LOCALES, one locale per item; empty lets Speech identify the language.')
+param transcriptionLocales array = []
+
+@description('TRANSCRIPTION_KEEP_AUDIO.')
+param transcriptionKeepAudio bool = true
+
 // Flex Consumption scales each non-HTTP function on its own instances, so the download worker gets
 // its own always-ready entry, named function:<name> after the function's name in function_app.py
 // (tests/infra checks that the name is registered). A count of 0 leaves the entry out.
@@ -234,6 +243,15 @@ var federatedSettings = {
   GRAPH_TENANT_ID: tenant().tenantId
 }
 
+// Transcription (opt-in): set only with a Speech account, so TRANSCRIPTION_ENABLED is never true
+// without an endpoint.
+var transcriptionSettings = {
+  TRANSCRIPTION_ENABLED: 'true'
+  TRANSCRIPTION_ENDPOINT: transcriptionEndpoint
+  TRANSCRIPTION_LOCALES: join(transcriptionLocales, ',')
+  TRANSCRIPTION_KEEP_AUDIO: string(transcriptionKeepAudio)
+}
+
 // Optional settings are left unset when empty, so the code sees None rather than ''.
 var promptSettings = {
   BOT_RECORD_PROMPT_URI: botRecordPromptUri
@@ -242,7 +260,13 @@ var promptSettings = {
 resource siteSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   parent: site
   name: 'appsettings'
-  properties: union(hostSettings, appSettings, federatedSettings, empty(botRecordPromptUri) ? {} : promptSettings)
+  properties: union(
+    hostSettings,
+    appSettings,
+    federatedSettings,
+    empty(botRecordPromptUri) ? {} : promptSettings,
+    empty(transcriptionEndpoint) ? {} : transcriptionSettings
+  )
 }
 
 // No FTP or Web Deploy basic-auth publishing; azd and the CLI deploy with Entra ID.

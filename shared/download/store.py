@@ -28,6 +28,8 @@ WAV = "audio/wav"
 # is time order.
 EXPIRES_AT_TAG = "expiresAt"
 EXPIRES_AT_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+# A recording's transcript (opt-in) is ``<recording blob name>.transcript.json``.
+TRANSCRIPT_SUFFIX = ".transcript.json"
 # Blob index tag values allow letters, digits, space and + - . / : = _ only.
 _TAG_VALUE = re.compile(r"[A-Za-z0-9 +\-./:=_]{0,256}")
 
@@ -41,9 +43,15 @@ def blob_name_for(call_id: str, operation_id: str) -> str:
     return f"{_segment(call_id)}/{_segment(operation_id)}.wav"
 
 
+def transcript_blob_name(recording_blob_name: str) -> str:
+    """Where a recording's transcript is stored: beside it, deleted with it."""
+    return recording_blob_name + TRANSCRIPT_SUFFIX
+
+
 def ids_from_blob_name(name: str) -> tuple[str, str] | None:
-    """``(call_id, operation_id)`` from a name made by :func:`blob_name_for`, or None."""
-    call_part, slash, rest = name.partition("/")
+    """``(call_id, operation_id)`` from a name made by :func:`blob_name_for` (or its
+    :func:`transcript_blob_name`), or None."""
+    call_part, slash, rest = name.removesuffix(TRANSCRIPT_SUFFIX).partition("/")
     operation_part = rest.rsplit(".", 1)[0] if "." in rest else rest
     if not slash or not call_part or not operation_part or "/" in operation_part:
         return None

@@ -48,6 +48,7 @@ from shared.telemetry import continue_trace, count_outcome, record_stored_latenc
 
 if TYPE_CHECKING:
     from azure.storage.blob.aio import ContainerClient
+    from azure.storage.queue.aio import QueueClient
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ async def process_job(
     retry: DownloadRetry = DEFAULT_RETRY,
     resolve: Resolver = resolve_host,
     dequeue_count: int | None = None,
+    transcriptions: QueueClient | None = None,
 ) -> DownloadOutcome:
     """Download the recording a job names into the recordings container, exactly once.
 
@@ -103,6 +105,7 @@ async def process_job(
         return await _settle_invalid(message_text, reason, ledger, watch)
 
     run = _Download(job, settings, http, container, ledger, clock, retry, resolve, watch)
+    run.transcriptions = transcriptions
     # The webhook's trace goes on here: one trace id from the notification to "stored".
     with continue_trace(
         job.traceparent, "recording download", dequeue_count=dequeue_count, **job.log_fields()
@@ -159,6 +162,7 @@ class _Download:
         )
         self.blob_name = blob_name_for(job.call_id, job.operation_id)
         self.attempts = 0
+        self.transcriptions: QueueClient | None = None
 
     async def claim_or_wait(self, claim: DownloadClaim) -> StoredRecording | None:
         """Hold the download claim, or the recording another instance stored meanwhile.
@@ -270,6 +274,7 @@ class _Download:
                 stored_at=facts.downloaded_at,
                 expires_at=facts.expires_at,
             )
+        await self.queue_transcription(facts.downloaded_at)
         count_outcome("stored")
         return self._settled(
             "stored",
@@ -292,6 +297,7 @@ class _Download:
             content_type=existing.content_type,
             expires_at=existing.expires_at,
         )
+        await self.queue_transcription(None)
         return self._settled(
             "already_stored",
             blob_name=existing.blob_name,
@@ -299,6 +305,24 @@ class _Download:
             sha256=existing.sha256,
             content_type=existing.content_type,
         )
+
+    async def queue_transcription(self, stored_at: datetime | None) -> None:
+        """Opt-in: the stored recording's transcription job (sent again by a duplicate)."""
+        from shared.transcription.job import queue_transcription
+
+        try:
+            await queue_transcription(
+                self.settings,
+                self.transcriptions,
+                call_id=self.job.call_id,
+                operation_id=self.job.operation_id,
+                blob_name=self.blob_name,
+                stored_at=stored_at,
+            )
+        except Exception as error:
+            raise TransientDownloadError(
+                f"queueing the transcription failed ({type(error).__name__})"
+            ) from None
 
     async def failed(self, reason: str) -> DownloadOutcome:
         await self.ledger.mark_failed(self.job.call_id, self.job.operation_id, reason)

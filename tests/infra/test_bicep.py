@@ -83,6 +83,8 @@ DEFAULT_CHECKED = {
     "POISON_MESSAGE_MAX_AGE_MINUTES",
     "RECORDING_MAX_BYTES",
     "RECORDING_ALLOWED_HOST_SUFFIXES",
+    "TRANSCRIPTION_LOCALES",
+    "TRANSCRIPTION_KEEP_AUDIO",
 }
 
 
@@ -1191,3 +1193,65 @@ def test_calls_today_workbook() -> None:
     for word in ("answered", "recorded", "stored", "failed", "result_subcode", "percentile"):
         assert word in queries, word
     assert "startofday(now())" in kql_of(queries)
+
+
+# ------------------------------------------------------------------------------------------------
+# Transcription (opt-in): Azure AI Speech, keyless
+# ------------------------------------------------------------------------------------------------
+
+ROLE_COGNITIVE_SERVICES_SPEECH_USER = "f2dc8367-1007-4938-bd23-fe263f013447"
+
+
+def test_speech_account_is_optional_and_off_by_default() -> None:
+    mod = one_module("modules/speech.bicep")
+    assert condition(mod) == "transcription"
+    assert main()["parameters"]["transcription"]["default"] is False
+    passed = body(mod)["params"]
+    assert passed["name"] == "${abbrs.cognitiveServicesSpeech}${resourceToken}"
+    assert dotted(passed["principalId"]) == "identity.outputs.principalId"
+
+
+def test_speech_account_is_keyless_with_a_custom_subdomain() -> None:
+    doc = parse("modules/speech.bicep")
+    _, account = one_resource(doc, "Microsoft.CognitiveServices/accounts")
+    config = body(account)
+    assert config["kind"] in ("SpeechServices", "AIServices")
+    props = config["properties"]
+    assert props["disableLocalAuth"] is True
+    assert props["customSubDomainName"] == "name"  # the account's own (unique) name
+    assert "listKeys" not in json.dumps(doc)
+    assert "cognitiveservices.azure.com" in json.dumps(doc["outputs"]["endpoint"])
+
+
+def test_the_app_identity_is_speech_user_on_the_account_only() -> None:
+    doc = parse("modules/speech.bicep")
+    _, assignment = one_resource(doc, "Microsoft.Authorization/roleAssignments")
+    config = body(assignment)
+    assert config["scope"] == "account"
+    props = config["properties"]
+    assert props["principalId"] == "principalId"
+    assert props["principalType"] == "ServicePrincipal"
+    assert ROLE_COGNITIVE_SERVICES_SPEECH_USER in json.dumps(doc)
+    assert doc["variables"]["speechUserRoleId"]["value"] == ROLE_COGNITIVE_SERVICES_SPEECH_USER
+
+
+def test_transcription_settings_are_set_only_with_an_endpoint() -> None:
+    objects = _app_settings()
+    settings = objects["transcriptionSettings"]
+    assert set(settings) == {
+        "TRANSCRIPTION_ENABLED",
+        "TRANSCRIPTION_ENDPOINT",
+        "TRANSCRIPTION_LOCALES",
+        "TRANSCRIPTION_KEEP_AUDIO",
+    }
+    assert settings["TRANSCRIPTION_ENABLED"] == "true"
+    assert settings["TRANSCRIPTION_ENDPOINT"] == "transcriptionEndpoint"
+    doc = parse("modules/functionapp.bicep")
+    (config,) = resources(doc, "Microsoft.Web/sites/config").values()
+    rendered = json.dumps(body(config)["properties"])
+    assert "transcriptionSettings" in rendered
+    assert "transcriptionEndpoint" in rendered  # empty(transcriptionEndpoint) ? {} : ...
+    passed = body(one_module("modules/functionapp.bicep"))["params"]
+    endpoint = json.dumps(passed["transcriptionEndpoint"])
+    assert "transcription" in endpoint
+    assert "speech" in endpoint

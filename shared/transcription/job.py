@@ -1,0 +1,105 @@
+"""The transcription job: what the download worker puts on ``recording-transcriptions``.
+
+It names a stored recording and nothing else (no token, no text), so it may wait on the queue as
+long as the recording itself is kept; past that there is nothing left to transcribe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal
+
+from opentelemetry.trace import SpanKind
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shared.logevents import log_event
+from shared.telemetry import current_traceparent, span
+
+if TYPE_CHECKING:
+    from azure.storage.queue.aio import QueueClient
+
+    from shared.settings import Settings
+
+TRANSCRIPTION_QUEUE = "recording-transcriptions"
+TRANSCRIPTION_POISON_QUEUE = f"{TRANSCRIPTION_QUEUE}-poison"
+
+log = logging.getLogger(__name__)
+
+
+class InvalidTranscriptionJobError(ValueError):
+    """A queue message that is not a transcription job (the message says which field)."""
+
+
+class TranscriptionJob(BaseModel):
+    """Version 1 of the transcription job message."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    version: Literal[1] = 1
+    call_id: str = Field(min_length=1)
+    operation_id: str = Field(min_length=1)
+    blob_name: str = Field(min_length=1)
+    stored_at: datetime
+    traceparent: str | None = None
+
+    def to_message(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def from_message(cls, text: str | bytes) -> TranscriptionJob:
+        try:
+            return cls.model_validate_json(text)
+        except ValidationError as error:
+            fields = sorted(
+                {".".join(str(p) for p in e["loc"]) or "message" for e in error.errors()}
+            )
+            raise InvalidTranscriptionJobError(
+                f"not a transcription job: invalid {', '.join(fields)}"
+            ) from None
+
+    def log_fields(self) -> dict[str, Any]:
+        return {"call_id": self.call_id, "operation_id": self.operation_id}
+
+
+async def queue_transcription(
+    settings: Settings,
+    queue: QueueClient | None,
+    *,
+    call_id: str,
+    operation_id: str,
+    blob_name: str,
+    stored_at: datetime | None = None,
+) -> bool:
+    """Put a stored recording's transcription job on its queue, when transcription is enabled.
+
+    Returns whether a job was sent. Storage errors propagate: the caller (the download worker)
+    treats them as transient, so the download message comes back and the job is sent again (a
+    duplicate job finds the transcript and does nothing).
+    """
+    if not settings.transcription_enabled or queue is None:
+        return False
+    from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+
+    job = TranscriptionJob(
+        call_id=call_id,
+        operation_id=operation_id,
+        blob_name=blob_name,
+        stored_at=stored_at or datetime.now(UTC),
+        traceparent=None,
+    )
+    # A job outliving the recording could only fail: it expires from the queue with it.
+    time_to_live = int(timedelta(minutes=settings.recording_retention_minutes).total_seconds())
+    with span(f"{TRANSCRIPTION_QUEUE} send", kind=SpanKind.PRODUCER, **job.log_fields()):
+        message = job.model_copy(update={"traceparent": current_traceparent()}).to_message()
+        try:
+            await queue.send_message(message, time_to_live=max(time_to_live, 1))
+        except ResourceNotFoundError as error:
+            if getattr(error, "error_code", None) != "QueueNotFound":
+                raise
+            with contextlib.suppress(ResourceExistsError):
+                await queue.create_queue()
+            log_event(log, "queue created", level=logging.WARNING, queue=queue.queue_name)
+            await queue.send_message(message, time_to_live=max(time_to_live, 1))
+    return True

@@ -1,0 +1,319 @@
+"""The transcription worker: one job in, one transcript stored beside its recording (or a reason).
+
+Plain Python taking its collaborators as arguments, like the download worker. The transcript is
+``<recording>.transcript.json`` with the recording's ``expiresAt`` tag and metadata, so the
+cleanup's tag query deletes both together. The ledger records the outcome in its transcription
+columns, never the text. Transient failures (throttling, Speech or storage down) raise
+:class:`TransientTranscriptionError`, so the host redelivers and in the end poisons the message;
+terminal ones (not a WAV, empty, refused locale or token) are recorded and leave the audio as it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Literal
+
+from shared.backoff import Backoff
+from shared.download.fetch import Stopwatch
+from shared.download.store import transcript_blob_name
+from shared.hostconfig import max_dequeue_count
+from shared.ledger import OperationLedger, utc_now
+from shared.logevents import log_event
+from shared.settings import Settings
+from shared.telemetry import continue_trace, count_outcome, span
+from shared.transcription.job import InvalidTranscriptionJobError, TranscriptionJob
+from shared.transcription.speech import (
+    FastTranscription,
+    MultipartAudio,
+    SpeechClient,
+    TerminalTranscriptionError,
+    TranscriptionError,
+    TransientTranscriptionError,
+    definition_for,
+)
+
+if TYPE_CHECKING:
+    from azure.storage.blob.aio import ContainerClient, StorageStreamDownloader
+
+log = logging.getLogger(__name__)
+
+Outcome = Literal["transcribed", "already_transcribed", "failed", "invalid"]
+TRANSCRIPT_CONTENT_TYPE = "application/json"
+WAV_HEADER_BYTES = 44  # RIFF/WAVE with a PCM fmt chunk; anything shorter carries no sound
+DEFAULT_BACKOFF = Backoff(attempts=4, retry_after_cap_seconds=30.0, budget_seconds=120.0)
+
+
+@dataclass(frozen=True)
+class TranscriptionOutcome:
+    """How one message was settled (a transient failure raises instead)."""
+
+    outcome: Outcome
+    call_id: str | None
+    operation_id: str | None
+    transcript_blob_name: str | None = None
+    text: str | None = None
+    audio_deleted: bool = False
+    failure_reason: str | None = None
+    attempts: int = 0
+    duration_ms: int = 0
+
+
+async def process_transcription(
+    message_text: str | bytes,
+    *,
+    settings: Settings,
+    speech: SpeechClient,
+    container: ContainerClient,
+    ledger: OperationLedger,
+    clock: Callable[[], datetime] = utc_now,
+    backoff: Backoff = DEFAULT_BACKOFF,
+    dequeue_count: int | None = None,
+) -> TranscriptionOutcome:
+    """Transcribe the recording a job names, once; raises when the message should come back."""
+    watch = Stopwatch()
+    try:
+        job = TranscriptionJob.from_message(message_text)
+    except InvalidTranscriptionJobError as invalid:
+        log_event(
+            log,
+            "recording transcription",
+            level=logging.ERROR,
+            outcome="invalid",
+            reason=str(invalid),
+        )
+        return TranscriptionOutcome("invalid", None, None, failure_reason=str(invalid))
+    run = _Transcription(job, settings, speech, container, ledger, clock, backoff, watch)
+    with continue_trace(
+        job.traceparent, "recording transcription", dequeue_count=dequeue_count, **job.log_fields()
+    ):
+        try:
+            return await run.execute()
+        except TerminalTranscriptionError as terminal:
+            return await run.failed(terminal.reason)
+        except TransientTranscriptionError as transient:
+            await run.give_back(transient, dequeue_count)
+            raise
+
+
+class _Transcription:
+    """The steps of one job, sharing its collaborators."""
+
+    def __init__(
+        self,
+        job: TranscriptionJob,
+        settings: Settings,
+        speech: SpeechClient,
+        container: ContainerClient,
+        ledger: OperationLedger,
+        clock: Callable[[], datetime],
+        backoff: Backoff,
+        watch: Stopwatch,
+    ) -> None:
+        self.job = job
+        self.settings = settings
+        self.speech = speech
+        self.ledger = ledger
+        self.clock = clock
+        self.backoff = backoff
+        self.watch = watch
+        self.audio = container.get_blob_client(job.blob_name)
+        self.transcript = container.get_blob_client(transcript_blob_name(job.blob_name))
+        self.attempts = 0
+
+    async def execute(self) -> TranscriptionOutcome:
+        from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+        try:
+            if await self.transcript.exists():
+                return await self.settle("already_transcribed")
+            try:
+                # The first read also gives the size and metadata: no separate properties call.
+                downloader = await self.audio.download_blob()
+            except ResourceNotFoundError:
+                raise TerminalTranscriptionError(
+                    "the recording is no longer stored (expired or erased)"
+                ) from None
+            size = int(downloader.size)
+            if size <= WAV_HEADER_BYTES:
+                raise TerminalTranscriptionError(
+                    f"the recording is empty ({size} bytes): nothing to transcribe"
+                )
+            result = await self.transcribe(size, downloader)
+            with span("transcript write", blob_name=self.transcript.blob_name):
+                written = await self.write(result, downloader.properties.metadata or {})
+            if not written:
+                return await self.settle("already_transcribed")
+            return await self.settle("transcribed", result)
+        except AzureError as error:
+            raise TransientTranscriptionError(
+                f"storage failed during transcription ({type(error).__name__})"
+            ) from None
+
+    async def transcribe(
+        self, size: int, first_read: StorageStreamDownloader[bytes]
+    ) -> FastTranscription:
+        """Attempts with backoff (Retry-After wins); the last transient error propagates."""
+        last: TranscriptionError | None = None
+        for attempt in range(1, self.backoff.attempts + 1):
+            if last is not None:
+                delay = self.backoff.delay(attempt, last.retry_after)
+                if not self.backoff.fits(self.watch.elapsed_seconds, delay):
+                    break
+                await self.backoff.sleep(delay)
+            self.attempts = attempt
+            try:
+                read = first_read if attempt == 1 else await self.audio.download_blob()
+                audio = await _wav_stream(read)
+                body = MultipartAudio(
+                    definition_for(self.settings.transcription_locales), audio, size
+                )
+                with span("speech transcribe", attempt=attempt, size_bytes=size):
+                    return await self.speech.transcribe(
+                        body, locales=self.settings.transcription_locales
+                    )
+            except TransientTranscriptionError as transient:
+                last = transient
+                log_event(
+                    log,
+                    "recording transcription attempt failed",
+                    **self.job.log_fields(),
+                    attempt=attempt,
+                    reason=transient.reason,
+                )
+        assert last is not None
+        raise last
+
+    async def write(self, result: FastTranscription, audio_metadata: dict[str, str]) -> bool:
+        """The transcript blob, with the recording's tags and metadata; False if already there."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+        from azure.storage.blob import ContentSettings
+
+        document = {
+            "callId": self.job.call_id,
+            "operationId": self.job.operation_id,
+            "recordingBlobName": self.job.blob_name,
+            "transcribedAt": self.clock().isoformat(),
+            "durationMilliseconds": result.duration_ms,
+            "locales": result.locales,
+            "text": result.text,
+            "phrases": [phrase.to_json() for phrase in result.phrases],
+        }
+        # The expiresAt tag is what the cleanup queries: the transcript goes with its recording.
+        tags = await self.audio.get_blob_tags()
+        try:
+            await self.transcript.upload_blob(
+                json.dumps(document, ensure_ascii=False).encode("utf-8"),
+                content_settings=ContentSettings(content_type=TRANSCRIPT_CONTENT_TYPE),
+                metadata=dict(audio_metadata),
+                tags=dict(tags),
+                match_condition=MatchConditions.IfMissing,
+            )
+        except (ResourceExistsError, ResourceModifiedError):
+            return False
+        return True
+
+    async def settle(
+        self, outcome: Outcome, result: FastTranscription | None = None
+    ) -> TranscriptionOutcome:
+        """Transcript stored: drop the audio if asked, then tell the ledger."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        deleted_at = None
+        if not self.settings.transcription_keep_audio:
+            with contextlib.suppress(ResourceNotFoundError):  # an earlier delivery deleted it
+                await self.audio.delete_blob(delete_snapshots="include")
+            deleted_at = self.clock()
+        await self.ledger.mark_transcribed(
+            self.job.call_id,
+            self.job.operation_id,
+            transcribed_at=self.clock(),
+            audio_deleted_at=deleted_at,
+        )
+        count_outcome(outcome, stage="transcription")
+        return self._logged(
+            TranscriptionOutcome(
+                outcome,
+                self.job.call_id,
+                self.job.operation_id,
+                transcript_blob_name=self.transcript.blob_name,
+                text=result.text if result else None,
+                audio_deleted=deleted_at is not None,
+                attempts=self.attempts,
+                duration_ms=self.watch.elapsed_ms,
+            )
+        )
+
+    async def failed(self, reason: str) -> TranscriptionOutcome:
+        await self.ledger.mark_transcription_failed(self.job.call_id, self.job.operation_id, reason)
+        count_outcome("failed", stage="transcription")
+        return self._logged(
+            TranscriptionOutcome(
+                "failed",
+                self.job.call_id,
+                self.job.operation_id,
+                failure_reason=reason,
+                attempts=self.attempts,
+                duration_ms=self.watch.elapsed_ms,
+            )
+        )
+
+    async def give_back(self, error: TranscriptionError, dequeue_count: int | None) -> None:
+        """The message goes back to the queue; on its last delivery the ledger says why."""
+        last_delivery = dequeue_count is not None and dequeue_count >= max_dequeue_count()
+        if last_delivery:
+            await self.ledger.mark_transcription_failed(
+                self.job.call_id,
+                self.job.operation_id,
+                f"{error.reason} (gave up after {dequeue_count} deliveries)",
+            )
+            count_outcome("poisoned", stage="transcription")
+        log_event(
+            log,
+            "recording transcription",
+            level=logging.WARNING,
+            outcome="poisoned" if last_delivery else "retry_later",
+            **self.job.log_fields(),
+            attempts=self.attempts,
+            duration_ms=self.watch.elapsed_ms,
+            reason=error.reason,
+        )
+
+    def _logged(self, result: TranscriptionOutcome) -> TranscriptionOutcome:
+        log_event(
+            log,
+            "recording transcription",
+            level=logging.WARNING if result.outcome == "failed" else logging.INFO,
+            outcome=result.outcome,
+            call_id=result.call_id,
+            operation_id=result.operation_id,
+            audio_deleted=result.audio_deleted,
+            attempts=result.attempts,
+            duration_ms=result.duration_ms,
+            reason=result.failure_reason,
+        )
+        return result
+
+
+async def _wav_stream(downloader: StorageStreamDownloader[bytes]) -> AsyncIterator[bytes]:
+    """The recording's bytes as one storage stream, refused unless they begin as a WAV file."""
+    chunks = downloader.chunks()
+    first = b""
+    async for chunk in chunks:
+        first += chunk
+        if len(first) >= 12:
+            break
+    if len(first) < 12 or first[:4] != b"RIFF" or first[8:12] != b"WAVE":
+        raise TerminalTranscriptionError("the recording is not a WAV file (no RIFF/WAVE header)")
+
+    async def rest() -> AsyncIterator[bytes]:
+        yield first
+        async for chunk in chunks:
+            yield chunk
+
+    return rest()
