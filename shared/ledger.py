@@ -69,6 +69,7 @@ class OperationStatus(StrEnum):
     FAILED = "failed"
     STORED = "stored"
     EXPIRED = "expired"
+    ERASED = "erased"
 
 
 # Progress order. A write is applied only if it moves the row strictly forward, which makes
@@ -76,7 +77,8 @@ class OperationStatus(StrEnum):
 # - a completion that arrives after the operation was settled as abandoned still wins (the
 #   recording exists and must be fetched);
 # - a download failure never overwrites a stored recording (a duplicate job that failed later);
-# - expired is final.
+# - expired is final;
+# - erased (an operator's erasure) is above everything: nothing moves an erased row again.
 _RANK: dict[OperationStatus, int] = {
     OperationStatus.REQUESTED: 0,
     OperationStatus.RUNNING: 1,
@@ -86,6 +88,7 @@ _RANK: dict[OperationStatus, int] = {
     OperationStatus.FAILED: 5,
     OperationStatus.STORED: 6,
     OperationStatus.EXPIRED: 7,
+    OperationStatus.ERASED: 8,
 }
 # Each status stamps its own time column, e.g. ``StoredAt``.
 _STAMP = {status: f"{status.value.capitalize()}At" for status in OperationStatus}
@@ -411,6 +414,10 @@ class OperationLedger:
 
     async def mark_expired(self, call_id: str, operation_id: str) -> Transition:
         return await self.advance(call_id, operation_id, OperationStatus.EXPIRED)
+
+    async def mark_erased(self, call_id: str, operation_id: str) -> Transition:
+        """An operator erased the recording; the row stays (auditable) until the ledger horizon."""
+        return await self.advance(call_id, operation_id, OperationStatus.ERASED)
 
     # ----------------------------------------------------------------- once-per-call claims
 

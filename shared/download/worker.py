@@ -38,9 +38,10 @@ from shared.download.store import (
     find_stored,
 )
 from shared.download.url_guard import Resolver, UrlPolicy, resolve_host
+from shared.erasure import erase_if_erased
 from shared.hostconfig import max_dequeue_count
 from shared.jobs import DownloadJob, InvalidJobError
-from shared.ledger import OperationLedger, utc_now
+from shared.ledger import OperationLedger, OperationStatus, utc_now
 from shared.logevents import log_event
 from shared.settings import Settings
 
@@ -51,7 +52,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RETRY = DownloadRetry()
 
-Outcome = Literal["stored", "already_stored", "failed", "invalid"]
+Outcome = Literal["stored", "already_stored", "failed", "invalid", "erased"]
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,9 @@ async def process_job(
     # The job is the record of the completion notification: this first write carries its facts
     # (when it arrived, the result, the client context), so the webhook's hot path needs no
     # ledger round trips and no "completed" stamp can be lost to a race with this write.
-    await ledger.mark_downloading(job, blob_name=run.blob_name)
+    started = await ledger.mark_downloading(job, blob_name=run.blob_name)
+    if started.record.status is OperationStatus.ERASED:
+        return run.erased()  # erased before its download started: nothing to fetch
     claim = claims.new_holder()
     try:
         existing = await run.claim_or_wait(claim)
@@ -247,7 +250,7 @@ class _Download:
         return await self.stored(facts)
 
     async def stored(self, facts: RecordingFacts) -> DownloadOutcome:
-        await self.ledger.mark_stored(
+        transition = await self.ledger.mark_stored(
             facts.call_id,
             facts.operation_id,
             blob_name=self.blob_name,
@@ -257,6 +260,9 @@ class _Download:
             stored_at=facts.downloaded_at,
             expires_at=facts.expires_at,
         )
+        # The row as read after the commit: an erasure that came first wins (shared/erasure.py).
+        if await erase_if_erased(transition, container=self.container, blob_name=self.blob_name):
+            return self.erased()
         return self._settled(
             "stored",
             blob_name=self.blob_name,
@@ -269,7 +275,7 @@ class _Download:
     async def already_stored(self, existing: StoredRecording) -> DownloadOutcome:
         # A duplicate job: make sure the ledger says stored (the first run may have died between
         # the commit and the ledger write), without downloading anything.
-        await self.ledger.mark_stored(
+        transition = await self.ledger.mark_stored(
             self.job.call_id,
             self.job.operation_id,
             blob_name=existing.blob_name,
@@ -278,6 +284,10 @@ class _Download:
             content_type=existing.content_type,
             expires_at=existing.expires_at,
         )
+        if await erase_if_erased(
+            transition, container=self.container, blob_name=existing.blob_name
+        ):
+            return self.erased()
         return self._settled(
             "already_stored",
             blob_name=existing.blob_name,
@@ -285,6 +295,9 @@ class _Download:
             sha256=existing.sha256,
             content_type=existing.content_type,
         )
+
+    def erased(self) -> DownloadOutcome:
+        return self._settled("erased", failure_reason="the operation was erased")
 
     async def failed(self, reason: str) -> DownloadOutcome:
         await self.ledger.mark_failed(self.job.call_id, self.job.operation_id, reason)
