@@ -407,3 +407,75 @@ async def test_full_call_through_the_webhook(
     row = await OperationLedger(storage.table).get(call_id, operation.id)
     assert row is not None
     assert row.status is OperationStatus.COMPLETED
+
+
+async def test_legacy_first_notification_is_204_then_the_graph_one_is_answered(
+    bot_env: GraphSimulator,
+    inbox: Inbox,
+    storage: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Teams docs, protocol determination: the legacy-format first notification gets 204, and the
+    platform sends it again in the Graph format, which the bot answers."""
+    from shared.settings import get_settings
+    from tests.data import legacy_notification
+    from tests.support.functions import http_request, invoke
+
+    sim = bot_env
+    monkeypatch.setenv("INBOUND_OPENID_CONFIGURATION_URL", sim.openid_configuration_url)
+    get_settings.cache_clear()
+    caplog.set_level(logging.INFO, logger="blueprints")
+
+    async def post(body: Any, headers: dict[str, str]) -> Any:
+        return await invoke(
+            "notifications",
+            http_request("POST", "http://localhost/api/calls", body=body, headers=headers),
+        )
+
+    legacy_headers = legacy_notification.headers()
+    unauthenticated = await post(legacy_notification.body_bytes(), legacy_headers)
+    assert unauthenticated.status_code == 401  # authenticated like every other request
+
+    call_id = sim.place_call()
+    await sim.async_wait_for(lambda: inbox.take(0), within=5)
+    legacy = await post(
+        legacy_notification.body_bytes(),
+        {**legacy_headers, "Authorization": f"Bearer {sim.sign_token()}"},
+    )
+    assert legacy.status_code == 204
+    assert legacy.get_body() == b""
+    assert "outcome=legacy_format" in caplog.text
+    assert "legacy_call_id=11111111-2222-3333-4444-555555555555" in caplog.text
+    assert graph_requests(sim, call_id) == []
+
+    (incoming,) = inbox.take(0)
+    graph_format = await post(
+        {"@odata.type": "#microsoft.graph.commsNotifications", "value": [incoming]},
+        {"Content-Type": "application/json", "Authorization": f"Bearer {sim.sign_token()}"},
+    )
+    assert graph_format.status_code == 202
+    assert graph_requests(sim, call_id)[0] == ("POST", "answer", 202)
+
+
+async def test_a_body_that_only_looks_partly_legacy_is_still_a_400(
+    bot_env: GraphSimulator, storage: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.settings import get_settings
+    from tests.support.functions import http_request, invoke
+
+    monkeypatch.setenv("INBOUND_OPENID_CONFIGURATION_URL", bot_env.openid_configuration_url)
+    get_settings.cache_clear()
+    response = await invoke(
+        "notifications",
+        http_request(
+            "POST",
+            "http://localhost/api/calls",
+            body={"id": "x", "callState": "incoming"},  # no participants
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": f"Bearer {bot_env.sign_token()}",
+            },
+        ),
+    )
+    assert response.status_code == 400
