@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from shared.bot.hooks import CallEventHandler
     from shared.download.claim import DownloadClaims
     from shared.graph.client import GraphCallsClient
+    from shared.prompts import PromptChecks
 
 
 class Services:
@@ -44,6 +45,7 @@ class Services:
         self._graph: GraphCallsClient | None = None
         self._inbound: InboundTokenValidator | None = None
         self._recording_http: httpx.AsyncClient | None = None
+        self._prompt_checks: PromptChecks | None = None
 
     @property
     def claims(self) -> DownloadClaims:
@@ -79,6 +81,15 @@ class Services:
 
             self._recording_http = new_http_client()
         return self._recording_http
+
+    @property
+    def prompt_checks(self) -> PromptChecks:
+        """The configured prompt URLs' format checks, each kept once it has a verdict."""
+        if self._prompt_checks is None:
+            from shared.prompts import PromptChecks
+
+            self._prompt_checks = PromptChecks(self.settings, self.recording_http)
+        return self._prompt_checks
 
     def call_events(self) -> CallEventHandler:
         """Where the webhook hands call and prompt notifications: the bot flow, when enabled."""

@@ -195,6 +195,7 @@ async def test_full_call_answers_records_once_thanks_and_hangs_up(
     assert media["@odata.type"] == "#microsoft.graph.serviceHostedMediaConfig"
     assert {m["uri"] for m in media["preFetchMedia"]} == {
         "https://cdn.example/please-speak.wav",
+        f"{inbox.base_url}/api/prompts/reprompt.wav",  # unset: the shipped one
         THANK_YOU,
     }
     record = next(r for r in sim.requests if r.path.endswith("/recordResponse")).body

@@ -37,6 +37,7 @@ from shared.graph.models import (
 )
 from shared.ledger import ABANDONED_REASON, OperationLedger, OperationStatus, utc_now
 from shared.logevents import log_event
+from shared.prompts import SHIPPED, prompt_uri
 from shared.record_response import start_recording
 
 if TYPE_CHECKING:
@@ -169,7 +170,7 @@ class BotFlow:
             if not await self._ledger.claim(call_id, AFTER_RECORDING_CLAIM):
                 log_event(log, "bot flow: after-recording step already done", call_id=call_id)
                 return
-            thank_you = self._settings.thank_you_prompt_uri
+            thank_you = prompt_uri(self._settings, "thank-you")
             if (
                 operation.status == "completed"
                 and thank_you
@@ -199,9 +200,7 @@ class BotFlow:
         if not await self._ledger.claim(call_id, ANSWER_CLAIM):
             log_event(log, "bot flow: already answered by another notification", call_id=call_id)
             return
-        prompts = [
-            uri for uri in (settings.record_prompt_uri, settings.thank_you_prompt_uri) if uri
-        ]
+        prompts = [uri for uri in (prompt_uri(settings, name) for name in SHIPPED) if uri]
         request = AnswerRequest(
             callback_uri=f"{settings.callback_base_url}/api/calls",
             accepted_modalities=["audio"],
@@ -218,7 +217,7 @@ class BotFlow:
 
     def _record_request(self) -> RecordResponseRequest:
         settings = self._settings
-        prompt = settings.record_prompt_uri
+        prompt = prompt_uri(settings, "notice")
         return RecordResponseRequest(
             prompts=[MediaPrompt(media_info=media_info(prompt))] if prompt else [],
             barge_in_allowed=False,
