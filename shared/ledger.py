@@ -34,6 +34,7 @@ _FORBIDDEN_KEY_CHARS = str.maketrans({c: f"%{ord(c):02X}" for c in "/\\#?%\t\n\r
 class Column:
     """Ledger column names (PascalCase, as Table Storage shows them)."""
 
+    ATTEMPT = "Attempt"
     BLOB_NAME = "BlobName"
     CALL_END_MESSAGE = "CallEndMessage"
     CLIENT_CONTEXT = "ClientContext"
@@ -300,8 +301,12 @@ class OperationLedger:
         max_record_duration_seconds: int,
         result: ResultInfo | None = None,
         failure_reason: str | None = None,
+        attempt: int | None = None,
     ) -> Transition:
-        """A recordResponse Graph accepted: its first status is whatever Graph's reply said."""
+        """A recordResponse Graph accepted: its first status is whatever Graph's reply said.
+
+        ``attempt`` numbers the bot's recordings of one call (1, then 2 after a re-prompt...).
+        """
         return await self.advance(
             call_id,
             operation_id,
@@ -312,6 +317,7 @@ class OperationLedger:
                 Column.STARTED_BY: started_by,
                 Column.MAX_RECORD_DURATION_SECONDS: max_record_duration_seconds,
                 Column.FAILURE_REASON: failure_reason,
+                Column.ATTEMPT: attempt,
                 **_result(result),
             },
         )

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import azure.functions as func
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -23,11 +24,12 @@ from starlette.routing import Route
 
 from devtools.graphsim import GraphSimulator
 from devtools.loopback import LoopbackServer
-from shared.bot.flow import BotFlow
+from shared.bot.flow import BotFlow, attempt_of
 from shared.graph.models import CommsNotification, RecordOperation
 from shared.jobs import JOB_TIME_TO_LIVE, DownloadJob
 from shared.ledger import OperationLedger, OperationStatus
 from tests.conftest import BOT_APP_ID, TENANT_ID
+from tests.support.functions import invoke
 
 THANK_YOU = "https://cdn.example/thank-you.wav"
 
@@ -116,6 +118,7 @@ class WebhookStandIn:
         self.flows = flows
         self.storage = storage
         self.handled = 0
+        self.run_worker = True
 
     async def pump(self) -> int:
         batch = self.inbox.take(self.handled)
@@ -136,15 +139,26 @@ class WebhookStandIn:
         elif kind == "recordOperation":
             operation = notification.resource_data
             assert isinstance(operation, RecordOperation)
+            call_id, operation_id = notification.call_id, notification.operation_id
+            assert call_id is not None
+            assert operation_id is not None
+            operation = operation.model_copy(update={"id": operation_id})
+            ledger = OperationLedger(self.storage.table)
+            if operation.status == "failed":
+                await ledger.mark_failed(
+                    call_id, operation_id, "recordOperation failed", result=operation.result_info
+                )
+                await self.flows[0].on_record_completed(call_id, operation)
+                return
             job = DownloadJob.from_notification(notification, tenant_id=TENANT_ID)
-            if operation.status == "completed":
-                await self.storage.queue.send_message(
-                    job.to_message(), time_to_live=int(JOB_TIME_TO_LIVE.total_seconds())
-                )
-                await OperationLedger(self.storage.table).advance(
-                    job.call_id, job.operation_id, OperationStatus.COMPLETED
-                )
-            await self.flows[0].on_record_completed(job.call_id, operation)
+            await self.storage.queue.send_message(
+                job.to_message(), time_to_live=int(JOB_TIME_TO_LIVE.total_seconds())
+            )
+            await ledger.advance(call_id, operation_id, OperationStatus.COMPLETED)
+            await self.flows[0].on_record_completed(call_id, operation)
+            if self.run_worker:
+                # The queue trigger: the registered worker stores it and tells the bot flow.
+                await invoke("download_recording", func.QueueMessage(body=job.to_message()))
 
     async def run_until(self, done: Any, within: float = 10.0) -> None:
         deadline = time.monotonic() + within
@@ -202,7 +216,7 @@ async def test_full_call_answers_records_once_thanks_and_hangs_up(
     assert record["maxRecordDurationInSeconds"] == 5
     assert record["stopTones"] == ["#", "*"]
     assert record["prompts"][0]["mediaInfo"]["uri"] == "https://cdn.example/please-speak.wav"
-    uuid.UUID(record["clientContext"])
+    assert attempt_of(record["clientContext"]) == 1
     prompt = next(r for r in sim.requests if r.path.endswith("/playPrompt")).body
     assert prompt["prompts"][0]["mediaInfo"]["uri"] == THANK_YOU
 
@@ -214,8 +228,9 @@ async def test_full_call_answers_records_once_thanks_and_hangs_up(
     assert job.client_context == record["clientContext"]
     row = await OperationLedger(storage.table).get(call_id, operation.id)
     assert row is not None
-    assert row.status is OperationStatus.COMPLETED
+    assert row.status is OperationStatus.STORED
     assert row.get("StartedBy") == "bot"
+    assert row.get("Attempt") == 1
 
 
 async def test_established_handled_concurrently_starts_one_recording(
@@ -388,7 +403,13 @@ async def test_full_call_through_the_webhook(
                 http_request("POST", "http://localhost/api/calls", body=body, headers=headers),
             )
             assert response.status_code == 202, response.get_body()
+        # The queue trigger's part: the worker stores each job and tells the bot flow.
+        async for message in storage.queue.receive_messages():
+            worked.append(DownloadJob.from_message(message.content).operation_id)
+            await invoke("download_recording", func.QueueMessage(body=message.content))
+            await storage.queue.delete_message(message)
 
+    worked: list[str] = []
     call_id = sim.place_call(duplicate_established=True)
     deadline = time.monotonic() + 10
     while sim.call(call_id).state != "terminated" or forwarded < len(inbox.take(0)):
@@ -403,11 +424,10 @@ async def test_full_call_through_the_webhook(
         ("DELETE", "call", 204),
     ]
     (operation,) = [op for op in sim.operations if op.kind == "record"]
-    messages = [m async for m in storage.queue.receive_messages()]
-    assert [DownloadJob.from_message(m.content).operation_id for m in messages] == [operation.id]
+    assert worked == [operation.id]
     row = await OperationLedger(storage.table).get(call_id, operation.id)
     assert row is not None
-    assert row.status is OperationStatus.COMPLETED
+    assert row.status is OperationStatus.STORED
 
 
 async def test_legacy_first_notification_is_204_then_the_graph_one_is_answered(
@@ -480,3 +500,136 @@ async def test_a_body_that_only_looks_partly_legacy_is_still_a_400(
         ),
     )
     assert response.status_code == 400
+
+
+# -- the caller's experience (issue 16) ---------------------------------------------------------
+
+
+def record_requests(sim: GraphSimulator, call_id: str) -> list[dict[str, Any]]:
+    return [
+        r.body for r in sim.requests if call_id in r.path and r.path.endswith("/recordResponse")
+    ]
+
+
+async def test_the_call_stays_open_until_the_recording_is_stored(
+    bot_env: GraphSimulator, inbox: Inbox, storage: Any
+) -> None:
+    """Completion arrives, the worker has not run: no thank-you, no hang-up. Once the worker
+    stored the recording, the flow thanks the caller and hangs up."""
+    sim = bot_env
+    webhook = WebhookStandIn(inbox, [new_flow()], storage)
+    webhook.run_worker = False
+    call_id = sim.place_call()
+    await webhook.run_until(
+        lambda: any(op.kind == "record" and op.status == "completed" for op in sim.operations)
+    )
+    (operation,) = [op for op in sim.operations if op.kind == "record"]
+    await webhook.run_until(lambda: webhook.handled == len(inbox.take(0)))
+    actions = [tail for _, tail, _ in graph_requests(sim, call_id)]
+    assert actions == ["answer", "recordResponse"]  # completed, but not stored: the call is open
+    row = await OperationLedger(storage.table).get(call_id, operation.id)
+    assert row is not None
+    assert row.status is OperationStatus.COMPLETED
+
+    (message,) = [m async for m in storage.queue.receive_messages()]
+    await invoke("download_recording", func.QueueMessage(body=message.content))
+    await webhook.run_until(lambda: sim.call(call_id).state == "terminated")
+
+    row = await OperationLedger(storage.table).get(call_id, operation.id)
+    assert row is not None
+    assert row.status is OperationStatus.STORED
+    assert [tail for _, tail, _ in graph_requests(sim, call_id)] == [
+        "answer",
+        "recordResponse",
+        "playPrompt",
+        "call",
+    ]
+    prompt = next(r for r in sim.requests if r.path.endswith("/playPrompt")).body
+    assert prompt["prompts"][0]["mediaInfo"]["uri"] == THANK_YOU
+
+
+async def test_silence_is_reprompted_then_the_call_ends_after_the_last_attempt(
+    bot_env: GraphSimulator, inbox: Inbox, storage: Any
+) -> None:
+    sim = bot_env
+    webhook = WebhookStandIn(inbox, [new_flow()], storage)
+
+    call_id = sim.place_call("initial-silence")
+    await webhook.run_until(lambda: sim.call(call_id).state == "terminated")
+
+    first, second = record_requests(sim, call_id)
+    assert first["prompts"][0]["mediaInfo"]["uri"] == "https://cdn.example/please-speak.wav"
+    assert second["prompts"][0]["mediaInfo"]["uri"] == f"{inbox.base_url}/api/prompts/reprompt.wav"
+    assert [attempt_of(r["clientContext"]) for r in (first, second)] == [1, 2]
+    rows = await OperationLedger(storage.table).list_call(call_id)
+    assert [(r.get("Attempt"), r.status, r.get("ResultSubcode")) for r in rows] == [
+        (1, OperationStatus.FAILED, 8510),
+        (2, OperationStatus.FAILED, 8510),
+    ]
+    # Nothing was recorded: no thank-you, the bot hangs up once.
+    assert [tail for _, tail, _ in graph_requests(sim, call_id)][-1] == "call"
+    assert "playPrompt" not in [tail for _, tail, _ in graph_requests(sim, call_id)]
+
+
+async def test_one_attempt_means_no_reprompt(
+    bot_env: GraphSimulator, inbox: Inbox, storage: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.settings import get_settings
+
+    monkeypatch.setenv("BOT_RECORD_ATTEMPTS", "1")
+    get_settings.cache_clear()
+    sim = bot_env
+    webhook = WebhookStandIn(inbox, [new_flow()], storage)
+    call_id = sim.place_call("initial-silence")
+    await webhook.run_until(lambda: sim.call(call_id).state == "terminated")
+    assert len(record_requests(sim, call_id)) == 1
+    assert ("DELETE", "call", 204) in graph_requests(sim, call_id)
+
+
+async def test_a_download_still_failing_after_the_wait_hangs_up_anyway(
+    bot_env: GraphSimulator, inbox: Inbox, storage: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.download import TransientDownloadError
+    from shared.settings import get_settings
+
+    monkeypatch.setenv("BOT_HANG_UP_WAIT_SECONDS", "0")
+    get_settings.cache_clear()
+    sim = bot_env
+    webhook = WebhookStandIn(inbox, [new_flow()], storage)
+    webhook.run_worker = False
+    call_id = sim.place_call(recording_faults=["503:0"] * 20)
+    await webhook.run_until(lambda: [m for m in inbox.take(0) if "operations" in m["resourceUrl"]])
+    (message,) = [m async for m in storage.queue.receive_messages()]
+
+    with pytest.raises(TransientDownloadError):
+        await invoke("download_recording", func.QueueMessage(body=message.content))
+    await webhook.run_until(lambda: sim.call(call_id).state == "terminated")
+
+    (operation,) = [op for op in sim.operations if op.kind == "record"]
+    row = await OperationLedger(storage.table).get(call_id, operation.id)
+    assert row is not None
+    assert row.status is OperationStatus.DOWNLOADING  # the queue retries it later
+    actions = [tail for _, tail, _ in graph_requests(sim, call_id)]
+    assert actions == ["answer", "recordResponse", "call"]  # no thank-you: nothing is safe yet
+
+
+async def test_a_caller_who_hangs_up_before_stored_still_gets_the_recording_stored(
+    bot_env: GraphSimulator, inbox: Inbox, storage: Any
+) -> None:
+    sim = bot_env
+    webhook = WebhookStandIn(inbox, [new_flow()], storage)
+    webhook.run_worker = False
+    call_id = sim.place_call(hangup_after_completion_seconds=0)
+    await webhook.run_until(lambda: sim.call(call_id).state == "terminated")
+    (operation,) = [op for op in sim.operations if op.kind == "record"]
+    (message,) = [m async for m in storage.queue.receive_messages()]
+
+    await invoke("download_recording", func.QueueMessage(body=message.content))
+    await webhook.pump()
+
+    row = await OperationLedger(storage.table).get(call_id, operation.id)
+    assert row is not None
+    assert row.status is OperationStatus.STORED
+    # The after-recording step ran once and found the call gone: nothing raised, call settled.
+    assert not await OperationLedger(storage.table).claim(call_id, "after-recording")
+    assert [tail for _, tail, _ in graph_requests(sim, call_id)][:2] == ["answer", "recordResponse"]

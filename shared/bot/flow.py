@@ -2,8 +2,14 @@
 
 - ``incoming``: answer with ``serviceHostedMediaConfig`` (prompts pre-fetched), audio only,
   callback ``CALLBACK_BASE_URL/api/calls``, within Graph's 15-second limit;
-- ``established``: start exactly one recordResponse per call with the ``BOT_RECORD_*`` settings;
-- record operation finished: the optional thank-you prompt, then hang up (configurable);
+- ``established``: start exactly one recordResponse per call with the ``BOT_RECORD_*`` settings,
+  the recording notice as its prompt;
+- record operation failed on silence (8510 initial silence, 8503 audio inactive): the re-prompt
+  and a new recordResponse, up to ``BOT_RECORD_ATTEMPTS`` per call, each its own ledger row;
+- record operation finished otherwise: once the ledger says the recording is ``stored`` or
+  ``failed`` (the worker tells the flow; the webhook checks too, whichever sees it first), the
+  thank-you prompt, then hang up; the worker hangs up anyway once the download has taken
+  ``BOT_HANG_UP_WAIT_SECONDS``, since the platform discards the recording once the call ends;
 - ``terminated``: operations still ``requested``/``running`` become ``abandoned``, since the
   platform may never send their completion once the caller has hung up.
 
@@ -35,7 +41,14 @@ from shared.graph.models import (
     ServiceHostedMediaConfig,
     normalize_id,
 )
-from shared.ledger import ABANDONED_REASON, OperationLedger, OperationStatus, utc_now
+from shared.ledger import (
+    ABANDONED_REASON,
+    Column,
+    OperationLedger,
+    OperationRecord,
+    OperationStatus,
+    utc_now,
+)
 from shared.logevents import log_event
 from shared.prompts import SHIPPED, prompt_uri
 from shared.record_response import start_recording
@@ -58,6 +71,35 @@ THANK_YOU_CONTEXT = "bot-thank-you"
 GRAPH_BUDGET_SECONDS = 4.0
 _UNSETTLED = (OperationStatus.REQUESTED, OperationStatus.RUNNING)
 _FINAL = ("completed", "failed")
+# Where the recording's fate is known: the after-recording step may run.
+_SETTLED = (
+    OperationStatus.STORED,
+    OperationStatus.FAILED,
+    OperationStatus.EXPIRED,
+    OperationStatus.ERASED,
+)
+# The caller said nothing: 8510 initial silence timeout, 8503 audio inactive (Graph's subcodes).
+SILENCE_SUBCODES = frozenset({8510, 8503})
+# The bot's recordings carry their attempt in the clientContext Graph echoes back.
+_ATTEMPT_CONTEXT = "bot-attempt-"
+
+
+def attempt_context(attempt: int) -> str:
+    """The clientContext of the bot's ``attempt``-th recording of a call (unique per request)."""
+    return f"{_ATTEMPT_CONTEXT}{attempt}:{uuid.uuid4()}"
+
+
+def attempt_of(client_context: str | None) -> int | None:
+    """The attempt number a bot recording's clientContext carries; None for other recordings."""
+    if not client_context or not client_context.startswith(_ATTEMPT_CONTEXT):
+        return None
+    number = client_context[len(_ATTEMPT_CONTEXT) :].split(":", 1)[0]
+    return int(number) if number.isdigit() else None
+
+
+def record_claim(attempt: int) -> str:
+    """The once-per-call claim of the bot's ``attempt``-th recording."""
+    return RECORD_CLAIM if attempt == 1 else f"{RECORD_CLAIM}-{attempt}"
 
 
 def media_info(uri: str) -> MediaInfo:
@@ -150,10 +192,11 @@ class BotFlow:
             self._log_failure("thank-you prompt finished", call_id, error)
 
     async def on_record_completed(self, call_id: str, operation: RecordOperation) -> None:
-        """After the call's recording finished (completed or failed): thank, then hang up.
+        """A record operation finished (completed or failed): re-prompt, or move on once safe.
 
         The webhook calls this for a ``recordOperation`` notification with a final status (after
-        queuing its job); the flow calls it itself when Graph's reply was already final.
+        queuing its job); the flow calls it itself when Graph's reply was already final. Only the
+        bot's own recordings move the call on; one started through the API is the operator's.
         """
         call_id = normalize_id(call_id)
         try:
@@ -167,20 +210,88 @@ class BotFlow:
                     result=operation.result_info,
                     client_context=operation.client_context,
                 )
-            if not await self._ledger.claim(call_id, AFTER_RECORDING_CLAIM):
-                log_event(log, "bot flow: after-recording step already done", call_id=call_id)
+            record = await self._ledger.get(call_id, operation.id) if operation.id else None
+            attempt = attempt_of(operation.client_context) or _attempt_in(record)
+            if attempt is None:
+                log_event(
+                    log,
+                    "bot flow: not the bot's recording; the call is left as it is",
+                    call_id=call_id,
+                    operation_id=operation.id,
+                )
                 return
-            thank_you = prompt_uri(self._settings, "thank-you")
-            if (
-                operation.status == "completed"
-                and thank_you
-                and await self._thank(call_id, thank_you)
+            subcode = operation.result_info.subcode if operation.result_info else None
+            if operation.status == "failed" and subcode in SILENCE_SUBCODES:
+                if attempt < self._settings.record_attempts:
+                    try:
+                        await self._record(call_id, None, attempt=attempt + 1)
+                        return
+                    except Exception as error:
+                        # No notification would ever move this call on: finish it now.
+                        self._log_failure("re-prompt", call_id, error)
+                log_event(
+                    log,
+                    "bot flow: silence again; no attempts left",
+                    call_id=call_id,
+                    attempts=attempt,
+                )
+            if operation.status == "completed" and (
+                record is None or record.status not in _SETTLED
             ):
-                return  # the prompt's own completion notification hangs up
-            if self._settings.hang_up_after_recording:
-                await self._hang_up(call_id)
+                # Hanging up now could lose the recording (the platform discards it once the
+                # call ends): the worker continues once it is stored or failed.
+                log_event(
+                    log,
+                    "bot flow: recording not stored yet; the download moves the call on",
+                    call_id=call_id,
+                    operation_id=operation.id,
+                    ledger=record.status.value if record else None,
+                )
+                return
+            stored = record is not None and record.status is OperationStatus.STORED
+            await self._after_recording(call_id, recorded=stored)
         except Exception as error:
             self._log_failure("record completed", call_id, error)
+
+    async def on_recording_settled(
+        self, call_id: str, operation_id: str, *, overdue: bool = False
+    ) -> None:
+        """The worker settled a download (or it is taking longer than BOT_HANG_UP_WAIT_SECONDS).
+
+        Runs the after-recording step for the bot's own recordings once the ledger says the
+        recording is stored or failed; ``overdue`` runs it whatever the ledger says.
+        """
+        call_id = normalize_id(call_id)
+        try:
+            record = await self._ledger.get(call_id, operation_id)
+            if record is None or _attempt_in(record) is None:
+                return
+            if record.status not in _SETTLED and not overdue:
+                return
+            if overdue and record.status not in _SETTLED:
+                log_event(
+                    log,
+                    "bot flow: recording still not stored; moving on anyway",
+                    level=logging.WARNING,
+                    call_id=call_id,
+                    operation_id=operation_id,
+                    ledger=record.status.value,
+                    wait_seconds=self._settings.hang_up_wait_seconds,
+                )
+            await self._after_recording(call_id, recorded=record.status is OperationStatus.STORED)
+        except Exception as error:
+            self._log_failure("recording settled", call_id, error)
+
+    async def _after_recording(self, call_id: str, *, recorded: bool) -> None:
+        """Once per call: the thank-you prompt when something was recorded, then hang up."""
+        if not await self._ledger.claim(call_id, AFTER_RECORDING_CLAIM):
+            log_event(log, "bot flow: after-recording step already done", call_id=call_id)
+            return
+        thank_you = prompt_uri(self._settings, "thank-you")
+        if recorded and thank_you and await self._thank(call_id, thank_you):
+            return  # the prompt's own completion notification hangs up
+        if self._settings.hang_up_after_recording:
+            await self._hang_up(call_id)
 
     # ----------------------------------------------------------------- steps
 
@@ -215,9 +326,9 @@ class BotFlow:
             raise
         log_event(log, "bot flow: answered", call_id=call_id)
 
-    def _record_request(self) -> RecordResponseRequest:
+    def _record_request(self, attempt: int = 1) -> RecordResponseRequest:
         settings = self._settings
-        prompt = prompt_uri(settings, "notice")
+        prompt = prompt_uri(settings, "notice" if attempt == 1 else "reprompt")
         return RecordResponseRequest(
             prompts=[MediaPrompt(media_info=media_info(prompt))] if prompt else [],
             barge_in_allowed=False,
@@ -226,15 +337,18 @@ class BotFlow:
             max_record_duration_in_seconds=settings.record_max_duration_seconds,
             play_beep=settings.record_play_beep,
             stop_tones=list(settings.record_stop_tones),
-            client_context=str(uuid.uuid4()),
+            client_context=attempt_context(attempt),
         )
 
-    async def _record(self, call_id: str, tenant_id: str | None) -> None:
+    async def _record(self, call_id: str, tenant_id: str | None, *, attempt: int = 1) -> None:
         if not self._settings.auto_answer:
             return  # calls answered elsewhere: only the API starts recordings
-        request = self._record_request()
-        if not await self._ledger.claim(call_id, RECORD_CLAIM):
-            log_event(log, "bot flow: recordResponse already started", call_id=call_id)
+        request = self._record_request(attempt)
+        claim = record_claim(attempt)
+        if not await self._ledger.claim(call_id, claim):
+            log_event(
+                log, "bot flow: recordResponse already started", call_id=call_id, attempt=attempt
+            )
             return
         try:
             started = await start_recording(
@@ -247,10 +361,11 @@ class BotFlow:
                 tenant_id=tenant_id,
                 within=self._budget,
                 clock=self._clock,
+                attempt=attempt,
             )
         except BaseException:
             # Graph refused (or we were cut short): a later "established" may try again.
-            await self._release(call_id, RECORD_CLAIM)
+            await self._release(call_id, claim)
             raise
         if started.operation.status in _FINAL:
             # Graph's reply was final: no notification follows, so continue from here.
@@ -320,7 +435,7 @@ class BotFlow:
                 error=type(error).__name__,
             )
 
-    def _log_failure(self, step: str, call_id: str, error: Exception) -> None:
+    def _log_failure(self, step: str, call_id: str, error: BaseException) -> None:
         # GraphError's text is Graph's own message and ids; other errors: the type only, since
         # SDK messages can carry request details.
         detail = str(error) if isinstance(error, GraphError) else type(error).__name__
@@ -328,3 +443,11 @@ class BotFlow:
         if isinstance(error, GraphError):
             extra.update(error.log_fields())
         log_event(log, "bot flow: step failed", level=logging.ERROR, **extra, error=detail)
+
+
+def _attempt_in(record: OperationRecord | None) -> int | None:
+    """The attempt number the ledger row of a bot recording holds."""
+    if record is None or record.get(Column.STARTED_BY) != "bot":
+        return None
+    value = record.get(Column.ATTEMPT)
+    return int(value) if isinstance(value, int) else 1

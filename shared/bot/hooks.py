@@ -1,19 +1,24 @@
 """The hook between the webhook and the bot flow: what the bot is told, and who is told.
 
 The webhook routes call and prompt notifications, and record operations that reached a final
-status, to a :class:`CallEventHandler`. With ``BOT_AUTO_ANSWER`` on and ``CALLBACK_BASE_URL``
-set that is the :class:`~shared.bot.flow.BotFlow`; otherwise a handler that only logs.
+status, to a :class:`CallEventHandler`; the download worker tells it when a recording is settled
+(:func:`tell_download_settled`), since the bot hangs up only once the recording is safe. With
+``BOT_AUTO_ANSWER`` on and ``CALLBACK_BASE_URL`` set that is the
+:class:`~shared.bot.flow.BotFlow`; otherwise a handler that only logs.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
 from shared.graph.models import CommsNotification, RecordOperation
+from shared.jobs import DownloadJob, InvalidJobError
 from shared.logevents import log_event
 
 if TYPE_CHECKING:
+    from shared.download.worker import DownloadOutcome
     from shared.services import Services
 
 log = logging.getLogger(__name__)
@@ -32,6 +37,12 @@ class CallEventHandler(Protocol):
 
     async def on_record_completed(self, call_id: str, operation: RecordOperation) -> None:
         """A record operation reached ``completed`` or ``failed`` (its job is already queued)."""
+        ...
+
+    async def on_recording_settled(
+        self, call_id: str, operation_id: str, *, overdue: bool = False
+    ) -> None:
+        """The worker settled a recording's download, or it is overdue (still retrying)."""
         ...
 
 
@@ -67,6 +78,56 @@ class LoggingCallEventHandler:
             call_id=call_id,
             operation_id=operation.id,
             status=operation.status,
+        )
+
+    async def on_recording_settled(
+        self, call_id: str, operation_id: str, *, overdue: bool = False
+    ) -> None:
+        log_event(
+            log,
+            "recording settled (no bot flow)",
+            level=logging.DEBUG,
+            call_id=call_id,
+            operation_id=operation_id,
+            overdue=overdue,
+        )
+
+
+async def tell_download_settled(
+    handler: CallEventHandler,
+    message: str | bytes,
+    outcome: DownloadOutcome | None,
+    *,
+    hang_up_wait_seconds: float,
+    last_delivery: bool = False,
+    now: datetime | None = None,
+) -> None:
+    """After the worker ran a job: tell the bot flow, so it moves the call on once safe.
+
+    ``outcome`` None means the download will be retried: the flow is told only when the wait is
+    over (``BOT_HANG_UP_WAIT_SECONDS`` since the completion, or the message's last delivery).
+    Never raises: the job's own outcome must not depend on the call's.
+    """
+    try:
+        if outcome is not None:
+            if outcome.call_id and outcome.operation_id:
+                await handler.on_recording_settled(outcome.call_id, outcome.operation_id)
+            return
+        job = DownloadJob.from_message(message)
+        received = (
+            job.received_at if job.received_at.tzinfo else job.received_at.replace(tzinfo=UTC)
+        )
+        waited = ((now or datetime.now(UTC)) - received).total_seconds()
+        if last_delivery or waited >= hang_up_wait_seconds:
+            await handler.on_recording_settled(job.call_id, job.operation_id, overdue=True)
+    except InvalidJobError:
+        return
+    except Exception as error:
+        log_event(
+            log,
+            "bot flow: not told of a settled download",
+            level=logging.ERROR,
+            error=type(error).__name__,
         )
 
 
