@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from shared.storage import StorageClients
 
 BOT_APP_ID = "a5c1f5ad-0b6f-4f0c-9a5e-1b2c3d4e5f60"
-TENANT_ID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+TENANT_ID = "00000000-0000-0000-0000-00000000cafe"  # fictitious: the simulator's default
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -18,8 +19,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from .calls import CallEngine
-from .keys import GRAPH_AUDIENCE, NOTIFICATION_ISSUER, GraphTokenIssuer, KeyRing
+from .calls import CallEngine, check_keys
+from .keys import (
+    GRAPH_AUDIENCE,
+    JWT_BEARER,
+    NOTIFICATION_ISSUER,
+    TOKEN_EXCHANGE_AUDIENCE,
+    GraphTokenIssuer,
+    KeyRing,
+)
 from .models import SCENARIOS, CallOptions, RequestRecord
 from .recordings import Recording, RecordingStore, parse_fault
 from .validation import (
@@ -27,6 +35,8 @@ from .validation import (
     validate_answer,
     validate_play_prompt,
     validate_record_response,
+    validate_reject,
+    validate_subscribe_to_tone,
 )
 
 SECRET_HEADERS = frozenset({"authorization", "x-identity-header", "cookie"})
@@ -45,6 +55,11 @@ class SimContext:
     slow_drip_seconds: float
     allow_insecure_callbacks: bool
     config: Callable[[], dict[str, Any]]
+    bot_app_id: str = ""
+    tenant_id: str = ""
+    # Refuse Graph tokens whose appid is not the bot's (the federated path), with 403.
+    require_bot_app_token: bool = False
+    graph_base_url: Callable[[], str] | None = None
 
 
 def graph_error(
@@ -140,22 +155,92 @@ def build_app(
         resource = request.query_params.get("resource", "").rstrip("/")
         if resource.endswith("/.default"):
             resource = resource[: -len("/.default")]
-        if resource != GRAPH_AUDIENCE:
+        if resource == GRAPH_AUDIENCE:
+            token, expires_on = ctx.graph_tokens.issue(GRAPH_AUDIENCE)
+        elif resource == TOKEN_EXCHANGE_AUDIENCE:
+            # The federated path: this token is the client assertion for the bot's app.
+            token, expires_on = ctx.graph_tokens.issue_exchange_token()
+        else:
             return JSONResponse(
                 {
                     "statusCode": 400,
-                    "message": f"This simulator only issues tokens for {GRAPH_AUDIENCE}.",
+                    "message": (
+                        f"This simulator only issues tokens for {GRAPH_AUDIENCE} and "
+                        f"{TOKEN_EXCHANGE_AUDIENCE}."
+                    ),
                 },
                 status_code=400,
             )
-        token, expires_on = ctx.graph_tokens.issue(GRAPH_AUDIENCE)
         return JSONResponse(
             {
                 "access_token": token,
                 "expires_on": str(expires_on),
-                "resource": GRAPH_AUDIENCE,
+                "resource": resource,
                 "token_type": "Bearer",
                 "client_id": ctx.graph_tokens.client_id,
+            }
+        )
+
+    async def entra_token(request: Request) -> Response:
+        """Entra's token endpoint for the client credentials grant with a client assertion
+        (Microsoft identity platform, "client credentials flow", third case: a federated
+        credential): the assertion must be the managed identity's exchange token."""
+        tenant = request.path_params["tenant"]
+        # application/x-www-form-urlencoded, read with the standard library (Starlette's
+        # request.form() needs python-multipart, which this project does not install).
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+
+        def field(name: str) -> str:
+            values = form.get(name)
+            return values[0] if values else ""
+
+        if tenant.lower() != ctx.tenant_id.lower():
+            return entra_error(400, "invalid_request", 90002, f"Tenant '{tenant}' not found.")
+        if field("grant_type") != "client_credentials":
+            return entra_error(
+                400,
+                "unsupported_grant_type",
+                70003,
+                "The app requested an unsupported grant type; this endpoint serves "
+                "client_credentials.",
+            )
+        client_id = field("client_id")
+        if client_id.lower() != ctx.bot_app_id.lower():
+            return entra_error(
+                400,
+                "unauthorized_client",
+                700016,
+                f"Application with identifier '{client_id}' was not found in the directory.",
+            )
+        if field("client_assertion_type") != JWT_BEARER or not field("client_assertion"):
+            return entra_error(
+                400,
+                "invalid_request",
+                50027,
+                "The request must carry client_assertion_type "
+                f"{JWT_BEARER} and a client_assertion.",
+            )
+        scopes = field("scope").split()
+        if scopes != [f"{GRAPH_AUDIENCE}/.default"]:
+            return entra_error(
+                400,
+                "invalid_scope",
+                70011,
+                f"The provided value for the input parameter 'scope' is not valid. "
+                f"This simulator issues {GRAPH_AUDIENCE}/.default only.",
+            )
+        problem = ctx.graph_tokens.verify_assertion(field("client_assertion"))
+        if problem is not None:
+            code, description = problem
+            return entra_error(401, "invalid_client", code, description)
+        token, expires_on = ctx.graph_tokens.issue(GRAPH_AUDIENCE, app_id=ctx.bot_app_id)
+        lifetime = max(0, expires_on - int(time.time()) - 1)
+        return JSONResponse(
+            {
+                "token_type": "Bearer",
+                "expires_in": lifetime,
+                "ext_expires_in": lifetime,
+                "access_token": token,
             }
         )
 
@@ -175,9 +260,10 @@ def build_app(
             except ValueError:
                 body = raw.decode("utf-8", "replace")
         token = _bearer(request)
-        token_problem = (
-            "Access token is empty." if token is None else ctx.graph_tokens.verify(token)
+        token_problem, claims = (
+            ("Access token is empty.", {}) if token is None else ctx.graph_tokens.claims_of(token)
         )
+        app_id = claims.get("appid")
         record = RequestRecord(
             method=request.method,
             path=request.url.path,
@@ -185,6 +271,7 @@ def build_app(
             headers={k: v for k, v in request.headers.items() if k.lower() not in SECRET_HEADERS},
             body=body,
             token_valid=token_problem is None,
+            token_app_id=app_id if isinstance(app_id, str) else None,
         )
         with engine.lock:
             engine.requests.append(record)
@@ -199,6 +286,19 @@ def build_app(
                 response = _status_fault(name, arg, ids)
         if response is None and token_problem is not None:
             response = graph_error(401, "InvalidAuthenticationToken", token_problem, ids)
+        if (
+            response is None
+            and ctx.require_bot_app_token
+            and str(app_id or "").lower() != ctx.bot_app_id.lower()
+        ):
+            # A simulator check (Graph documents no such error): with require_bot_app_token the
+            # calls API takes only the bot's own app tokens, i.e. the federated path.
+            response = graph_error(
+                403,
+                "Forbidden",
+                "The token's appid is not the bot's application id.",
+                ids,
+            )
         if response is None:
             if raw and isinstance(body, str):
                 response = graph_error(
@@ -224,6 +324,30 @@ def build_app(
             return Response(status_code=202)
 
         return await api(request, "answer", handle)
+
+    async def reject(request: Request) -> Response:
+        call_id = request.path_params["call_id"]
+
+        async def handle(body: Any, ids: dict[str, str]) -> Response:
+            engine.find_call(call_id)
+            params = validate_reject(body, allow_insecure=ctx.allow_insecure_callbacks)
+            await engine.reject(call_id, params)
+            return Response(status_code=202)
+
+        return await api(request, "reject", handle)
+
+    async def subscribe_to_tone(request: Request) -> Response:
+        call_id = request.path_params["call_id"]
+
+        async def handle(body: Any, ids: dict[str, str]) -> Response:
+            engine.find_call(call_id)
+            params = validate_subscribe_to_tone(body)
+            operation = await engine.start_operation(call_id, "subscribeToTone", params)
+            return JSONResponse(
+                operation.resource(), headers={"Location": engine.operation_location(operation)}
+            )
+
+        return await api(request, "subscribeToTone", handle)
 
     async def record_response(request: Request) -> Response:
         call_id = request.path_params["call_id"]
@@ -255,10 +379,17 @@ def build_app(
         call_id = request.path_params["call_id"]
 
         async def get(body: Any, ids: dict[str, str]) -> Response:
-            return JSONResponse(engine.find_call(call_id).resource())
+            # Get call's example carries the entity's @odata.context.
+            base = ctx.graph_base_url() if ctx.graph_base_url else f"{ctx.base_url()}/v1.0"
+            return JSONResponse(
+                {
+                    **engine.find_call(call_id).resource(),
+                    "@odata.context": f"{base}/$metadata#communications/calls/$entity",
+                }
+            )
 
         async def delete(body: Any, ids: dict[str, str]) -> Response:
-            await engine.terminate(call_id)
+            await engine.terminate(call_id, by_bot=True)
             return Response(status_code=204)
 
         if request.method == "DELETE":
@@ -336,14 +467,28 @@ def build_app(
 
     async def control_caller_hangup(request: Request) -> Response:
         try:
-            call = await engine.terminate(request.path_params["call_id"])
+            call = await engine.caller_hangup(request.path_params["call_id"])
         except GraphError as exc:
             return JSONResponse({"error": exc.message}, status_code=404)
         return JSONResponse(call.summary())
 
+    async def control_keys(request: Request) -> Response:
+        body = await _json(request)
+        keys = str(body.get("keys", ""))
+        try:
+            check_keys(keys)
+            sent = await engine.press_keys(request.path_params["call_id"], keys)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        except GraphError as exc:
+            return JSONResponse({"error": exc.message}, status_code=exc.status)
+        return JSONResponse({"keys": keys, "toneNotifications": sent})
+
     async def control_deliveries(request: Request) -> Response:
         with engine.lock:
-            return JSONResponse([d.to_dict() for d in engine.deliveries])
+            return JSONResponse(
+                [{**d.to_dict(), "summary": d.summary()} for d in engine.deliveries]
+            )
 
     async def control_requests(request: Request) -> Response:
         with engine.lock:
@@ -413,7 +558,10 @@ def build_app(
         Route("/v1/.well-known/OpenIdConfiguration", openid_configuration),
         Route("/v1/keys", jwks),
         Route("/msi/token", managed_identity_token),
+        Route("/{tenant}/oauth2/v2.0/token", entra_token, methods=["POST"]),
         Route(f"{call_path}/answer", answer, methods=["POST"]),
+        Route(f"{call_path}/reject", reject, methods=["POST"]),
+        Route(f"{call_path}/subscribeToTone", subscribe_to_tone, methods=["POST"]),
         Route(f"{call_path}/recordResponse", record_response, methods=["POST"]),
         Route(f"{call_path}/playPrompt", play_prompt, methods=["POST"]),
         Route(call_path, call_resource, methods=["GET", "DELETE"]),
@@ -426,6 +574,7 @@ def build_app(
         Route("/_sim/calls", control_calls, methods=["GET"]),
         Route("/_sim/calls/{call_id}", control_call, methods=["GET"]),
         Route("/_sim/calls/{call_id}/hangup", control_caller_hangup, methods=["POST"]),
+        Route("/_sim/calls/{call_id}/keys", control_keys, methods=["POST"]),
         Route("/_sim/deliveries", control_deliveries),
         Route("/_sim/requests", control_requests),
         Route("/_sim/recordings", control_recordings, methods=["GET", "POST"]),
@@ -434,6 +583,26 @@ def build_app(
         Route("/_sim/faults", control_faults, methods=["POST"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+def entra_error(status: int, error: str, code: int, description: str) -> JSONResponse:
+    """Entra's token error shape (client credentials flow, "Error response")."""
+    trace_id, correlation_id = str(uuid.uuid4()), str(uuid.uuid4())
+    stamp = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime())
+    return JSONResponse(
+        {
+            "error": error,
+            "error_description": (
+                f"AADSTS{code}: {description}\r\nTrace ID: {trace_id}\r\n"
+                f"Correlation ID: {correlation_id}\r\nTimestamp: {stamp}"
+            ),
+            "error_codes": [code],
+            "timestamp": stamp,
+            "trace_id": trace_id,
+            "correlation_id": correlation_id,
+        },
+        status_code=status,
+    )
 
 
 def parse_api_fault(fault: str) -> tuple[str, float | None]:
@@ -457,6 +626,9 @@ def call_options_from_json(body: dict[str, Any]) -> CallOptions:
     for fault in faults:
         parse_fault(fault)
     hangup_after = body.get("hangupAfterCompletionSeconds")
+    keys_after_prompts = [str(k) for k in body.get("keysAfterPrompts") or []]
+    for keys in keys_after_prompts:
+        check_keys(keys)
     return CallOptions(
         scenario=str(body.get("scenario", "max-duration")),
         callback_url=body.get("callbackUrl"),
@@ -467,11 +639,13 @@ def call_options_from_json(body: dict[str, Any]) -> CallOptions:
         recording_faults=faults,
         speech_seconds=float(body.get("speechSeconds", 3.0)),
         hangup_after_completion_seconds=None if hangup_after is None else float(hangup_after),
+        keys_after_prompts=keys_after_prompts,
     )
 
 
 class RecordingResponse(Response):
-    """Streams a recording chunk by chunk, with the body-level faults (reset, short, slow).
+    """Streams a recording chunk by chunk, with the body-level faults (reset, short, slow,
+    chunked).
 
     A raw ASGI response because the faults need what Starlette's StreamingResponse cannot do:
     stop mid-body without finishing the message (uvicorn then closes the connection).
@@ -485,16 +659,12 @@ class RecordingResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         size = self.recording.size
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", self.recording.content_type.encode()),
-                    (b"content-length", str(size).encode()),
-                ],
-            }
-        )
+        headers = [(b"content-type", self.recording.content_type.encode())]
+        if self.fault != "chunked":
+            headers.append((b"content-length", str(size).encode()))
+        # Without Content-Length the server sends Transfer-Encoding: chunked, as in the example
+        # response of call: recordResponse ("Retrieving the recording file").
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
         limit: int | None = None
         if self.fault == "reset":
             limit = size // 2

@@ -1,27 +1,39 @@
 """Command line: serve the simulator, place calls and read back what it sent and received.
 
-python -m devtools.graphsim serve --port 7072 --bot-app-id ID --callback-url URL
-python -m devtools.graphsim call --sim http://127.0.0.1:7072 --scenario max-duration
-python -m devtools.graphsim inspect --sim http://127.0.0.1:7072 deliveries
+python -m devtools.graphsim serve          (defaults match local.settings.example.json)
+python -m devtools.graphsim call --scenario max-duration --wait
+python -m devtools.graphsim inspect        (one line per notification delivery)
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import httpx
 
+from .calls import check_keys
 from .models import SCENARIOS
+from .recordings import KNOWN_FAULTS
 from .server import DEFAULT_TENANT_ID, GraphSimulator
 
 DEFAULT_SIM = "http://127.0.0.1:7072"
+# The values local.settings.example.json points the app at (tests/graphsim/test_cli.py holds
+# them to that file): `serve` with no flags is the simulator those settings expect.
+DEFAULT_PORT = 7072
+DEFAULT_TLS_PORT = 7073  # the federated path's documented port (serve --tls-port 7073)
+DEFAULT_BOT_APP_ID = "00000000-0000-0000-0000-00000000b07a"
+DEFAULT_IDENTITY_HEADER = "local-graph-simulator"
+DEFAULT_CALLBACK_URL = "http://127.0.0.1:7071/api/calls"
 SECRET_KEYS = frozenset({"recordingAccessToken", "accessToken", "IDENTITY_HEADER"})
+RECORD_TYPE = "#microsoft.graph.recordOperation"
 
 
 def redact(value: Any) -> Any:
@@ -48,10 +60,24 @@ def _serve(args: argparse.Namespace) -> int:
         callback_url=args.callback_url,
         answer_timeout_seconds=args.answer_timeout_seconds,
         identity_header=args.identity_header,
+        notification_retries=args.notification_retries,
+        tls_port=args.tls_port,
+        require_bot_app_token=args.require_bot_app_token,
+        tls_dir=args.tls_dir,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    sim.start()
+    try:
+        sim.start()
+    except OSError as exc:
+        ports = f"{args.port}" if args.tls_port is None else f"{args.port} or {args.tls_port}"
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        print(
+            f"graphsim: cannot listen on 127.0.0.1:{ports}: {reason}. Is a simulator already "
+            "running? Stop it, or pick another port (--port, --tls-port; 0 = any free port).",
+            file=sys.stderr,
+        )
+        return 1
     try:
         print(f"Graph simulator listening on {sim.base_url}", flush=True)
         env = sim.config()["env"]
@@ -59,6 +85,10 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"  {name}={value}", flush=True)
         if not args.print_env:
             print("  (IDENTITY_HEADER: use --print-env or GET /_sim/config)", flush=True)
+        if sim.authority_host:
+            print(f"Entra token endpoint: {sim.token_endpoint()}", flush=True)
+            print(f"  AZURE_AUTHORITY_HOST={sim.authority_host}", flush=True)
+            print(f"  CA file (trust it for TLS): {sim.tls_ca_file}", flush=True)
         while not stop.wait(0.5):
             pass
     except KeyboardInterrupt:
@@ -66,6 +96,43 @@ def _serve(args: argparse.Namespace) -> int:
     finally:
         sim.stop()
     return 0
+
+
+def _record_outcomes(call: dict[str, Any]) -> list[dict[str, Any]]:
+    return [op for op in call.get("operations", []) if op.get("@odata.type") == RECORD_TYPE]
+
+
+def _outcome_line(operation: dict[str, Any]) -> str:
+    result = operation.get("resultInfo") or {}
+    line = (
+        f"recording {operation['id']}: {operation['status']} "
+        f"{result.get('code')}/{result.get('subcode')} {result.get('message', '')}".rstrip()
+    )
+    if operation.get("recordingLocation"):
+        line += f" at {operation['recordingLocation']}"
+    return line
+
+
+def _wait_for_recording(sim: str, call_id: str, within: float) -> int:
+    """Print each recording's final status; 0 once one is completed, 1 if none is."""
+    deadline = time.monotonic() + within
+    reported: set[str] = set()
+    while True:
+        call = httpx.get(f"{sim}/_sim/calls/{call_id}", timeout=10).json()
+        for operation in _record_outcomes(call):
+            if operation["status"] in ("completed", "failed") and operation["id"] not in reported:
+                reported.add(operation["id"])
+                print(_outcome_line(operation), flush=True)
+                if operation["status"] == "completed":
+                    return 0
+        if call.get("state") == "terminated":
+            if not reported:
+                print(f"call {call_id} ended without a recording", flush=True)
+            return 1
+        if time.monotonic() >= deadline:
+            print(f"no final recording status within {within:g} s", flush=True)
+            return 1
+        time.sleep(0.2)
 
 
 def _call(args: argparse.Namespace) -> int:
@@ -77,17 +144,37 @@ def _call(args: argparse.Namespace) -> int:
         "duplicateCompletion": args.duplicate_completion,
         "recordingFaults": args.recording_fault or [],
         "speechSeconds": args.speech_seconds,
+        "keysAfterPrompts": args.keys_after_prompt or [],
     }
     if args.callback_url:
         body["callbackUrl"] = args.callback_url
     if args.hangup_after is not None:
         body["hangupAfterCompletionSeconds"] = args.hangup_after
     response = httpx.post(f"{args.sim}/_sim/calls", json=body, timeout=10)
-    _print(response.json(), args.show_secrets)
-    return 0 if response.status_code == 201 else 1
+    if response.status_code != 201:
+        _print(response.json(), args.show_secrets)
+        return 1
+    placed = response.json()
+    if not args.wait:
+        _print(placed, args.show_secrets)
+        return 0
+    print(f"call {placed['id']} placed ({args.scenario}); waiting for its recording", flush=True)
+    return _wait_for_recording(args.sim, placed["id"], args.timeout)
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    if args.what is None:
+        # The default view: one line per delivery, the whole journal at a glance.
+        response = httpx.get(f"{args.sim}/_sim/deliveries", timeout=10)
+        deliveries = response.json()
+        key = (args.call_id or "").replace("-", "").lower()
+        for delivery in deliveries:
+            if key and delivery["call_id"].replace("-", "").lower() != key:
+                continue
+            print(delivery.get("summary") or json.dumps(redact(delivery)))
+        if not deliveries:
+            print("no notifications sent yet")
+        return 0 if response.status_code == 200 else 1
     paths = {
         "deliveries": "/_sim/deliveries",
         "requests": "/_sim/requests",
@@ -95,10 +182,10 @@ def _inspect(args: argparse.Namespace) -> int:
         "recordings": "/_sim/recordings",
         "config": "/_sim/config",
     }
-    path = f"/_sim/calls/{args.call_id}" if args.what == "call" else paths[args.what]
     if args.what == "call" and not args.call_id:
         print("inspect call needs --call-id", file=sys.stderr)
         return 2
+    path = f"/_sim/calls/{args.call_id}" if args.what == "call" else paths[args.what]
     response = httpx.get(f"{args.sim}{path}", timeout=10)
     data = response.json()
     if args.call_id and args.what in ("deliveries", "requests"):
@@ -110,6 +197,14 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def _hangup(args: argparse.Namespace) -> int:
     response = httpx.post(f"{args.sim}/_sim/calls/{args.call_id}/hangup", timeout=10)
+    _print(response.json(), args.show_secrets)
+    return 0 if response.status_code == 200 else 1
+
+
+def _keys(args: argparse.Namespace) -> int:
+    response = httpx.post(
+        f"{args.sim}/_sim/calls/{args.call_id}/keys", json={"keys": args.keys}, timeout=10
+    )
     _print(response.json(), args.show_secrets)
     return 0 if response.status_code == 200 else 1
 
@@ -133,18 +228,44 @@ def _rotate(args: argparse.Namespace) -> int:
     return 0 if response.status_code == 200 else 1
 
 
+def _keys_argument(value: str) -> str:
+    try:
+        check_keys(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m devtools.graphsim", description=__doc__.splitlines()[0]
+        prog="python -m devtools.graphsim",
+        description="Local Microsoft Graph calling simulator (see docs/simulator.md).",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the simulator on 127.0.0.1 until interrupted")
-    serve.add_argument("--port", type=int, default=7072)
-    serve.add_argument("--bot-app-id", required=True)
-    serve.add_argument("--tenant-id", default=DEFAULT_TENANT_ID)
+    serve = sub.add_parser(
+        "serve",
+        help="run the simulator on 127.0.0.1 until interrupted",
+        description="Defaults match local.settings.example.json: no flags needed.",
+    )
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="default %(default)s")
     serve.add_argument(
-        "--callback-url", help="the bot's notification URL (default for placed calls)"
+        "--tls-port",
+        type=int,
+        help="also listen with https here, for the Entra-style token endpoint of the federated "
+        f"path (e.g. {DEFAULT_TLS_PORT}; 0 = any free port; default: no https listener)",
+    )
+    serve.add_argument(
+        "--tls-dir",
+        help="folder for ca.pem and the server certificate (default: a temporary folder); "
+        "a fixed one keeps the CA file's path stable for SSL_CERT_FILE",
+    )
+    serve.add_argument("--bot-app-id", default=DEFAULT_BOT_APP_ID, help="default %(default)s")
+    serve.add_argument("--tenant-id", default=DEFAULT_TENANT_ID, help="default %(default)s")
+    serve.add_argument(
+        "--callback-url",
+        default=DEFAULT_CALLBACK_URL,
+        help="the bot's notification URL for placed calls (default %(default)s)",
     )
     serve.add_argument(
         "--time-scale", type=float, default=0.1, help="wall seconds per simulated second"
@@ -152,9 +273,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--retention-seconds", type=float, default=30.0)
     serve.add_argument("--answer-timeout-seconds", type=float, default=15.0)
     serve.add_argument(
+        "--notification-retries",
+        type=int,
+        default=3,
+        help="tries after a failed delivery (5xx, 408, 429, no answer)",
+    )
+    serve.add_argument(
         "--https-only", action="store_true", help="refuse http:// callbackUri on answer"
     )
-    serve.add_argument("--identity-header", help="fixed IDENTITY_HEADER value (default: random)")
+    serve.add_argument(
+        "--identity-header",
+        default=DEFAULT_IDENTITY_HEADER,
+        help="IDENTITY_HEADER the managed-identity endpoint expects (default %(default)s)",
+    )
+    serve.add_argument(
+        "--require-bot-app-token",
+        action="store_true",
+        help="calls API takes only tokens whose appid is the bot's (the federated path)",
+    )
     serve.add_argument("--print-env", action="store_true", help="print IDENTITY_HEADER too")
     serve.set_defaults(func=_serve)
 
@@ -174,20 +310,35 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--duplicate-completion", action="store_true")
     call.add_argument("--notification-delay", type=float, default=0.0)
     call.add_argument(
-        "--recording-fault", action="append", help="e.g. 503, 429:2, reset, short, slow:3"
+        "--recording-fault",
+        action="append",
+        help=f"e.g. 503, 429:2, reset, short, slow:3, chunked (known: {', '.join(KNOWN_FAULTS)})",
     )
     call.add_argument("--speech-seconds", type=float, default=3.0)
     call.add_argument(
         "--hangup-after", type=float, help="caller hangs up N simulated s after completion"
     )
+    call.add_argument(
+        "--keys-after-prompt",
+        action="append",
+        type=_keys_argument,
+        help="keys the caller presses after the next playPrompt (repeat: one per prompt)",
+    )
+    call.add_argument(
+        "--wait", action="store_true", help="wait for the recording's final status and print it"
+    )
+    call.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds --wait waits (default %(default)s)"
+    )
     call.set_defaults(func=_call)
 
-    inspect = client("inspect", "print what the simulator sent and received")
+    inspect = client("inspect", "what the simulator sent and received (default: one line each)")
     inspect.add_argument(
         "what",
         nargs="?",
-        default="deliveries",
+        default=None,
         choices=["deliveries", "requests", "calls", "call", "recordings", "config"],
+        help="print that in full (JSON) instead of the one-line delivery summary",
     )
     inspect.add_argument("--call-id")
     inspect.set_defaults(func=_inspect)
@@ -195,6 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
     hangup = client("hangup", "the caller hangs up")
     hangup.add_argument("call_id")
     hangup.set_defaults(func=_hangup)
+
+    keys = client("keys", "the caller presses keys (DTMF 0-9, *, #, A-D)")
+    keys.add_argument("call_id")
+    keys.add_argument("keys", type=_keys_argument)
+    keys.set_defaults(func=_keys)
 
     add = client("add-recording", "create a recording without a call")
     add.add_argument("--size-bytes", type=int)

@@ -21,6 +21,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 NOTIFICATION_ISSUER = "https://api.botframework.com"
 GRAPH_AUDIENCE = "https://graph.microsoft.com"
+# The audience of a managed identity's token used as a federated credential (Microsoft's
+# "federatedIdentityCredential" resource: audiences should be api://AzureADTokenExchange).
+TOKEN_EXCHANGE_AUDIENCE = "api://AzureADTokenExchange"
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 GRAPH_TOKEN_ROLES = ("Calls.AccessMedia.All", "Calls.Initiate.All", "Calls.JoinGroupCall.All")
 
 
@@ -122,41 +126,128 @@ def notification_claims(
 
 
 class GraphTokenIssuer:
-    """Issues the Graph access tokens handed out by the managed-identity endpoint and checks them."""
+    """Issues the Graph access tokens (managed identity or token endpoint) and checks them.
 
-    def __init__(self, tenant_id: str, client_id: str, lifetime_seconds: int = 3600) -> None:
+    ``client_id`` is the managed identity's: its own Graph tokens carry it as ``appid``. A token
+    from the Entra-style token endpoint (federated path) carries the bot's app id instead.
+    """
+
+    def __init__(
+        self,
+        tenant_id: str,
+        client_id: str,
+        lifetime_seconds: int = 3600,
+        *,
+        principal_id: str | None = None,
+    ) -> None:
         self.tenant_id = tenant_id
         self.client_id = client_id
+        # The managed identity's object (principal) id: a federated credential's subject.
+        self.principal_id = principal_id or str(uuid.uuid5(uuid.NAMESPACE_URL, client_id))
         self.lifetime_seconds = lifetime_seconds
         self.issuer = f"https://sts.windows.net/{tenant_id}/"
+        # What a federated identity credential names as issuer for a managed identity.
+        self.exchange_issuer = f"https://login.microsoftonline.com/{tenant_id}/v2.0"
         self._key = SigningKey.generate()
+        # The managed identity's exchange tokens are signed apart from Graph tokens: the token
+        # endpoint must not take a Graph token as an assertion, nor Graph an assertion.
+        self._exchange_key = SigningKey.generate()
 
-    def issue(self, resource: str = GRAPH_AUDIENCE) -> tuple[str, int]:
+    def issue(
+        self, resource: str = GRAPH_AUDIENCE, *, app_id: str | None = None
+    ) -> tuple[str, int]:
+        """A Graph access token (v1 shape: ``appid``); by default the managed identity's own."""
         now = int(time.time())
         expires_on = now + self.lifetime_seconds
+        app = app_id or self.client_id
+        principal = (
+            self.principal_id if app == self.client_id else str(uuid.uuid5(uuid.NAMESPACE_URL, app))
+        )
         claims = {
             "aud": resource,
             "iss": self.issuer,
             "iat": now,
             "nbf": now,
             "exp": expires_on,
-            "appid": self.client_id,
-            "oid": self.client_id,
-            "sub": self.client_id,
+            "appid": app,
+            "appidacr": "2",
+            "oid": principal,
+            "sub": principal,
             "tid": self.tenant_id,
             "idtyp": "app",
             "roles": list(GRAPH_TOKEN_ROLES),
             "uti": secrets.token_urlsafe(12),
+            "ver": "1.0",
         }
         token = jwt.encode(
             claims, self._key.private_key, algorithm="RS256", headers={"kid": self._key.kid}
         )
         return token, expires_on
 
-    def verify(self, token: str) -> str | None:
-        """Return None when the token is one we issued and still valid, else the reason."""
+    def issue_exchange_token(self) -> tuple[str, int]:
+        """The managed identity's token for api://AzureADTokenExchange (a client assertion)."""
+        now = int(time.time())
+        expires_on = now + self.lifetime_seconds
+        claims = {
+            "aud": TOKEN_EXCHANGE_AUDIENCE,
+            "iss": self.exchange_issuer,
+            "iat": now,
+            "nbf": now,
+            "exp": expires_on,
+            "sub": self.principal_id,
+            "oid": self.principal_id,
+            "azp": self.client_id,
+            "tid": self.tenant_id,
+            "idtyp": "app",
+            "uti": secrets.token_urlsafe(12),
+            "ver": "2.0",
+        }
+        token = jwt.encode(
+            claims,
+            self._exchange_key.private_key,
+            algorithm="RS256",
+            headers={"kid": self._exchange_key.kid, "typ": "JWT"},
+        )
+        return token, expires_on
+
+    def verify_assertion(self, assertion: str) -> tuple[int, str] | None:
+        """None if ``assertion`` is the managed identity's valid exchange token, else the
+        AADSTS code and description Entra would give (the federated credential trusts issuer
+        ``exchange_issuer``, subject ``principal_id`` and audience api://AzureADTokenExchange)."""
+        public = self._exchange_key.private_key.public_key()
         try:
-            jwt.decode(
+            claims = jwt.decode(
+                assertion,
+                public,
+                algorithms=["RS256"],
+                options={"verify_aud": False, "verify_iss": False, "require": ["exp", "nbf"]},
+            )
+        except jwt.ExpiredSignatureError:
+            return 700024, "Client assertion is not within its valid time range."
+        except jwt.InvalidTokenError:
+            return 50027, "JWT token is invalid or malformed."
+        if claims.get("iss") != self.exchange_issuer:
+            return (
+                700211,
+                "No matching federated identity record found for presented assertion issuer.",
+            )
+        if claims.get("aud") != TOKEN_EXCHANGE_AUDIENCE:
+            return (
+                700212,
+                "No matching federated identity record found for presented assertion audience.",
+            )
+        if claims.get("sub") != self.principal_id:
+            return (
+                700213,
+                "No matching federated identity record found for presented assertion subject.",
+            )
+        return None
+
+    def claims_of(self, token: str) -> tuple[str | None, dict[str, Any]]:
+        """(None, claims) when the token is a Graph token we issued and still valid, else the
+        reason and no claims."""
+        try:
+            claims = jwt.decode(
                 token,
                 self._key.private_key.public_key(),
                 algorithms=["RS256"],
@@ -165,7 +256,11 @@ class GraphTokenIssuer:
                 options={"require": ["exp", "iat", "aud", "iss"]},
             )
         except jwt.ExpiredSignatureError:
-            return "Lifetime validation failed, the token is expired."
+            return "Lifetime validation failed, the token is expired.", {}
         except jwt.InvalidTokenError:
-            return "Access token validation failure. Invalid audience or signature."
-        return None
+            return "Access token validation failure. Invalid audience or signature.", {}
+        return None, dict(claims)
+
+    def verify(self, token: str) -> str | None:
+        """Return None when the token is one we issued and still valid, else the reason."""
+        return self.claims_of(token)[0]

@@ -27,7 +27,7 @@ CHUNK_SIZE = 64 * 1024
 MAX_RECORD_SECONDS = 120
 MARKER_SIZE = 16
 
-KNOWN_FAULTS = ("503", "429", "reset", "short", "slow", "401", "404")
+KNOWN_FAULTS = ("503", "429", "reset", "short", "slow", "401", "404", "chunked")
 
 
 def _tone_block(frequency_hz: int) -> bytes:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
+import shutil
 import socket
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -16,13 +19,16 @@ import httpx
 import uvicorn
 
 from .app import SimContext, build_app, parse_api_fault
-from .calls import CallEngine, EngineSettings, id_key
+from .calls import CallEngine, EngineSettings, check_keys, id_key
 from .keys import GraphTokenIssuer, KeyRing, SigningKey, notification_claims
 from .models import SCENARIOS, Call, CallOptions, Delivery, Operation, RequestRecord
 from .recordings import Recording, RecordingStore, parse_fault
+from .tls import TlsFiles, make_tls_files
 
-DEFAULT_TENANT_ID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+# An obviously fictitious tenant: no real directory has it.
+DEFAULT_TENANT_ID = "00000000-0000-0000-0000-00000000cafe"
 DEFAULT_MI_CLIENT_ID = "5c1f0e2a-7d33-4e0b-9a57-0f6f2b8d6e11"
+DEFAULT_MI_PRINCIPAL_ID = "0b6b9c5e-5d2f-4a37-8d0a-3f3c1b2a9e11"
 T = TypeVar("T")
 
 
@@ -100,15 +106,35 @@ class GraphSimulator:
         compact_ids_in_operation_urls: bool = True,
         managed_identity_client_id: str = DEFAULT_MI_CLIENT_ID,
         identity_header: str | None = None,
+        notification_retries: int = 3,
+        notification_retry_backoff_seconds: float = 0.5,
+        managed_identity_principal_id: str = DEFAULT_MI_PRINCIPAL_ID,
+        tls_port: int | None = 0,
+        require_bot_app_token: bool = False,
+        tls_dir: str | None = None,
     ) -> None:
         if time_scale <= 0:
             raise ValueError("time_scale must be > 0")
+        if notification_retries < 0:
+            raise ValueError("notification_retries must be >= 0")
         self.bot_app_id = bot_app_id
         self.tenant_id = tenant_id
         self._port = port
         self._base_url = ""
+        # The Entra-style token endpoint over TLS (None: no TLS listener).
+        self._tls_port = tls_port
+        # Where the CA and server certificate go: a fixed folder keeps the CA file's path
+        # stable across restarts (SSL_CERT_FILE); by default a temporary one, removed at stop.
+        self._tls_dir = Path(tls_dir) if tls_dir else None
+        self._tls_files: TlsFiles | None = None
+        self._tls_sock: socket.socket | None = None
+        self._tls_server: uvicorn.Server | None = None
+        self._tls_task: asyncio.Task[None] | None = None
+        self._app: Any = None
         self.keys = KeyRing()
-        self.graph_tokens = GraphTokenIssuer(tenant_id, managed_identity_client_id)
+        self.graph_tokens = GraphTokenIssuer(
+            tenant_id, managed_identity_client_id, principal_id=managed_identity_principal_id
+        )
         self.recordings_store = RecordingStore(lambda: self._base_url)
         self.identity_header = identity_header or secrets.token_urlsafe(24)
         self.engine = CallEngine(
@@ -121,6 +147,8 @@ class GraphSimulator:
                 notification_timeout_seconds=notification_timeout_seconds,
                 compact_ids_in_operation_urls=compact_ids_in_operation_urls,
                 default_callback_url=callback_url,
+                notification_retries=notification_retries,
+                notification_retry_backoff_seconds=notification_retry_backoff_seconds,
             ),
             self.keys,
             self.recordings_store,
@@ -136,6 +164,10 @@ class GraphSimulator:
             slow_drip_seconds=slow_drip_seconds,
             allow_insecure_callbacks=allow_insecure_callbacks,
             config=self.config,
+            bot_app_id=bot_app_id,
+            tenant_id=tenant_id,
+            require_bot_app_token=require_bot_app_token,
+            graph_base_url=lambda: self.graph_base_url,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: uvicorn.Server | None = None
@@ -146,19 +178,57 @@ class GraphSimulator:
     async def _on_startup(self) -> None:
         self._loop = asyncio.get_running_loop()
         await self.engine.start()
+        if self._tls_sock is not None and self._tls_files is not None:
+            # The same app on a second, TLS listener in this loop (no second lifespan).
+            config = uvicorn.Config(
+                self._app,
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+                ssl_certfile=str(self._tls_files.cert_file),
+                ssl_keyfile=str(self._tls_files.key_file),
+                timeout_graceful_shutdown=2,
+            )
+            self._tls_server = uvicorn.Server(config)
+            self._tls_task = self._loop.create_task(
+                self._tls_server.serve(sockets=[self._tls_sock])
+            )
 
     async def _on_shutdown(self) -> None:
+        if self._tls_server is not None and self._tls_task is not None:
+            self._tls_server.should_exit = True
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(self._tls_task, 5)
         await self.engine.stop()
 
-    def start(self, timeout: float = 10.0) -> GraphSimulator:
-        if self._thread is not None:
-            raise RuntimeError("simulator already started")
+    @staticmethod
+    def _listen(port: int) -> socket.socket:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", self._port))
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    def start(self, timeout: float = 10.0) -> GraphSimulator:
+        """Listen on 127.0.0.1 (OSError if the port is taken) and serve until stop()."""
+        if self._thread is not None:
+            raise RuntimeError("simulator already started")
+        sock = self._listen(self._port)
+        if self._tls_port is not None:
+            try:
+                self._tls_sock = self._listen(self._tls_port)
+            except OSError:
+                sock.close()
+                raise
+            self._tls_port = self._tls_sock.getsockname()[1]
+            self._tls_files = make_tls_files(self._tls_dir)
         self._port = sock.getsockname()[1]
         self._base_url = f"http://127.0.0.1:{self._port}"
         app = build_app(self._ctx, self._on_startup, self._on_shutdown)
+        self._app = app
         config = uvicorn.Config(
             app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=2
         )
@@ -170,7 +240,10 @@ class GraphSimulator:
         self._thread.start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if server.started:
+            tls_ready = self._tls_sock is None or (
+                self._tls_server is not None and self._tls_server.started
+            )
+            if server.started and tls_ready:
                 try:
                     if httpx.get(f"{self._base_url}/_sim/health", timeout=1.0).status_code == 200:
                         return self
@@ -183,6 +256,8 @@ class GraphSimulator:
         raise RuntimeError("the Graph simulator did not start")
 
     def stop(self) -> None:
+        if self._tls_server is not None:
+            self._tls_server.should_exit = True  # both listeners wind down together
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:
@@ -190,6 +265,15 @@ class GraphSimulator:
         self._server = None
         self._thread = None
         self._loop = None
+        self._tls_server = None
+        self._tls_task = None
+        if self._tls_sock is not None:
+            self._tls_sock.close()
+            self._tls_sock = None
+        if self._tls_files is not None:
+            if self._tls_dir is None:
+                shutil.rmtree(self._tls_files.directory, ignore_errors=True)
+            self._tls_files = None
 
     def __enter__(self) -> GraphSimulator:
         return self.start()
@@ -235,6 +319,45 @@ class GraphSimulator:
     def identity_endpoint(self) -> str:
         return f"{self._base_url}/msi/token"
 
+    @property
+    def tls_port(self) -> int | None:
+        return self._tls_port if self._tls_sock is not None else None
+
+    @property
+    def authority_host(self) -> str | None:
+        """The Entra-style authority (https, a CA of its own): ``AZURE_AUTHORITY_HOST`` or
+        azure-identity's ``authority=``. None when the simulator runs without TLS."""
+        port = self.tls_port
+        return f"https://127.0.0.1:{port}" if port is not None else None
+
+    @property
+    def tls_ca_file(self) -> str | None:
+        """PEM file of the CA that signed the TLS listener's certificate (exists while running)."""
+        return str(self._tls_files.ca_file) if self._tls_files is not None else None
+
+    def token_endpoint(self, tenant_id: str | None = None) -> str | None:
+        authority = self.authority_host
+        if authority is None:
+            return None
+        return f"{authority}/{tenant_id or self.tenant_id}/oauth2/v2.0/token"
+
+    def federated_env(self) -> dict[str, str]:
+        """Settings for the app's federated credential mode against this simulator.
+
+        The managed identity (IDENTITY_*) signs the client assertion; GRAPH_APP_CLIENT_ID is the
+        bot; AZURE_AUTHORITY_HOST points azure-identity at the TLS token endpoint, whose CA is
+        ``tls_ca_file`` (the app's HTTP client must trust it; see docs/simulator.md).
+        """
+        env = {
+            **self.managed_identity_env(),
+            "GRAPH_CREDENTIAL_MODE": "federated",
+            "GRAPH_APP_CLIENT_ID": self.bot_app_id,
+            "GRAPH_TENANT_ID": self.tenant_id,
+        }
+        if self.authority_host is not None:
+            env["AZURE_AUTHORITY_HOST"] = self.authority_host
+        return env
+
     def config(self) -> dict[str, Any]:
         """What an app needs to point at this simulator (served at GET /_sim/config)."""
         return {
@@ -247,6 +370,14 @@ class GraphSimulator:
                 "BOT_APP_ID": self.bot_app_id,
                 "ALLOW_INSECURE_RECORDING_URLS": "true",
                 **self.managed_identity_env(),
+            },
+            # The federated credential path (not in "env": the app's default mode is unchanged).
+            "federatedEnv": self.federated_env(),
+            "authorityHost": self.authority_host,
+            "tlsCaFile": self.tls_ca_file,
+            "managedIdentity": {
+                "clientId": self.graph_tokens.client_id,
+                "principalId": self.graph_tokens.principal_id,
             },
         }
 
@@ -303,12 +434,15 @@ class GraphSimulator:
         recording_faults: list[str] | None = None,
         speech_seconds: float = 3.0,
         hangup_after_completion_seconds: float | None = None,
+        keys_after_prompts: list[str] | None = None,
     ) -> str:
         """Place an incoming call to the bot; returns the call id."""
         if scenario not in SCENARIOS:
             raise ValueError(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
         for fault in recording_faults or []:
             parse_fault(fault)
+        for keys in keys_after_prompts or []:
+            check_keys(keys)
         options = CallOptions(
             scenario=scenario,
             callback_url=callback_url,
@@ -319,12 +453,23 @@ class GraphSimulator:
             recording_faults=list(recording_faults or []),
             speech_seconds=speech_seconds,
             hangup_after_completion_seconds=hangup_after_completion_seconds,
+            keys_after_prompts=list(keys_after_prompts or []),
         )
         return self._run(self.engine.place_call(options)).id
 
     def caller_hangup(self, call_id: str) -> None:
         """The caller hangs up: the call ends and a terminated notification is sent."""
-        self._run(self.engine.terminate(call_id))
+        self._run(self.engine.caller_hangup(call_id))
+
+    def press_keys(self, call_id: str, keys: str) -> int:
+        """The caller presses DTMF keys (e.g. "1", "12#"); returns how many tone notifications
+        were sent (one per key once the bot called subscribeToTone, else none)."""
+        return self._run(self.engine.press_keys(call_id, keys))
+
+    def prompt_failure(self, operation_id: str) -> str | None:
+        """Why the operation's prompt could not be played (fetch or format), if it could not."""
+        with self.engine.lock:
+            return self.engine.prompt_failures.get(self.operation(operation_id).id)
 
     def call(self, call_id: str) -> Call:
         return self.engine.find_call(call_id)

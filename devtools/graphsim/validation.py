@@ -13,7 +13,10 @@ TIMEOUT_FIELDS = (
 )
 TIMEOUT_MIN, TIMEOUT_MAX, TIMEOUT_DEFAULT = 1, 120, 5
 CLIENT_CONTEXT_MAX = 256
+# call: recordResponse: "The maximum supported mediaPrompt collection size is 1";
+# call: playPrompt: "The maximum supported MediaPrompt collection size is 20".
 MAX_PROMPTS = 1
+MAX_PLAY_PROMPTS = 20
 RECORD_FIELDS = frozenset(
     {
         "prompts",
@@ -26,7 +29,10 @@ RECORD_FIELDS = frozenset(
 )
 SERVICE_HOSTED = "#microsoft.graph.serviceHostedMediaConfig"
 APP_HOSTED = "#microsoft.graph.appHostedMediaConfig"
-MODALITIES = frozenset({"audio", "video", "videoBasedScreenSharing", "data"})
+# call: answer: "Possible values are: audio, video, videoBasedScreenSharing."
+MODALITIES = frozenset({"audio", "video", "videoBasedScreenSharing"})
+# call: reject: "Possible values are None, Busy and Forbidden" (the examples write them lower-case).
+REJECT_REASONS = frozenset({"none", "busy", "forbidden"})
 
 
 class GraphError(Exception):
@@ -69,7 +75,9 @@ def _client_context(body: dict[str, Any]) -> str | None:
     return value
 
 
-def _prompts(body: dict[str, Any], *, required: bool) -> list[dict[str, Any]]:
+def _prompts(
+    body: dict[str, Any], *, required: bool, limit: int = MAX_PROMPTS
+) -> list[dict[str, Any]]:
     prompts = body.get("prompts")
     if prompts is None:
         if required:
@@ -77,10 +85,10 @@ def _prompts(body: dict[str, Any], *, required: bool) -> list[dict[str, Any]]:
         return []
     if not isinstance(prompts, list):
         raise _bad("'prompts' must be an array of mediaPrompt.")
-    if len(prompts) > MAX_PROMPTS:
-        raise _bad(f"'prompts' has {len(prompts)} items; at most {MAX_PROMPTS} is supported.")
+    if len(prompts) > limit:
+        raise _bad(f"'prompts' has {len(prompts)} items; at most {limit} supported.")
     if required and not prompts:
-        raise _bad("'prompts' must contain one mediaPrompt.")
+        raise _bad("'prompts' must contain at least one mediaPrompt.")
     for prompt in prompts:
         if not isinstance(prompt, dict):
             raise _bad("Each prompt must be a mediaPrompt object.")
@@ -128,18 +136,61 @@ def validate_record_response(body: Any) -> dict[str, Any]:
 
 def validate_play_prompt(body: Any) -> dict[str, Any]:
     data = require_object(body)
-    return {"prompts": _prompts(data, required=True), "clientContext": _client_context(data)}
+    return {
+        "prompts": _prompts(data, required=True, limit=MAX_PLAY_PROMPTS),
+        "clientContext": _client_context(data),
+    }
 
 
-def validate_answer(body: Any, *, allow_insecure: bool) -> dict[str, Any]:
-    data = require_object(body)
+def validate_subscribe_to_tone(body: Any) -> dict[str, Any]:
+    """call: subscribeToTone takes one parameter, clientContext."""
+    data = require_object(body if body is not None else {})
+    return {"clientContext": _client_context(data)}
+
+
+def _callback_uri(data: dict[str, Any], *, allow_insecure: bool, required: bool) -> str | None:
     callback = data.get("callbackUri")
+    if callback is None and not required:
+        return None
     if not isinstance(callback, str) or not callback:
         raise _bad("'callbackUri' is required.")
     scheme = urlsplit(callback).scheme.lower()
     allowed = {"https", "http"} if allow_insecure else {"https"}
     if scheme not in allowed:
         raise _bad(f"'callbackUri' must be an https URL (got scheme '{scheme}').")
+    return callback
+
+
+def validate_reject(body: Any, *, allow_insecure: bool) -> dict[str, Any]:
+    data = require_object(body if body is not None else {})
+    reason = data.get("reason", "none")
+    if not isinstance(reason, str) or reason.lower() not in REJECT_REASONS:
+        raise _bad(f"'reason' is {reason!r}; it must be one of None, Busy, Forbidden.")
+    return {
+        "reason": reason.lower(),
+        "callbackUri": _callback_uri(data, allow_insecure=allow_insecure, required=False),
+    }
+
+
+def _media_infos(value: Any) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _bad("'mediaConfig.preFetchMedia' must be an array of mediaInfo.")
+    infos = []
+    for item in value:
+        if not isinstance(item, dict) or not isinstance(item.get("uri"), str):
+            raise _bad("Each 'mediaConfig.preFetchMedia' item needs 'uri'.")
+        info = {"uri": item["uri"]}
+        if item.get("resourceId") is not None:
+            info["resourceId"] = str(item["resourceId"])
+        infos.append(info)
+    return infos
+
+
+def validate_answer(body: Any, *, allow_insecure: bool) -> dict[str, Any]:
+    data = require_object(body)
+    callback = _callback_uri(data, allow_insecure=allow_insecure, required=True)
     modalities = data.get("acceptedModalities")
     if not isinstance(modalities, list) or not modalities:
         raise _bad("'acceptedModalities' must be a non-empty array.")
@@ -155,8 +206,17 @@ def validate_answer(body: Any, *, allow_insecure: bool) -> dict[str, Any]:
             f"'mediaConfig' @odata.type '{media_type}' is not supported; use {SERVICE_HOSTED}."
         )
     canonical = SERVICE_HOSTED if media_type.lower() == SERVICE_HOSTED.lower() else APP_HOSTED
+    # GET call returns the mediaConfig the call was answered with (Get call's example).
+    config: dict[str, Any] = {"@odata.type": canonical}
+    if canonical == SERVICE_HOSTED:
+        pre_fetch = _media_infos(media_config.get("preFetchMedia"))
+        if pre_fetch:
+            config["preFetchMedia"] = pre_fetch
+    elif isinstance(media_config.get("blob"), str):
+        config["blob"] = media_config["blob"]
     return {
         "callbackUri": callback,
         "acceptedModalities": modalities,
         "mediaConfigType": canonical,
+        "mediaConfig": config,
     }

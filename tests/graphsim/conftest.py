@@ -35,6 +35,8 @@ class Bot:
     received: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     status_code: int = 202
+    # Answers for the next POSTs, in order; then status_code.
+    script: list[int] = field(default_factory=list)
 
     def notifications(self) -> list[dict[str, Any]]:
         with self.lock:
@@ -68,7 +70,8 @@ def bot() -> Iterator[Bot]:
         target = holder[0]
         with target.lock:
             target.received.append(Received(dict(request.headers), body))
-        return Response(status_code=target.status_code)
+            status = target.script.pop(0) if target.script else target.status_code
+        return Response(status_code=status)
 
     app = Starlette(routes=[Route("/api/calls", callback, methods=["POST"])])
     with LoopbackServer(app) as server:

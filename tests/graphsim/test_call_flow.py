@@ -146,11 +146,11 @@ def test_recording_discarded_after_call_ends(bot: Bot) -> None:
 
 
 @pytest.mark.parametrize(
-    ("scenario", "status", "subcode", "has_recording"),
+    ("scenario", "status", "subcode", "has_recording", "reason"),
     [
-        ("stop-tone", "completed", 8514, True),
-        ("initial-silence", "failed", 8510, False),
-        ("prompt-failed", "failed", 8511, False),
+        ("stop-tone", "completed", 8514, True, None),
+        ("initial-silence", "failed", 8510, False, "initialSilenceTimeout"),
+        ("prompt-failed", "failed", 8511, False, "playPromptFailed"),
     ],
 )
 def test_scenarios(
@@ -161,13 +161,21 @@ def test_scenarios(
     status: str,
     subcode: int,
     has_recording: bool,
+    reason: str | None,
 ) -> None:
     call_id = _answer(sim, bot, graph, scenario=scenario, speech_seconds=4)
     _record(graph, call_id)
     data = bot.wait_for(is_operation)["resourceData"]
     assert data["status"] == status
     assert data["resultInfo"]["subcode"] == subcode
-    assert ("recordingLocation" in data) is has_recording
+    if has_recording:
+        assert data["recordingLocation"].startswith(sim.base_url)
+        assert data["recordingAccessToken"]
+        assert "completionReason" not in data
+    else:
+        # call: cancelMediaProcessing's failed recordOperation: empty strings and a reason.
+        assert data["recordingLocation"] == data["recordingAccessToken"] == ""
+        assert data["completionReason"] == reason
     if scenario == "stop-tone":
         handle = sim.recording_for(data["id"])
         assert handle is not None
@@ -279,16 +287,50 @@ def test_delayed_notifications(bot: Bot) -> None:
         assert delivery.sent_at - call.created_at >= 0.3
 
 
-def test_delivery_outcomes_are_recorded(sim: GraphSimulator, bot: Bot) -> None:
-    bot.status_code = 500
-    sim.place_call(callback_url=bot.url)
-    sim.place_call(callback_url="http://127.0.0.1:9/unreachable")
-    sim.wait_for(lambda: len(sim.deliveries) == 2, timeout=5)
-    by_url = {d.url: d for d in sim.deliveries}
-    assert by_url[bot.url].status_code == 500
-    unreachable = by_url["http://127.0.0.1:9/unreachable"]
-    assert unreachable.status_code is None
-    assert unreachable.error
+def _created_body(delivery: Any) -> bool:
+    return bool(delivery.notifications and delivery.notifications[0]["changeType"] == "created")
+
+
+def _terminated(delivery: Any) -> bool:
+    data = delivery.notifications[0]["resourceData"] if delivery.notifications else {}
+    return bool(data.get("state") == "terminated")
+
+
+def test_failed_deliveries_are_retried_then_the_next_notification_follows(bot: Bot) -> None:
+    with GraphSimulator(
+        "bot", time_scale=0.01, notification_retries=2, notification_retry_backoff_seconds=0.01
+    ) as sim:
+        bot.script = [503, 500]
+        call_id = sim.place_call(callback_url=bot.url)
+        bot.wait_for(is_state("incoming"))
+        sim.caller_hangup(call_id)
+        bot.wait_for(is_state("terminated"))
+        outcomes = [(d.attempt, d.status_code) for d in sim.deliveries]
+        assert outcomes == [(1, 503), (2, 500), (3, 202), (1, 202)]
+        first, second, third = (d.body for d in sim.deliveries[:3])
+        assert first == second == third
+
+
+def test_a_4xx_answer_is_final_and_retries_are_bounded(bot: Bot) -> None:
+    with GraphSimulator(
+        "bot", time_scale=0.01, notification_retries=2, notification_retry_backoff_seconds=0.01
+    ) as sim:
+        bot.script = [400]
+        refused = sim.place_call(callback_url=bot.url)
+        sim.wait_for(lambda: sim.deliveries, timeout=5)
+        sim.caller_hangup(refused)
+        bot.wait_for(is_state("terminated"))
+        assert [(d.attempt, d.status_code) for d in sim.deliveries] == [(1, 400), (1, 202)]
+
+        unreachable = sim.place_call(callback_url="http://127.0.0.1:9/unreachable")
+        sim.caller_hangup(unreachable)
+        sim.wait_for(
+            lambda: [d for d in sim.deliveries if d.call_id == unreachable and _terminated(d)],
+            timeout=10,
+        )
+        created = [d for d in sim.deliveries if d.call_id == unreachable and _created_body(d)]
+        assert [d.attempt for d in created] == [1, 2, 3]
+        assert all(d.status_code is None and d.error for d in created)
 
 
 def test_unanswered_call_is_terminated(bot: Bot) -> None:
