@@ -29,7 +29,7 @@ from shared.graph.models import CommsNotification, RecordOperation
 from shared.jobs import JOB_TIME_TO_LIVE, DownloadJob
 from shared.ledger import OperationLedger, OperationStatus
 from tests.conftest import BOT_APP_ID, TENANT_ID
-from tests.support.functions import invoke
+from tests.support.functions import http_request, invoke
 
 THANK_YOU = "https://cdn.example/thank-you.wav"
 
@@ -40,6 +40,7 @@ class Inbox:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.received: list[dict[str, Any]] = []
+        self.prompts_served: list[str] = []
         self.base_url = ""
 
     def take(self, start: int) -> list[dict[str, Any]]:
@@ -57,7 +58,25 @@ def inbox() -> Iterator[Inbox]:
             box.received.extend(body.get("value", []))
         return Response(status_code=202)
 
-    app = Starlette(routes=[Route("/api/calls", callback, methods=["POST"])])
+    async def prompt(request: Request) -> Response:
+        # The app's own prompt route, as Graph fetches it (the simulator checks the format).
+        name = request.path_params["name"]
+        with box.lock:
+            box.prompts_served.append(name)
+        served = await invoke(
+            "prompt",
+            http_request("GET", str(request.url), route_params={"name": name}),
+        )
+        return Response(
+            served.get_body(), status_code=served.status_code, media_type=served.mimetype
+        )
+
+    app = Starlette(
+        routes=[
+            Route("/api/calls", callback, methods=["POST"]),
+            Route("/api/prompts/{name}.wav", prompt, methods=["GET"]),
+        ]
+    )
     with LoopbackServer(app) as server:
         box.base_url = server.base_url
         yield box
@@ -633,3 +652,48 @@ async def test_a_caller_who_hangs_up_before_stored_still_gets_the_recording_stor
     # The after-recording step ran once and found the call gone: nothing raised, call settled.
     assert not await OperationLedger(storage.table).claim(call_id, "after-recording")
     assert [tail for _, tail, _ in graph_requests(sim, call_id)][:2] == ["answer", "recordResponse"]
+
+
+async def test_shipped_prompts_silence_then_answer_is_stored_thanked_and_hung_up(
+    bot_env: GraphSimulator, inbox: Inbox, storage: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default flow with the app's own prompts, which the simulator fetches from the app and
+    checks as Graph does (a wrong format would fail the operation with 8535)."""
+    from shared.settings import get_settings
+
+    monkeypatch.delenv("BOT_RECORD_PROMPT_URI")
+    monkeypatch.delenv("BOT_THANK_YOU_PROMPT_URI")
+    get_settings.cache_clear()
+    sim = bot_env
+    webhook = WebhookStandIn(inbox, [new_flow()], storage)
+
+    call_id = sim.place_call("silence-then-answer")
+    await webhook.run_until(lambda: sim.call(call_id).state == "terminated")
+
+    shipped = f"{inbox.base_url}/api/prompts"
+    first, second = record_requests(sim, call_id)
+    assert first["prompts"][0]["mediaInfo"]["uri"] == f"{shipped}/notice.wav"
+    assert second["prompts"][0]["mediaInfo"]["uri"] == f"{shipped}/reprompt.wav"
+    prompt = next(r for r in sim.requests if r.path.endswith("/playPrompt")).body
+    assert prompt["prompts"][0]["mediaInfo"]["uri"] == f"{shipped}/thank-you.wav"
+    rows = await OperationLedger(storage.table).list_call(call_id)
+    assert [(r.get("Attempt"), r.status) for r in rows] == [
+        (1, OperationStatus.FAILED),
+        (2, OperationStatus.STORED),
+    ]
+    assert rows[0].get("ResultSubcode") == 8510
+    assert [tail for _, tail, _ in graph_requests(sim, call_id)] == [
+        "answer",
+        "recordResponse",
+        "recordResponse",
+        "playPrompt",
+        "call",
+    ]
+    assert all(status is not None and status < 300 for _, _, status in graph_requests(sim, call_id))
+    assert set(inbox.prompts_served) == {"notice", "reprompt", "thank-you"}  # fetched by "Graph"
+    # Every operation succeeded: no prompt was refused (8535) or unreachable (8536).
+    assert all(
+        op.status == "completed"
+        for op in sim.operations
+        if op.call_id == call_id and op.kind == "playPrompt"
+    )
