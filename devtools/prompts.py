@@ -35,6 +35,13 @@ def generate(name: str, text: str, out_dir: Path) -> Path:
     """Speak ``text`` and write ``out_dir/name.wav`` in Graph's format."""
     espeak, sox = _require("espeak-ng"), _require("sox")
     target = out_dir / f"{name}.wav"
+    if not text:  # one second of silence (the confirmation's wait)
+        subprocess.run(
+            [sox, "-D", "-n", "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", "-e", "signed-integer",
+             str(target), "trim", "0", "1"],
+            check=True,
+        )  # fmt: skip
+        return target
     with tempfile.TemporaryDirectory() as scratch:
         spoken = Path(scratch) / "spoken.wav"
         subprocess.run(

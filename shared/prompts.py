@@ -50,9 +50,9 @@ class ShippedPrompt:
     """One prompt the app ships: its name, the setting that replaces it, and what it says."""
 
     name: str
-    setting: str
-    field: str
-    text: str
+    setting: str | None  # None: not replaceable (the confirmation's wait)
+    field: str | None
+    text: str  # empty: one second of silence
 
 
 # The words are the generator's input (devtools/prompts.py) and what docs/bot.md quotes.
@@ -79,6 +79,14 @@ SHIPPED: dict[str, ShippedPrompt] = {
             "thank_you_prompt_uri",
             "Thank you. Your answer is recorded. Goodbye.",
         ),
+        ShippedPrompt(
+            "confirm",
+            "BOT_CONFIRM_PROMPT_URI",
+            "confirm_prompt_uri",
+            "Press 1 to keep your answer, or 2 to record it again.",
+        ),
+        # BOT_CONFIRM_TIMEOUT_SECONDS of these after the question: the wait for a key.
+        ShippedPrompt("silence", None, None, ""),
     )
 }
 
@@ -98,7 +106,7 @@ def shipped_prompt(name: str) -> bytes | None:
 def prompt_uri(settings: Settings, name: str) -> str | None:
     """The URI Graph fetches for prompt ``name``: configured, shipped, or None (turned off)."""
     prompt = SHIPPED[name]
-    configured: str | None = getattr(settings, prompt.field)
+    configured: str | None = getattr(settings, prompt.field) if prompt.field else None
     if configured and configured.strip().lower() == OFF:
         return None
     if configured:
@@ -189,6 +197,8 @@ class PromptChecks:
         """Setting name -> URL, for the prompts set to a URL (not shipped, not turned off)."""
         out = {}
         for prompt in SHIPPED.values():
+            if prompt.setting is None or prompt.field is None:
+                continue
             value: str | None = getattr(self._settings, prompt.field)
             if value and value.strip().lower() != OFF:
                 out[prompt.setting] = value

@@ -101,6 +101,11 @@ class Settings(BaseSettings):
     reprompt_uri: str | None = Field(default=None, alias="BOT_REPROMPT_URI")
     record_attempts: int = Field(default=2, ge=1, le=5, alias="BOT_RECORD_ATTEMPTS")
     hang_up_wait_seconds: float = Field(default=60, ge=0, le=600, alias="BOT_HANG_UP_WAIT_SECONDS")
+    confirm_recording: bool = Field(default=False, alias="BOT_CONFIRM_RECORDING")
+    confirm_prompt_uri: str | None = Field(default=None, alias="BOT_CONFIRM_PROMPT_URI")
+    confirm_timeout_seconds: int = Field(
+        default=5, ge=1, le=19, alias="BOT_CONFIRM_TIMEOUT_SECONDS"
+    )
 
     # --- Download ---
     allow_insecure_recording_urls: bool = Field(
@@ -140,7 +145,9 @@ class Settings(BaseSettings):
             raise ValueError("must be an absolute http(s) URL")
         return value.rstrip("/") if value else value
 
-    @field_validator("record_prompt_uri", "reprompt_uri", "thank_you_prompt_uri")
+    @field_validator(
+        "record_prompt_uri", "reprompt_uri", "thank_you_prompt_uri", "confirm_prompt_uri"
+    )
     @classmethod
     def _prompt_url_or_none(cls, value: str | None) -> str | None:
         if value is None or value.strip().lower() == "none":

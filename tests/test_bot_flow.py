@@ -126,6 +126,10 @@ def new_flow() -> BotFlow:
     from shared.services import app_services
 
     services = app_services()
+    flow = services.call_events()  # as the webhook gets it: with its collaborators
+    if isinstance(flow, BotFlow):
+        return flow
+    # Auto-answer off: the flow itself must still leave the call alone.
     return BotFlow(services.graph, services.ledger, services.settings, queue=services.storage.queue)
 
 
@@ -697,3 +701,95 @@ async def test_shipped_prompts_silence_then_answer_is_stored_thanked_and_hung_up
         for op in sim.operations
         if op.call_id == call_id and op.kind == "playPrompt"
     )
+
+
+async def test_confirm_2_records_again_and_deletes_the_first_then_1_keeps_the_second(
+    bot_env: GraphSimulator, inbox: Inbox, storage: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.download import blob_name_for
+    from shared.settings import get_settings
+
+    monkeypatch.setenv("BOT_CONFIRM_RECORDING", "true")
+    monkeypatch.setenv("BOT_CONFIRM_TIMEOUT_SECONDS", "3")
+    get_settings.cache_clear()
+    sim = bot_env
+    webhook = WebhookStandIn(inbox, [new_flow(), new_flow()], storage)
+
+    # The scripted caller: "2" after the first question, "1" after the second.
+    call_id = sim.place_call(keys_after_prompts=["2", "1"])
+    await webhook.run_until(lambda: sim.call(call_id).state == "terminated", within=20)
+
+    actions = [tail for _, tail, _ in graph_requests(sim, call_id)]
+    assert actions.count("subscribeToTone") == 1
+    assert actions.count("recordResponse") == 2
+    assert actions[-1] == "call"
+    first, second = record_requests(sim, call_id)
+    assert second["bargeInAllowed"] is True  # cuts the first confirmation's wait short
+    assert second["prompts"] == first["prompts"]  # the notice again, not "I did not hear"
+    rows = await OperationLedger(storage.table).list_call(call_id)
+    assert [(r.get("Attempt"), r.status) for r in rows] == [
+        (1, OperationStatus.ERASED),
+        (2, OperationStatus.STORED),
+    ]
+    # The discarded recording is gone at once; the kept one is there.
+    names = [blob.name async for blob in storage.container.list_blobs()]
+    assert blob_name_for(call_id, rows[0].operation_id) not in names
+    assert blob_name_for(call_id, rows[1].operation_id) in names
+    # Each question played the recording itself (a read URL to its blob), then asked.
+    plays = [
+        r.body
+        for r in sim.requests
+        if call_id in r.path
+        and r.path.endswith("/playPrompt")
+        and r.body["clientContext"].startswith("bot-confirm:")
+    ]
+    assert [p["clientContext"].split(":", 1)[1] for p in plays] == [
+        rows[0].operation_id,
+        rows[1].operation_id,
+    ]
+    for play in plays:
+        playback, question = (p["mediaInfo"]["uri"] for p in play["prompts"])
+        assert "sig=" in playback
+        assert question.endswith("/api/prompts/confirm.wav")
+    thanks = [
+        r.body
+        for r in sim.requests
+        if call_id in r.path
+        and r.path.endswith("/playPrompt")
+        and r.body["clientContext"] == "bot-thank-you"
+    ]
+    assert len(thanks) == 1
+
+
+async def test_confirm_without_an_answer_keeps_the_recording(
+    bot_env: GraphSimulator, inbox: Inbox, storage: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.settings import get_settings
+
+    monkeypatch.setenv("BOT_CONFIRM_RECORDING", "true")
+    monkeypatch.setenv("BOT_CONFIRM_TIMEOUT_SECONDS", "2")
+    get_settings.cache_clear()
+    sim = bot_env
+    webhook = WebhookStandIn(inbox, [new_flow()], storage)
+
+    call_id = sim.place_call()
+    await webhook.run_until(lambda: sim.call(call_id).state == "terminated", within=20)
+
+    rows = await OperationLedger(storage.table).list_call(call_id)
+    assert [r.status for r in rows] == [OperationStatus.STORED]
+    contexts = [
+        r.body["clientContext"]
+        for r in sim.requests
+        if call_id in r.path and r.path.endswith("/playPrompt")
+    ]
+    assert [c.split(":", 1)[0] for c in contexts] == [
+        "bot-confirm",
+        "bot-confirm-wait",
+        "bot-thank-you",
+    ]
+    wait = next(
+        r.body
+        for r in sim.requests
+        if r.path.endswith("/playPrompt") and r.body["clientContext"].startswith("bot-confirm-wait")
+    )
+    assert len(wait["prompts"]) == 2  # BOT_CONFIRM_TIMEOUT_SECONDS one-second silences

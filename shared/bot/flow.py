@@ -10,6 +10,10 @@
   ``failed`` (the worker tells the flow; the webhook checks too, whichever sees it first), the
   thank-you prompt, then hang up; the worker hangs up anyway once the download has taken
   ``BOT_HANG_UP_WAIT_SECONDS``, since the platform discards the recording once the call ends;
+- with ``BOT_CONFIRM_RECORDING``: once stored, the recording is played back with "press 1 to
+  keep it, 2 to record again" (call: subscribeToTone, then the tone notifications); 2 erases it
+  at once and records again (within the attempts), 1 or no key within
+  ``BOT_CONFIRM_TIMEOUT_SECONDS`` keeps it;
 - ``terminated``: operations still ``requested``/``running`` become ``abandoned``, since the
   platform may never send their completion once the caller has hung up.
 
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +43,7 @@ from shared.graph.models import (
     RecordOperation,
     RecordResponseRequest,
     ServiceHostedMediaConfig,
+    SubscribeToToneRequest,
     normalize_id,
 )
 from shared.ledger import (
@@ -66,6 +71,13 @@ RECORD_CLAIM = "record-response"
 AFTER_RECORDING_CLAIM = "after-recording"
 HANG_UP_CLAIM = "hang-up"
 THANK_YOU_CONTEXT = "bot-thank-you"
+TONES_CLAIM = "tones"
+# The confirmation's prompts carry the recording they ask about: "bot-confirm:<operationId>".
+CONFIRM_CONTEXT = "bot-confirm:"
+CONFIRM_WAIT_CONTEXT = "bot-confirm-wait:"
+_CONFIRM_PROMPTS = ("confirm", "silence")
+KEEP_TONE = "tone1"
+RECORD_AGAIN_TONE = "tone2"
 # Graph drops a call not answered within 15 s, and the webhook gives the bot flow 5 s for a
 # whole payload: each Graph request gets a few seconds, retries included.
 GRAPH_BUDGET_SECONDS = 4.0
@@ -119,11 +131,17 @@ class BotFlow:
         queue: QueueClient,
         graph_budget_seconds: float = GRAPH_BUDGET_SECONDS,
         clock: Callable[[], datetime] = utc_now,
+        playback_url: Callable[[OperationRecord], Awaitable[str | None]] | None = None,
+        erase: Callable[[str, str], Awaitable[object]] | None = None,
     ) -> None:
         self._graph = graph
         self._ledger = ledger
         self._settings = settings
         self._queue = queue
+        # The confirmation's collaborators: a short-lived read URL of a stored recording, and
+        # the erasure of a discarded one.
+        self._playback_url = playback_url
+        self._erase = erase
         self._budget = graph_budget_seconds
         self._clock = clock
 
@@ -145,7 +163,9 @@ class BotFlow:
         state = (call.state or "").lower()
         change = notification.change_type.lower()
         try:
-            if change == "deleted" or state == "terminated":
+            if call.tone_info is not None and change != "deleted":
+                await self._on_tone(call_id, call.tone_info.tone or "")
+            elif change == "deleted" or state == "terminated":
                 await self._settle_unfinished(call_id, call)
             elif state == "incoming":
                 await self._answer(call_id)
@@ -175,6 +195,13 @@ class BotFlow:
                 level=logging.WARNING,
                 resource=notification.resource_url,
             )
+            return
+        context = prompt.client_context or ""
+        if context.startswith((CONFIRM_CONTEXT, CONFIRM_WAIT_CONTEXT)) and prompt.status in _FINAL:
+            try:
+                await self._on_confirm_prompt(call_id, context, prompt.status or "")
+            except Exception as error:
+                self._log_failure("confirmation prompt finished", call_id, error)
             return
         if prompt.client_context != THANK_YOU_CONTEXT or prompt.status not in _FINAL:
             log_event(
@@ -278,6 +305,12 @@ class BotFlow:
                     ledger=record.status.value,
                     wait_seconds=self._settings.hang_up_wait_seconds,
                 )
+            if (
+                record.status is OperationStatus.STORED
+                and self._settings.confirm_recording
+                and await self._confirm(call_id, record)
+            ):
+                return  # the caller's key (or the wait's end) moves the call on
             await self._after_recording(call_id, recorded=record.status is OperationStatus.STORED)
         except Exception as error:
             self._log_failure("recording settled", call_id, error)
@@ -292,6 +325,107 @@ class BotFlow:
             return  # the prompt's own completion notification hangs up
         if self._settings.hang_up_after_recording:
             await self._hang_up(call_id)
+
+    # ----------------------------------------------------------------- confirm or re-record
+
+    async def _confirm(self, call_id: str, record: OperationRecord) -> bool:
+        """Play the stored recording back and ask; True when the question is on its way."""
+        question = prompt_uri(self._settings, "confirm")
+        if self._playback_url is None or question is None:
+            return False
+        if not await self._ledger.claim(call_id, f"confirm-{record.operation_id}"):
+            return True  # another instance asked already
+        playback = await self._playback_url(record)
+        if playback is None:
+            return False
+        if await self._ledger.claim(call_id, TONES_CLAIM):
+            try:
+                await self._graph.subscribe_to_tone(
+                    call_id,
+                    SubscribeToToneRequest(client_context=str(uuid.uuid4())),
+                    within=self._budget,
+                )
+            except BaseException:
+                await self._release(call_id, TONES_CLAIM)
+                raise
+        # The read URL is unique per request: its resourceId must not hit Graph's prompt cache.
+        recording = MediaInfo(uri=playback, resource_id=str(uuid.uuid4()))
+        request = PlayPromptRequest(
+            prompts=[
+                MediaPrompt(media_info=recording),
+                MediaPrompt(media_info=media_info(question)),
+            ],
+            client_context=CONFIRM_CONTEXT + record.operation_id,
+        )
+        await self._graph.play_prompt(call_id, request, within=self._budget)
+        log_event(
+            log, "bot flow: confirmation asked", call_id=call_id, operation_id=record.operation_id
+        )
+        return True
+
+    async def _on_confirm_prompt(self, call_id: str, context: str, status: str) -> None:
+        if context.startswith(CONFIRM_WAIT_CONTEXT):
+            # The wait ran out (or was cut short by a new recording): no key means keep it.
+            operation_id = context.removeprefix(CONFIRM_WAIT_CONTEXT)
+            if status == "completed":
+                await self._decide(call_id, operation_id, KEEP_TONE, timed_out=True)
+            return
+        operation_id = context.removeprefix(CONFIRM_CONTEXT)
+        record = await self._ledger.get(call_id, operation_id)
+        if record is None or record.status is not OperationStatus.STORED:
+            return  # already discarded by a "2" pressed during the question
+        silence = prompt_uri(self._settings, "silence")
+        if status != "completed" or silence is None:
+            await self._decide(call_id, operation_id, KEEP_TONE, timed_out=True)
+            return
+        # The time to answer: BOT_CONFIRM_TIMEOUT_SECONDS one-second silences (one operation).
+        wait = PlayPromptRequest(
+            prompts=[MediaPrompt(media_info=media_info(silence))]
+            * self._settings.confirm_timeout_seconds,
+            client_context=CONFIRM_WAIT_CONTEXT + operation_id,
+        )
+        await self._graph.play_prompt(call_id, wait, within=self._budget)
+
+    async def _on_tone(self, call_id: str, tone: str) -> None:
+        if not self._settings.confirm_recording or tone not in (KEEP_TONE, RECORD_AGAIN_TONE):
+            log_event(log, "bot flow: key ignored", level=logging.DEBUG, call_id=call_id, tone=tone)
+            return
+        # The recording being confirmed: the call's latest stored bot recording.
+        stored = [
+            r
+            for r in await self._ledger.list_call(call_id)
+            if r.status is OperationStatus.STORED and _attempt_in(r) is not None
+        ]
+        if not stored:
+            return
+        latest = max(stored, key=lambda r: _attempt_in(r) or 0)
+        await self._decide(call_id, latest.operation_id, tone)
+
+    async def _decide(
+        self, call_id: str, operation_id: str, tone: str, *, timed_out: bool = False
+    ) -> None:
+        """The caller's answer about one recording (once per recording, whoever sees it)."""
+        if not await self._ledger.claim(call_id, f"decided-{operation_id}"):
+            return
+        record = await self._ledger.get(call_id, operation_id)
+        attempt = _attempt_in(record) or 1
+        again = tone == RECORD_AGAIN_TONE and attempt < self._settings.record_attempts
+        log_event(
+            log,
+            "bot flow: confirmation answered",
+            call_id=call_id,
+            operation_id=operation_id,
+            decision="record again" if again else "keep",
+            timed_out=timed_out,
+            tone=None if timed_out else tone,
+        )
+        if not again:
+            await self._after_recording(call_id, recorded=True)
+            return
+        if self._erase is not None:
+            # The caller discarded it: gone at once, not at the end of its retention.
+            await self._erase(call_id, operation_id)
+        await self._record(call_id, None, attempt=attempt + 1, again=True)
 
     # ----------------------------------------------------------------- steps
 
@@ -311,7 +445,8 @@ class BotFlow:
         if not await self._ledger.claim(call_id, ANSWER_CLAIM):
             log_event(log, "bot flow: already answered by another notification", call_id=call_id)
             return
-        prompts = [uri for uri in (prompt_uri(settings, name) for name in SHIPPED) if uri]
+        names = [n for n in SHIPPED if settings.confirm_recording or n not in _CONFIRM_PROMPTS]
+        prompts = [uri for uri in (prompt_uri(settings, name) for name in names) if uri]
         request = AnswerRequest(
             callback_uri=f"{settings.callback_base_url}/api/calls",
             accepted_modalities=["audio"],
@@ -326,12 +461,14 @@ class BotFlow:
             raise
         log_event(log, "bot flow: answered", call_id=call_id)
 
-    def _record_request(self, attempt: int = 1) -> RecordResponseRequest:
+    def _record_request(self, attempt: int = 1, *, again: bool = False) -> RecordResponseRequest:
         settings = self._settings
-        prompt = prompt_uri(settings, "notice" if attempt == 1 else "reprompt")
+        # After silence: "I did not hear anything"; after the caller asked to record again: the
+        # notice, cutting the confirmation's wait short (bargeInAllowed).
+        prompt = prompt_uri(settings, "notice" if attempt == 1 or again else "reprompt")
         return RecordResponseRequest(
             prompts=[MediaPrompt(media_info=media_info(prompt))] if prompt else [],
-            barge_in_allowed=False,
+            barge_in_allowed=again,
             initial_silence_timeout_in_seconds=settings.record_initial_silence_seconds,
             max_silence_timeout_in_seconds=settings.record_max_silence_seconds,
             max_record_duration_in_seconds=settings.record_max_duration_seconds,
@@ -340,10 +477,12 @@ class BotFlow:
             client_context=attempt_context(attempt),
         )
 
-    async def _record(self, call_id: str, tenant_id: str | None, *, attempt: int = 1) -> None:
+    async def _record(
+        self, call_id: str, tenant_id: str | None, *, attempt: int = 1, again: bool = False
+    ) -> None:
         if not self._settings.auto_answer:
             return  # calls answered elsewhere: only the API starts recordings
-        request = self._record_request(attempt)
+        request = self._record_request(attempt, again=again)
         claim = record_claim(attempt)
         if not await self._ledger.claim(call_id, claim):
             log_event(

@@ -10,11 +10,12 @@ status, to a :class:`CallEventHandler`; the download worker tells it when a reco
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
 from shared.graph.models import CommsNotification, RecordOperation
 from shared.jobs import DownloadJob, InvalidJobError
+from shared.ledger import Column, OperationRecord, utc_now
 from shared.logevents import log_event
 
 if TYPE_CHECKING:
@@ -137,5 +138,38 @@ def call_event_handler(services: Services) -> CallEventHandler:
     if settings.auto_answer and settings.callback_base_url:
         from shared.bot.flow import BotFlow
 
-        return BotFlow(services.graph, services.ledger, settings, queue=services.storage.queue)
+        return BotFlow(
+            services.graph,
+            services.ledger,
+            settings,
+            queue=services.storage.queue,
+            playback_url=lambda record: _playback_url(services, record),
+            erase=lambda call_id, operation_id: _erase(services, call_id, operation_id),
+        )
     return LoggingCallEventHandler()
+
+
+async def _playback_url(services: Services, record: OperationRecord) -> str | None:
+    """A short-lived read URL of a stored recording, for Graph to play it back to the caller."""
+    from shared.recording_access import read_url
+
+    if not record.blob_name:
+        return None
+    expires = record.get(Column.EXPIRES_AT)
+    url = await read_url(
+        services.storage.blob_service,
+        services.storage.container_name,
+        record.blob_name,
+        now=utc_now(),
+        ttl=timedelta(minutes=services.settings.status_url_ttl_minutes),
+        not_after=expires if isinstance(expires, datetime) else None,
+    )
+    return url.url if url else None
+
+
+async def _erase(services: Services, call_id: str, operation_id: str) -> object:
+    from shared.erasure import erase_operation
+
+    return await erase_operation(
+        call_id, operation_id, ledger=services.ledger, container=services.storage.container
+    )
