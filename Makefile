@@ -1,13 +1,26 @@
 # Two commands matter: `make demo` (run the app's main job locally) and `make test` (install + all checks).
 SHELL := /bin/bash
-PYTHON ?= python3.11
+
+# Python 3.12 (what Azure runs) or 3.11: the first of the two that actually starts is used
+# (a pyenv shim can exist for a version that is not selected, so `command -v` is not enough).
+# Override: make test PYTHON=python3.11. After switching, `make clean` rebuilds the venvs.
+SUPPORTED_PYTHONS := python3.12 python3.11
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(shell for p in $(SUPPORTED_PYTHONS); do \
+	$$p -c 'import sys; sys.exit(sys.version_info[:2] not in ((3, 11), (3, 12)))' >/dev/null 2>&1 \
+	&& { echo $$p; break; }; done)
+endif
+CHECK_PYTHON = @test -n "$(PYTHON)" || { echo "Python 3.12 or 3.11 is needed: none of" \
+	"$(SUPPORTED_PYTHONS) starts here; install one or pass PYTHON=/path/to/python3.12" >&2; exit 1; }
 VENV := .venv
 PY := $(VENV)/bin/python
 CHECKOV_VENV := .venv-checkov
+AZURITE := node_modules/.bin/azurite
 
-.PHONY: install test lint typecheck pytest infra-check demo start bench clean teams-app
+.PHONY: install test lint typecheck pytest infra-check demo start sim azurite bench lock clean teams-app
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
+	$(CHECK_PYTHON)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip==25.3
 	$(PY) -m pip install --quiet -r requirements-dev.txt -c constraints.txt
@@ -18,6 +31,7 @@ node_modules/.installed: package.json package-lock.json
 	touch $@
 
 $(CHECKOV_VENV)/.installed: requirements-checkov.txt constraints-checkov.txt
+	$(CHECK_PYTHON)
 	$(PYTHON) -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip==25.3
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r requirements-checkov.txt -c constraints-checkov.txt
@@ -60,8 +74,30 @@ demo: install
 start: install
 	$(PY) -m devtools.demo.start
 
+# The Graph simulator on 127.0.0.1:7072 as local.settings.example.json expects it: its bot app
+# id (token audience), its IDENTITY_HEADER (managed-identity endpoint) and the app's webhook on
+# port 7071 for the calls it places. Ctrl-C stops it.
+SIM_FLAGS := --bot-app-id 00000000-0000-0000-0000-00000000b07a \
+	--identity-header local-graph-simulator \
+	--callback-url http://127.0.0.1:7071/api/calls
+sim: $(VENV)/.installed
+	exec $(PY) -m devtools.graphsim serve $(SIM_FLAGS)
+
+# Azurite in the foreground, in memory, on 127.0.0.1's default ports (10000-10002, what
+# UseDevelopmentStorage=true points at). exec replaces the shell with node, so Ctrl-C stops
+# Azurite itself and leaves no node process behind.
+azurite: node_modules/.installed
+	exec $(AZURITE) --inMemoryPersistence --silent --disableTelemetry --skipApiVersionCheck --loose \
+		--blobHost 127.0.0.1 --queueHost 127.0.0.1 --tableHost 127.0.0.1
+
+# Writes benchmarks/.scratch/results/ by default; `make bench ARGS=--commit` updates the
+# committed BENCHMARKS.md and benchmarks/results.json.
 bench: install
-	$(PY) -m benchmarks
+	$(PY) -m benchmarks $(ARGS)
+
+# requirements.txt pins the app's whole dependency tree at the versions in constraints.txt.
+lock: $(VENV)/.installed
+	$(PY) -m devtools.lock_requirements
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -9,6 +9,10 @@ from blueprints.notifications import bp as notifications
 from blueprints.prompts import bp as prompts
 from blueprints.record_api import bp as record_api
 from blueprints.recordings import bp as recordings
+from shared.telemetry import configure_from_environment
+
+# Application Insights through OpenTelemetry when it is configured; nothing at all otherwise.
+configure_from_environment()
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 

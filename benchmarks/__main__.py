@@ -1,9 +1,8 @@
 """``python -m benchmarks`` (``make bench``): run the figures, write results.json and BENCHMARKS.md.
 
-python -m benchmarks                 # every figure, full size (a few minutes)
-python -m benchmarks --quick         # fewer repetitions and smaller sets (a smoke run)
-python -m benchmarks --only 4 --only 2
-python -m benchmarks --quick --output-dir /tmp/bench   # leave the committed files alone
+By default the results go to benchmarks/.scratch/results/ (git-ignored), so a trial run never
+overwrites the committed figures; ``--commit`` writes the committed BENCHMARKS.md and
+benchmarks/results.json, ``--output-dir DIR`` writes anywhere else.
 """
 
 from __future__ import annotations
@@ -17,6 +16,16 @@ from pathlib import Path
 
 from benchmarks.harness import ROOT, Figure, Run, Stopwatch, machine_description, write_results
 
+EXAMPLES = """\
+examples:
+  python -m benchmarks                       every figure, full size (about 10 min on 2 cores)
+  python -m benchmarks --quick               fewer repetitions, smaller sets (about 6 min)
+  python -m benchmarks --only 4 --only 2     some figures only
+  python -m benchmarks --commit              full run, then update BENCHMARKS.md and results.json
+  python -m benchmarks --quick --output-dir /tmp/bench
+"""
+SCRATCH_RESULTS = ROOT / "benchmarks" / ".scratch" / "results"
+
 # Figure key -> module; each module has ``run(rig, quick=...) -> Figure``.
 FIGURES = {
     "1": "benchmarks.end_to_end",
@@ -28,7 +37,12 @@ FIGURES = {
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=(__doc__ or "").replace("``", ""),
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, smaller sets")
     parser.add_argument(
         "--only",
@@ -36,11 +50,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=sorted(FIGURES),
         help="run only this figure (repeatable)",
     )
-    parser.add_argument(
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--commit",
+        action="store_true",
+        help="write the committed BENCHMARKS.md and benchmarks/results.json",
+    )
+    where.add_argument(
         "--output-dir",
         type=Path,
         default=None,
-        help="where to write results.json and BENCHMARKS.md (default: the repository)",
+        help="where to write results.json and BENCHMARKS.md"
+        " (default: benchmarks/.scratch/results/)",
     )
     return parser.parse_args(argv)
 
@@ -70,12 +91,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             verdict = {True: "goals met", False: "GOAL MISSED", None: "no goal"}[figure.goals_met]
             print(f"figure {key}: {verdict} in {watch.seconds:.0f} s", flush=True)
     run.duration_seconds = total.seconds
-    if args.output_dir is None:
+    if args.commit:
         json_path = ROOT / "benchmarks" / "results.json"
         markdown_path = ROOT / "BENCHMARKS.md"
     else:
-        json_path = args.output_dir / "results.json"
-        markdown_path = args.output_dir / "BENCHMARKS.md"
+        output_dir = args.output_dir or SCRATCH_RESULTS
+        output_dir.mkdir(parents=True, exist_ok=True)
+        json_path = output_dir / "results.json"
+        markdown_path = output_dir / "BENCHMARKS.md"
     write_results(run, json_path=json_path, markdown_path=markdown_path)
     print(f"wrote {json_path} and {markdown_path} ({run.duration_seconds:.0f} s)", flush=True)
     return 1 if any(figure.error for figure in run.figures) else 0

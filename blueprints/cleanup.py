@@ -8,7 +8,8 @@ import azure.functions as func
 
 from shared.ledger import utc_now
 from shared.retention import run_cleanup
-from shared.services import app_services
+from shared.services import ready_services
+from shared.telemetry import count_outcome
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
@@ -21,11 +22,13 @@ async def cleanup(timer: func.TimerRequest) -> None:
     if timer.past_due:
         # A missed schedule is harmless (the next run finds everything still due), but visible.
         log.warning("cleanup: timer is past due; running now")
-    services = app_services()
-    await run_cleanup(
+    services = await ready_services()
+    summary = await run_cleanup(
         container=services.storage.container,
         ledger=services.ledger,
         poison_queue=services.storage.poison_queue,
         settings=services.settings,
         clock=utc_now,
     )
+    count_outcome("expired", stage="cleanup", amount=summary.rows_marked_expired)
+    count_outcome("abandoned", stage="cleanup", amount=summary.operations_abandoned)

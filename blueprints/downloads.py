@@ -8,7 +8,7 @@ from shared.bot.hooks import tell_download_settled
 from shared.download import TransientDownloadError, process_job
 from shared.hostconfig import max_dequeue_count
 from shared.jobs import DOWNLOAD_QUEUE
-from shared.services import app_services
+from shared.services import ready_services
 
 bp = func.Blueprint()
 
@@ -17,7 +17,7 @@ bp = func.Blueprint()
 async def download_recording(msg: func.QueueMessage) -> None:
     # A transient failure propagates on purpose: queue triggers have no retry policy of their
     # own, so raising is what makes the host redeliver the message and, in the end, poison it.
-    services = app_services()
+    services = await ready_services()
     body = msg.get_body()
     try:
         outcome = await process_job(

@@ -13,11 +13,12 @@ import azure.functions as func
 
 from shared.auth import InboundAuthError
 from shared.logevents import log_event
-from shared.notifications import QueueUnavailable, read_notifications, route_notifications
+from shared.notifications import NotStored, read_notifications, route_notifications
 from shared.notifications.reading import LegacyCallNotification
 from shared.problems import Problem
-from shared.services import app_services
+from shared.services import ready_services
 from shared.settings import SettingsError
+from shared.telemetry import mark_error, notification_received, span
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
@@ -25,6 +26,13 @@ log = logging.getLogger(__name__)
 
 @bp.route(route="calls", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 async def notifications(req: func.HttpRequest) -> func.HttpResponse:
+    # The span roots the recording's trace (in Azure, under the host's request span); the
+    # arrival time is what the answer deadline is measured from.
+    with notification_received(), span("POST /api/calls"):
+        return await _handle(req)
+
+
+async def _handle(req: func.HttpRequest) -> func.HttpResponse:
     started = time.perf_counter()
     request_id = req.headers.get("client-request-id") or req.headers.get("request-id")
 
@@ -38,10 +46,12 @@ async def notifications(req: func.HttpRequest) -> func.HttpResponse:
             elapsed_ms=round((time.perf_counter() - started) * 1000, 1),
             **details,
         )
+        if response.status_code >= 500:
+            mark_error(outcome)
         return response
 
     try:
-        services = app_services()
+        services = await ready_services()
     except SettingsError as error:
         # 503, not a crash: Graph retries, and the notification is not lost while an operator
         # fixes the setting. The detail stays generic on this anonymous endpoint; the log names it.
@@ -83,10 +93,23 @@ async def notifications(req: func.HttpRequest) -> func.HttpResponse:
             ledger=services.ledger,
             handler=services.call_events(),
         )
-    except QueueUnavailable as error:
+    except NotStored as error:
         return answer(
             Problem(503, str(error), headers={"Retry-After": "5"}).to_response(),
-            "queue_unavailable",
+            "not_stored",
+        )
+    except Exception as error:
+        # Never a bare 500: the sender retries a 503, and nothing it sent is lost meanwhile.
+        log.error("POST /api/calls failed unexpectedly (%s)", type(error).__name__)
+        log.debug("POST /api/calls failure", exc_info=True)
+        return answer(
+            Problem(
+                503,
+                "the notification could not be processed; retry later",
+                headers={"Retry-After": "5"},
+            ).to_response(),
+            "error",
+            error=type(error).__name__,
         )
 
     return answer(

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import azure.functions as func
-from azure.core.exceptions import AzureError
 
-from shared.edge import check_id, parse_record_request, problem_for_graph_error
+from shared.edge import (
+    check_id,
+    is_storage_failure,
+    parse_record_request,
+    problem_for_graph_error,
+)
 from shared.enqueue import QueueUnavailable
 from shared.graph.errors import GraphError
 from shared.problems import Problem, json_response
 from shared.record_response import start_recording
-from shared.services import app_services
+from shared.services import ready_services
 
 bp = func.Blueprint()
 
@@ -24,7 +28,7 @@ async def start_record_response(req: func.HttpRequest) -> func.HttpResponse:
     try:
         call_id = check_id("callId", req.route_params.get("callId"))
         request = parse_record_request(req.get_body())
-        services = app_services()
+        services = await ready_services()
         started = await start_recording(
             call_id,
             request,
@@ -37,7 +41,9 @@ async def start_record_response(req: func.HttpRequest) -> func.HttpResponse:
         return problem.to_response()
     except GraphError as error:
         return problem_for_graph_error(error).to_response()
-    except (QueueUnavailable, AzureError) as error:
+    except Exception as error:
+        if not (isinstance(error, QueueUnavailable) or is_storage_failure(error)):
+            raise
         # Only the download job of a reply that was already completed gets here.
         detail = (
             f"Graph recorded, but its download job could not be queued ({type(error).__name__})"

@@ -11,16 +11,15 @@ import logging
 from datetime import timedelta
 
 import azure.functions as func
-from azure.core.exceptions import AzureError
 
-from shared.edge import check_id, storage_unavailable
+from shared.edge import check_id, is_storage_failure, storage_unavailable
 from shared.erasure import erase_call, erase_operation
 from shared.graph.models import normalize_id
 from shared.ledger import utc_now
 from shared.logevents import log_event
 from shared.problems import Problem, json_response
 from shared.recording_access import operation_status
-from shared.services import app_services
+from shared.services import ready_services
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
@@ -37,7 +36,7 @@ async def recording_status(req: func.HttpRequest) -> func.HttpResponse:
         log_event(log, "status: rejected request", reason=problem.detail)
         return problem.to_response()
 
-    services = app_services()
+    services = await ready_services()
     try:
         record = await services.ledger.get(call_id, operation_id)
         if record is None:
@@ -54,7 +53,9 @@ async def recording_status(req: func.HttpRequest) -> func.HttpResponse:
             now=utc_now(),
             url_ttl=timedelta(minutes=services.settings.status_url_ttl_minutes),
         )
-    except AzureError as error:
+    except Exception as error:
+        if not is_storage_failure(error):
+            raise
         log_event(
             log,
             "status: storage unavailable",
@@ -83,10 +84,12 @@ async def list_recordings(req: func.HttpRequest) -> func.HttpResponse:
         log_event(log, "status: rejected list request", reason=problem.detail)
         return problem.to_response()
 
-    services = app_services()
+    services = await ready_services()
     try:
         records = await services.ledger.list_call(call_id)
-    except AzureError as error:
+    except Exception as error:
+        if not is_storage_failure(error):
+            raise
         log_event(
             log,
             "status: storage unavailable",
@@ -116,12 +119,14 @@ async def erase_recording(req: func.HttpRequest) -> func.HttpResponse:
         log_event(log, "erasure: rejected request", reason=problem.detail)
         return problem.to_response()
 
-    services = app_services()
+    services = await ready_services()
     try:
         erased = await erase_operation(
             call_id, operation_id, ledger=services.ledger, container=services.storage.container
         )
-    except AzureError as error:
+    except Exception as error:
+        if not is_storage_failure(error):
+            raise
         log_event(
             log,
             "erasure: storage unavailable",
@@ -149,12 +154,14 @@ async def erase_call_recordings(req: func.HttpRequest) -> func.HttpResponse:
         log_event(log, "erasure: rejected request", reason=problem.detail)
         return problem.to_response()
 
-    services = app_services()
+    services = await ready_services()
     try:
         erased = await erase_call(
             call_id, ledger=services.ledger, container=services.storage.container
         )
-    except AzureError as error:
+    except Exception as error:
+        if not is_storage_failure(error):
+            raise
         log_event(
             log,
             "erasure: storage unavailable",

@@ -118,6 +118,29 @@ param alwaysReadyHttpInstanceCount int = 1
 param alwaysReadyDownloadInstanceCount int = 1
 
 // ---------------------------------------------------------------------------------------------
+// Alerts (docs/operations.md says what each one means and what to do)
+// ---------------------------------------------------------------------------------------------
+
+@description('Create the alert rules and the "calls today" workbook.')
+param deployAlerts bool = true
+
+@description('Resource id of an existing action group the alerts notify. Empty: alerts show in the portal only.')
+param alertActionGroupId string = ''
+
+@description('Alert when a call is answered more than this many ms after its notification (Graph drops a call not answered within 15 000 ms).')
+@minValue(1000)
+@maxValue(15000)
+param answerLatencyAlertMs int = 10000
+
+@description('Alert when a recording is stored more than this many ms after its completion notification (the platform discards recordings soon after the call).')
+@minValue(1000)
+param storedLatencyAlertMs int = 30000
+
+@description('Alert when at least this many recordings fail, are poisoned or abandoned within 15 minutes.')
+@minValue(1)
+param recordingFailureAlertCount int = 5
+
+// ---------------------------------------------------------------------------------------------
 // Bot identity, Graph permissions, Azure Bot
 // ---------------------------------------------------------------------------------------------
 
@@ -307,6 +330,21 @@ module monitoring 'modules/monitoring.bicep' = {
     publisherPrincipalId: identity.outputs.principalId
     deployerPrincipalId: principalId
     deployerPrincipalType: principalType
+  }
+}
+
+module alerts 'modules/alerts.bicep' = if (deployAlerts) {
+  name: 'alerts'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    nameSuffix: resourceToken
+    applicationInsightsId: monitoring.outputs.applicationInsightsId
+    actionGroupId: alertActionGroupId
+    answerLatencyThresholdMs: answerLatencyAlertMs
+    storedLatencyThresholdMs: storedLatencyAlertMs
+    failureCountThreshold: recordingFailureAlertCount
   }
 }
 

@@ -55,6 +55,18 @@ param alwaysReadyHttpInstanceCount = int(readEnvironmentVariable('ALWAYS_READY_H
 // start between the recording's completion and its download.
 param alwaysReadyDownloadInstanceCount = int(readEnvironmentVariable('ALWAYS_READY_DOWNLOAD_INSTANCES', '1'))
 
+// --- Alerts (docs/operations.md) -------------------------------------------------------------
+
+// deployAlerts: true (default) creates the four log alert rules and the "calls today" workbook.
+// alertActionGroupId: resource id of an existing action group to notify; set it with
+// ALERT_ACTION_GROUP_ID. '' (default): the alerts show in the portal only.
+param alertActionGroupId = readEnvironmentVariable('ALERT_ACTION_GROUP_ID', '')
+
+// Thresholds, not set here (their defaults apply):
+// answerLatencyAlertMs: 10000; Graph drops a call not answered within 15 s of its notification.
+// storedLatencyAlertMs: 30000; completion notification to recording stored.
+// recordingFailureAlertCount: 5 failed, poisoned or abandoned recordings within 15 minutes.
+
 // --- Bot identity, Graph permissions, Azure Bot -----------------------------------------------
 
 // '' (default): the deployment creates the bot's single-tenant app registration, its service

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Any
 
 from pydantic import ValidationError
@@ -22,13 +21,9 @@ from shared.graph.errors import (
     GraphThrottledError,
     GraphUnavailableError,
 )
-from shared.graph.models import RecordResponseRequest
+from shared.graph.models import GRAPH_ID_RULE, RecordResponseRequest, is_graph_id
 from shared.problems import Problem, validation_problem
 
-# Graph's call and operation ids are GUIDs; anything else in a route would only be an attempt to
-# reach another Graph path or to plant a key that storage cannot hold.
-ID_PATTERN = re.compile(r"^[A-Za-z0-9-]{1,128}$")
-ID_RULE = "letters, digits and dashes, at most 128"
 DEFAULT_RETRY_AFTER_SECONDS = 5
 
 
@@ -36,8 +31,8 @@ def check_id(name: str, value: str | None, *, where: str = "route") -> str:
     """``value`` if it is a usable Graph id, else a 400 problem naming ``name``."""
     if not value or not value.strip():
         reason = f"{name} is required"
-    elif not ID_PATTERN.fullmatch(value):
-        reason = f"{name} must be a Graph id ({ID_RULE})"
+    elif not is_graph_id(value):
+        reason = f"{name} must be a Graph id ({GRAPH_ID_RULE})"
     else:
         return value
     detail = f"query parameter {reason}" if where == "query" else reason
@@ -61,6 +56,8 @@ def parse_record_request(body: bytes) -> RecordResponseRequest:
         ) from None
     try:
         return RecordResponseRequest.model_validate(data)
+    except RecursionError:
+        raise Problem(400, "body: nested too deeply", "Invalid request body") from None
     except ValidationError as error:
         raise validation_problem(error.errors()) from None  # type: ignore[arg-type]
 
@@ -100,6 +97,17 @@ def problem_for_graph_error(error: GraphError) -> Problem:
             extensions,
         )
     return Problem(502, f"Graph did not answer usably ({said})", "Graph failed", extensions)
+
+
+def is_storage_failure(error: BaseException) -> bool:
+    """Whether ``error`` is an Azure SDK failure (storage did not answer as it should).
+
+    The SDK's exception module loads azure.core's whole pipeline; by the time a storage call has
+    failed it is loaded anyway, so the edge asks here instead of importing it at start-up.
+    """
+    from azure.core.exceptions import AzureError
+
+    return isinstance(error, AzureError)
 
 
 def storage_unavailable() -> Problem:

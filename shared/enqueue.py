@@ -16,8 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from shared.jobs import JOB_TIME_TO_LIVE, DownloadJob
+from opentelemetry.trace import SpanKind
+
+from shared.jobs import DOWNLOAD_QUEUE, JOB_TIME_TO_LIVE, DownloadJob
 from shared.logevents import log_event
+from shared.telemetry import current_traceparent, span
 
 if TYPE_CHECKING:
     from azure.storage.queue.aio import QueueClient
@@ -29,8 +32,15 @@ log = logging.getLogger(__name__)
 ENQUEUE_DEADLINE_SECONDS = 8.0
 
 
-class QueueUnavailable(Exception):
-    """Some download job could not be queued (the message is safe to return to a caller)."""
+class NotStored(Exception):
+    """A notification's effect could not be stored: the sender must send it again (503).
+
+    The message is safe to return to a caller.
+    """
+
+
+class QueueUnavailable(NotStored):
+    """Some download job could not be queued."""
 
 
 @dataclass
@@ -76,13 +86,17 @@ async def enqueue_jobs(
                 log_event(log, "queue created", level=logging.WARNING, queue=queue.queue_name)
 
     async def send(job: DownloadJob) -> None:
-        try:
-            await queue.send_message(job.to_message(), time_to_live=time_to_live)
-        except ResourceNotFoundError as error:
-            if getattr(error, "error_code", None) != "QueueNotFound":
-                raise
-            await create_queue_once()
-            await queue.send_message(job.to_message(), time_to_live=time_to_live)
+        # One producer span per job; its context travels in the message, so the worker's spans
+        # are its children: one trace from the notification to the stored recording.
+        with span(f"{DOWNLOAD_QUEUE} send", kind=SpanKind.PRODUCER, **job.log_fields()):
+            message = job.with_traceparent(current_traceparent()).to_message()
+            try:
+                await queue.send_message(message, time_to_live=time_to_live)
+            except ResourceNotFoundError as error:
+                if getattr(error, "error_code", None) != "QueueNotFound":
+                    raise
+                await create_queue_once()
+                await queue.send_message(message, time_to_live=time_to_live)
 
     result = Enqueued()
 

@@ -21,25 +21,38 @@ CHECK_TIMEOUT_SECONDS = 3.0
 
 
 async def _check(probe: Callable[[], Awaitable[Any]]) -> str:
+    from azure.core.exceptions import ResourceNotFoundError
+
     try:
         await asyncio.wait_for(probe(), CHECK_TIMEOUT_SECONDS)
     except TimeoutError:
         return "timeout"
+    except (ResourceNotFoundError, _Missing):
+        # The service answered: the resource is not there yet (the app creates it on first use).
+        return "missing"
     except Exception as error:
         return f"unreachable ({type(error).__name__})"
     return "ok"
 
 
+class _Missing(Exception):
+    pass
+
+
 async def check_storage(storage: StorageClients) -> dict[str, str]:
-    """``ok`` or a short reason for each service; runs the probes concurrently."""
+    """``ok``, ``missing`` or why not, for the app's queue, container and table (concurrently)."""
 
     async def table() -> None:
-        async for _ in storage.table_service.list_tables(results_per_page=1):
-            break
+        query = "TableName eq @name"
+        async for _ in storage.table_service.query_tables(
+            query, parameters={"name": storage.table_name}
+        ):
+            return
+        raise _Missing()
 
     queue, blob, table_status = await asyncio.gather(
         _check(storage.queue.get_queue_properties),
-        _check(storage.blob_service.get_service_properties),
+        _check(storage.container.get_container_properties),
         _check(table),
     )
     return {"queue": queue, "blob": blob, "table": table_status}

@@ -2,15 +2,17 @@
 
 The message carries the recording's access token (the worker needs it), so it is short-lived:
 its time-to-live matches how long the platform keeps a recording, and the cleanup purges
-poisoned copies after a few minutes.
+poisoned copies after a few minutes. It may also carry the sender's W3C ``traceparent``, so the
+worker's spans join the webhook's trace (optional: older messages without it still work).
 """
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer, field_validator
 
 from shared.graph.models import CommsNotification, RecordOperation, normalize_id, parse_resource_url
 
@@ -19,6 +21,8 @@ POISON_QUEUE = f"{DOWNLOAD_QUEUE}-poison"
 # The platform discards a recording shortly after the call ends; a job older than this cannot
 # succeed, so letting it expire on the queue is better than poisoning it later.
 JOB_TIME_TO_LIVE = timedelta(minutes=15)
+# W3C Trace Context, version 00: version-traceid-parentid-flags, lowercase hex.
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 
 class InvalidJobError(ValueError):
@@ -41,6 +45,17 @@ class DownloadJob(BaseModel):
     result_subcode: int | None = None
     result_message: str | None = None
     received_at: datetime
+    # The webhook's span context; None when nothing was traced or the message predates it.
+    traceparent: str | None = None
+
+    @field_validator("traceparent", mode="before")
+    @classmethod
+    def _ignore_unusable_traceparent(cls, value: object) -> str | None:
+        # A trace context is a courtesy: a malformed one is dropped, never a reason to fail a
+        # recording's job.
+        if isinstance(value, str) and _TRACEPARENT.fullmatch(value.strip()):
+            return value.strip()
+        return None
 
     @field_serializer("recording_access_token", when_used="json")
     def _reveal_on_the_queue(self, token: SecretStr) -> str:
@@ -49,6 +64,12 @@ class DownloadJob(BaseModel):
 
     def to_message(self) -> str:
         return self.model_dump_json()
+
+    def with_traceparent(self, traceparent: str | None) -> DownloadJob:
+        """This job carrying ``traceparent`` (unchanged when there is none)."""
+        if traceparent is None or traceparent == self.traceparent:
+            return self
+        return self.model_copy(update={"traceparent": traceparent})
 
     @classmethod
     def from_message(cls, text: str | bytes) -> DownloadJob:

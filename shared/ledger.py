@@ -8,6 +8,7 @@ not depend on the order events arrive in.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -28,7 +29,15 @@ log = logging.getLogger(__name__)
 ROW_KIND_OPERATION = "operation"
 ROW_KIND_CLAIM = "claim"
 _MAX_CONFLICT_RETRIES = 8
-_FORBIDDEN_KEY_CHARS = str.maketrans({c: f"%{ord(c):02X}" for c in "/\\#?%\t\n\r"})
+# Table keys may not hold / \\ # ? or control characters, and stop at 1 KiB; "%" is escaped too
+# so that the escaping cannot be forged.
+_FORBIDDEN_KEY_CHARS = str.maketrans(
+    {c: f"%{ord(c):02X}" for c in "/\\#?%" + "".join(map(chr, [*range(32), *range(127, 160)]))}
+)
+_MAX_KEY_LENGTH = 256
+# Claims live in partitions of their own: no operation id, whatever it looks like, can collide
+# with a claim row, and a claim row is never mistaken for an operation.
+CLAIM_PARTITION_PREFIX = "~claims~"
 
 
 class Column:
@@ -91,13 +100,27 @@ _RANK: dict[OperationStatus, int] = {
     OperationStatus.EXPIRED: 7,
     OperationStatus.ERASED: 8,
 }
+_STATUS_VALUES = frozenset(status.value for status in OperationStatus)
 # Each status stamps its own time column, e.g. ``StoredAt``.
 _STAMP = {status: f"{status.value.capitalize()}At" for status in OperationStatus}
 
 
 def table_key(value: str) -> str:
-    """A Table Storage key for an id: canonical form, characters Tables forbid escaped."""
-    return normalize_id(value).translate(_FORBIDDEN_KEY_CHARS)
+    """A Table Storage key for an id: canonical form, characters Tables forbid escaped.
+
+    Graph's ids are GUIDs (the edge refuses anything else); this stays total for whatever reaches
+    storage another way (an old or hand-written queue message): overlong keys end in a digest.
+    """
+    key = normalize_id(value).translate(_FORBIDDEN_KEY_CHARS)
+    if len(key) > _MAX_KEY_LENGTH:
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        key = f"{key[: _MAX_KEY_LENGTH - 65]}~{digest}"
+    return key
+
+
+def claim_partition(call_id: str) -> str:
+    """The partition of a call's claim rows (once-per-call steps, download claims)."""
+    return CLAIM_PARTITION_PREFIX + table_key(call_id)
 
 
 def utc_now() -> datetime:
@@ -153,6 +176,12 @@ def _to_record(entity: Mapping[str, Any]) -> OperationRecord:
     )
 
 
+def _is_operation(entity: Mapping[str, Any]) -> bool:
+    return entity.get("Kind", ROW_KIND_OPERATION) == ROW_KIND_OPERATION and (
+        entity.get("Status") in _STATUS_VALUES
+    )
+
+
 def result_fields(code: int | None, subcode: int | None, message: str | None) -> dict[str, Any]:
     """Ledger columns for a Graph ``resultInfo``, including what the subcode means."""
     fields: dict[str, Any] = {}
@@ -191,6 +220,8 @@ class OperationLedger:
             entity = await self._table.get_entity(table_key(call_id), table_key(operation_id))
         except ResourceNotFoundError:
             return None
+        if not _is_operation(entity):
+            return None  # not an operation row (e.g. written by an older version): not found
         return _to_record(entity)
 
     async def list_call(self, call_id: str) -> list[OperationRecord]:
@@ -436,8 +467,8 @@ class OperationLedger:
 
         now = self._clock()
         entity = {
-            "PartitionKey": table_key(call_id),
-            "RowKey": f"~{name}",
+            "PartitionKey": claim_partition(call_id),
+            "RowKey": name,
             "Kind": ROW_KIND_CLAIM,
             "CallId": normalize_id(call_id),
             "CreatedAt": now,
@@ -451,7 +482,7 @@ class OperationLedger:
 
     async def release(self, call_id: str, name: str) -> None:
         """Give a claim back (the action failed before it took effect)."""
-        await self._table.delete_entity(table_key(call_id), f"~{name}")
+        await self._table.delete_entity(claim_partition(call_id), name)
 
     async def query(
         self, filter_expression: str, parameters: Mapping[str, Any], *, limit: int

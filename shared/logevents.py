@@ -3,8 +3,13 @@
 ``log_event(log, "download.stored", call_id=..., size_bytes=...)`` writes
 ``download.stored call_id=... size_bytes=...`` and sets the same fields as attributes of the
 log record (``record.call_id``...), which is what log handlers such as OpenTelemetry's export as
-attributes: a text search, a log query and telemetry all use one set of names. Values are escaped: an id sent by a caller can never break a line or forge another
-key=value pair. Secrets do not belong here; callers pass ids, counts, reasons, never tokens.
+attributes (Application Insights: ``customDimensions``), and on the current span when one is
+recording: a text search, a log query and a trace all use one set of names. Values are escaped:
+an id sent by a caller can never break a line or forge another key=value pair.
+
+Secrets do not belong here; callers pass ids, counts, reasons, never tokens. As a guard, a field
+whose name says it holds one (``token``, ``authorization``, ``sig``, ``key``, ``secret``...) is
+written as ``[redacted]`` in all three places, whatever its value.
 """
 
 from __future__ import annotations
@@ -14,12 +19,30 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from shared.telemetry import set_span_attributes
+
 # A bare value: anything else is quoted, with backslash escapes for quotes and control
 # characters, so one record is always one line and "k=v" inside a value stays a value.
 _BARE = re.compile(r"^[A-Za-z0-9_.:/@+\-#,]+$")
 _MAX_VALUE_LENGTH = 300
 # Attributes every LogRecord has: a field by one of these names is stored as ``field_<name>``.
 _RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+# Words of a field name (split at "_" and "-") that say the value is a credential.
+_SECRET_WORDS = frozenset(
+    {
+        "authorization",
+        "bearer",
+        "jwt",
+        "key",
+        "password",
+        "sas",
+        "secret",
+        "sig",
+        "signature",
+        "token",
+    }
+)
+REDACTED = "[redacted]"
 
 
 def escape(value: object) -> str:
@@ -33,6 +56,11 @@ def escape(value: object) -> str:
     return f'"{escaped}"'
 
 
+def is_secret_field(name: str) -> bool:
+    """Whether a field's name says it holds a credential (``access_token``, ``api_key``...)."""
+    return any(word in _SECRET_WORDS for word in re.split(r"[_\-.]+", name.lower()))
+
+
 def format_fields(fields: Mapping[str, Any]) -> str:
     """``key=value`` pairs for the fields that are set, in the given order."""
     return " ".join(
@@ -41,10 +69,21 @@ def format_fields(fields: Mapping[str, Any]) -> str:
 
 
 def log_event(log: logging.Logger, event: str, *, level: int = logging.INFO, **fields: Any) -> None:
-    """Log ``event`` with ``fields``: ``None`` values are left out of both forms."""
+    """Log ``event`` with ``fields``: ``None`` values are left out of every form.
+
+    Events at INFO and above also set the fields as attributes of the current span (when one
+    is recording), whatever the logger's level: a trace carries them even when logs are
+    filtered. Debug events stay out of spans (they would overwrite an outcome with noise).
+    """
+    present = {
+        name: (REDACTED if is_secret_field(name) else value)
+        for name, value in fields.items()
+        if value is not None
+    }
+    if level >= logging.INFO:
+        set_span_attributes(present)
     if not log.isEnabledFor(level):
         return
-    present = {name: value for name, value in fields.items() if value is not None}
     text = format_fields(present)
     log.log(
         level,

@@ -136,6 +136,13 @@ def app_services() -> Services:
     return services
 
 
+async def ready_services() -> Services:
+    """:func:`app_services`, with the app's storage resources created on first use."""
+    services = app_services()
+    await services.storage.ensure_once()
+    return services
+
+
 def use_services(services: Services) -> None:
     """Make ``services`` the running loop's, until replaced (tests, the local host, benchmarks)."""
     loop = asyncio.get_running_loop()

@@ -10,7 +10,14 @@ from __future__ import annotations
 import functools
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_OPENID_CONFIGURATION_URL = "https://api.aps.skype.com/v1/.well-known/OpenIdConfiguration"
@@ -18,7 +25,7 @@ DEFAULT_ALLOWED_ISSUERS = ("https://graph.microsoft.com", "https://api.botframew
 DEFAULT_GRAPH_BASE_URL = "https://graph.microsoft.com/v1.0"
 DEFAULT_CLEANUP_SCHEDULE = "0 */5 * * * *"
 
-GraphCredentialMode = Literal["managedIdentity", "federated", "developer"]
+GraphCredentialMode = Literal["managedIdentity", "federated", "localAppRegistration"]
 CommaList = Annotated[tuple[str, ...], NoDecode]
 
 
@@ -79,6 +86,20 @@ class Settings(BaseSettings):
     # Federated mode: the Entra app registration (bot app id) and its tenant.
     graph_app_client_id: str | None = Field(default=None, alias="GRAPH_APP_CLIENT_ID")
     graph_tenant_id: str | None = Field(default=None, alias="GRAPH_TENANT_ID")
+    # localAppRegistration mode (a developer's machine only): the bot app's own secret or
+    # certificate, from local.settings.json. Never logged (SecretStr), refused in Azure.
+    graph_client_secret: SecretStr | None = Field(default=None, alias="GRAPH_CLIENT_SECRET")
+    graph_client_certificate_path: str | None = Field(
+        default=None, alias="GRAPH_CLIENT_CERTIFICATE_PATH"
+    )
+    graph_client_certificate_password: SecretStr | None = Field(
+        default=None, alias="GRAPH_CLIENT_CERTIFICATE_PASSWORD"
+    )
+    # Local simulator only: the CA its TLS token endpoint's certificate chains to.
+    graph_authority_ca_file: str | None = Field(default=None, alias="GRAPH_AUTHORITY_CA_FILE")
+    # Set by the Functions host in Azure: local-only settings are refused when present.
+    website_instance_id: str | None = Field(default=None, alias="WEBSITE_INSTANCE_ID")
+    website_site_name: str | None = Field(default=None, alias="WEBSITE_SITE_NAME")
 
     # --- Bot flow ---
     callback_base_url: str | None = Field(default=None, alias="CALLBACK_BASE_URL")
@@ -167,13 +188,47 @@ class Settings(BaseSettings):
                 "AzureWebJobsStorage: set a connection string, or identity-based "
                 "AzureWebJobsStorage__queueServiceUri, __blobServiceUri and __tableServiceUri"
             )
-        if self.graph_credential_mode == "federated" and not (
+        mode = self.graph_credential_mode
+        if mode in ("federated", "localAppRegistration") and not (
             self.graph_app_client_id and self.graph_tenant_id
         ):
             raise ValueError(
-                "GRAPH_CREDENTIAL_MODE=federated needs GRAPH_APP_CLIENT_ID and GRAPH_TENANT_ID"
+                f"GRAPH_CREDENTIAL_MODE={mode} needs GRAPH_APP_CLIENT_ID and GRAPH_TENANT_ID"
             )
+        if mode == "localAppRegistration":
+            if self.running_in_azure:
+                raise ValueError(
+                    "GRAPH_CREDENTIAL_MODE=localAppRegistration is for a developer's machine and "
+                    "the app runs in Azure (WEBSITE_INSTANCE_ID/WEBSITE_SITE_NAME are set): use "
+                    "federated"
+                )
+            if bool(self.graph_client_secret) == bool(self.graph_client_certificate_path):
+                raise ValueError(
+                    "GRAPH_CREDENTIAL_MODE=localAppRegistration needs exactly one of "
+                    "GRAPH_CLIENT_SECRET and GRAPH_CLIENT_CERTIFICATE_PATH"
+                )
+        elif self.graph_client_secret or self.graph_client_certificate_path:
+            raise ValueError(
+                "GRAPH_CLIENT_SECRET/GRAPH_CLIENT_CERTIFICATE_PATH are only read in "
+                "GRAPH_CREDENTIAL_MODE=localAppRegistration: remove them"
+            )
+        if self.graph_authority_ca_file and self.running_in_azure:
+            raise ValueError("GRAPH_AUTHORITY_CA_FILE is for the local simulator only: remove it")
         return self
+
+    @field_validator("graph_credential_mode", mode="before")
+    @classmethod
+    def _no_developer_mode(cls, value: object) -> object:
+        if value == "developer":
+            raise ValueError(
+                "developer was removed: Graph's calls API takes application tokens of the bot's "
+                "own app registration only; use localAppRegistration on your machine"
+            )
+        return value
+
+    @property
+    def running_in_azure(self) -> bool:
+        return bool(self.website_instance_id or self.website_site_name)
 
     @property
     def uses_identity_based_storage(self) -> bool:

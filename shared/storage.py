@@ -8,7 +8,11 @@ function on one loop, so in Azure that means once per worker process.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +33,10 @@ OPERATIONS_TABLE = "recordingoperations"
 CONNECTION_TIMEOUT_SECONDS = 5
 READ_TIMEOUT_SECONDS = 20
 RETRY_TOTAL = 3
+# Making sure the resources exist is a few small requests; past this the request goes on without.
+ENSURE_TIMEOUT_SECONDS = 3.0
+ENSURE_RETRY_SECONDS = 30.0
+log = logging.getLogger(__name__)
 
 
 def _client_options() -> dict[str, Any]:
@@ -78,6 +86,9 @@ class StorageClients:
     table_name: str = OPERATIONS_TABLE
     _credential: AsyncTokenCredential | None = field(default=None, init=False, repr=False)
     _cache: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+    _ensured: bool = field(default=False, init=False, repr=False)
+    _ensure_again_at: float = field(default=0.0, init=False, repr=False)
+    _ensuring: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
     def _managed_identity(self) -> AsyncTokenCredential:
         if self._credential is None:
@@ -186,17 +197,44 @@ class StorageClients:
         return client
 
     async def ensure_resources(self) -> None:
-        """Create the queues, container and table if missing (local runs; Bicep does it in Azure)."""
+        """Create the queues, container and table if missing (concurrently; existing is fine)."""
         from azure.core.exceptions import ResourceExistsError
 
-        for create in (
-            self.queue.create_queue,
-            self.poison_queue.create_queue,
-            self.container.create_container,
-        ):
+        async def create(make: Callable[[], Awaitable[Any]]) -> None:
             with contextlib.suppress(ResourceExistsError):
-                await create()
-        await self.table_service.create_table_if_not_exists(self.table_name)
+                await make()
+
+        await asyncio.gather(
+            create(self.queue.create_queue),
+            create(self.poison_queue.create_queue),
+            create(self.container.create_container),
+            create(lambda: self.table_service.create_table_if_not_exists(self.table_name)),
+        )
+
+    async def ensure_once(self, *, within: float = ENSURE_TIMEOUT_SECONDS) -> bool:
+        """:meth:`ensure_resources` the first time it is asked, per client set (so per process).
+
+        A fresh account (a new Azurite, or Azure before anything ran) then works from the first
+        request. A failure is logged and tried again on the next call; the request goes on, and
+        its own storage call decides its answer (a 503 when storage is really down).
+        """
+        if self._ensured or time.monotonic() < self._ensure_again_at:
+            return self._ensured
+        async with self._ensuring:
+            if self._ensured or time.monotonic() < self._ensure_again_at:
+                return self._ensured
+            try:
+                await asyncio.wait_for(self.ensure_resources(), within)
+            except Exception as error:
+                # Not again for a while: while storage is down, requests must not each wait here.
+                self._ensure_again_at = time.monotonic() + ENSURE_RETRY_SECONDS
+                log.warning(
+                    "storage: could not make sure the app's resources exist (%s)",
+                    type(error).__name__,
+                )
+                return False
+            self._ensured = True
+            return True
 
     async def close(self) -> None:
         for client in self._cache.values():

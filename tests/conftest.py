@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from devtools.azurite import Azurite
+from devtools.graphsim import GraphSimulator
 
 if TYPE_CHECKING:
     from shared.services import Services
@@ -15,6 +16,35 @@ if TYPE_CHECKING:
 
 BOT_APP_ID = "a5c1f5ad-0b6f-4f0c-9a5e-1b2c3d4e5f60"
 TENANT_ID = "00000000-0000-0000-0000-00000000cafe"  # fictitious: the simulator's default
+
+
+@pytest.fixture(scope="module")
+def start_simulator() -> Iterator[Callable[..., GraphSimulator]]:
+    """Starts Graph simulators for the app's bot, stopped when the module's tests are done.
+
+    ``start_simulator(time_scale=0.01, callback_url=...)`` takes the simulator's options; the bot
+    id is always this suite's. A per-test fixture may stop its own simulator early (stopping is
+    idempotent); whatever is still running stops with the module.
+    """
+    running: list[GraphSimulator] = []
+
+    def start(**options: Any) -> GraphSimulator:
+        simulator = GraphSimulator(BOT_APP_ID, **options)
+        simulator.start()
+        running.append(simulator)
+        return simulator
+
+    yield start
+    for simulator in reversed(running):
+        simulator.stop()
+
+
+def use_simulator_identity(monkeypatch: pytest.MonkeyPatch, sim: GraphSimulator) -> None:
+    """azure-identity's managed-identity credential gets its tokens from the simulator."""
+    for name, value in sim.managed_identity_env().items():
+        monkeypatch.setenv(name, value)
+    for name in ("IDENTITY_SERVER_THUMBPRINT", "MSI_ENDPOINT", "MSI_SECRET", "AZURE_CLIENT_ID"):
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture(scope="session")

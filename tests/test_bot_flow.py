@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import azure.functions as func
@@ -28,7 +28,7 @@ from shared.bot.flow import BotFlow, attempt_of
 from shared.graph.models import CommsNotification, RecordOperation
 from shared.jobs import JOB_TIME_TO_LIVE, DownloadJob
 from shared.ledger import OperationLedger, OperationStatus
-from tests.conftest import BOT_APP_ID, TENANT_ID
+from tests.conftest import TENANT_ID, use_simulator_identity
 from tests.support.functions import http_request, invoke
 
 THANK_YOU = "https://cdn.example/thank-you.wav"
@@ -83,11 +83,10 @@ def inbox() -> Iterator[Inbox]:
 
 
 @pytest.fixture
-def sim(inbox: Inbox) -> Iterator[GraphSimulator]:
-    with GraphSimulator(
-        BOT_APP_ID, time_scale=0.01, callback_url=f"{inbox.base_url}/api/calls"
-    ) as running:
-        yield running
+def sim(inbox: Inbox, start_simulator: Callable[..., GraphSimulator]) -> Iterator[GraphSimulator]:
+    running = start_simulator(time_scale=0.01, callback_url=f"{inbox.base_url}/api/calls")
+    yield running
+    running.stop()
 
 
 @pytest.fixture
@@ -99,10 +98,7 @@ async def bot_env(
 ) -> GraphSimulator:
     from shared.settings import get_settings
 
-    for name, value in sim.managed_identity_env().items():
-        monkeypatch.setenv(name, value)
-    for name in ("IDENTITY_SERVER_THUMBPRINT", "MSI_ENDPOINT", "MSI_SECRET", "AZURE_CLIENT_ID"):
-        monkeypatch.delenv(name, raising=False)
+    use_simulator_identity(monkeypatch, sim)
     settings = {
         "GRAPH_BASE_URL": sim.graph_base_url,
         "GRAPH_CREDENTIAL_MODE": "managedIdentity",

@@ -28,18 +28,11 @@ from shared.retention import (
     run_cleanup,
 )
 from shared.settings import Settings, get_settings
+from tests.support.clock import Clock
 from tests.support.functions import invoke
 
 S = OperationStatus
 T0 = datetime(2030, 1, 7, 9, 30, tzinfo=UTC)
-
-
-class FixedClock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 class CountingTransport(AioHttpTransport):
@@ -107,7 +100,7 @@ async def blob_names(storage: Any) -> set[str]:
 
 async def cleanup(
     storage: Any,
-    clock: FixedClock,
+    clock: Clock,
     *,
     container: Any = None,
     settings: Settings | None = None,
@@ -128,7 +121,7 @@ async def cleanup(
 
 async def test_recording_expires_exactly_at_its_retention(storage: Any) -> None:
     retention = timedelta(minutes=get_settings().recording_retention_minutes)
-    clock = FixedClock(T0)
+    clock = Clock(T0)
     ledger = OperationLedger(storage.table, clock=clock)
     early, late = T0 + retention, T0 + timedelta(minutes=10) + retention
     await put_recording(storage, "call-1", "op-early", early)
@@ -160,7 +153,7 @@ async def test_cleanup_touches_only_expired_recordings(
     storage: Any, counted: tuple[Any, CountingTransport]
 ) -> None:
     container, transport = counted
-    clock = FixedClock(T0)
+    clock = Clock(T0)
     gate = asyncio.Semaphore(32)
 
     async def put(index: int, expires_at: datetime) -> None:
@@ -199,7 +192,7 @@ async def test_more_than_one_batch_of_expired_recordings(
             await put_recording(storage, f"c{index}", f"o{index}", T0 - timedelta(seconds=index))
 
     await asyncio.gather(*(put(i) for i in range(1, 261)))
-    summary = await cleanup(storage, FixedClock(T0), container=container)
+    summary = await cleanup(storage, Clock(T0), container=container)
     assert summary.recordings_deleted == 260
     batches = [q for method, _, q in transport.sent if method == "POST" and q["comp"] == ["batch"]]
     assert len(batches) == 2  # 256 + 4: the Blob Batch API's limit per request
@@ -207,7 +200,7 @@ async def test_more_than_one_batch_of_expired_recordings(
 
 
 async def test_work_per_run_is_bounded_and_the_next_run_continues(storage: Any) -> None:
-    clock = FixedClock(T0)
+    clock = Clock(T0)
     ledger = OperationLedger(storage.table, clock=clock)
     for index in range(5):
         expires_at = T0 - timedelta(minutes=index + 1)
@@ -226,7 +219,7 @@ async def test_work_per_run_is_bounded_and_the_next_run_continues(storage: Any) 
 
 
 async def test_two_runs_at_once_converge(storage: Any) -> None:
-    clock = FixedClock(T0)
+    clock = Clock(T0)
     ledger = OperationLedger(storage.table, clock=clock)
     for index in range(6):
         expires_at = T0 - timedelta(minutes=1)
@@ -253,7 +246,7 @@ async def test_two_runs_at_once_converge(storage: Any) -> None:
 
 
 async def test_a_recording_without_a_ledger_row_is_still_deleted(storage: Any) -> None:
-    clock = FixedClock(T0)
+    clock = Clock(T0)
     await put_recording(storage, "call-x", "op-x", T0 - timedelta(minutes=1))
     summary = await cleanup(storage, clock)
     assert summary.recordings_deleted == 1
@@ -297,7 +290,7 @@ async def test_poison_messages_are_purged_after_their_failure_is_recorded(
     await storage.poison_queue.send_message("this is not a download job")
     max_age = timedelta(minutes=get_settings().poison_message_max_age_minutes)
     # Azurite stamps insertion with the real time; the run happens "later" by the injected clock.
-    clock = FixedClock(datetime.now(UTC) + max_age + timedelta(minutes=1))
+    clock = Clock(datetime.now(UTC) + max_age + timedelta(minutes=1))
 
     with caplog.at_level(logging.DEBUG):
         summary = await cleanup(storage, clock)
@@ -341,13 +334,13 @@ async def test_young_poison_messages_stay_and_the_queue_keeps_no_old_token(stora
     assert peeked[1].inserted_on > peeked[0].inserted_on
 
     # Nothing is old yet at the real time: both stay, visible and unchanged.
-    summary = await cleanup(storage, FixedClock(datetime.now(UTC)))
+    summary = await cleanup(storage, Clock(datetime.now(UTC)))
     assert summary.poison_messages_purged == 0
     assert summary.poison_messages_kept >= 1
     assert len(await storage.poison_queue.peek_messages(max_messages=32)) == 2
 
     # At exactly the age limit of the younger one, only the older one is past it.
-    summary = await cleanup(storage, FixedClock(peeked[1].inserted_on + max_age))
+    summary = await cleanup(storage, Clock(peeked[1].inserted_on + max_age))
     assert summary.poison_messages_purged == 1
     assert await queue_length(storage.poison_queue) == 1
     left = await storage.poison_queue.peek_messages(max_messages=32)
@@ -371,7 +364,7 @@ async def test_a_message_that_is_not_base64_does_not_block_the_purge(storage: An
     await storage.poison_queue.send_message(job("call-n", "op-n", "token-n").to_message())
     max_age = timedelta(minutes=get_settings().poison_message_max_age_minutes)
 
-    summary = await cleanup(storage, FixedClock(datetime.now(UTC) + max_age * 2))
+    summary = await cleanup(storage, Clock(datetime.now(UTC) + max_age * 2))
 
     assert summary.errors == 0
     assert summary.poison_messages_purged == 2
@@ -396,7 +389,7 @@ async def test_a_failing_step_neither_stops_the_others_nor_leaks_message_text(
     strict = QueueClient.from_connection_string(
         connection, storage.poison_queue_name, message_decode_policy=BinaryBase64DecodePolicy()
     )
-    clock = FixedClock(T0)
+    clock = Clock(T0)
     with caplog.at_level(logging.DEBUG):
         async with strict:
             summary = await run_cleanup(
@@ -419,7 +412,7 @@ async def test_a_failing_step_neither_stops_the_others_nor_leaks_message_text(
 
 
 async def test_operations_left_running_are_settled_as_abandoned(storage: Any) -> None:
-    clock = FixedClock(T0)
+    clock = Clock(T0)
     ledger = OperationLedger(storage.table, clock=clock)
     await ledger.advance("call-a", "op-running", S.RUNNING)
     await ledger.advance("call-a", "op-requested", S.REQUESTED)
@@ -451,7 +444,7 @@ async def test_operations_left_running_are_settled_as_abandoned(storage: Any) ->
 
 
 async def test_ledger_rows_and_claims_older_than_the_horizon_are_deleted(storage: Any) -> None:
-    clock = FixedClock(T0)
+    clock = Clock(T0)
     ledger = OperationLedger(storage.table, clock=clock)
     await ledger.advance("call-old", "op-old", S.FAILED)
     assert await ledger.claim("call-old", "recording-started")
@@ -472,7 +465,7 @@ async def test_ledger_rows_and_claims_older_than_the_horizon_are_deleted(storage
 
 
 async def test_ledger_horizon_is_bounded_per_run(storage: Any) -> None:
-    clock = FixedClock(T0)
+    clock = Clock(T0)
     ledger = OperationLedger(storage.table, clock=clock)
     for index in range(5):
         await ledger.advance("call-h", f"op-{index}", S.FAILED)

@@ -8,7 +8,7 @@ import json
 import logging
 import tracemalloc
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote
@@ -36,18 +36,15 @@ from shared.download import (
 from shared.jobs import DownloadJob
 from shared.ledger import OperationLedger, OperationStatus
 from shared.settings import get_settings
-from tests.conftest import BOT_APP_ID
+from tests.support.clock import Clock
 from tests.support.functions import invoke
 
 NOW = datetime(2026, 11, 23, 12, 0, 0, 250_000, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
-def sim() -> Iterator[GraphSimulator]:
-    simulator = GraphSimulator(bot_app_id=BOT_APP_ID)
-    simulator.start()
-    yield simulator
-    simulator.stop()
+def sim(start_simulator: Callable[..., GraphSimulator]) -> GraphSimulator:
+    return start_simulator()
 
 
 class Sleeps:
@@ -580,18 +577,10 @@ async def test_registered_function_stores_settles_and_raises(
 # -- the claim and the conditional commit, one class at a time -------------------------------
 
 
-class StepClock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 async def test_a_crashed_holders_claim_expires_and_is_taken_over_once(storage: Any) -> None:
     from shared.download.claim import CLAIM_TIME_TO_LIVE, ClaimLost
 
-    clock = StepClock()
+    clock = Clock(NOW)
     claims = DownloadClaims(storage.table, clock=clock)
     crashed, duplicate, third = claims.new_holder(), claims.new_holder(), claims.new_holder()
     assert await crashed.try_acquire("call-1", "op-1")

@@ -29,7 +29,8 @@ from shared.graph.errors import (
 )
 from shared.graph.models import AnswerRequest, RecordResponseRequest
 from shared.retry_after import parse_retry_after
-from tests.conftest import BOT_APP_ID
+from tests.conftest import BOT_APP_ID, use_simulator_identity
+from tests.support.clock import Clock
 
 BASE = "https://graph.test/v1.0"
 CALL_ID = "57dab8b1-894c-409a-b240-bd8beae78896"
@@ -58,21 +59,6 @@ class StaticCredential:
         pass
 
 
-class FakeTime:
-    """A monotonic clock that only moves when the client sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
 def graph_error(status: int, code: str, message: str, **headers: str) -> httpx.Response:
     body = {"error": {"code": code, "message": message, "innerError": {"request-id": "req-1"}}}
     return httpx.Response(status, json=body, headers=headers)
@@ -87,13 +73,13 @@ Handler = Callable[[httpx.Request], httpx.Response]
 
 
 @pytest.fixture
-def fake_time() -> FakeTime:
-    return FakeTime()
+def fake_time() -> Clock:
+    return Clock()
 
 
 @pytest.fixture
 async def make_client(
-    fake_time: FakeTime,
+    fake_time: Clock,
 ) -> AsyncIterator[Callable[..., tuple[GraphCallsClient, list]]]:
     clients: list[GraphCallsClient] = []
 
@@ -145,7 +131,7 @@ async def test_record_response_sends_the_body_and_parses_the_location(make_clien
 
 
 async def test_429_waits_what_retry_after_says_then_succeeds(
-    make_client: Any, fake_time: FakeTime
+    make_client: Any, fake_time: Clock
 ) -> None:
     client, seen = make_client(
         [graph_error(429, "TooManyRequests", "slow down", **{"Retry-After": "2"}), created()]
@@ -163,7 +149,7 @@ async def test_429_waits_what_retry_after_says_then_succeeds(
 
 
 async def test_retry_after_is_capped_and_attempts_are_bounded(
-    make_client: Any, fake_time: FakeTime
+    make_client: Any, fake_time: Clock
 ) -> None:
     policy = Backoff(
         attempts=3,
@@ -186,7 +172,7 @@ async def test_retry_after_is_capped_and_attempts_are_bounded(
 
 
 async def test_gives_up_at_once_when_the_wait_would_pass_the_budget(
-    make_client: Any, fake_time: FakeTime
+    make_client: Any, fake_time: Clock
 ) -> None:
     client, seen = make_client(
         [graph_error(429, "TooManyRequests", "later", **{"Retry-After": "5"})]
@@ -201,7 +187,7 @@ async def test_gives_up_at_once_when_the_wait_would_pass_the_budget(
 
 
 async def test_backoff_without_retry_after_is_jittered_exponential(
-    make_client: Any, fake_time: FakeTime
+    make_client: Any, fake_time: Clock
 ) -> None:
     client, _ = make_client(
         [httpx.Response(503), httpx.Response(503), httpx.Response(503), created()]
@@ -214,7 +200,7 @@ async def test_backoff_without_retry_after_is_jittered_exponential(
 
 
 async def test_gateway_timeout_is_not_retried_for_a_post(
-    make_client: Any, fake_time: FakeTime
+    make_client: Any, fake_time: Clock
 ) -> None:
     # Graph may have started the recording behind a 504: a second POST could record twice.
     client, seen = make_client([httpx.Response(504), created()])
@@ -227,7 +213,7 @@ async def test_gateway_timeout_is_not_retried_for_a_post(
     assert fake_time.sleeps == []
 
 
-async def test_gateway_timeout_is_retried_for_a_get(make_client: Any, fake_time: FakeTime) -> None:
+async def test_gateway_timeout_is_retried_for_a_get(make_client: Any, fake_time: Clock) -> None:
     client, seen = make_client([httpx.Response(504), httpx.Response(200, json={"id": CALL_ID})])
 
     call = await client.get_call(CALL_ID)
@@ -335,17 +321,26 @@ def settings_with(monkeypatch: pytest.MonkeyPatch, **values: str) -> Any:
 
     monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
     monkeypatch.setenv("BOT_APP_ID", BOT_APP_ID)
+    monkeypatch.delenv("GRAPH_CLIENT_SECRET", raising=False)  # each case names its own
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     return load_settings()
 
 
 async def test_credential_factory_follows_the_mode(monkeypatch: pytest.MonkeyPatch) -> None:
-    from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
+    from azure.identity.aio import ClientSecretCredential, ManagedIdentityCredential
 
     cases = [
         ({"GRAPH_CREDENTIAL_MODE": "managedIdentity"}, ManagedIdentityCredential),
-        ({"GRAPH_CREDENTIAL_MODE": "developer"}, DefaultAzureCredential),
+        (
+            {
+                "GRAPH_CREDENTIAL_MODE": "localAppRegistration",
+                "GRAPH_APP_CLIENT_ID": "11111111-2222-3333-4444-555555555555",
+                "GRAPH_TENANT_ID": "00000000-0000-0000-0000-00000000cafe",
+                "GRAPH_CLIENT_SECRET": "a-local-secret",
+            },
+            ClientSecretCredential,
+        ),
         (
             {
                 "GRAPH_CREDENTIAL_MODE": "federated",
@@ -389,13 +384,13 @@ async def test_federated_assertion_comes_from_the_managed_identity_without_io() 
 
 
 @pytest.fixture
-def sim(monkeypatch: pytest.MonkeyPatch) -> Iterator[GraphSimulator]:
-    with GraphSimulator(BOT_APP_ID, time_scale=0.01, callback_url="http://127.0.0.1:9/") as running:
-        for name, value in running.managed_identity_env().items():
-            monkeypatch.setenv(name, value)
-        for name in ("IDENTITY_SERVER_THUMBPRINT", "MSI_ENDPOINT", "MSI_SECRET", "AZURE_CLIENT_ID"):
-            monkeypatch.delenv(name, raising=False)
-        yield running
+def sim(
+    start_simulator: Callable[..., GraphSimulator], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[GraphSimulator]:
+    running = start_simulator(time_scale=0.01, callback_url="http://127.0.0.1:9/")
+    use_simulator_identity(monkeypatch, running)
+    yield running
+    running.stop()
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -45,23 +46,10 @@ from shared.auth.inbound import (
     UNKNOWN_KID_REFETCH_INTERVAL_SECONDS,
 )
 from shared.settings import DEFAULT_ALLOWED_ISSUERS
-
-from .conftest import BOT_APP_ID
+from tests.conftest import BOT_APP_ID
+from tests.support.clock import Clock
 
 OTHER_TENANT = "11111111-2222-3333-4444-555555555555"
-
-
-class Clock:
-    """Epoch seconds that only move when a test says so."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class CountingTransport(httpx.AsyncBaseTransport):
@@ -83,14 +71,14 @@ class CountingTransport(httpx.AsyncBaseTransport):
 
 
 @pytest.fixture(scope="module")
-def sim() -> Iterator[GraphSimulator]:
-    with GraphSimulator(BOT_APP_ID) as running:
-        yield running
+def sim(start_simulator: Callable[..., GraphSimulator]) -> GraphSimulator:
+    return start_simulator()
 
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    # The simulator signs tokens with the real time: start there.
+    return Clock(datetime.now(UTC))
 
 
 @pytest.fixture
@@ -113,7 +101,7 @@ def make_validator(
         audience=BOT_APP_ID,
         allowed_issuers=DEFAULT_ALLOWED_ISSUERS,
         allowed_tenants=tenants,
-        clock=clock,
+        clock=clock.timestamp,
         transport=transport,
     )
 
@@ -154,6 +142,10 @@ def bad_tokens(sim: GraphSimulator) -> dict[str, tuple[str, type[InboundAuthErro
             TokenExpired,
         ),
         "not yet valid": (sim.sign_token({"nbf": now + LEEWAY_SECONDS + 60}), TokenNotYetValid),
+        "issued in the future": (
+            sim.sign_token({"iat": now + LEEWAY_SECONDS + 60}),
+            TokenNotYetValid,
+        ),
         "wrong audience": (sim.sign_token({"aud": "someone-else"}), WrongAudience),
         "no audience": (sim.sign_token({"aud": None}), WrongAudience),
         "wrong issuer": (sim.sign_token({"iss": "https://evil.example"}), WrongIssuer),
@@ -171,6 +163,7 @@ BAD_TOKEN_CASES = [
     "HS256 with public key",
     "expired",
     "not yet valid",
+    "issued in the future",
     "wrong audience",
     "no audience",
     "wrong issuer",
@@ -209,17 +202,19 @@ async def test_each_bad_token_has_its_own_error(
 
 
 async def test_skew_of_five_minutes_is_tolerated(sim: GraphSimulator, clock: Clock) -> None:
-    now = int(clock())
+    now = int(clock.timestamp())
     validator = make_validator(sim, clock)
     almost_expired = sim.sign_token({"exp": now - LEEWAY_SECONDS + 30, "nbf": now - 3600})
-    almost_valid = sim.sign_token({"nbf": now + LEEWAY_SECONDS - 30})
+    almost_valid = sim.sign_token(
+        {"nbf": now + LEEWAY_SECONDS - 30, "iat": now + LEEWAY_SECONDS - 30}
+    )
     assert (await validator.validate(almost_expired)).tenant_id == sim.tenant_id
     assert (await validator.validate(almost_valid)).tenant_id == sim.tenant_id
 
 
 async def test_expiry_follows_the_injected_clock(sim: GraphSimulator, clock: Clock) -> None:
     validator = make_validator(sim, clock)
-    token = sim.sign_token({"exp": int(clock()) + 600})
+    token = sim.sign_token({"exp": int(clock.timestamp()) + 600})
     await validator.validate(token)
     clock.advance(600 + LEEWAY_SECONDS)
     with pytest.raises(TokenExpired):
@@ -273,10 +268,10 @@ async def test_configuration_is_refreshed_every_few_hours(
     validator = make_validator(sim, clock, transport)
     await validator.validate(sim.sign_token())
     clock.advance(CONFIGURATION_MAX_AGE_SECONDS - 60)
-    await validator.validate(sim.sign_token({"exp": int(clock()) + 3600}))
+    await validator.validate(sim.sign_token({"exp": int(clock.timestamp()) + 3600}))
     assert transport.count("/OpenIdConfiguration") == 1
     clock.advance(120)
-    await validator.validate(sim.sign_token({"exp": int(clock()) + 3600}))
+    await validator.validate(sim.sign_token({"exp": int(clock.timestamp()) + 3600}))
     assert transport.count("/OpenIdConfiguration") == 2
     assert transport.count("/keys") == 2
 
@@ -297,7 +292,7 @@ async def test_unreachable_openid_endpoint_is_503(clock: Clock) -> None:
         openid_configuration_url=f"http://127.0.0.1:{free_port()}/v1/.well-known/OpenIdConfiguration",
         audience=BOT_APP_ID,
         allowed_issuers=DEFAULT_ALLOWED_ISSUERS,
-        clock=clock,
+        clock=clock.timestamp,
     )
     with GraphSimulator(BOT_APP_ID) as sim:
         token = sim.sign_token()
@@ -317,7 +312,7 @@ async def test_cached_keys_survive_an_outage_of_the_endpoint(
 ) -> None:
     with GraphSimulator(BOT_APP_ID) as sim:
         validator = make_validator(sim, clock, transport)
-        token = sim.sign_token({"exp": int(clock()) + 24 * 3600})
+        token = sim.sign_token({"exp": int(clock.timestamp()) + 24 * 3600})
         await validator.validate(token)
     clock.advance(CONFIGURATION_MAX_AGE_SECONDS + 60)
     assert (await validator.validate(token)).tenant_id == sim.tenant_id

@@ -3,28 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from shared.ledger import OperationLedger, OperationStatus, result_fields, table_key
+from tests.support.clock import Clock
 
 S = OperationStatus
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        self.now += timedelta(seconds=1)
-        return self.now
-
-
 @pytest.fixture
 def ledger(storage: Any) -> OperationLedger:
-    return OperationLedger(storage.table, clock=Clock())
+    return OperationLedger(storage.table, clock=Clock(tick=timedelta(seconds=1)))
 
 
 async def test_first_write_creates_the_row_with_its_timestamp(ledger: OperationLedger) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -14,7 +14,7 @@ import pytest
 
 from devtools.graphsim import GraphSimulator
 from shared.ledger import OperationLedger, OperationStatus
-from tests.conftest import BOT_APP_ID
+from tests.conftest import use_simulator_identity
 from tests.data.source_document import REQUEST as RECORD_RESPONSE_REQUEST
 from tests.support.functions import http_request, invoke, json_body
 
@@ -22,12 +22,11 @@ FUNCTION = "start_record_response"
 
 
 @pytest.fixture
-def sim() -> Iterator[GraphSimulator]:
+def sim(start_simulator: Callable[..., GraphSimulator]) -> Iterator[GraphSimulator]:
     # Notifications go to a closed loopback port: these tests drive the API, not the webhook.
-    with GraphSimulator(
-        BOT_APP_ID, time_scale=0.01, callback_url="http://127.0.0.1:9/api/calls"
-    ) as s:
-        yield s
+    running = start_simulator(time_scale=0.01, callback_url="http://127.0.0.1:9/api/calls")
+    yield running
+    running.stop()
 
 
 @pytest.fixture
@@ -37,10 +36,7 @@ async def graph_env(
     """App settings pointing Graph calls at the simulator, tokens from its identity endpoint."""
     from shared.settings import get_settings
 
-    for name, value in sim.managed_identity_env().items():
-        monkeypatch.setenv(name, value)
-    for name in ("IDENTITY_SERVER_THUMBPRINT", "MSI_ENDPOINT", "MSI_SECRET", "AZURE_CLIENT_ID"):
-        monkeypatch.delenv(name, raising=False)
+    use_simulator_identity(monkeypatch, sim)
     monkeypatch.setenv("GRAPH_BASE_URL", sim.graph_base_url)
     monkeypatch.setenv("GRAPH_CREDENTIAL_MODE", "managedIdentity")
     get_settings.cache_clear()

@@ -93,9 +93,84 @@ def test_example_settings_file_lists_every_setting_and_loads(
     values = json.loads((ROOT / "local.settings.example.json").read_text())["Values"]
     aliases = {field.alias for field in Settings.model_fields.values()}
     storage_identity = {a for a in aliases if a and a.startswith("AzureWebJobsStorage__")}
-    assert aliases - storage_identity <= set(values), "every app setting appears in the example"
+    set_by_the_host = {"WEBSITE_INSTANCE_ID", "WEBSITE_SITE_NAME"}
+    assert aliases - storage_identity - set_by_the_host <= set(values), (
+        "every app setting appears in the example"
+    )
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     settings = load_settings()
     assert settings.managed_identity_client_id is None  # "" means unset
     assert settings.allow_insecure_recording_urls is True
+
+
+# --- the bot's credential on a developer's machine ------------------------------------------------
+
+LOCAL_APP = {
+    "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+    "BOT_APP_ID": "11111111-2222-3333-4444-555555555555",
+    "GRAPH_CREDENTIAL_MODE": "localAppRegistration",
+    "GRAPH_APP_CLIENT_ID": "11111111-2222-3333-4444-555555555555",
+    "GRAPH_TENANT_ID": "00000000-0000-0000-0000-00000000cafe",
+}
+
+
+def _load(monkeypatch: pytest.MonkeyPatch, values: dict[str, str]) -> Settings:
+    for name in ("WEBSITE_INSTANCE_ID", "WEBSITE_SITE_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return load_settings()
+
+
+def test_local_app_registration_reads_a_secret_it_never_shows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = _load(monkeypatch, {**LOCAL_APP, "GRAPH_CLIENT_SECRET": "s3cr3t-value"})
+    assert settings.graph_client_secret is not None
+    assert settings.graph_client_secret.get_secret_value() == "s3cr3t-value"
+    assert "s3cr3t-value" not in repr(settings)
+    assert "s3cr3t-value" not in str(settings.model_dump())
+
+
+@pytest.mark.parametrize("marker", ["WEBSITE_INSTANCE_ID", "WEBSITE_SITE_NAME"])
+def test_local_app_registration_is_refused_in_azure(
+    monkeypatch: pytest.MonkeyPatch, marker: str
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        _load(monkeypatch, {**LOCAL_APP, "GRAPH_CLIENT_SECRET": "s3cr3t-value", marker: "x"})
+    assert "localAppRegistration" in str(caught.value)
+    assert "s3cr3t-value" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"GRAPH_CLIENT_SECRET": "a", "GRAPH_CLIENT_CERTIFICATE_PATH": "certs/bot.pem"}],
+)
+def test_local_app_registration_needs_exactly_one_secret_or_certificate(
+    monkeypatch: pytest.MonkeyPatch, extra: dict[str, str]
+) -> None:
+    with pytest.raises(SettingsError, match="exactly one of"):
+        _load(monkeypatch, {**LOCAL_APP, **extra})
+
+
+def test_a_secret_outside_local_mode_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    values = {**LOCAL_APP, "GRAPH_CREDENTIAL_MODE": "federated", "GRAPH_CLIENT_SECRET": "x"}
+    with pytest.raises(SettingsError, match="only read in"):
+        _load(monkeypatch, values)
+
+
+def test_the_old_developer_mode_says_what_to_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(SettingsError, match="localAppRegistration"):
+        _load(monkeypatch, {**LOCAL_APP, "GRAPH_CREDENTIAL_MODE": "developer"})
+
+
+def test_the_simulator_ca_is_refused_in_azure(monkeypatch: pytest.MonkeyPatch) -> None:
+    values = {
+        "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+        "BOT_APP_ID": "b",
+        "GRAPH_AUTHORITY_CA_FILE": "certs/ca.pem",
+        "WEBSITE_SITE_NAME": "func-abc",
+    }
+    with pytest.raises(SettingsError, match="GRAPH_AUTHORITY_CA_FILE"):
+        _load(monkeypatch, values)

@@ -177,8 +177,15 @@ async def test_list_returns_the_operations_of_one_call(storage: Any) -> None:
 
 
 async def test_list_of_an_unknown_call_is_empty(storage: Any) -> None:
-    body = json_body(await list_call({"callId": "nobody"}))
-    assert body == {"callId": "nobody", "operations": []}
+    nobody = "0badca11-0000-4000-8000-000000000000"  # a well-formed id no call has
+    body = json_body(await list_call({"callId": nobody}))
+    assert body == {"callId": nobody, "operations": []}
+
+
+async def test_list_of_a_call_id_that_is_not_a_graph_id_is_a_400(storage: Any) -> None:
+    response = await list_call({"callId": "nobody"})
+    assert response.status_code == 400
+    assert json_body(response)["field"] == "callId"
 
 
 async def test_list_without_call_id_is_a_400_naming_it(storage: Any) -> None:

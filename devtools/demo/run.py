@@ -132,6 +132,7 @@ class Report:
     sha256: str = ""
     sha256_matches: bool = False
     latency_seconds: float | None = None
+    answer_latency_seconds: float | None = None
     status_answer: dict[str, Any] = field(default_factory=dict)
     expired_at: str = ""
 
@@ -221,6 +222,26 @@ def _follow_one_call(
             raise AssertionError(f"Graph refused the answer with {answer.status_code}")
         media = (answer.body or {}).get("mediaConfig", {}).get("@odata.type", "?")
         step.detail = f"POST …/answer {answer.status_code} ({media.rsplit('.', 1)[-1]})"
+        # Graph's deadline: the answer must come within 15 s of the incoming-call notification.
+        # The simulator lists a delivery once the webhook has replied, after the answer.
+        incoming = wait_until(
+            lambda: next(
+                (
+                    delivery.sent_at
+                    for delivery in simulator.deliveries
+                    if _id_key(delivery.call_id) == _id_key(call_id)
+                    and any(
+                        str((n.get("resourceData") or {}).get("state", "")).lower() == "incoming"
+                        for n in delivery.notifications
+                    )
+                ),
+                None,
+            ),
+            within=15,
+            what="incoming-call notification",
+        )
+        report.answer_latency_seconds = answer.received_at - incoming
+        step.detail += f", {report.answer_latency_seconds * 1000:.0f} ms after the notification"
 
     with progress.step("Bot asked for a recorded response") as step:
         record = wait_until(
@@ -364,6 +385,8 @@ def print_report(progress: Progress, report: Report) -> None:
         f"  SHA-256              {report.sha256} "
         f"({'matches' if report.sha256_matches else 'DOES NOT MATCH'} the simulator's recording)"
     )
+    if report.answer_latency_seconds is not None:
+        say(f"  incoming→answered    {report.answer_latency_seconds * 1000:.0f} ms (Graph: 15 s)")
     if report.latency_seconds is not None:
         say(f"  notification→stored  {report.latency_seconds * 1000:.0f} ms")
     say("  status API answer (GET /api/recordings/{callId}/{operationId}, with the function key):")
@@ -392,8 +415,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     progress = Progress(sys.stdout)
-    log_dir = tempfile.mkdtemp(prefix="demo-")
-    log_path = args.log_file or Path(log_dir) / "app.log"
+    log_path = args.log_file or Path(tempfile.mkdtemp(prefix="demo-")) / "app.log"
     log_file = open(log_path, "ab")  # noqa: SIM115 - closed in finally, after the app stopped
     handler = logging.StreamHandler(open(log_path, "a", encoding="utf-8"))  # noqa: SIM115
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
@@ -422,7 +444,6 @@ def main(argv: list[str] | None = None) -> int:
     except StepFailed as failed:
         progress.say()
         progress.say(f"Demo FAILED at step “{failed.step}”: {failed.reason}")
-        progress.say(f"The app's log: {log_path}")
     except KeyboardInterrupt:
         progress.say()
         progress.say("Interrupted; stopping everything.")
@@ -437,9 +458,14 @@ def main(argv: list[str] | None = None) -> int:
         root.removeHandler(handler)
         handler.close()
         log_file.close()
+        if sys.exc_info()[1] is not None:
+            # An unexpected error is on its way up (its traceback follows): the log may say why.
+            progress.say(f"The app's log: {log_path}")
     if exit_code == 0 and report is not None:
         print_report(progress, report)
         progress.say(
             f"\nAll {len(progress.steps)} steps passed in {time.monotonic() - started:.1f} s."
         )
+    # Last line of every run, passed or not: the log outlives the demo (a temporary file).
+    progress.say(f"The app's log: {log_path}")
     return exit_code

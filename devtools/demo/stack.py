@@ -45,14 +45,21 @@ def app_settings(
 ) -> dict[str, str]:
     """The app settings that point the app at this Azurite and this simulator.
 
+    The bot's Graph credential is the federated one, as in Azure: the managed identity's token
+    is the client assertion for the bot's app registration, exchanged at the simulator's TLS token
+    endpoint (whose CA the app trusts through GRAPH_AUTHORITY_CA_FILE).
+
     Holds ``IDENTITY_HEADER`` (the simulator's managed-identity secret): never print it.
     """
+    federated = simulator.federated_env()
+    if simulator.tls_ca_file:
+        federated["GRAPH_AUTHORITY_CA_FILE"] = simulator.tls_ca_file
     return {
         "FUNCTIONS_WORKER_RUNTIME": "python",
         "AzureWebJobsStorage": storage_connection_string,
         # GRAPH_BASE_URL, INBOUND_OPENID_CONFIGURATION_URL, BOT_APP_ID, IDENTITY_* ...
         **simulator.config()["env"],
-        "GRAPH_CREDENTIAL_MODE": "managedIdentity",
+        **federated,
         "CALLBACK_BASE_URL": app_url,
         "BOT_AUTO_ANSWER": "true",
         **(overrides or {}),
@@ -60,11 +67,10 @@ def app_settings(
 
 
 def provision_storage(connection_string: str) -> None:
-    """Create the app's queues, container and table, as the Bicep templates do in Azure.
+    """Create the app's queues, container and table ahead of the first call.
 
-    The app never creates its own table or container (only the webhook creates a missing queue),
-    so a fresh Azurite needs this before the first call, under ``func start`` as under the local
-    host.
+    The app creates them itself on first use; doing it here first keeps the demo's first
+    notification as fast as the others.
     """
     import asyncio
 
@@ -229,6 +235,8 @@ class LocalStack:
             time_scale=self._time_scale,
             recording_retention_seconds=self._simulator_retention,
             callback_url=f"{self.app_url}/api/calls",
+            # Graph's calls API takes the bot app's tokens only: the federated path, as in Azure.
+            require_bot_app_token=True,
         )
         try:
             self.simulator = self._stack.enter_context(simulator)

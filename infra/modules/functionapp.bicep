@@ -1,4 +1,4 @@
-// Flex Consumption (FC1) plan and the Linux Python 3.11 Function App. Every connection is
+// Flex Consumption (FC1) plan and the Linux Python 3.12 Function App. Every connection is
 // identity-based through the user-assigned identity; no app setting holds a key or a secret.
 // App setting names below are the exact names shared/settings.py reads (tests/infra checks it).
 
@@ -181,13 +181,19 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       }
       runtime: {
         name: 'python'
-        version: '3.11'
+        version: '3.12'
       }
     }
   }
 }
 
 // Host and platform settings (read by the Functions host and the Azure SDKs, not by Settings).
+// PYTHON_ENABLE_OPENTELEMETRY (host.json sets telemetryMode to OpenTelemetry): the Python worker
+// joins the host's trace context on each invocation and tells the host that it exports its own
+// logs (no duplicates). The app configures the Azure Monitor distro itself, with the managed
+// identity (shared/telemetry.py). PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY stays unset: the
+// worker would configure the distro a second time without a credential, which Application
+// Insights refuses with local auth off.
 var hostSettings = {
   AzureWebJobsStorage__blobServiceUri: storageBlobEndpoint
   AzureWebJobsStorage__queueServiceUri: storageQueueEndpoint
@@ -196,6 +202,7 @@ var hostSettings = {
   AzureWebJobsStorage__clientId: identityClientId
   APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsightsConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+  PYTHON_ENABLE_OPENTELEMETRY: 'true'
 }
 
 // The app's own settings: every name is an alias of a field of shared.settings.Settings.

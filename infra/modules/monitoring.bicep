@@ -85,6 +85,7 @@ resource deployerMetricsPublisher 'Microsoft.Authorization/roleAssignments@2022-
 }
 
 output applicationInsightsName string = appInsights.name
+output applicationInsightsId string = appInsights.id
 // Not a secret: with local auth disabled the instrumentation key alone cannot ingest telemetry.
 output connectionString string = appInsights.properties.ConnectionString
 output workspaceId string = workspace.id

@@ -287,12 +287,16 @@ class InboundTokenValidator:
         try:
             expires = float(claims["exp"])
             not_before = float(claims["nbf"]) if claims.get("nbf") is not None else None
+            issued = float(claims["iat"]) if claims.get("iat") is not None else None
         except (TypeError, ValueError):
-            raise TokenMalformed("the bearer token's exp or nbf is not a number") from None
+            raise TokenMalformed("the bearer token's exp, nbf or iat is not a number") from None
         if expires <= now - LEEWAY_SECONDS:
             raise TokenExpired()
         if not_before is not None and not_before > now + LEEWAY_SECONDS:
             raise TokenNotYetValid()
+        # A token issued in the future (beyond the skew) was not issued by a clock we trust.
+        if issued is not None and issued > now + LEEWAY_SECONDS:
+            raise TokenNotYetValid("the bearer token is issued in the future (iat)")
 
     # -- keys ------------------------------------------------------------------------------
 

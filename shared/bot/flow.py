@@ -57,6 +57,7 @@ from shared.ledger import (
 from shared.logevents import log_event
 from shared.prompts import SHIPPED, prompt_uri
 from shared.record_response import start_recording
+from shared.telemetry import count_outcome, ms_since_notification, record_answer_latency
 
 if TYPE_CHECKING:
     from azure.storage.queue.aio import QueueClient
@@ -459,7 +460,11 @@ class BotFlow:
         except BaseException:
             await self._release(call_id, ANSWER_CLAIM)
             raise
-        log_event(log, "bot flow: answered", call_id=call_id)
+        # Graph drops a call not answered within 15 s of its notification: this is that margin.
+        latency_ms = ms_since_notification()
+        if latency_ms is not None:
+            record_answer_latency(latency_ms)
+        log_event(log, "bot flow: answered", call_id=call_id, answer_latency_ms=latency_ms)
 
     def _record_request(self, attempt: int = 1, *, again: bool = False) -> RecordResponseRequest:
         settings = self._settings
@@ -553,6 +558,7 @@ class BotFlow:
             )
             if transition.changed:
                 settled.append(record.operation_id)
+        count_outcome("abandoned", stage="call_terminated", amount=len(settled))
         log_event(
             log,
             "bot flow: call terminated",

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from shared.ledger import ROW_KIND_CLAIM, table_key, utc_now
+from shared.ledger import ROW_KIND_CLAIM, claim_partition, table_key, utc_now
 
 if TYPE_CHECKING:
     from azure.data.tables.aio import TableClient
@@ -26,7 +26,7 @@ CLAIM_RENEW_AFTER = timedelta(seconds=5)
 
 
 def _row_key(operation_id: str) -> str:
-    return f"~download-{table_key(operation_id)}"
+    return f"download-{table_key(operation_id)}"
 
 
 class ClaimLost(Exception):
@@ -61,7 +61,7 @@ class DownloadClaims:
 
         now = self._clock()
         entity: dict[str, Any] = {
-            "PartitionKey": table_key(call_id),
+            "PartitionKey": claim_partition(call_id),
             "RowKey": _row_key(operation_id),
             "Kind": ROW_KIND_CLAIM,
             "CallId": call_id,
@@ -101,7 +101,7 @@ class DownloadClaims:
         from azure.core import MatchConditions
         from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
-        partition, row = table_key(call_id), _row_key(operation_id)
+        partition, row = claim_partition(call_id), _row_key(operation_id)
         try:
             current = await self._table.get_entity(partition, row)
             if current.get("Holder") != holder:

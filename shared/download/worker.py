@@ -39,11 +39,13 @@ from shared.download.store import (
 )
 from shared.download.url_guard import Resolver, UrlPolicy, resolve_host
 from shared.erasure import erase_if_erased
+from shared.graph.models import GRAPH_ID_RULE, is_graph_id
 from shared.hostconfig import max_dequeue_count
 from shared.jobs import DownloadJob, InvalidJobError
 from shared.ledger import OperationLedger, OperationStatus, utc_now
 from shared.logevents import log_event
 from shared.settings import Settings
+from shared.telemetry import continue_trace, count_outcome, record_stored_latency, span
 
 if TYPE_CHECKING:
     from azure.storage.blob.aio import ContainerClient
@@ -95,31 +97,40 @@ async def process_job(
         job = DownloadJob.from_message(message_text)
     except InvalidJobError as invalid:
         return await _settle_invalid(message_text, str(invalid), ledger, watch)
+    bad_ids = [name for name in ("call_id", "operation_id") if not is_graph_id(getattr(job, name))]
+    if bad_ids:
+        # The webhook refuses such ids; a message written another way still gets its row.
+        reason = f"{' and '.join(bad_ids)} not {GRAPH_ID_RULE}"
+        return await _settle_invalid(message_text, reason, ledger, watch)
 
     run = _Download(job, settings, http, container, ledger, clock, retry, resolve, watch)
-    existing = await find_stored(container, run.blob_name)
-    if existing is not None:
-        return await run.already_stored(existing)
-
-    # The job is the record of the completion notification: this first write carries its facts
-    # (when it arrived, the result, the client context), so the webhook's hot path needs no
-    # ledger round trips and no "completed" stamp can be lost to a race with this write.
-    started = await ledger.mark_downloading(job, blob_name=run.blob_name)
-    if started.record.status is OperationStatus.ERASED:
-        return run.erased()  # erased before its download started: nothing to fetch
-    claim = claims.new_holder()
-    try:
-        existing = await run.claim_or_wait(claim)
+    # The webhook's trace goes on here: one trace id from the notification to "stored".
+    with continue_trace(
+        job.traceparent, "recording download", dequeue_count=dequeue_count, **job.log_fields()
+    ):
+        existing = await find_stored(container, run.blob_name)
         if existing is not None:
             return await run.already_stored(existing)
-        return await run.download(claim)
-    except TerminalDownloadError as terminal:
-        return await run.failed(terminal.reason)
-    except TransientDownloadError as transient:
-        await run.give_back(transient, dequeue_count)
-        raise
-    finally:
-        await claim.release()
+
+        # The job is the record of the completion notification: this first write carries its
+        # facts (when it arrived, the result, the client context), so the webhook's hot path
+        # needs no ledger round trips and no "completed" stamp can be lost to a race with this.
+        started = await ledger.mark_downloading(job, blob_name=run.blob_name)
+        if started.record.status is OperationStatus.ERASED:
+            return run.erased()  # erased before its download started: nothing to fetch
+        claim = claims.new_holder()
+        try:
+            existing = await run.claim_or_wait(claim)
+            if existing is not None:
+                return await run.already_stored(existing)
+            return await run.download(claim)
+        except TerminalDownloadError as terminal:
+            return await run.failed(terminal.reason)
+        except TransientDownloadError as transient:
+            await run.give_back(transient, dequeue_count)
+            raise
+        finally:
+            await claim.release()
 
 
 class _Download:
@@ -232,7 +243,8 @@ class _Download:
                 downloaded_at=downloaded_at,
                 expires_at=expiry_for(downloaded_at, self.settings.recording_retention_minutes),
             )
-            committed = await writer.commit(facts)
+            with span("recording commit", blob_name=self.blob_name, size_bytes=writer.size):
+                committed = await writer.commit(facts)
         except RecordingTooLarge:
             raise TerminalDownloadError(_too_large(max_bytes, None)) from None
         except ClaimLost:
@@ -250,19 +262,21 @@ class _Download:
         return await self.stored(facts)
 
     async def stored(self, facts: RecordingFacts) -> DownloadOutcome:
-        transition = await self.ledger.mark_stored(
-            facts.call_id,
-            facts.operation_id,
-            blob_name=self.blob_name,
-            size_bytes=facts.size_bytes,
-            sha256=facts.sha256,
-            content_type=facts.content_type,
-            stored_at=facts.downloaded_at,
-            expires_at=facts.expires_at,
-        )
+        with span("ledger stored", call_id=facts.call_id, operation_id=facts.operation_id):
+            transition = await self.ledger.mark_stored(
+                facts.call_id,
+                facts.operation_id,
+                blob_name=self.blob_name,
+                size_bytes=facts.size_bytes,
+                sha256=facts.sha256,
+                content_type=facts.content_type,
+                stored_at=facts.downloaded_at,
+                expires_at=facts.expires_at,
+            )
         # The row as read after the commit: an erasure that came first wins (shared/erasure.py).
         if await erase_if_erased(transition, container=self.container, blob_name=self.blob_name):
             return self.erased()
+        count_outcome("stored")
         return self._settled(
             "stored",
             blob_name=self.blob_name,
@@ -301,6 +315,7 @@ class _Download:
 
     async def failed(self, reason: str) -> DownloadOutcome:
         await self.ledger.mark_failed(self.job.call_id, self.job.operation_id, reason)
+        count_outcome("failed", stage="download")
         return self._settled("failed", failure_reason=reason)
 
     async def give_back(self, error: TransientDownloadError, dequeue_count: int | None) -> None:
@@ -312,6 +327,7 @@ class _Download:
                 self.job.operation_id,
                 f"{error.reason} (gave up after {dequeue_count} deliveries)",
             )
+            count_outcome("poisoned", stage="download")
         _log_outcome(
             logging.WARNING,
             "poisoned" if last_delivery else "retry_later",
@@ -339,6 +355,7 @@ class _Download:
             if received.tzinfo is None:
                 received = received.replace(tzinfo=UTC)
             latency_ms = round((committed_at - received).total_seconds() * 1000)
+            record_stored_latency(latency_ms)
         result = DownloadOutcome(
             outcome=outcome,
             call_id=self.job.call_id,
@@ -373,6 +390,7 @@ async def _settle_invalid(
     call_id, operation_id = _readable_ids(message_text)
     if call_id and operation_id:
         await ledger.mark_failed(call_id, operation_id, f"invalid job: {reason}")
+        count_outcome("failed", stage="invalid_job")
     _log_outcome(
         logging.ERROR,
         "invalid",

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import httpx
+from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, ValidationError
 
 from shared.backoff import Backoff
@@ -51,6 +52,7 @@ from shared.graph.models import (
     parse_resource_url,
 )
 from shared.retry_after import parse_retry_after
+from shared.telemetry import set_span_attributes, span
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
@@ -246,10 +248,34 @@ class GraphCallsClient:
         body: dict[str, Any] | None = None,
         within: float | None = None,
     ) -> httpx.Response:
+        client_request_id = str(uuid.uuid4())
+        # One client span per Graph operation (retries included), a child of the webhook's or
+        # the API's span; Graph's ids are its attributes, so a trace leads to Graph's logs.
+        with span(
+            f"graph {action}",
+            kind=SpanKind.CLIENT,
+            call_id=call_id,
+            graph_action=action,
+            client_request_id=client_request_id,
+        ):
+            return await self._send(
+                method, call_id, suffix, action, client_request_id, body=body, within=within
+            )
+
+    async def _send(
+        self,
+        method: str,
+        call_id: str,
+        suffix: str,
+        action: str,
+        client_request_id: str,
+        *,
+        body: dict[str, Any] | None,
+        within: float | None,
+    ) -> httpx.Response:
         budget = within if within is not None else self.retry.budget_seconds
         started = self._monotonic()
         deadline = started + budget
-        client_request_id = str(uuid.uuid4())
         url = self._url(call_id, suffix)
         attempt = 0
         while True:
@@ -353,6 +379,14 @@ class GraphCallsClient:
     ) -> None:
         elapsed_ms = int((self._monotonic() - started) * 1000)
         if isinstance(outcome, httpx.Response):
+            set_span_attributes(
+                {
+                    "graph_status": outcome.status_code,
+                    "graph_request_id": outcome.headers.get("request-id"),
+                    "attempts": attempts,
+                    "elapsed_ms": elapsed_ms,
+                }
+            )
             log.info(
                 "graph %s call=%s status=%d attempts=%d elapsed_ms=%d client_request_id=%s "
                 "request_id=%s",
@@ -374,6 +408,7 @@ class GraphCallsClient:
                 },
             )
             return
+        set_span_attributes({"elapsed_ms": elapsed_ms, **outcome.log_fields()})
         log.warning(
             "graph %s call=%s failed status=%s code=%s attempts=%d elapsed_ms=%d "
             "client_request_id=%s request_id=%s message=%s",

@@ -6,7 +6,10 @@
   ``GRAPH_TENANT_ID``) with a federated credential that trusts the managed identity; the
   managed identity's token for ``api://AzureADTokenExchange`` is the client assertion. No secret
   or certificate exists anywhere.
-- ``developer``: ``DefaultAzureCredential`` (Azure CLI, VS Code...) on a developer's machine.
+- ``localAppRegistration``: a developer's machine only (refused in Azure): the same app
+  registration with its own client secret or certificate from ``local.settings.json``. Graph's
+  calls API takes application tokens of the bot's app only, so a developer's own login
+  (``az login``) cannot work.
 
 Every credential caches its tokens; the caller keeps one instance per event loop and asks it for
 a token on every request (cheap when cached).
@@ -106,13 +109,33 @@ def graph_credential(settings: Settings) -> AsyncTokenCredential:
         # Settings guarantee both ids in federated mode; the asserts narrow the types.
         assert settings.graph_tenant_id
         assert settings.graph_app_client_id
+        # Only the local simulator's token endpoint needs a CA of its own.
+        options = {"connection_verify": ca} if (ca := settings.graph_authority_ca_file) else {}
         return FederatedCredential(
             tenant_id=settings.graph_tenant_id,
             client_id=settings.graph_app_client_id,
             managed_identity=ManagedIdentityCredential(
                 client_id=settings.managed_identity_client_id
             ),
+            **options,
         )
-    from azure.identity.aio import DefaultAzureCredential
+    assert settings.graph_tenant_id
+    assert settings.graph_app_client_id
+    if settings.graph_client_certificate_path:
+        from azure.identity.aio import CertificateCredential
 
-    return DefaultAzureCredential()
+        password = settings.graph_client_certificate_password
+        return CertificateCredential(
+            settings.graph_tenant_id,
+            settings.graph_app_client_id,
+            settings.graph_client_certificate_path,
+            password=password.get_secret_value() if password else None,
+        )
+    from azure.identity.aio import ClientSecretCredential
+
+    assert settings.graph_client_secret
+    return ClientSecretCredential(
+        settings.graph_tenant_id,
+        settings.graph_app_client_id,
+        settings.graph_client_secret.get_secret_value(),
+    )

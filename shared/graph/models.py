@@ -325,6 +325,18 @@ def parse_resource_url(resource_url: str) -> ResourceIds | None:
     return None
 
 
+# The ids Graph gives calls and operations are GUIDs, written compact (in resourceUrl) or with
+# dashes (in Location and resourceData). Nothing else is accepted where an id enters the app:
+# a key storage cannot hold ("." or "..", control characters, 1 000 characters) is refused at the
+# edge with the field named, instead of failing later where no one sees it.
+GRAPH_ID = re.compile(r"[0-9a-fA-F]{32}|[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
+GRAPH_ID_RULE = "a GUID, compact or with dashes"
+
+
+def is_graph_id(value: str | None) -> bool:
+    return bool(value) and GRAPH_ID.fullmatch(value or "") is not None
+
+
 def normalize_id(value: str) -> str:
     """One canonical form for an id Graph writes both ways.
 

@@ -11,7 +11,7 @@ and the ledger make a repeated job harmless).
 """
 
 from shared.bot.hooks import CallEventHandler, LoggingCallEventHandler
-from shared.enqueue import QueueUnavailable
+from shared.enqueue import NotStored, QueueUnavailable
 from shared.notifications.reading import JSON_MEDIA_TYPE, MAX_BODY_BYTES, read_notifications
 from shared.notifications.routing import (
     HANDLER_TIMEOUT_SECONDS,
@@ -26,6 +26,7 @@ __all__ = [
     "MAX_BODY_BYTES",
     "CallEventHandler",
     "LoggingCallEventHandler",
+    "NotStored",
     "Outcome",
     "QueueUnavailable",
     "RoutingReport",

@@ -11,12 +11,18 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from shared.graph.models import CommsNotifications
+from shared.graph.models import (
+    GRAPH_ID_RULE,
+    CommsNotification,
+    CommsNotifications,
+    is_graph_id,
+)
 from shared.problems import Problem, validation_problem
 
 MAX_BODY_BYTES = 1024 * 1024
 JSON_MEDIA_TYPE = "application/json"
 _NOT_NOTIFICATIONS = "Not a commsNotifications payload"
+_TOO_DEEP = "body is nested too deeply to be a commsNotifications payload"
 # The legacy (Skype Bot Platform for Calling) "Conversation" request: its required fields, as
 # documented in https://github.com/microsoft/BotBuilder-V3/blob/0f36a02e4fd1b6252a964bac90dda419b0cc0df6/en-us/Skype/calling-api-reference.md
 _LEGACY_FIELDS = frozenset({"id", "participants", "callstate"})
@@ -78,11 +84,15 @@ def read_notifications(
         raise Problem(400, "body is not UTF-8 encoded JSON") from None
     except ValueError as error:
         raise Problem(400, f"body is not valid JSON: {error}") from None
+    except RecursionError:
+        raise Problem(400, _TOO_DEEP) from None
     legacy = _legacy_call_notification(data)
     if legacy is not None:
         raise legacy
     try:
         payload = CommsNotifications.model_validate(data)
+    except RecursionError:
+        raise Problem(400, _TOO_DEEP) from None
     except ValidationError as error:
         raise validation_problem(
             _flatten_errors(error), status=400, title=_NOT_NOTIFICATIONS
@@ -99,24 +109,49 @@ def check_record_operation_ids(payload: CommsNotifications) -> None:
     """
     errors: list[dict[str, Any]] = []
     for index, notification in enumerate(payload.value):
-        if notification.resource_kind != "recordOperation":
-            continue
+        kind = notification.resource_kind
+        if kind == "unknown":
+            continue  # acknowledged and ignored: nothing is stored under its ids
+        url_field = ("value", index, "resourceUrl")
+        id_field = ("value", index, "resourceData", "id")
         if notification.call_id is None:
-            errors.append(
-                {
-                    "loc": ("value", index, "resourceUrl"),
-                    "msg": "not a /communications/calls/{id}/operations/{id} URL",
-                }
-            )
-        elif notification.operation_id is None:
-            errors.append(
-                {
-                    "loc": ("value", index, "resourceData", "id"),
-                    "msg": "record operation has no id (neither in resourceData nor resourceUrl)",
-                }
-            )
+            if kind == "recordOperation":
+                errors.append(
+                    {
+                        "loc": url_field,
+                        "msg": "not a /communications/calls/{id}/operations/{id} URL",
+                    }
+                )
+            continue
+        ids = notification.resource_ids
+        if ids is not None and not is_graph_id(ids.call_id):
+            errors.append({"loc": url_field, "msg": f"call id is not {GRAPH_ID_RULE}"})
+            continue
+        if kind == "call":
+            continue
+        operation_id = _declared_operation_id(notification)
+        if operation_id is None:
+            if kind == "recordOperation":
+                errors.append(
+                    {
+                        "loc": id_field,
+                        "msg": "record operation has no id (neither in resourceData nor resourceUrl)",
+                    }
+                )
+        elif not is_graph_id(operation_id):
+            errors.append({"loc": id_field, "msg": f"operation id is not {GRAPH_ID_RULE}"})
     if errors:
         raise validation_problem(errors, status=400, title=_NOT_NOTIFICATIONS)
+
+
+def _declared_operation_id(notification: CommsNotification) -> str | None:
+    """The operation id as sent (before normalising): ``resourceData.id``, else the URL's."""
+    data = notification.resource_data
+    declared = data.get("id") if isinstance(data, dict) else getattr(data, "id", None)
+    if declared:
+        return str(declared)
+    ids = notification.resource_ids
+    return ids.operation_id if ids else None
 
 
 def _flatten_errors(error: ValidationError, prefix: tuple[Any, ...] = ()) -> list[dict[str, Any]]:

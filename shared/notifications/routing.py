@@ -23,11 +23,12 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from shared.bot.hooks import CallEventHandler
-from shared.enqueue import ENQUEUE_DEADLINE_SECONDS, describe_error, enqueue_jobs
+from shared.enqueue import ENQUEUE_DEADLINE_SECONDS, NotStored, describe_error, enqueue_jobs
 from shared.graph.models import CommsNotification, CommsNotifications, RecordOperation
 from shared.jobs import DownloadJob, InvalidJobError
 from shared.ledger import OperationLedger
 from shared.logevents import log_event
+from shared.telemetry import count_outcome
 
 if TYPE_CHECKING:
     from azure.storage.queue.aio import QueueClient
@@ -212,7 +213,7 @@ async def _send_jobs(queue: QueueClient, plan: Plan, deadline: float) -> None:
 
 
 async def _write_failures(ledger: OperationLedger, plan: Plan) -> None:
-    """Record failed operations; a write failure is logged, never turned into a 5xx.
+    """Record failed operations; raises :class:`NotStored` when one could not be written.
 
     Completed recordings are not written here: their job carries the facts and the worker's
     first ledger write records them.
@@ -234,11 +235,13 @@ async def _write_failures(ledger: OperationLedger, plan: Plan) -> None:
         )
 
     results = await asyncio.gather(*(write(f) for f in plan.failures), return_exceptions=True)
+    unwritten = 0
     for failure, result in zip(plan.failures, results, strict=True):
         operation = failure.notification.resource_data
         assert isinstance(operation, RecordOperation)
         info = operation.result_info
         written = not isinstance(result, BaseException)
+        unwritten += not written
         _log_outcome(
             Outcome.FAILED,
             failure.notification,
@@ -251,6 +254,10 @@ async def _write_failures(ledger: OperationLedger, plan: Plan) -> None:
             error=None if written else describe_error(result),  # type: ignore[arg-type]
         )
         plan.report.count(Outcome.FAILED)
+        count_outcome("failed", result_subcode=info.subcode if info else None, stage="graph")
+    if unwritten:
+        # The notification is the only carrier of this failure: Graph must send it again.
+        raise NotStored(f"{unwritten} failed recording(s) could not be recorded; retry later")
 
 
 async def _tell_bot_flow(handler: CallEventHandler, plan: Plan, time_limit: float) -> None:
@@ -306,16 +313,20 @@ async def route_notifications(
 ) -> RoutingReport:
     """Route every notification of an authenticated payload (see the module doc).
 
-    Raises :class:`~shared.enqueue.QueueUnavailable` when a download job could not be queued;
-    nothing else is attempted then, since the sender will resend the payload. The payload's
+    Raises :class:`~shared.enqueue.NotStored` when a download job could not be queued (nothing
+    else is attempted then) or a failure could not be recorded: the sender resends the payload,
+    and the worker and the forward-only ledger make the repeat harmless. The payload's
     record operations must have their ids (:func:`~shared.notifications.reading.read_notifications`
     refuses those that do not).
     """
     plan = plan_payload(payload, tenant_id=tenant_id, received_at=received_at or datetime.now(UTC))
     if plan.jobs:
         await _send_jobs(queue, plan, enqueue_deadline)
-    await asyncio.gather(
+    written, _ = await asyncio.gather(
         _write_failures(ledger, plan),
         _tell_bot_flow(handler, plan, handler_timeout),
+        return_exceptions=True,
     )
+    if isinstance(written, BaseException):
+        raise written
     return plan.report

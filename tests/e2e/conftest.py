@@ -158,7 +158,10 @@ class RunningApp:
 @pytest.fixture(scope="session")
 def simulator() -> Iterator[GraphSimulator]:
     # 1 simulated second = 10 ms: a 10-second recording is ready after 100 ms.
-    with GraphSimulator(BOT_APP_ID, time_scale=0.01, recording_retention_seconds=300) as sim:
+    # Only the bot app's own tokens reach the calls API: the app runs the federated path.
+    with GraphSimulator(
+        BOT_APP_ID, time_scale=0.01, recording_retention_seconds=300, require_bot_app_token=True
+    ) as sim:
         yield sim
 
 

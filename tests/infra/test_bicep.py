@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import pathlib
 import re
 import typing
 from collections.abc import Iterator
@@ -46,6 +47,7 @@ HOST_SETTINGS = {
     "AzureWebJobsStorage__clientId",
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+    "PYTHON_ENABLE_OPENTELEMETRY",
 }
 # Not allowed: a connection string with a key, or settings Flex Consumption rejects.
 FORBIDDEN_SETTINGS = {
@@ -184,19 +186,23 @@ SETTINGS_ALIASES = {field.alias for field in Settings.model_fields.values() if f
 # ------------------------------------------------------------------------------------------------
 
 
-def test_expected_files_exist() -> None:
-    names = {path.relative_to(INFRA).as_posix() for path in BICEP_FILES}
-    assert {
-        "main.bicep",
-        "modules/identity.bicep",
-        "modules/storage.bicep",
-        "modules/storage-roles.bicep",
-        "modules/monitoring.bicep",
-        "modules/functionapp.bicep",
-        "modules/graph-permissions.bicep",
-        "modules/bot-identity.bicep",
-        "modules/bot.bicep",
-    } <= names
+def test_every_module_is_wired_and_every_reference_resolves() -> None:
+    """No orphaned module file (it would never deploy) and no module path that does not exist."""
+    import re
+
+    referenced: set[pathlib.Path] = set()
+    for path in BICEP_FILES:
+        for target in re.findall(r"^module\s+\w+\s+'([^']+)'", path.read_text(), re.MULTILINE):
+            resolved = (path.parent / target).resolve()
+            assert resolved.is_file(), f"{path.name} references missing {target}"
+            referenced.add(resolved)
+    orphans = [
+        path.relative_to(INFRA).as_posix()
+        for path in BICEP_FILES
+        if path.name != "main.bicep" and path.resolve() not in referenced
+    ]
+    assert orphans == []
+    assert referenced, "main.bicep wires no module"
     assert (INFRA / "main.bicepparam").is_file()
     assert (INFRA / "bicepconfig.json").is_file()
 
@@ -531,7 +537,7 @@ def test_function_app_site() -> None:
     assert props["siteConfig"]["minTlsVersion"] == "1.2"
     assert props["siteConfig"]["ftpsState"] == "Disabled"
     app_config = props["functionAppConfig"]
-    assert app_config["runtime"] == {"name": "python", "version": "3.11"}
+    assert app_config["runtime"] == {"name": "python", "version": "3.12"}
     storage = app_config["deployment"]["storage"]
     assert storage["type"] == "blobContainer"
     assert storage["authentication"] == {
@@ -577,11 +583,10 @@ def test_always_ready_instances_for_the_webhook_and_the_download_worker() -> Non
 
     # The name is a function the app registers, and it is the queue-triggered download worker
     # (HTTP functions share the http group; other triggers scale per function).
-    import function_app
+    from tests.support.functions import registered_functions
 
-    triggers = {
-        f.get_function_name(): f.get_trigger().type for f in function_app.app.get_functions()
-    }
+    # The programming model indexes the app once per process: go through the suite's one index.
+    triggers = {name: f.get_trigger().type for name, f in registered_functions().items()}
     download_function = doc["variables"]["downloadFunctionName"]["value"]
     assert triggers.get(download_function) == "queueTrigger", triggers
     assert triggers.get("notifications") == "httpTrigger", "the webhook is in the http group"
@@ -1036,3 +1041,153 @@ def test_checkov_skips_have_reasons() -> None:
     assert skipped_paths == {f"infra/modules/{name}" for name in GRAPH_EXTENSION_MODULES}
     requirement = (ROOT / "requirements-checkov.txt").read_text()
     assert re.search(r"^checkov==\d+\.\d+\.\d+$", requirement, re.MULTILINE)
+
+
+# ------------------------------------------------------------------------------------------------
+# Observability: OpenTelemetry settings, alert rules, the "calls today" workbook
+# ------------------------------------------------------------------------------------------------
+
+SHARED_SOURCE = "\n".join(path.read_text() for path in sorted((ROOT / "shared").rglob("*.py")))
+ALERT_KEYS = {"answer-latency", "stored-latency", "recording-failures", "graph-tenant-errors"}
+
+
+def alerts() -> dict[str, Any]:
+    return parse("modules/alerts.bicep")
+
+
+def alert_rules() -> dict[str, dict[str, Any]]:
+    return {rule["key"]: rule for rule in alerts()["variables"]["rules"]["value"]}
+
+
+def kql_of(text: str) -> str:
+    """A query with the module's ``${events}``/``${today}`` prefixes written out."""
+    variables = alerts()["variables"]
+    for name in ("today", "events"):
+        text = text.replace("${" + name + "}", variables[name]["value"])
+    return text
+
+
+def test_worker_opentelemetry_is_on_and_the_worker_does_not_configure_the_distro() -> None:
+    host = json.loads((ROOT / "host.json").read_text())
+    assert host["telemetryMode"] == "OpenTelemetry"
+    settings = {k: v for obj in _app_settings().values() for k, v in obj.items()}
+    assert settings["PYTHON_ENABLE_OPENTELEMETRY"] == "true"
+    # The worker's own distro set-up has no credential; Application Insights refuses it.
+    assert "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY" not in settings
+    assert (
+        settings["APPLICATIONINSIGHTS_CONNECTION_STRING"] == "applicationInsightsConnectionString"
+    )
+    assert settings["AZURE_CLIENT_ID"] == "identityClientId"
+
+
+def test_alerts_module_is_wired_to_application_insights_and_optional() -> None:
+    mod = one_module("modules/alerts.bicep")
+    assert condition(mod) == "deployAlerts"
+    passed = body(mod)["params"]
+    assert dotted(passed["applicationInsightsId"]) == "monitoring.outputs.applicationInsightsId"
+    assert passed["actionGroupId"] == "alertActionGroupId"
+    assert passed["nameSuffix"] == "resourceToken"
+    main_params = main()["parameters"]
+    assert main_params["deployAlerts"]["default"] is True
+    assert main_params["alertActionGroupId"]["default"] == ""
+    for name in ("answerLatencyAlertMs", "storedLatencyAlertMs", "recordingFailureAlertCount"):
+        assert name in passed.values(), name
+        assert has_default(main_params[name]), name
+    outputs = parse("modules/monitoring.bicep")["outputs"]
+    assert dotted(outputs["applicationInsightsId"]["value"]) == "appInsights.id"
+
+
+def test_one_scheduled_query_rule_per_alert_each_on_application_insights() -> None:
+    _, rule = one_resource(alerts(), "Microsoft.Insights/scheduledQueryRules")
+    assert rule["config"]["loop_type"]["detail"] == {"item_name": "rule", "array_name": "rules"}
+    config = body(rule)
+    assert config["kind"] == "LogAlert"
+    assert config["name"] == "alert-${rule.key}-${nameSuffix}"
+    props = config["properties"]
+    assert props["scopes"] == ["applicationInsightsId"]
+    assert props["enabled"] is True
+    assert props["autoMitigate"] is True
+    assert dotted(props["actions"]["actionGroups"]) == "actionGroups"
+    [criterion] = props["criteria"]["allOf"]
+    assert dotted(criterion["query"]) == "rule.query"
+    assert dotted(criterion["threshold"]) == "rule.threshold"
+    assert set(alert_rules()) == ALERT_KEYS
+
+
+def test_the_action_group_is_optional() -> None:
+    doc = alerts()
+    assert doc["parameters"]["actionGroupId"]["default"] == ""
+    operands = doc["variables"]["actionGroups"]["value"]["operator"]["operands"]
+    assert operands["condition"]["function"]["parameters"]["item_to_test"] == "actionGroupId"
+    assert operands["true_value"] == []
+    assert operands["false_value"] == ["actionGroupId"]
+
+
+def test_every_threshold_is_a_parameter_with_a_sensible_default() -> None:
+    params = alerts()["parameters"]
+    rules = alert_rules()
+    answer = params["answerLatencyThresholdMs"]
+    # Below Graph's 15-second answer deadline, so the alert comes before calls are dropped.
+    assert 0 < answer["default"] < 15000
+    assert decorator(answer, "max_value") == 15000
+    assert "${answerLatencyThresholdMs}" in rules["answer-latency"]["query"]
+    assert params["storedLatencyThresholdMs"]["default"] > 0
+    assert "${storedLatencyThresholdMs}" in rules["stored-latency"]["query"]
+    assert params["failureCountThreshold"]["default"] >= 1
+    assert rules["recording-failures"]["threshold"] == "failureCountThreshold"
+    assert rules["recording-failures"]["operator"] == "GreaterThanOrEqual"
+    assert rules["recording-failures"]["measure"] == "failures"
+    assert params["graphTenantErrorThreshold"]["default"] == 1
+    assert rules["graph-tenant-errors"]["threshold"] == "graphTenantErrorThreshold"
+    for key, rule in rules.items():
+        assert rule["severity"] in (1, 2), key
+        assert f"docs/operations.md#alert-{key}" in rule["description"], key
+    for name, spec in params.items():
+        assert decorator(spec, "description"), name
+
+
+def test_graph_tenant_errors_alert_on_7503_7504_7505() -> None:
+    query = alert_rules()["graph-tenant-errors"]["query"]
+    for code in ("7503", "7504", "7505"):
+        assert f'"{code}"' in query
+    assert "customDimensions.graph_code" in query
+    # The Graph client logs Graph's error code under that name.
+    assert '"graph_code": self.code' in SHARED_SOURCE
+
+
+def test_queries_read_only_events_and_fields_the_app_writes() -> None:
+    """An alert on a renamed event or field would never fire: hold the KQL to the code."""
+    variables = alerts()["variables"]
+    workbook = json.dumps(variables["workbookContent"]["value"])
+    texts = [kql_of(rule["query"]) for rule in alert_rules().values()]
+    texts.append(kql_of(workbook))
+    everything = "\n".join(texts)
+    events = set(re.findall(r'event\s*==\s*\\?"([^"\\]+)', everything))
+    for group in re.findall(r"event in \(([^)]*)\)", everything):
+        events |= set(re.findall(r'"([^"\\]+)\\?"', group))
+    assert {"bot flow: answered", "recording download", "notification"} <= events
+    for event in events:
+        assert f'"{event}"' in SHARED_SOURCE, f"no log event {event!r} in shared/"
+    fields = set(re.findall(r"customDimensions\.(\w+)", everything))
+    assert {"answer_latency_ms", "latency_ms", "abandoned", "graph_code", "outcome"} <= fields
+    for name in fields - {"event"}:
+        assert re.search(rf'\b{name}=|"{name}"', SHARED_SOURCE), f"no field {name!r} in shared/"
+
+
+def test_calls_today_workbook() -> None:
+    _, workbook = one_resource(alerts(), "Microsoft.Insights/workbooks")
+    config = body(workbook)
+    assert config["kind"] == "shared"
+    props = config["properties"]
+    assert props["displayName"] == "Calls today"
+    assert props["sourceId"] == "applicationInsightsId"
+    assert props["serializedData"]["function"]["type"] == "string"
+    assert (
+        props["serializedData"]["function"]["parameters"]["value_to_convert"] == "workbookContent"
+    )
+    content = alerts()["variables"]["workbookContent"]["value"]
+    assert content["version"] == "Notebook/1.0"
+    queries = " ".join(item["content"]["query"] for item in content["items"] if item["type"] == 3)
+    for word in ("answered", "recorded", "stored", "failed", "result_subcode", "percentile"):
+        assert word in queries, word
+    assert "startofday(now())" in kql_of(queries)
