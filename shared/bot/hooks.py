@@ -13,10 +13,13 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
+from opentelemetry.trace import SpanKind
+
 from shared.graph.models import CommsNotification, RecordOperation
 from shared.jobs import DownloadJob, InvalidJobError
 from shared.ledger import Column, OperationRecord, utc_now
 from shared.logevents import log_event
+from shared.telemetry import continue_trace
 
 if TYPE_CHECKING:
     from shared.download.worker import DownloadOutcome
@@ -110,17 +113,26 @@ async def tell_download_settled(
     Never raises: the job's own outcome must not depend on the call's.
     """
     try:
-        if outcome is not None:
-            if outcome.call_id and outcome.operation_id:
-                await handler.on_recording_settled(outcome.call_id, outcome.operation_id)
-            return
         job = DownloadJob.from_message(message)
-        received = (
-            job.received_at if job.received_at.tzinfo else job.received_at.replace(tzinfo=UTC)
-        )
-        waited = ((now or datetime.now(UTC)) - received).total_seconds()
-        if last_delivery or waited >= hang_up_wait_seconds:
-            await handler.on_recording_settled(job.call_id, job.operation_id, overdue=True)
+        if outcome is None:
+            received = job.received_at
+            received = received if received.tzinfo else received.replace(tzinfo=UTC)
+            waited = ((now or datetime.now(UTC)) - received).total_seconds()
+            if not last_delivery and waited < hang_up_wait_seconds:
+                return
+        elif not (outcome.call_id and outcome.operation_id):
+            return
+        # The recording's trace goes on: the thank-you and the hang-up are part of its story.
+        with continue_trace(
+            job.traceparent,
+            "bot flow after download",
+            kind=SpanKind.INTERNAL,
+            call_id=job.call_id,
+            operation_id=job.operation_id,
+        ):
+            await handler.on_recording_settled(
+                job.call_id, job.operation_id, overdue=outcome is None
+            )
     except InvalidJobError:
         return
     except Exception as error:
