@@ -6,6 +6,7 @@ from blueprints.cleanup import bp as cleanup
 from blueprints.downloads import bp as downloads
 from blueprints.health import bp as health
 from blueprints.notifications import bp as notifications
+from blueprints.prompts import bp as prompts
 from blueprints.record_api import bp as record_api
 from blueprints.recordings import bp as recordings
 from blueprints.transcriptions import bp as transcriptions
@@ -19,6 +20,7 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(health)
 app.register_functions(record_api)
 app.register_functions(notifications)
+app.register_functions(prompts)
 app.register_functions(recordings)
 app.register_functions(cleanup)
 app.register_functions(downloads)

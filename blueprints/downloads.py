@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared.download import process_job
+from shared.bot.hooks import tell_download_settled
+from shared.download import TransientDownloadError, process_job
+from shared.hostconfig import max_dequeue_count
 from shared.jobs import DOWNLOAD_QUEUE
 from shared.services import ready_services
 
@@ -16,17 +18,37 @@ async def download_recording(msg: func.QueueMessage) -> None:
     # A transient failure propagates on purpose: queue triggers have no retry policy of their
     # own, so raising is what makes the host redeliver the message and, in the end, poison it.
     services = await ready_services()
-    await process_job(
-        msg.get_body(),
-        settings=services.settings,
-        http=services.recording_http,
-        container=services.storage.container,
-        ledger=services.ledger,
-        claims=services.claims,
-        dequeue_count=msg.dequeue_count,
-        transcriptions=(
-            services.storage.transcription_queue
-            if services.settings.transcription_enabled
-            else None
-        ),
+    body = msg.get_body()
+    try:
+        outcome = await process_job(
+            body,
+            settings=services.settings,
+            http=services.recording_http,
+            container=services.storage.container,
+            ledger=services.ledger,
+            claims=services.claims,
+            dequeue_count=msg.dequeue_count,
+            transcriptions=(
+                services.storage.transcription_queue
+                if services.settings.transcription_enabled
+                else None
+            ),
+        )
+    except TransientDownloadError:
+        # Still retrying: the bot hangs up anyway once BOT_HANG_UP_WAIT_SECONDS are over.
+        last = msg.dequeue_count is not None and msg.dequeue_count >= max_dequeue_count()
+        await tell_download_settled(
+            services.call_events(),
+            body,
+            None,
+            hang_up_wait_seconds=services.settings.hang_up_wait_seconds,
+            last_delivery=last,
+        )
+        raise
+    # Stored or failed: the bot flow may now thank the caller and hang up (once per call).
+    await tell_download_settled(
+        services.call_events(),
+        body,
+        outcome,
+        hang_up_wait_seconds=services.settings.hang_up_wait_seconds,
     )

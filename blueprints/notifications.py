@@ -14,6 +14,7 @@ import azure.functions as func
 from shared.auth import InboundAuthError
 from shared.logevents import log_event
 from shared.notifications import NotStored, read_notifications, route_notifications
+from shared.notifications.reading import LegacyCallNotification
 from shared.problems import Problem
 from shared.services import ready_services
 from shared.settings import SettingsError
@@ -75,6 +76,14 @@ async def _handle(req: func.HttpRequest) -> func.HttpResponse:
         )
     except Problem as problem:
         return answer(problem.to_response(), "rejected", detail=problem.detail)
+    except LegacyCallNotification as legacy:
+        # 204 asks the platform to send this notification again in the Graph format.
+        return answer(
+            func.HttpResponse(status_code=204),
+            "legacy_format",
+            tenant_id=identity.tenant_id,
+            legacy_call_id=legacy.legacy_call_id,
+        )
 
     try:
         report = await route_notifications(

@@ -1,4 +1,9 @@
-"""GET /api/recordings/{callId}/{operationId} and GET /api/recordings?callId=: where recordings are."""
+"""/api/recordings: where a call's recordings are (GET), and their erasure (DELETE).
+
+- ``GET /api/recordings/{callId}/{operationId}``, ``GET /api/recordings?callId=``: status;
+- ``DELETE /api/recordings/{callId}/{operationId}``, ``DELETE /api/recordings?callId=``: erase
+  (blob deleted, ledger row ``erased`` and kept until the ledger horizon), ``204``.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from datetime import timedelta
 import azure.functions as func
 
 from shared.edge import check_id, is_storage_failure, storage_unavailable
+from shared.erasure import erase_call, erase_operation
 from shared.graph.models import normalize_id
 from shared.ledger import utc_now
 from shared.logevents import log_event
@@ -98,3 +104,76 @@ async def list_recordings(req: func.HttpRequest) -> func.HttpResponse:
         "operations": [record.to_json() for record in records],
     }
     return json_response(body, headers={"Cache-Control": "no-store"})
+
+
+@bp.route(
+    route="recordings/{callId}/{operationId}",
+    methods=["DELETE"],
+    auth_level=func.AuthLevel.FUNCTION,
+)
+async def erase_recording(req: func.HttpRequest) -> func.HttpResponse:
+    try:
+        call_id = check_id("callId", req.route_params.get("callId"))
+        operation_id = check_id("operationId", req.route_params.get("operationId"))
+    except Problem as problem:
+        log_event(log, "erasure: rejected request", reason=problem.detail)
+        return problem.to_response()
+
+    services = await ready_services()
+    try:
+        erased = await erase_operation(
+            call_id, operation_id, ledger=services.ledger, container=services.storage.container
+        )
+    except Exception as error:
+        if not is_storage_failure(error):
+            raise
+        log_event(
+            log,
+            "erasure: storage unavailable",
+            level=logging.ERROR,
+            call_id=call_id,
+            operation_id=operation_id,
+            error=type(error).__name__,
+        )
+        return storage_unavailable().to_response()
+    if erased is None:
+        log_event(log, "erasure: unknown", call_id=call_id, operation_id=operation_id)
+        return Problem(
+            404,
+            f"no record operation {operation_id} is known for call {call_id}",
+            "Recording operation not found",
+        ).to_response()
+    return func.HttpResponse(status_code=204)
+
+
+@bp.route(route="recordings", methods=["DELETE"], auth_level=func.AuthLevel.FUNCTION)
+async def erase_call_recordings(req: func.HttpRequest) -> func.HttpResponse:
+    try:
+        call_id = check_id("callId", req.params.get("callId"), where="query")
+    except Problem as problem:
+        log_event(log, "erasure: rejected request", reason=problem.detail)
+        return problem.to_response()
+
+    services = await ready_services()
+    try:
+        erased = await erase_call(
+            call_id, ledger=services.ledger, container=services.storage.container
+        )
+    except Exception as error:
+        if not is_storage_failure(error):
+            raise
+        log_event(
+            log,
+            "erasure: storage unavailable",
+            level=logging.ERROR,
+            call_id=call_id,
+            error=type(error).__name__,
+        )
+        return storage_unavailable().to_response()
+    if erased is None:
+        log_event(log, "erasure: unknown call", call_id=call_id)
+        return Problem(
+            404, f"no record operation is known for call {call_id}", "Call not found"
+        ).to_response()
+    log_event(log, "erasure: call", call_id=call_id, operations=len(erased))
+    return func.HttpResponse(status_code=204)

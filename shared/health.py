@@ -1,4 +1,8 @@
-"""Readiness of the app's dependencies: settings and the three storage services."""
+"""Readiness of the app's dependencies: settings, the three storage services, the prompts.
+
+``prompts`` is ``ok`` when every prompt configured by URL is one Graph can play (WAV, PCM 16-bit,
+mono, 16 kHz); otherwise it names each setting and what is wrong (shared/prompts.py).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from shared.settings import SettingsError
 from shared.storage import StorageClients
 
 if TYPE_CHECKING:
+    from shared.prompts import PromptChecks
     from shared.services import Services
 
 CHECK_TIMEOUT_SECONDS = 3.0
@@ -53,12 +58,22 @@ async def check_storage(storage: StorageClients) -> dict[str, str]:
     return {"queue": queue, "blob": blob, "table": table_status}
 
 
+async def check_prompts(prompt_checks: PromptChecks) -> str:
+    """``ok``, or each configured prompt Graph could not play, by setting name."""
+    results = await prompt_checks.results()
+    wrong = [check.report() for check in results if check.problem is not None]
+    return "; ".join(wrong) or "ok"
+
+
 async def health_report(services: Callable[[], Services]) -> tuple[bool, dict[str, Any]]:
     """Whether the app can work, and each check's result (``services`` may raise SettingsError)."""
     try:
         ready = services()
     except SettingsError as error:
         return False, {"status": "unhealthy", "checks": {"settings": str(error)}}
-    checks = {"settings": "ok", **await check_storage(ready.storage)}
+    storage, prompts = await asyncio.gather(
+        check_storage(ready.storage), check_prompts(ready.prompt_checks)
+    )
+    checks = {"settings": "ok", **storage, "prompts": prompts}
     healthy = all(value == "ok" for value in checks.values())
     return healthy, {"status": "healthy" if healthy else "unhealthy", "checks": checks}

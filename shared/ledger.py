@@ -44,6 +44,7 @@ CLAIM_PARTITION_PREFIX = "~claims~"
 class Column:
     """Ledger column names (PascalCase, as Table Storage shows them)."""
 
+    ATTEMPT = "Attempt"
     BLOB_NAME = "BlobName"
     CALL_END_MESSAGE = "CallEndMessage"
     CLIENT_CONTEXT = "ClientContext"
@@ -89,6 +90,7 @@ class OperationStatus(StrEnum):
     FAILED = "failed"
     STORED = "stored"
     EXPIRED = "expired"
+    ERASED = "erased"
 
 
 # Progress order. A write is applied only if it moves the row strictly forward, which makes
@@ -96,7 +98,8 @@ class OperationStatus(StrEnum):
 # - a completion that arrives after the operation was settled as abandoned still wins (the
 #   recording exists and must be fetched);
 # - a download failure never overwrites a stored recording (a duplicate job that failed later);
-# - expired is final.
+# - expired is final;
+# - erased (an operator's erasure) is above everything: nothing moves an erased row again.
 _RANK: dict[OperationStatus, int] = {
     OperationStatus.REQUESTED: 0,
     OperationStatus.RUNNING: 1,
@@ -106,6 +109,7 @@ _RANK: dict[OperationStatus, int] = {
     OperationStatus.FAILED: 5,
     OperationStatus.STORED: 6,
     OperationStatus.EXPIRED: 7,
+    OperationStatus.ERASED: 8,
 }
 _STATUS_VALUES = frozenset(status.value for status in OperationStatus)
 # Each status stamps its own time column, e.g. ``StoredAt``.
@@ -342,8 +346,12 @@ class OperationLedger:
         max_record_duration_seconds: int,
         result: ResultInfo | None = None,
         failure_reason: str | None = None,
+        attempt: int | None = None,
     ) -> Transition:
-        """A recordResponse Graph accepted: its first status is whatever Graph's reply said."""
+        """A recordResponse Graph accepted: its first status is whatever Graph's reply said.
+
+        ``attempt`` numbers the bot's recordings of one call (1, then 2 after a re-prompt...).
+        """
         return await self.advance(
             call_id,
             operation_id,
@@ -354,6 +362,7 @@ class OperationLedger:
                 Column.STARTED_BY: started_by,
                 Column.MAX_RECORD_DURATION_SECONDS: max_record_duration_seconds,
                 Column.FAILURE_REASON: failure_reason,
+                Column.ATTEMPT: attempt,
                 **_result(result),
             },
         )
@@ -456,6 +465,10 @@ class OperationLedger:
 
     async def mark_expired(self, call_id: str, operation_id: str) -> Transition:
         return await self.advance(call_id, operation_id, OperationStatus.EXPIRED)
+
+    async def mark_erased(self, call_id: str, operation_id: str) -> Transition:
+        """An operator erased the recording; the row stays (auditable) until the ledger horizon."""
+        return await self.advance(call_id, operation_id, OperationStatus.ERASED)
 
     async def mark_transcribed(
         self,

@@ -81,6 +81,7 @@ async def start_recording(
     tenant_id: str | None = None,
     within: float | None = None,
     clock: Callable[[], datetime] = utc_now,
+    attempt: int | None = None,
 ) -> RecordingStarted:
     """Ask Graph to record, then write the ledger row (and the job, if already completed).
 
@@ -116,6 +117,7 @@ async def start_recording(
             max_record_duration_seconds=request.max_record_duration_in_seconds,
             result=operation.result_info,
             failure_reason=failure_reason,
+            attempt=attempt,
         )
     except AzureError as error:
         # Graph is already recording: failing the request now would make the caller start a
@@ -139,5 +141,6 @@ async def start_recording(
         job=job_enqueued,
         started_by=started_by,
         client_context=request.client_context,
+        attempt=attempt,
     )
     return RecordingStarted(call_key, operation_id, operation, ledger_status, job_enqueued)

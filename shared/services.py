@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from shared.bot.hooks import CallEventHandler
     from shared.download.claim import DownloadClaims
     from shared.graph.client import GraphCallsClient
+    from shared.prompts import PromptChecks
     from shared.transcription.speech import SpeechClient
 
 
@@ -46,6 +47,7 @@ class Services:
         self._inbound: InboundTokenValidator | None = None
         self._recording_http: httpx.AsyncClient | None = None
         self._speech: SpeechClient | None = None
+        self._prompt_checks: PromptChecks | None = None
 
     @property
     def claims(self) -> DownloadClaims:
@@ -97,6 +99,15 @@ class Services:
                 ManagedIdentityCredential(client_id=self.settings.managed_identity_client_id),
             )
         return self._speech
+
+    @property
+    def prompt_checks(self) -> PromptChecks:
+        """The configured prompt URLs' format checks, each kept once it has a verdict."""
+        if self._prompt_checks is None:
+            from shared.prompts import PromptChecks
+
+            self._prompt_checks = PromptChecks(self.settings, self.recording_http)
+        return self._prompt_checks
 
     def call_events(self) -> CallEventHandler:
         """Where the webhook hands call and prompt notifications: the bot flow, when enabled."""

@@ -124,6 +124,15 @@ class Settings(BaseSettings):
     record_stop_tones: CommaList = Field(default=("#",), alias="BOT_RECORD_STOP_TONES")
     thank_you_prompt_uri: str | None = Field(default=None, alias="BOT_THANK_YOU_PROMPT_URI")
     hang_up_after_recording: bool = Field(default=True, alias="BOT_HANG_UP_AFTER_RECORDING")
+    # Prompts: unset = the shipped prompt (CALLBACK_BASE_URL/api/prompts/...), "none" = no prompt.
+    reprompt_uri: str | None = Field(default=None, alias="BOT_REPROMPT_URI")
+    record_attempts: int = Field(default=2, ge=1, le=5, alias="BOT_RECORD_ATTEMPTS")
+    hang_up_wait_seconds: float = Field(default=60, ge=0, le=600, alias="BOT_HANG_UP_WAIT_SECONDS")
+    confirm_recording: bool = Field(default=False, alias="BOT_CONFIRM_RECORDING")
+    confirm_prompt_uri: str | None = Field(default=None, alias="BOT_CONFIRM_PROMPT_URI")
+    confirm_timeout_seconds: int = Field(
+        default=5, ge=1, le=19, alias="BOT_CONFIRM_TIMEOUT_SECONDS"
+    )
 
     # --- Download ---
     allow_insecure_recording_urls: bool = Field(
@@ -184,6 +193,17 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("https://", "http://")):
             raise ValueError("must be an absolute http(s) URL")
         return value.rstrip("/") if value else value
+
+    @field_validator(
+        "record_prompt_uri", "reprompt_uri", "thank_you_prompt_uri", "confirm_prompt_uri"
+    )
+    @classmethod
+    def _prompt_url_or_none(cls, value: str | None) -> str | None:
+        if value is None or value.strip().lower() == "none":
+            return value
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must be an absolute http(s) URL of a WAV file, or none")
+        return value
 
     @model_validator(mode="after")
     def _storage_is_configured(self) -> Settings:

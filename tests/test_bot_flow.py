@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import azure.functions as func
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -23,11 +24,12 @@ from starlette.routing import Route
 
 from devtools.graphsim import GraphSimulator
 from devtools.loopback import LoopbackServer
-from shared.bot.flow import BotFlow
+from shared.bot.flow import BotFlow, attempt_of
 from shared.graph.models import CommsNotification, RecordOperation
 from shared.jobs import JOB_TIME_TO_LIVE, DownloadJob
 from shared.ledger import OperationLedger, OperationStatus
 from tests.conftest import TENANT_ID, use_simulator_identity
+from tests.support.functions import http_request, invoke
 
 THANK_YOU = "https://cdn.example/thank-you.wav"
 
@@ -38,6 +40,7 @@ class Inbox:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.received: list[dict[str, Any]] = []
+        self.prompts_served: list[str] = []
         self.base_url = ""
 
     def take(self, start: int) -> list[dict[str, Any]]:
@@ -55,7 +58,25 @@ def inbox() -> Iterator[Inbox]:
             box.received.extend(body.get("value", []))
         return Response(status_code=202)
 
-    app = Starlette(routes=[Route("/api/calls", callback, methods=["POST"])])
+    async def prompt(request: Request) -> Response:
+        # The app's own prompt route, as Graph fetches it (the simulator checks the format).
+        name = request.path_params["name"]
+        with box.lock:
+            box.prompts_served.append(name)
+        served = await invoke(
+            "prompt",
+            http_request("GET", str(request.url), route_params={"name": name}),
+        )
+        return Response(
+            served.get_body(), status_code=served.status_code, media_type=served.mimetype
+        )
+
+    app = Starlette(
+        routes=[
+            Route("/api/calls", callback, methods=["POST"]),
+            Route("/api/prompts/{name}.wav", prompt, methods=["GET"]),
+        ]
+    )
     with LoopbackServer(app) as server:
         box.base_url = server.base_url
         yield box
@@ -101,6 +122,10 @@ def new_flow() -> BotFlow:
     from shared.services import app_services
 
     services = app_services()
+    flow = services.call_events()  # as the webhook gets it: with its collaborators
+    if isinstance(flow, BotFlow):
+        return flow
+    # Auto-answer off: the flow itself must still leave the call alone.
     return BotFlow(services.graph, services.ledger, services.settings, queue=services.storage.queue)
 
 
@@ -112,6 +137,7 @@ class WebhookStandIn:
         self.flows = flows
         self.storage = storage
         self.handled = 0
+        self.run_worker = True
 
     async def pump(self) -> int:
         batch = self.inbox.take(self.handled)
@@ -132,15 +158,26 @@ class WebhookStandIn:
         elif kind == "recordOperation":
             operation = notification.resource_data
             assert isinstance(operation, RecordOperation)
+            call_id, operation_id = notification.call_id, notification.operation_id
+            assert call_id is not None
+            assert operation_id is not None
+            operation = operation.model_copy(update={"id": operation_id})
+            ledger = OperationLedger(self.storage.table)
+            if operation.status == "failed":
+                await ledger.mark_failed(
+                    call_id, operation_id, "recordOperation failed", result=operation.result_info
+                )
+                await self.flows[0].on_record_completed(call_id, operation)
+                return
             job = DownloadJob.from_notification(notification, tenant_id=TENANT_ID)
-            if operation.status == "completed":
-                await self.storage.queue.send_message(
-                    job.to_message(), time_to_live=int(JOB_TIME_TO_LIVE.total_seconds())
-                )
-                await OperationLedger(self.storage.table).advance(
-                    job.call_id, job.operation_id, OperationStatus.COMPLETED
-                )
-            await self.flows[0].on_record_completed(job.call_id, operation)
+            await self.storage.queue.send_message(
+                job.to_message(), time_to_live=int(JOB_TIME_TO_LIVE.total_seconds())
+            )
+            await ledger.advance(call_id, operation_id, OperationStatus.COMPLETED)
+            await self.flows[0].on_record_completed(call_id, operation)
+            if self.run_worker:
+                # The queue trigger: the registered worker stores it and tells the bot flow.
+                await invoke("download_recording", func.QueueMessage(body=job.to_message()))
 
     async def run_until(self, done: Any, within: float = 10.0) -> None:
         deadline = time.monotonic() + within
@@ -191,13 +228,14 @@ async def test_full_call_answers_records_once_thanks_and_hangs_up(
     assert media["@odata.type"] == "#microsoft.graph.serviceHostedMediaConfig"
     assert {m["uri"] for m in media["preFetchMedia"]} == {
         "https://cdn.example/please-speak.wav",
+        f"{inbox.base_url}/api/prompts/reprompt.wav",  # unset: the shipped one
         THANK_YOU,
     }
     record = next(r for r in sim.requests if r.path.endswith("/recordResponse")).body
     assert record["maxRecordDurationInSeconds"] == 5
     assert record["stopTones"] == ["#", "*"]
     assert record["prompts"][0]["mediaInfo"]["uri"] == "https://cdn.example/please-speak.wav"
-    uuid.UUID(record["clientContext"])
+    assert attempt_of(record["clientContext"]) == 1
     prompt = next(r for r in sim.requests if r.path.endswith("/playPrompt")).body
     assert prompt["prompts"][0]["mediaInfo"]["uri"] == THANK_YOU
 
@@ -209,8 +247,9 @@ async def test_full_call_answers_records_once_thanks_and_hangs_up(
     assert job.client_context == record["clientContext"]
     row = await OperationLedger(storage.table).get(call_id, operation.id)
     assert row is not None
-    assert row.status is OperationStatus.COMPLETED
+    assert row.status is OperationStatus.STORED
     assert row.get("StartedBy") == "bot"
+    assert row.get("Attempt") == 1
 
 
 async def test_established_handled_concurrently_starts_one_recording(
@@ -383,7 +422,13 @@ async def test_full_call_through_the_webhook(
                 http_request("POST", "http://localhost/api/calls", body=body, headers=headers),
             )
             assert response.status_code == 202, response.get_body()
+        # The queue trigger's part: the worker stores each job and tells the bot flow.
+        async for message in storage.queue.receive_messages():
+            worked.append(DownloadJob.from_message(message.content).operation_id)
+            await invoke("download_recording", func.QueueMessage(body=message.content))
+            await storage.queue.delete_message(message)
 
+    worked: list[str] = []
     call_id = sim.place_call(duplicate_established=True)
     deadline = time.monotonic() + 10
     while sim.call(call_id).state != "terminated" or forwarded < len(inbox.take(0)):
@@ -398,8 +443,349 @@ async def test_full_call_through_the_webhook(
         ("DELETE", "call", 204),
     ]
     (operation,) = [op for op in sim.operations if op.kind == "record"]
-    messages = [m async for m in storage.queue.receive_messages()]
-    assert [DownloadJob.from_message(m.content).operation_id for m in messages] == [operation.id]
+    assert worked == [operation.id]
+    row = await OperationLedger(storage.table).get(call_id, operation.id)
+    assert row is not None
+    assert row.status is OperationStatus.STORED
+
+
+async def test_legacy_first_notification_is_204_then_the_graph_one_is_answered(
+    bot_env: GraphSimulator,
+    inbox: Inbox,
+    storage: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Teams docs, protocol determination: the legacy-format first notification gets 204, and the
+    platform sends it again in the Graph format, which the bot answers."""
+    from shared.settings import get_settings
+    from tests.data import legacy_notification
+    from tests.support.functions import http_request, invoke
+
+    sim = bot_env
+    monkeypatch.setenv("INBOUND_OPENID_CONFIGURATION_URL", sim.openid_configuration_url)
+    get_settings.cache_clear()
+    caplog.set_level(logging.INFO, logger="blueprints")
+
+    async def post(body: Any, headers: dict[str, str]) -> Any:
+        return await invoke(
+            "notifications",
+            http_request("POST", "http://localhost/api/calls", body=body, headers=headers),
+        )
+
+    legacy_headers = legacy_notification.headers()
+    unauthenticated = await post(legacy_notification.body_bytes(), legacy_headers)
+    assert unauthenticated.status_code == 401  # authenticated like every other request
+
+    call_id = sim.place_call()
+    await sim.async_wait_for(lambda: inbox.take(0), within=5)
+    legacy = await post(
+        legacy_notification.body_bytes(),
+        {**legacy_headers, "Authorization": f"Bearer {sim.sign_token()}"},
+    )
+    assert legacy.status_code == 204
+    assert legacy.get_body() == b""
+    assert "outcome=legacy_format" in caplog.text
+    assert "legacy_call_id=11111111-2222-3333-4444-555555555555" in caplog.text
+    assert graph_requests(sim, call_id) == []
+
+    (incoming,) = inbox.take(0)
+    graph_format = await post(
+        {"@odata.type": "#microsoft.graph.commsNotifications", "value": [incoming]},
+        {"Content-Type": "application/json", "Authorization": f"Bearer {sim.sign_token()}"},
+    )
+    assert graph_format.status_code == 202
+    assert graph_requests(sim, call_id)[0] == ("POST", "answer", 202)
+
+
+async def test_a_body_that_only_looks_partly_legacy_is_still_a_400(
+    bot_env: GraphSimulator, storage: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.settings import get_settings
+    from tests.support.functions import http_request, invoke
+
+    monkeypatch.setenv("INBOUND_OPENID_CONFIGURATION_URL", bot_env.openid_configuration_url)
+    get_settings.cache_clear()
+    response = await invoke(
+        "notifications",
+        http_request(
+            "POST",
+            "http://localhost/api/calls",
+            body={"id": "x", "callState": "incoming"},  # no participants
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": f"Bearer {bot_env.sign_token()}",
+            },
+        ),
+    )
+    assert response.status_code == 400
+
+
+# -- the caller's experience (issue 16) ---------------------------------------------------------
+
+
+def record_requests(sim: GraphSimulator, call_id: str) -> list[dict[str, Any]]:
+    return [
+        r.body for r in sim.requests if call_id in r.path and r.path.endswith("/recordResponse")
+    ]
+
+
+async def test_the_call_stays_open_until_the_recording_is_stored(
+    bot_env: GraphSimulator, inbox: Inbox, storage: Any
+) -> None:
+    """Completion arrives, the worker has not run: no thank-you, no hang-up. Once the worker
+    stored the recording, the flow thanks the caller and hangs up."""
+    sim = bot_env
+    webhook = WebhookStandIn(inbox, [new_flow()], storage)
+    webhook.run_worker = False
+    call_id = sim.place_call()
+    await webhook.run_until(
+        lambda: any(op.kind == "record" and op.status == "completed" for op in sim.operations)
+    )
+    (operation,) = [op for op in sim.operations if op.kind == "record"]
+    await webhook.run_until(lambda: webhook.handled == len(inbox.take(0)))
+    actions = [tail for _, tail, _ in graph_requests(sim, call_id)]
+    assert actions == ["answer", "recordResponse"]  # completed, but not stored: the call is open
     row = await OperationLedger(storage.table).get(call_id, operation.id)
     assert row is not None
     assert row.status is OperationStatus.COMPLETED
+
+    (message,) = [m async for m in storage.queue.receive_messages()]
+    await invoke("download_recording", func.QueueMessage(body=message.content))
+    await webhook.run_until(lambda: sim.call(call_id).state == "terminated")
+
+    row = await OperationLedger(storage.table).get(call_id, operation.id)
+    assert row is not None
+    assert row.status is OperationStatus.STORED
+    assert [tail for _, tail, _ in graph_requests(sim, call_id)] == [
+        "answer",
+        "recordResponse",
+        "playPrompt",
+        "call",
+    ]
+    prompt = next(r for r in sim.requests if r.path.endswith("/playPrompt")).body
+    assert prompt["prompts"][0]["mediaInfo"]["uri"] == THANK_YOU
+
+
+async def test_silence_is_reprompted_then_the_call_ends_after_the_last_attempt(
+    bot_env: GraphSimulator, inbox: Inbox, storage: Any
+) -> None:
+    sim = bot_env
+    webhook = WebhookStandIn(inbox, [new_flow()], storage)
+
+    call_id = sim.place_call("initial-silence")
+    await webhook.run_until(lambda: sim.call(call_id).state == "terminated")
+
+    first, second = record_requests(sim, call_id)
+    assert first["prompts"][0]["mediaInfo"]["uri"] == "https://cdn.example/please-speak.wav"
+    assert second["prompts"][0]["mediaInfo"]["uri"] == f"{inbox.base_url}/api/prompts/reprompt.wav"
+    assert [attempt_of(r["clientContext"]) for r in (first, second)] == [1, 2]
+    rows = await OperationLedger(storage.table).list_call(call_id)
+    assert [(r.get("Attempt"), r.status, r.get("ResultSubcode")) for r in rows] == [
+        (1, OperationStatus.FAILED, 8510),
+        (2, OperationStatus.FAILED, 8510),
+    ]
+    # Nothing was recorded: no thank-you, the bot hangs up once.
+    assert [tail for _, tail, _ in graph_requests(sim, call_id)][-1] == "call"
+    assert "playPrompt" not in [tail for _, tail, _ in graph_requests(sim, call_id)]
+
+
+async def test_one_attempt_means_no_reprompt(
+    bot_env: GraphSimulator, inbox: Inbox, storage: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.settings import get_settings
+
+    monkeypatch.setenv("BOT_RECORD_ATTEMPTS", "1")
+    get_settings.cache_clear()
+    sim = bot_env
+    webhook = WebhookStandIn(inbox, [new_flow()], storage)
+    call_id = sim.place_call("initial-silence")
+    await webhook.run_until(lambda: sim.call(call_id).state == "terminated")
+    assert len(record_requests(sim, call_id)) == 1
+    assert ("DELETE", "call", 204) in graph_requests(sim, call_id)
+
+
+async def test_a_download_still_failing_after_the_wait_hangs_up_anyway(
+    bot_env: GraphSimulator, inbox: Inbox, storage: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.download import TransientDownloadError
+    from shared.settings import get_settings
+
+    monkeypatch.setenv("BOT_HANG_UP_WAIT_SECONDS", "0")
+    get_settings.cache_clear()
+    sim = bot_env
+    webhook = WebhookStandIn(inbox, [new_flow()], storage)
+    webhook.run_worker = False
+    call_id = sim.place_call(recording_faults=["503:0"] * 20)
+    await webhook.run_until(lambda: [m for m in inbox.take(0) if "operations" in m["resourceUrl"]])
+    (message,) = [m async for m in storage.queue.receive_messages()]
+
+    with pytest.raises(TransientDownloadError):
+        await invoke("download_recording", func.QueueMessage(body=message.content))
+    await webhook.run_until(lambda: sim.call(call_id).state == "terminated")
+
+    (operation,) = [op for op in sim.operations if op.kind == "record"]
+    row = await OperationLedger(storage.table).get(call_id, operation.id)
+    assert row is not None
+    assert row.status is OperationStatus.DOWNLOADING  # the queue retries it later
+    actions = [tail for _, tail, _ in graph_requests(sim, call_id)]
+    assert actions == ["answer", "recordResponse", "call"]  # no thank-you: nothing is safe yet
+
+
+async def test_a_caller_who_hangs_up_before_stored_still_gets_the_recording_stored(
+    bot_env: GraphSimulator, inbox: Inbox, storage: Any
+) -> None:
+    sim = bot_env
+    webhook = WebhookStandIn(inbox, [new_flow()], storage)
+    webhook.run_worker = False
+    call_id = sim.place_call(hangup_after_completion_seconds=0)
+    await webhook.run_until(lambda: sim.call(call_id).state == "terminated")
+    (operation,) = [op for op in sim.operations if op.kind == "record"]
+    (message,) = [m async for m in storage.queue.receive_messages()]
+
+    await invoke("download_recording", func.QueueMessage(body=message.content))
+    await webhook.pump()
+
+    row = await OperationLedger(storage.table).get(call_id, operation.id)
+    assert row is not None
+    assert row.status is OperationStatus.STORED
+    # The after-recording step ran once and found the call gone: nothing raised, call settled.
+    assert not await OperationLedger(storage.table).claim(call_id, "after-recording")
+    assert [tail for _, tail, _ in graph_requests(sim, call_id)][:2] == ["answer", "recordResponse"]
+
+
+async def test_shipped_prompts_silence_then_answer_is_stored_thanked_and_hung_up(
+    bot_env: GraphSimulator, inbox: Inbox, storage: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default flow with the app's own prompts, which the simulator fetches from the app and
+    checks as Graph does (a wrong format would fail the operation with 8535)."""
+    from shared.settings import get_settings
+
+    monkeypatch.delenv("BOT_RECORD_PROMPT_URI")
+    monkeypatch.delenv("BOT_THANK_YOU_PROMPT_URI")
+    get_settings.cache_clear()
+    sim = bot_env
+    webhook = WebhookStandIn(inbox, [new_flow()], storage)
+
+    call_id = sim.place_call("silence-then-answer")
+    await webhook.run_until(lambda: sim.call(call_id).state == "terminated")
+
+    shipped = f"{inbox.base_url}/api/prompts"
+    first, second = record_requests(sim, call_id)
+    assert first["prompts"][0]["mediaInfo"]["uri"] == f"{shipped}/notice.wav"
+    assert second["prompts"][0]["mediaInfo"]["uri"] == f"{shipped}/reprompt.wav"
+    prompt = next(r for r in sim.requests if r.path.endswith("/playPrompt")).body
+    assert prompt["prompts"][0]["mediaInfo"]["uri"] == f"{shipped}/thank-you.wav"
+    rows = await OperationLedger(storage.table).list_call(call_id)
+    assert [(r.get("Attempt"), r.status) for r in rows] == [
+        (1, OperationStatus.FAILED),
+        (2, OperationStatus.STORED),
+    ]
+    assert rows[0].get("ResultSubcode") == 8510
+    assert [tail for _, tail, _ in graph_requests(sim, call_id)] == [
+        "answer",
+        "recordResponse",
+        "recordResponse",
+        "playPrompt",
+        "call",
+    ]
+    assert all(status is not None and status < 300 for _, _, status in graph_requests(sim, call_id))
+    assert set(inbox.prompts_served) == {"notice", "reprompt", "thank-you"}  # fetched by "Graph"
+    # Every operation succeeded: no prompt was refused (8535) or unreachable (8536).
+    assert all(
+        op.status == "completed"
+        for op in sim.operations
+        if op.call_id == call_id and op.kind == "playPrompt"
+    )
+
+
+async def test_confirm_2_records_again_and_deletes_the_first_then_1_keeps_the_second(
+    bot_env: GraphSimulator, inbox: Inbox, storage: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.download import blob_name_for
+    from shared.settings import get_settings
+
+    monkeypatch.setenv("BOT_CONFIRM_RECORDING", "true")
+    monkeypatch.setenv("BOT_CONFIRM_TIMEOUT_SECONDS", "3")
+    get_settings.cache_clear()
+    sim = bot_env
+    webhook = WebhookStandIn(inbox, [new_flow(), new_flow()], storage)
+
+    # The scripted caller: "2" after the first question, "1" after the second.
+    call_id = sim.place_call(keys_after_prompts=["2", "1"])
+    await webhook.run_until(lambda: sim.call(call_id).state == "terminated", within=20)
+
+    actions = [tail for _, tail, _ in graph_requests(sim, call_id)]
+    assert actions.count("subscribeToTone") == 1
+    assert actions.count("recordResponse") == 2
+    assert actions[-1] == "call"
+    first, second = record_requests(sim, call_id)
+    assert second["bargeInAllowed"] is True  # cuts the first confirmation's wait short
+    assert second["prompts"] == first["prompts"]  # the notice again, not "I did not hear"
+    rows = await OperationLedger(storage.table).list_call(call_id)
+    assert [(r.get("Attempt"), r.status) for r in rows] == [
+        (1, OperationStatus.ERASED),
+        (2, OperationStatus.STORED),
+    ]
+    # The discarded recording is gone at once; the kept one is there.
+    names = [blob.name async for blob in storage.container.list_blobs()]
+    assert blob_name_for(call_id, rows[0].operation_id) not in names
+    assert blob_name_for(call_id, rows[1].operation_id) in names
+    # Each question played the recording itself (a read URL to its blob), then asked.
+    plays = [
+        r.body
+        for r in sim.requests
+        if call_id in r.path
+        and r.path.endswith("/playPrompt")
+        and r.body["clientContext"].startswith("bot-confirm:")
+    ]
+    assert [p["clientContext"].split(":", 1)[1] for p in plays] == [
+        rows[0].operation_id,
+        rows[1].operation_id,
+    ]
+    for play in plays:
+        playback, question = (p["mediaInfo"]["uri"] for p in play["prompts"])
+        assert "sig=" in playback
+        assert question.endswith("/api/prompts/confirm.wav")
+    thanks = [
+        r.body
+        for r in sim.requests
+        if call_id in r.path
+        and r.path.endswith("/playPrompt")
+        and r.body["clientContext"] == "bot-thank-you"
+    ]
+    assert len(thanks) == 1
+
+
+async def test_confirm_without_an_answer_keeps_the_recording(
+    bot_env: GraphSimulator, inbox: Inbox, storage: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.settings import get_settings
+
+    monkeypatch.setenv("BOT_CONFIRM_RECORDING", "true")
+    monkeypatch.setenv("BOT_CONFIRM_TIMEOUT_SECONDS", "2")
+    get_settings.cache_clear()
+    sim = bot_env
+    webhook = WebhookStandIn(inbox, [new_flow()], storage)
+
+    call_id = sim.place_call()
+    await webhook.run_until(lambda: sim.call(call_id).state == "terminated", within=20)
+
+    rows = await OperationLedger(storage.table).list_call(call_id)
+    assert [r.status for r in rows] == [OperationStatus.STORED]
+    contexts = [
+        r.body["clientContext"]
+        for r in sim.requests
+        if call_id in r.path and r.path.endswith("/playPrompt")
+    ]
+    assert [c.split(":", 1)[0] for c in contexts] == [
+        "bot-confirm",
+        "bot-confirm-wait",
+        "bot-thank-you",
+    ]
+    wait = next(
+        r.body
+        for r in sim.requests
+        if r.path.endswith("/playPrompt") and r.body["clientContext"].startswith("bot-confirm-wait")
+    )
+    assert len(wait["prompts"]) == 2  # BOT_CONFIRM_TIMEOUT_SECONDS one-second silences

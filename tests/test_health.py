@@ -15,7 +15,13 @@ async def test_healthy_with_azurite() -> None:
     body = json_body(response)
     assert body == {
         "status": "healthy",
-        "checks": {"settings": "ok", "queue": "ok", "blob": "ok", "table": "ok"},
+        "checks": {
+            "settings": "ok",
+            "queue": "ok",
+            "blob": "ok",
+            "table": "ok",
+            "prompts": "ok",
+        },
     }
 
 

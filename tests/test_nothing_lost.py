@@ -312,6 +312,7 @@ async def test_a_fresh_account_stores_the_first_recording(
             "queue": "missing",
             "blob": "missing",
             "table": "missing",
+            "prompts": "ok",
         }
 
         call_id, operation_id = guid(), guid()

@@ -1,19 +1,28 @@
 """The hook between the webhook and the bot flow: what the bot is told, and who is told.
 
 The webhook routes call and prompt notifications, and record operations that reached a final
-status, to a :class:`CallEventHandler`. With ``BOT_AUTO_ANSWER`` on and ``CALLBACK_BASE_URL``
-set that is the :class:`~shared.bot.flow.BotFlow`; otherwise a handler that only logs.
+status, to a :class:`CallEventHandler`; the download worker tells it when a recording is settled
+(:func:`tell_download_settled`), since the bot hangs up only once the recording is safe. With
+``BOT_AUTO_ANSWER`` on and ``CALLBACK_BASE_URL`` set that is the
+:class:`~shared.bot.flow.BotFlow`; otherwise a handler that only logs.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
+from opentelemetry.trace import SpanKind
+
 from shared.graph.models import CommsNotification, RecordOperation
+from shared.jobs import DownloadJob, InvalidJobError
+from shared.ledger import Column, OperationRecord, utc_now
 from shared.logevents import log_event
+from shared.telemetry import continue_trace
 
 if TYPE_CHECKING:
+    from shared.download.worker import DownloadOutcome
     from shared.services import Services
 
 log = logging.getLogger(__name__)
@@ -32,6 +41,12 @@ class CallEventHandler(Protocol):
 
     async def on_record_completed(self, call_id: str, operation: RecordOperation) -> None:
         """A record operation reached ``completed`` or ``failed`` (its job is already queued)."""
+        ...
+
+    async def on_recording_settled(
+        self, call_id: str, operation_id: str, *, overdue: bool = False
+    ) -> None:
+        """The worker settled a recording's download, or it is overdue (still retrying)."""
         ...
 
 
@@ -69,6 +84,65 @@ class LoggingCallEventHandler:
             status=operation.status,
         )
 
+    async def on_recording_settled(
+        self, call_id: str, operation_id: str, *, overdue: bool = False
+    ) -> None:
+        log_event(
+            log,
+            "recording settled (no bot flow)",
+            level=logging.DEBUG,
+            call_id=call_id,
+            operation_id=operation_id,
+            overdue=overdue,
+        )
+
+
+async def tell_download_settled(
+    handler: CallEventHandler,
+    message: str | bytes,
+    outcome: DownloadOutcome | None,
+    *,
+    hang_up_wait_seconds: float,
+    last_delivery: bool = False,
+    now: datetime | None = None,
+) -> None:
+    """After the worker ran a job: tell the bot flow, so it moves the call on once safe.
+
+    ``outcome`` None means the download will be retried: the flow is told only when the wait is
+    over (``BOT_HANG_UP_WAIT_SECONDS`` since the completion, or the message's last delivery).
+    Never raises: the job's own outcome must not depend on the call's.
+    """
+    try:
+        job = DownloadJob.from_message(message)
+        if outcome is None:
+            received = job.received_at
+            received = received if received.tzinfo else received.replace(tzinfo=UTC)
+            waited = ((now or datetime.now(UTC)) - received).total_seconds()
+            if not last_delivery and waited < hang_up_wait_seconds:
+                return
+        elif not (outcome.call_id and outcome.operation_id):
+            return
+        # The recording's trace goes on: the thank-you and the hang-up are part of its story.
+        with continue_trace(
+            job.traceparent,
+            "bot flow after download",
+            kind=SpanKind.INTERNAL,
+            call_id=job.call_id,
+            operation_id=job.operation_id,
+        ):
+            await handler.on_recording_settled(
+                job.call_id, job.operation_id, overdue=outcome is None
+            )
+    except InvalidJobError:
+        return
+    except Exception as error:
+        log_event(
+            log,
+            "bot flow: not told of a settled download",
+            level=logging.ERROR,
+            error=type(error).__name__,
+        )
+
 
 def call_event_handler(services: Services) -> CallEventHandler:
     """The one place that decides whether the bot flow handles call events."""
@@ -76,5 +150,38 @@ def call_event_handler(services: Services) -> CallEventHandler:
     if settings.auto_answer and settings.callback_base_url:
         from shared.bot.flow import BotFlow
 
-        return BotFlow(services.graph, services.ledger, settings, queue=services.storage.queue)
+        return BotFlow(
+            services.graph,
+            services.ledger,
+            settings,
+            queue=services.storage.queue,
+            playback_url=lambda record: _playback_url(services, record),
+            erase=lambda call_id, operation_id: _erase(services, call_id, operation_id),
+        )
     return LoggingCallEventHandler()
+
+
+async def _playback_url(services: Services, record: OperationRecord) -> str | None:
+    """A short-lived read URL of a stored recording, for Graph to play it back to the caller."""
+    from shared.recording_access import read_url
+
+    if not record.blob_name:
+        return None
+    expires = record.get(Column.EXPIRES_AT)
+    url = await read_url(
+        services.storage.blob_service,
+        services.storage.container_name,
+        record.blob_name,
+        now=utc_now(),
+        ttl=timedelta(minutes=services.settings.status_url_ttl_minutes),
+        not_after=expires if isinstance(expires, datetime) else None,
+    )
+    return url.url if url else None
+
+
+async def _erase(services: Services, call_id: str, operation_id: str) -> object:
+    from shared.erasure import erase_operation
+
+    return await erase_operation(
+        call_id, operation_id, ledger=services.ledger, container=services.storage.container
+    )

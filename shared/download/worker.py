@@ -38,10 +38,11 @@ from shared.download.store import (
     find_stored,
 )
 from shared.download.url_guard import Resolver, UrlPolicy, resolve_host
+from shared.erasure import erase_if_erased
 from shared.graph.models import GRAPH_ID_RULE, is_graph_id
 from shared.hostconfig import max_dequeue_count
 from shared.jobs import DownloadJob, InvalidJobError
-from shared.ledger import OperationLedger, utc_now
+from shared.ledger import OperationLedger, OperationStatus, utc_now
 from shared.logevents import log_event
 from shared.settings import Settings
 from shared.telemetry import continue_trace, count_outcome, record_stored_latency, span
@@ -54,7 +55,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RETRY = DownloadRetry()
 
-Outcome = Literal["stored", "already_stored", "failed", "invalid"]
+Outcome = Literal["stored", "already_stored", "failed", "invalid", "erased"]
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,9 @@ async def process_job(
         # The job is the record of the completion notification: this first write carries its
         # facts (when it arrived, the result, the client context), so the webhook's hot path
         # needs no ledger round trips and no "completed" stamp can be lost to a race with this.
-        await ledger.mark_downloading(job, blob_name=run.blob_name)
+        started = await ledger.mark_downloading(job, blob_name=run.blob_name)
+        if started.record.status is OperationStatus.ERASED:
+            return run.erased()  # erased before its download started: nothing to fetch
         claim = claims.new_holder()
         try:
             existing = await run.claim_or_wait(claim)
@@ -264,7 +267,7 @@ class _Download:
 
     async def stored(self, facts: RecordingFacts) -> DownloadOutcome:
         with span("ledger stored", call_id=facts.call_id, operation_id=facts.operation_id):
-            await self.ledger.mark_stored(
+            transition = await self.ledger.mark_stored(
                 facts.call_id,
                 facts.operation_id,
                 blob_name=self.blob_name,
@@ -274,6 +277,9 @@ class _Download:
                 stored_at=facts.downloaded_at,
                 expires_at=facts.expires_at,
             )
+        # The row as read after the commit: an erasure that came first wins (shared/erasure.py).
+        if await erase_if_erased(transition, container=self.container, blob_name=self.blob_name):
+            return self.erased()
         await self.queue_transcription(facts.downloaded_at)
         count_outcome("stored")
         return self._settled(
@@ -288,7 +294,7 @@ class _Download:
     async def already_stored(self, existing: StoredRecording) -> DownloadOutcome:
         # A duplicate job: make sure the ledger says stored (the first run may have died between
         # the commit and the ledger write), without downloading anything.
-        await self.ledger.mark_stored(
+        transition = await self.ledger.mark_stored(
             self.job.call_id,
             self.job.operation_id,
             blob_name=existing.blob_name,
@@ -297,6 +303,10 @@ class _Download:
             content_type=existing.content_type,
             expires_at=existing.expires_at,
         )
+        if await erase_if_erased(
+            transition, container=self.container, blob_name=existing.blob_name
+        ):
+            return self.erased()
         await self.queue_transcription(None)
         return self._settled(
             "already_stored",
@@ -323,6 +333,9 @@ class _Download:
             raise TransientDownloadError(
                 f"queueing the transcription failed ({type(error).__name__})"
             ) from None
+
+    def erased(self) -> DownloadOutcome:
+        return self._settled("erased", failure_reason="the operation was erased")
 
     async def failed(self, reason: str) -> DownloadOutcome:
         await self.ledger.mark_failed(self.job.call_id, self.job.operation_id, reason)

@@ -46,6 +46,8 @@ from shared.graph.models import (
     PlayPromptRequest,
     RecordOperation,
     RecordResponseRequest,
+    SubscribeToToneOperation,
+    SubscribeToToneRequest,
     normalize_id,
     parse_resource_url,
 )
@@ -181,6 +183,20 @@ class GraphCallsClient:
         )
         operation = self._parse(response, PlayPromptOperation, "playPrompt")
         return operation, self._operation_id(response, operation.id, "playPrompt")
+
+    async def subscribe_to_tone(
+        self, call_id: str, request: SubscribeToToneRequest, *, within: float | None = None
+    ) -> SubscribeToToneOperation:
+        """``POST .../subscribeToTone``: from now on each key pressed is a call notification."""
+        response = await self._request(
+            "POST",
+            call_id,
+            "/subscribeToTone",
+            "subscribeToTone",
+            body=request.to_wire(),
+            within=within,
+        )
+        return self._parse(response, SubscribeToToneOperation, "subscribeToTone")
 
     async def hang_up(self, call_id: str, *, within: float | None = None) -> None:
         """``DELETE /communications/calls/{id}``: the bot leaves and the call ends."""

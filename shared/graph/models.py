@@ -167,6 +167,24 @@ CallState = Literal[
 ]
 
 
+class ToneInfo(GraphModel):
+    """A key the caller pressed (call ``updated`` after call: subscribeToTone): ``tone1``..."""
+
+    odata_type_value = "#microsoft.graph.toneInfo"
+    sequence_id: int | None = None
+    tone: str | None = None
+
+
+class SubscribeToToneOperation(CommsOperation):
+    odata_type_value = "#microsoft.graph.subscribeToToneOperation"
+
+
+class SubscribeToToneRequest(GraphModel):
+    """Body of ``POST /communications/calls/{id}/subscribeToTone``."""
+
+    client_context: str | None = Field(default=None, max_length=MAX_CLIENT_CONTEXT)
+
+
 class Call(GraphModel):
     odata_type_value = "#microsoft.graph.call"
     id: str | None = None
@@ -179,6 +197,7 @@ class Call(GraphModel):
     source: dict[str, Any] | None = None
     targets: list[dict[str, Any]] | None = None
     media_config: dict[str, Any] | None = None
+    tone_info: ToneInfo | None = None
 
 
 class ServiceHostedMediaConfig(GraphModel):

@@ -23,12 +23,42 @@ MAX_BODY_BYTES = 1024 * 1024
 JSON_MEDIA_TYPE = "application/json"
 _NOT_NOTIFICATIONS = "Not a commsNotifications payload"
 _TOO_DEEP = "body is nested too deeply to be a commsNotifications payload"
+# The legacy (Skype Bot Platform for Calling) "Conversation" request: its required fields, as
+# documented in https://github.com/microsoft/BotBuilder-V3/blob/0f36a02e4fd1b6252a964bac90dda419b0cc0df6/en-us/Skype/calling-api-reference.md
+_LEGACY_FIELDS = frozenset({"id", "participants", "callstate"})
+
+
+class LegacyCallNotification(Exception):
+    """The first incoming-call notification came in the legacy Skype format.
+
+    Teams docs, "Incoming call notifications: technical details", protocol determination
+    (https://learn.microsoft.com/microsoftteams/platform/bots/calls-and-meetings/call-notifications#protocol-determination):
+    the bot answers ``204 No Content`` and the platform sends it again in the Graph format.
+    """
+
+    def __init__(self, legacy_call_id: str | None) -> None:
+        super().__init__("legacy-format incoming call notification")
+        self.legacy_call_id = legacy_call_id
+
+
+def _legacy_call_notification(data: object) -> LegacyCallNotification | None:
+    """The legacy request, when ``data`` is one (its documented required fields, any case)."""
+    if not isinstance(data, dict) or "value" in data:
+        return None
+    keys = {str(key).lower(): key for key in data}
+    if not keys.keys() >= _LEGACY_FIELDS:
+        return None
+    call_id = data[keys["id"]]
+    return LegacyCallNotification(call_id if isinstance(call_id, str) else None)
 
 
 def read_notifications(
     body: bytes, *, content_type: str | None, content_length: str | None
 ) -> CommsNotifications:
-    """The payload of a notification request, or a :class:`Problem` (415, 413 or 400)."""
+    """The payload of a notification request, or a :class:`Problem` (415, 413 or 400).
+
+    Raises :class:`LegacyCallNotification` for the legacy-format first notification.
+    """
     media_type = (content_type or "").split(";", 1)[0].strip().lower()
     if media_type != JSON_MEDIA_TYPE:
         raise Problem(
@@ -56,6 +86,9 @@ def read_notifications(
         raise Problem(400, f"body is not valid JSON: {error}") from None
     except RecursionError:
         raise Problem(400, _TOO_DEEP) from None
+    legacy = _legacy_call_notification(data)
+    if legacy is not None:
+        raise legacy
     try:
         payload = CommsNotifications.model_validate(data)
     except RecursionError:

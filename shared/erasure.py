@@ -1,0 +1,128 @@
+"""Erasure: an operator deletes a recording before its retention ends, and it stays deleted.
+
+The ledger is written first (``erased``, the highest status: nothing moves the row again), the
+blob second. A download in flight for the same operation reads the row after its commit
+(:func:`erase_if_erased`, called by the worker with the transition its ``stored`` write
+returned) and deletes what it just wrote. Whatever the interleaving, one side deletes the blob
+last:
+
+- the worker committed before the erasure deleted: the erasure's delete removes it;
+- the worker committed after: its ``stored`` write reads the row after the erasure wrote it,
+  sees ``erased`` and deletes its own blob.
+
+The erased row is kept until the ledger horizon (``LEDGER_RETENTION_DAYS``), so an erasure is
+auditable; it carries no recording URL.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from shared.ledger import OperationLedger, OperationRecord, OperationStatus, Transition
+from shared.logevents import log_event
+
+if TYPE_CHECKING:
+    from azure.storage.blob.aio import ContainerClient
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Erased:
+    """One erased operation: its ids, the status it had, and whether a blob was deleted."""
+
+    call_id: str
+    operation_id: str
+    previous_status: OperationStatus
+    blob_deleted: bool
+
+
+async def delete_recording_blob(container: ContainerClient, blob_name: str) -> bool:
+    """Delete a recording blob and its snapshots; False when there was none (not an error)."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        await container.delete_blob(blob_name, delete_snapshots="include")
+    except ResourceNotFoundError:
+        return False
+    return True
+
+
+def _blob_names(record: OperationRecord) -> list[str]:
+    # Imported here: the download package imports this module (its worker checks erasures).
+    from shared.download.store import blob_name_for, transcript_blob_name
+
+    # The canonical name, and the row's own when it differs (a row written by an older version);
+    # each with its transcript, which lives and dies with the audio.
+    recordings = [blob_name_for(record.call_id, record.operation_id)]
+    if record.blob_name and record.blob_name not in recordings:
+        recordings.append(record.blob_name)
+    return [*recordings, *(transcript_blob_name(name) for name in recordings)]
+
+
+async def _erase(
+    record: OperationRecord, *, ledger: OperationLedger, container: ContainerClient
+) -> Erased:
+    # The ledger first: from now on a download that commits deletes its own blob.
+    await ledger.mark_erased(record.call_id, record.operation_id)
+    deleted = False
+    for name in _blob_names(record):
+        deleted = await delete_recording_blob(container, name) or deleted
+    log_event(
+        log,
+        "erasure",
+        call_id=record.call_id,
+        operation_id=record.operation_id,
+        previous_status=record.status.value,
+        blob_deleted=deleted,
+    )
+    return Erased(record.call_id, record.operation_id, record.status, deleted)
+
+
+async def erase_operation(
+    call_id: str, operation_id: str, *, ledger: OperationLedger, container: ContainerClient
+) -> Erased | None:
+    """Erase one operation's recording; None when the ledger knows no such operation.
+
+    Erasing twice is harmless: the second finds the row ``erased`` and no blob.
+    """
+    record = await ledger.get(call_id, operation_id)
+    if record is None:
+        return None
+    return await _erase(record, ledger=ledger, container=container)
+
+
+async def erase_call(
+    call_id: str, *, ledger: OperationLedger, container: ContainerClient
+) -> list[Erased] | None:
+    """Erase every recording of a call; None when the ledger knows no operation of it."""
+    records = await ledger.list_call(call_id)
+    if not records:
+        return None
+    return [await _erase(record, ledger=ledger, container=container) for record in records]
+
+
+async def erase_if_erased(
+    transition: Transition, *, container: ContainerClient, blob_name: str
+) -> bool:
+    """After a download committed: if the row says ``erased``, delete the blob just written.
+
+    ``transition`` is what the worker's ``stored`` write returned, i.e. the row as read after the
+    commit. True when the erasure won and the blob is gone.
+    """
+    if transition.record.status is not OperationStatus.ERASED:
+        return False
+    from shared.download.store import transcript_blob_name
+
+    await delete_recording_blob(container, blob_name)
+    await delete_recording_blob(container, transcript_blob_name(blob_name))
+    log_event(
+        log,
+        "erasure: a download committed after its operation was erased; its blob is deleted",
+        level=logging.WARNING,
+        call_id=transition.record.call_id,
+        operation_id=transition.record.operation_id,
+    )
+    return True
