@@ -108,6 +108,20 @@ async def test_erasing_a_stored_recording_deletes_it_and_keeps_an_erased_row(
     assert (await delete_one(call_id, operation_id)).status_code == 204
 
 
+async def test_erasing_a_transcribed_recording_deletes_its_transcript_too(storage: Any) -> None:
+    from shared.download.store import transcript_blob_name
+
+    call_id, operation_id = ids()
+    name = await stored(storage, call_id, operation_id)
+    transcript = transcript_blob_name(name)
+    await storage.container.upload_blob(transcript, b'{"text": "hello"}', overwrite=True)
+
+    assert (await delete_one(call_id, operation_id)).status_code == 204
+
+    assert not await blob_exists(storage, name)
+    assert not await blob_exists(storage, transcript)
+
+
 async def test_nothing_moves_an_erased_row(storage: Any) -> None:
     call_id, operation_id = ids()
     await stored(storage, call_id, operation_id)
