@@ -134,6 +134,7 @@ class Report:
     latency_seconds: float | None = None
     answer_latency_seconds: float | None = None
     trace_id: str | None = None
+    reprompt: str | None = None
     status_answer: dict[str, Any] = field(default_factory=dict)
     expired_at: str = ""
 
@@ -153,6 +154,14 @@ class StatusApi:
             raise AssertionError(f"status API answered {response.status_code}")
         body: dict[str, Any] = response.json()
         return body
+
+    def list(self, call_id: str) -> list[dict[str, Any]]:
+        """Every operation of a call (GET /api/recordings?callId=)."""
+        response = self._client.get("/api/recordings", params={"callId": call_id})
+        if response.status_code != 200:
+            raise AssertionError(f"status API answered {response.status_code}")
+        operations: list[dict[str, Any]] = response.json()["operations"]
+        return operations
 
     def close(self) -> None:
         self._client.close()
@@ -193,6 +202,52 @@ def run_demo(stack: LocalStack, progress: Progress) -> Report:
     finally:
         status_api.close()
     return report
+
+
+def _prompt_name(body: Any) -> str | None:
+    prompts = (body or {}).get("prompts") or []
+    if not prompts:
+        return None
+    uri = str((prompts[0].get("mediaInfo") or {}).get("uri", ""))
+    return uri.rsplit("/", 1)[-1] or None
+
+
+def _silence_then_answer(
+    stack: LocalStack, progress: Progress, status_api: StatusApi, report: Report
+) -> None:
+    """A second caller says nothing at first: the bot re-prompts and records again."""
+    simulator = stack.simulator
+    assert simulator is not None
+    with progress.step("Silent caller re-prompted, then recorded") as step:
+        call_id = simulator.place_call("silence-then-answer")
+
+        def attempts() -> list[Any] | None:
+            found = [
+                r
+                for r in simulator.requests
+                if r.method == "POST"
+                and r.path.endswith("/recordResponse")
+                and _id_key(call_id) in _id_key(r.path)
+                and r.status_code is not None
+            ]
+            return found if len(found) >= 2 else None
+
+        first, second = wait_until(attempts, within=30, what="a second recordResponse")[:2]
+
+        def operations() -> list[dict[str, Any]] | None:
+            listed = status_api.list(call_id)
+            done = [o for o in listed if o.get("status") in ("stored", "failed")]
+            stored = [o for o in listed if o.get("status") == "stored"]
+            return listed if len(done) >= 2 and stored else None
+
+        listed = wait_until(operations, within=30, what="the second attempt stored")
+        silent = next((o for o in listed if o.get("status") == "failed"), {})
+        step.detail = (
+            f"call {call_id}: attempt 1 {silent.get('resultMeaning', 'failed')}; "
+            f"prompt {_prompt_name(second.body) or '?'} then attempt 2 stored "
+            f"(attempt 1 prompted with {_prompt_name(first.body) or 'none'})"
+        )
+        report.reprompt = step.detail
 
 
 def _follow_one_call(
@@ -265,6 +320,10 @@ def _follow_one_call(
         report.operation_id = operation.id
         seconds = (record.body or {}).get("maxRecordDurationInSeconds")
         step.detail = f"operation {operation.id}, at most {seconds} s of audio"
+        notice = _prompt_name(record.body)
+        if notice:
+            # The recording notice the caller hears before the beep (the app serves it).
+            step.detail += f", prompt {notice} first"
 
     with progress.step("Simulator recorded and notified") as step:
 
@@ -346,9 +405,24 @@ def _follow_one_call(
             raise AssertionError("the read URL served different bytes")
         step.detail = f"status stored, URL valid until {body.get('recordingUrlExpiresAt')}"
 
-    with progress.step("Bot hung up") as step:
+    with progress.step("Bot hung up, once the recording was stored") as step:
         wait_until(lambda: simulator.call(call_id).state == "terminated", within=15, what="hang-up")
+        hang_up = next(
+            (
+                r
+                for r in simulator.requests
+                if r.method == "DELETE" and _id_key(call_id) in _id_key(r.path)
+            ),
+            None,
+        )
         step.detail = "call terminated"
+        if hang_up is not None:
+            after = hang_up.received_at - stored_at.timestamp()
+            if after < 0:
+                raise AssertionError("the bot hung up before the recording was stored")
+            step.detail += f", {after * 1000:.0f} ms after the recording was stored"
+
+    _silence_then_answer(stack, progress, status_api, report)
 
     with progress.step("Cleanup expired the recording") as step:
         body = wait_until(
@@ -399,6 +473,8 @@ def print_report(progress: Progress, report: Report) -> None:
         say(f"  notification→stored  {report.latency_seconds * 1000:.0f} ms")
     if report.trace_id:
         say(f"  trace id             {report.trace_id} (webhook → queue → download → ledger)")
+    if report.reprompt:
+        say(f"  silent caller        {report.reprompt}")
     say("  status API answer (GET /api/recordings/{callId}/{operationId}, with the function key):")
     for line in json.dumps(redacted(report.status_answer), indent=2).splitlines():
         say(f"    {line}")
