@@ -1,0 +1,213 @@
+"""Ledger rows: their columns, statuses and keys, and the record the rest of the app sees.
+
+One Table Storage row per record operation (partition = call, row = operation), and claim rows
+in partitions of their own. A status only ever moves forward (:data:`RANK`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from shared.graph.models import ResultInfo, normalize_id
+from shared.graph.subcodes import describe_subcode
+
+if TYPE_CHECKING:
+    from shared.jobs import DownloadJob
+
+log = logging.getLogger("shared.ledger")
+
+
+ROW_KIND_OPERATION = "operation"
+ROW_KIND_CLAIM = "claim"
+MAX_CONFLICT_RETRIES = 8
+# Table keys may not hold / \\ # ? or control characters, and stop at 1 KiB; "%" is escaped too
+# so that the escaping cannot be forged.
+_FORBIDDEN_KEY_CHARS = str.maketrans(
+    {c: f"%{ord(c):02X}" for c in "/\\#?%" + "".join(map(chr, [*range(32), *range(127, 160)]))}
+)
+_MAX_KEY_LENGTH = 256
+# Claims live in partitions of their own: no operation id, whatever it looks like, can collide
+# with a claim row, and a claim row is never mistaken for an operation.
+CLAIM_PARTITION_PREFIX = "~claims~"
+
+
+class Column:
+    """Ledger column names (PascalCase, as Table Storage shows them)."""
+
+    ATTEMPT = "Attempt"
+    BLOB_NAME = "BlobName"
+    CALL_END_MESSAGE = "CallEndMessage"
+    CLIENT_CONTEXT = "ClientContext"
+    COMPLETED_AT = "CompletedAt"
+    CONTENT_TYPE = "ContentType"
+    EXPIRES_AT = "ExpiresAt"
+    FAILURE_REASON = "FailureReason"
+    MAX_RECORD_DURATION_SECONDS = "MaxRecordDurationSeconds"
+    REQUESTED_AT = "RequestedAt"
+    RESULT_CODE = "ResultCode"
+    RESULT_MEANING = "ResultMeaning"
+    RESULT_MESSAGE = "ResultMessage"
+    RESULT_SUBCODE = "ResultSubcode"
+    SHA256 = "Sha256"
+    SIZE_BYTES = "SizeBytes"
+    STARTED_BY = "StartedBy"
+    STORED_AT = "StoredAt"
+    TENANT_ID = "TenantId"
+    # Transcription (opt-in): its outcome lives beside the Status, never the text itself.
+    TRANSCRIPTION_STATUS = "TranscriptionStatus"
+    TRANSCRIPTION_FAILURE_REASON = "TranscriptionFailureReason"
+    TRANSCRIBED_AT = "TranscribedAt"
+    AUDIO_DELETED_AT = "AudioDeletedAt"
+
+
+# Values of ``Column.TRANSCRIPTION_STATUS``.
+TRANSCRIBED = "transcribed"
+TRANSCRIPTION_FAILED = "transcription_failed"
+
+
+# Why an operation was settled without a recording, in the words the status API shows.
+ABANDONED_REASON = "the call ended before the recording completed; no completion will follow"
+NO_COMPLETION_REASON = "no completion notification arrived"
+POISONED_REASON = "download kept failing; message poisoned"
+
+
+class OperationStatus(StrEnum):
+    REQUESTED = "requested"
+    RUNNING = "running"
+    ABANDONED = "abandoned"
+    COMPLETED = "completed"
+    DOWNLOADING = "downloading"
+    FAILED = "failed"
+    STORED = "stored"
+    EXPIRED = "expired"
+    ERASED = "erased"
+
+
+# Progress order. A write is applied only if it moves the row strictly forward, which makes
+# duplicates no-ops and late events harmless. Notable consequences, all intended:
+# - a completion that arrives after the operation was settled as abandoned still wins (the
+#   recording exists and must be fetched);
+# - a download failure never overwrites a stored recording (a duplicate job that failed later);
+# - expired is final;
+# - erased (an operator's erasure) is above everything: nothing moves an erased row again.
+RANK: dict[OperationStatus, int] = {
+    OperationStatus.REQUESTED: 0,
+    OperationStatus.RUNNING: 1,
+    OperationStatus.ABANDONED: 2,
+    OperationStatus.COMPLETED: 3,
+    OperationStatus.DOWNLOADING: 4,
+    OperationStatus.FAILED: 5,
+    OperationStatus.STORED: 6,
+    OperationStatus.EXPIRED: 7,
+    OperationStatus.ERASED: 8,
+}
+STATUS_VALUES = frozenset(status.value for status in OperationStatus)
+# Each status stamps its own time column, e.g. ``StoredAt``.
+STAMP = {status: f"{status.value.capitalize()}At" for status in OperationStatus}
+
+
+def table_key(value: str) -> str:
+    """A Table Storage key for an id: canonical form, characters Tables forbid escaped.
+
+    Graph's ids are GUIDs (the edge refuses anything else); this stays total for whatever reaches
+    storage another way (an old or hand-written queue message): overlong keys end in a digest.
+    """
+    key = normalize_id(value).translate(_FORBIDDEN_KEY_CHARS)
+    if len(key) > _MAX_KEY_LENGTH:
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        key = f"{key[: _MAX_KEY_LENGTH - 65]}~{digest}"
+    return key
+
+
+def claim_partition(call_id: str) -> str:
+    """The partition of a call's claim rows (once-per-call steps, download claims)."""
+    return CLAIM_PARTITION_PREFIX + table_key(call_id)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class OperationRecord:
+    """One ledger row, as the rest of the app sees it."""
+
+    call_id: str
+    operation_id: str
+    status: OperationStatus
+    fields: Mapping[str, Any]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.fields.get(name, default)
+
+    @property
+    def blob_name(self) -> str | None:
+        value = self.fields.get("BlobName")
+        return str(value) if value else None
+
+    def to_json(self) -> dict[str, Any]:
+        """The row for the status API: camelCase keys, ISO timestamps, no storage internals."""
+        body: dict[str, Any] = {
+            "callId": self.call_id,
+            "operationId": self.operation_id,
+            "status": self.status.value,
+        }
+        for name, value in sorted(self.fields.items()):
+            if name in {"PartitionKey", "RowKey", "Status", "Kind", "CallId", "OperationId"}:
+                continue
+            key = name[0].lower() + name[1:]
+            body[key] = value.isoformat() if isinstance(value, datetime) else value
+        return body
+
+
+@dataclass(frozen=True)
+class Transition:
+    """The outcome of a write: the row after it, and whether this write changed it."""
+
+    record: OperationRecord
+    changed: bool
+
+
+def to_record(entity: Mapping[str, Any]) -> OperationRecord:
+    return OperationRecord(
+        call_id=str(entity.get("CallId") or entity["PartitionKey"]),
+        operation_id=str(entity.get("OperationId") or entity["RowKey"]),
+        status=OperationStatus(entity["Status"]),
+        fields=dict(entity),
+    )
+
+
+def is_operation_row(entity: Mapping[str, Any]) -> bool:
+    return entity.get("Kind", ROW_KIND_OPERATION) == ROW_KIND_OPERATION and (
+        entity.get("Status") in STATUS_VALUES
+    )
+
+
+def result_fields(code: int | None, subcode: int | None, message: str | None) -> dict[str, Any]:
+    """Ledger columns for a Graph ``resultInfo``, including what the subcode means."""
+    fields: dict[str, Any] = {}
+    if code is not None:
+        fields[Column.RESULT_CODE] = code
+    if subcode is not None:
+        fields[Column.RESULT_SUBCODE] = subcode
+        fields[Column.RESULT_MEANING] = describe_subcode(subcode)
+    if message:
+        fields[Column.RESULT_MESSAGE] = message[:1024]
+    return fields
+
+
+def result_columns(result: ResultInfo | None) -> dict[str, Any]:
+    return result_fields(result.code, result.subcode, result.message) if result else {}
+
+
+def job_result(job: DownloadJob) -> ResultInfo | None:
+    """The completion's ``resultInfo`` as the download job carries it."""
+    if job.result_code is None and job.result_subcode is None and not job.result_message:
+        return None
+    return ResultInfo(code=job.result_code, subcode=job.result_subcode, message=job.result_message)
