@@ -451,7 +451,7 @@ def profile_lines(profiler: Any, *, top: int = 12) -> list[str]:
 
 
 def _short_path(filename: str) -> str:
-    for marker in ("site-packages/", "/work/main/", "lib/python3.11/"):
+    for marker in ("site-packages/", f"{ROOT}/", "lib/python3.11/", "lib/python3.12/"):
         if marker in filename:
             return filename.split(marker, 1)[1]
     return filename
