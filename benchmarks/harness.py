@@ -433,14 +433,14 @@ def write_results(run: Run, *, json_path: Path, markdown_path: Path) -> None:
     markdown_path.write_text(render_markdown(run))
 
 
-def profile_lines(profiler: Any, *, top: int = 12) -> list[str]:
+def profile_lines(profiler: Any, *, top: int = 12, clock: str = "CPU time") -> list[str]:
     """The functions with the most own CPU time in a ``cProfile.Profile`` (what dominates)."""
     import pstats
 
     stats = pstats.Stats(profiler)
     total = sum(entry[2] for entry in stats.stats.values())  # type: ignore[attr-defined]
     rows = sorted(stats.stats.items(), key=lambda item: item[1][2], reverse=True)  # type: ignore[attr-defined]
-    lines = [f"own CPU time, top {top} of {total * 1000:.0f} ms profiled:"]
+    lines = [f"own {clock}, top {top} of {total * 1000:.0f} ms profiled:"]
     for (filename, line, name), (_, calls, own, _cumulative, _) in rows[:top]:
         where = _short_path(filename)
         share = own / total * 100 if total else 0.0
@@ -457,8 +457,10 @@ def _short_path(filename: str) -> str:
     return filename
 
 
-def cumulative_lines(profiler: Any, *, under: tuple[str, ...], top: int = 10) -> list[str]:
-    """Cumulative CPU time of the functions defined in the given folders (the app's own)."""
+def cumulative_lines(
+    profiler: Any, *, under: tuple[str, ...], top: int = 10, clock: str = "CPU time"
+) -> list[str]:
+    """Cumulative time of the functions defined in the given folders (the app's own)."""
     import pstats
 
     stats = pstats.Stats(profiler)
@@ -468,7 +470,7 @@ def cumulative_lines(profiler: Any, *, under: tuple[str, ...], top: int = 10) ->
         if any(f"/{folder}/" in key[0] for folder in under)
     ]
     rows.sort(key=lambda item: item[1][3], reverse=True)
-    lines = [f"cumulative CPU time of functions in {', '.join(under)}:"]
+    lines = [f"cumulative {clock} of functions in {', '.join(under)}:"]
     for (filename, line, name), (_, calls, _, cumulative, _) in rows[:top]:
         lines.append(
             f"  {cumulative * 1000:8.1f} ms  {calls:>6} calls  {name}  ({_short_path(filename)}:{line})"
