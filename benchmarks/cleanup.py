@@ -34,7 +34,7 @@ FLOOR_WRITE_CONCURRENCY = 16  # the cleanup's own ledger concurrency
 OPERATIONS_PER_CALL = 1  # a call records one answer: one ledger partition per recording
 BLOB_BYTES = b"RIFF" + bytes(1020)
 MAX_RUNS = 20
-SETTLE_SECONDS = 3.0
+SETTLE_SECONDS = 1.0
 
 
 def _tag_time(moment: datetime) -> str:
@@ -151,8 +151,51 @@ def _account_sas() -> str:
     )
 
 
-async def floor_cleanup(container: Any, table: Any, *, now: datetime) -> tuple[float, int]:
-    """Seconds for the floor: tag query, batch deletes, one raw table write per deleted blob."""
+STEPS = (
+    "expire_recordings",
+    "mark_rows_expired",
+    "purge_poison_messages",
+    "abandon_stale_operations",
+    "trim_ledger",
+)
+
+
+class StepTimer:
+    """Adds up the time the cleanup spends in each step (the functions wrapped, not changed)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = dict.fromkeys(STEPS, 0.0)
+        self._originals: dict[str, Any] = {}
+
+    def __enter__(self) -> StepTimer:
+        import shared.retention as retention
+
+        for name in STEPS:
+            original = getattr(retention, name)
+            self._originals[name] = original
+            setattr(retention, name, self._timed(name, original))
+        return self
+
+    def _timed(self, name: str, original: Any) -> Any:
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return await original(*args, **kwargs)
+            finally:
+                self.seconds[name] += time.perf_counter() - started
+
+        return timed
+
+    def __exit__(self, *exc: object) -> None:
+        import shared.retention as retention
+
+        for name, original in self._originals.items():
+            setattr(retention, name, original)
+
+
+async def floor_cleanup(container: Any, table: Any, *, now: datetime) -> tuple[float, int, float]:
+    """Seconds for the floor (tag query, batch deletes, one raw table write per deleted blob),
+    how many blobs it found, and the seconds of its table writes alone."""
     from azure.data.tables import UpdateMode
 
     from shared.download.store import ids_from_blob_name
@@ -167,8 +210,11 @@ async def floor_cleanup(container: Any, table: Any, *, now: datetime) -> tuple[f
         )
     ]
     for start in range(0, len(names), BATCH_DELETE_MAX):
+        # The same batch request as the cleanup's (snapshots included: a blob with snapshots
+        # could not be deleted otherwise).
         responses = await container.delete_blobs(
             *names[start : start + BATCH_DELETE_MAX],
+            delete_snapshots="include",
             raise_on_any_failure=False,
             raw_request_hook=_portable_batch_boundary,
         )
@@ -192,10 +238,12 @@ async def floor_cleanup(container: Any, table: Any, *, now: datetime) -> tuple[f
         return call
 
     ids = [ids_from_blob_name(name) for name in names]
+    writes_started = time.perf_counter()
     await _bounded(
         [write(*pair) for pair in ids if pair is not None], concurrency=FLOOR_WRITE_CONCURRENCY
     )
-    return time.perf_counter() - started, len(names)
+    finished = time.perf_counter()
+    return finished - started, len(names), finished - writes_started
 
 
 def run(rig: Rig, *, quick: bool) -> Figure:
@@ -249,8 +297,6 @@ def run(rig: Rig, *, quick: bool) -> Figure:
                 )
 
             async def settle() -> None:
-                # Whatever runs first after the set-up ran up to 2× slower (Azurite still busy
-                # with thousands of fresh writes): both sides start from a quiet Azurite.
                 gc.collect()
                 await asyncio.sleep(SETTLE_SECONDS)
 
@@ -258,58 +304,68 @@ def run(rig: Rig, *, quick: bool) -> Figure:
                 await settle()
                 container, table = places["floor"]
                 with StorageRequestCounter(azurite) as counter:
-                    seconds, found = await floor_cleanup(container, table, now=datetime.now(UTC))
+                    cpu = time.process_time()
+                    seconds, found, writes = await floor_cleanup(
+                        container, table, now=datetime.now(UTC)
+                    )
+                    cpu = time.process_time() - cpu
                 if found != EXPIRING:
                     raise RuntimeError(f"floor found {found} of {EXPIRING} expired recordings")
                 results.setdefault("floor_seconds", []).append(seconds)
                 results.setdefault("floor_requests", []).append(counter.total)
+                results.setdefault("floor_writes", []).append(writes)
+                results.setdefault("floor_cpu", []).append(cpu)
+
+            async def app(name: str) -> None:
+                await settle()
+                container, table = places[name]
+                deleted, runs, marked = 0, 0, 0
+                with StorageRequestCounter(azurite) as counter, StepTimer() as steps:
+                    cpu = time.process_time()
+                    started = time.perf_counter()
+                    # Bounded re-runs, as the timer would: a run stops at its limits.
+                    while deleted < EXPIRING and runs < MAX_RUNS:
+                        runs += 1
+                        summary = await run_cleanup(
+                            container=container,
+                            ledger=OperationLedger(table),
+                            poison_queue=storage.poison_queue,
+                            settings=settings,
+                            clock=lambda: datetime.now(UTC),
+                        )
+                        if summary.errors or not summary.recordings_deleted:
+                            raise RuntimeError(f"cleanup of {name}: {summary.describe()}")
+                        deleted += summary.recordings_deleted
+                        marked += summary.rows_marked_expired
+                    seconds = time.perf_counter() - started
+                    cpu = time.process_time() - cpu
+                if deleted != EXPIRING or marked != EXPIRING:
+                    raise RuntimeError(
+                        f"cleanup of {name}: {deleted} deleted, {marked} marked in {runs} runs"
+                    )
+                results.setdefault(f"{name}_cpu", []).append(cpu)
+                for step, step_seconds in steps.seconds.items():
+                    results.setdefault(f"{name}_step {step}", []).append(step_seconds)
+                results.setdefault(f"{name}_runs", []).append(runs)
+                results.setdefault(f"{name}_seconds", []).append(seconds)
+                results.setdefault(f"{name}_requests", []).append(counter.total)
+                for kind, count in sorted(counter.requests.items()):
+                    results.setdefault(f"{name}_{kind}", []).append(count)
 
             for repetition in range(repeats):
-                past = datetime.now(UTC) - timedelta(minutes=5)
-                for name in names:
+                # Each part gets its 1 000 expired recordings just before it runs: Azurite's
+                # tag query and batch delete slow down with every blob it holds, in any
+                # container (the first part measured after a set-up of all three ran 2-2.5×
+                # slower, floor or app alike), so each part faces the same number of blobs.
+                # The floor goes last on even repetitions (--quick has one), first on odd ones.
+                order = ["floor", *names[1:]] if repetition % 2 else [*names[1:], "floor"]
+                for name in order:
                     container, table = places[name]
+                    past = datetime.now(UTC) - timedelta(minutes=5)
                     await _add_recordings(
                         http, sas, container, table, EXPIRING, expires_at=past, first=True
                     )
-                # Floor last on even repetitions (--quick's only one: the first to run after the
-                # set-up was the slower, so this errs against the app), first on odd ones.
-                if repetition % 2 == 1:
-                    await floor()
-                for name in names[1:]:
-                    await settle()
-                    container, table = places[name]
-                    deleted, runs, marked = 0, 0, 0
-                    with StorageRequestCounter(azurite) as counter:
-                        cpu = time.process_time()
-                        started = time.perf_counter()
-                        # Bounded re-runs, as the timer would: a run stops at its limits.
-                        while deleted < EXPIRING and runs < MAX_RUNS:
-                            runs += 1
-                            summary = await run_cleanup(
-                                container=container,
-                                ledger=OperationLedger(table),
-                                poison_queue=storage.poison_queue,
-                                settings=settings,
-                                clock=lambda: datetime.now(UTC),
-                            )
-                            if summary.errors or not summary.recordings_deleted:
-                                raise RuntimeError(f"cleanup of {name}: {summary.describe()}")
-                            deleted += summary.recordings_deleted
-                            marked += summary.rows_marked_expired
-                        seconds = time.perf_counter() - started
-                        cpu = time.process_time() - cpu
-                    results.setdefault(f"{name}_cpu", []).append(cpu)
-                    if deleted != EXPIRING or marked != EXPIRING:
-                        raise RuntimeError(
-                            f"cleanup of {name}: {deleted} deleted, {marked} marked in {runs} runs"
-                        )
-                    results.setdefault(f"{name}_runs", []).append(runs)
-                    results.setdefault(f"{name}_seconds", []).append(seconds)
-                    results.setdefault(f"{name}_requests", []).append(counter.total)
-                    for kind, count in sorted(counter.requests.items()):
-                        results.setdefault(f"{name}_{kind}", []).append(count)
-                if repetition % 2 == 0:
-                    await floor()
+                    await (floor() if name == "floor" else app(name))
             for name in names:
                 container, table = places[name]
                 await container.delete_container()
@@ -322,6 +378,12 @@ def run(rig: Rig, *, quick: bool) -> Figure:
         "floor: tag query + batch deletes + raw table writes", "s", results["floor_seconds"]
     )
     figure.metric("floor storage requests", "requests", results["floor_requests"])
+    figure.metric("floor: of which the table writes", "s", results["floor_writes"])
+    figure.profile.append(
+        f"floor: {results['floor_seconds'][-1]:.2f} s, of which table writes "
+        f"{results['floor_writes'][-1]:.2f} s (last repetition)"
+    )
+    figure.metric("floor: CPU time in this process", "s", results["floor_cpu"])
     for name, label in (
         ("small", f"{EXPIRING} among {EXPIRING}"),
         ("large", f"{EXPIRING} among {stored}"),
@@ -331,6 +393,13 @@ def run(rig: Rig, *, quick: bool) -> Figure:
         figure.metric(f"cleanup run, {label}", "s", results[f"{name}_seconds"])
         figure.metric(f"storage requests, {label}", "requests", results[f"{name}_requests"])
         figure.metric(f"timer runs needed, {label}", "runs", results[f"{name}_runs"])
+        figure.profile.append(
+            f"run_cleanup, {label}: wall time per step (last repetition; "
+            "mark_rows_expired is inside expire_recordings):"
+        )
+        figure.profile += [
+            f"  {step:<26} {results[f'{name}_step {step}'][-1]:7.2f} s" for step in STEPS
+        ]
         figure.metric(
             f"CPU time in this process, {label}",
             "s",
@@ -342,6 +411,7 @@ def run(rig: Rig, *, quick: bool) -> Figure:
             for k in results
             if k.startswith(f"{name}_")
             and k.split("_", 1)[1] not in ("seconds", "requests", "runs", "cpu")
+            and not k.split("_", 1)[1].startswith("step ")
         )
         figure.notes.append(
             f"Requests by service and method, {label}: "
