@@ -338,8 +338,15 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def render_markdown(run: Run) -> str:
-    """The human-readable report (BENCHMARKS.md)."""
+ANALYSIS = ROOT / "benchmarks" / "analysis.md"
+
+
+def render_markdown(run: Run, *, analysis: Path | None = ANALYSIS) -> str:
+    """The human-readable report (BENCHMARKS.md).
+
+    ``analysis`` (kept by hand, ``benchmarks/analysis.md``) says what dominates where a goal is
+    missed; it follows the summary so a regenerated report keeps it.
+    """
     machine = run.machine
     lines = [
         "# Benchmarks",
@@ -384,6 +391,8 @@ def render_markdown(run: Run) -> str:
                 f"{_fmt(stats.min)}–{_fmt(stats.max)} | {metric.goal} | "
                 f"{_verdict(metric.goal_met)} |"
             )
+    if analysis is not None and analysis.exists():
+        lines += ["", *analysis.read_text().rstrip().splitlines()]
     for figure in run.figures:
         lines += ["", f"## {figure.key}. {figure.title}", ""]
         if figure.parameters:
@@ -427,10 +436,12 @@ def render_markdown(run: Run) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_results(run: Run, *, json_path: Path, markdown_path: Path) -> None:
+def write_results(
+    run: Run, *, json_path: Path, markdown_path: Path, analysis: Path | None = ANALYSIS
+) -> None:
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(run.to_json(), indent=2, sort_keys=False) + "\n")
-    markdown_path.write_text(render_markdown(run))
+    markdown_path.write_text(render_markdown(run, analysis=analysis))
 
 
 def profile_lines(profiler: Any, *, top: int = 12, clock: str = "CPU time") -> list[str]:
