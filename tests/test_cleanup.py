@@ -282,7 +282,7 @@ async def test_each_expired_row_costs_one_guarded_write_and_no_read(storage: Any
 
 async def test_a_row_already_expired_keeps_its_first_stamp(storage: Any) -> None:
     """Marking again (an overlapping run) neither moves the row nor rewrites its stamp."""
-    from shared.retention import CleanupSummary, mark_rows_expired
+    from shared.retention import mark_rows_expired
 
     clock = Clock(T0)
     ledger = OperationLedger(storage.table, clock=clock)
@@ -304,6 +304,47 @@ async def test_a_row_already_expired_keeps_its_first_stamp(storage: Any) -> None
     assert record is not None
     assert record.status is S.EXPIRED
     assert record.get("ExpiredAt") == T0  # the first write's stamp, not overwritten
+
+
+async def test_a_row_changed_between_the_query_and_the_merge_is_not_overwritten(
+    storage: Any,
+) -> None:
+    """Another writer moves the row after its ETag was read: the merge gets 412, nothing moves."""
+    from azure.data.tables.aio import TableClient
+
+    from shared.retention import mark_rows_expired
+
+    clock = Clock(T0)
+    ledger = OperationLedger(storage.table, clock=clock)
+    await stored_row(ledger, "call-race", "op-race", T0 - timedelta(minutes=1))
+    other_run = OperationLedger(storage.table, clock=Clock(T0 - timedelta(seconds=30)))
+
+    class RacedTable(TableClient):
+        """The real table client; an overlapping run writes just before this one's merge."""
+
+        async def update_entity(self, *args: Any, **kwargs: Any) -> Any:
+            await other_run.mark_expired("call-race", "op-race")
+            return await super().update_entity(*args, **kwargs)
+
+    raced = RacedTable.from_connection_string(
+        storage.settings.storage_connection_string, storage.table_name
+    )
+    summary = CleanupSummary()
+    async with raced:
+        await mark_rows_expired(
+            OperationLedger(raced, clock=clock),
+            [("call-race/op-race.wav", "call-race", "op-race")],
+            now=T0,
+            limit=10,
+            summary=summary,
+        )
+
+    assert summary.rows_marked_expired == 0  # the other run marked it: counted once, there
+    assert summary.errors == 0
+    record = await ledger.get("call-race", "op-race")
+    assert record is not None
+    assert record.status is S.EXPIRED
+    assert record.get("ExpiredAt") == T0 - timedelta(seconds=30)  # the other run's stamp
 
 
 async def test_a_recording_without_a_ledger_row_is_still_deleted(storage: Any) -> None:
