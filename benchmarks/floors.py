@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -66,8 +67,23 @@ def plain_http_client() -> httpx.AsyncClient:
     return httpx.AsyncClient(timeout=httpx.Timeout(30.0), trust_env=False)
 
 
-async def raw_copy(http: httpx.AsyncClient, blob: BlobClient, recording: Recording) -> float:
-    """Seconds to stream ``recording`` into ``blob`` as staged blocks, then commit them."""
+def job_sized(location: str) -> str:
+    """A floor message as large as a download job, naming the recording it stands for."""
+    return json.dumps({"location": location, "padding": "x" * max(0, 600 - len(location))})
+
+
+def location_of(message: str) -> str:
+    location: str = json.loads(message)["location"]
+    return location
+
+
+async def raw_copy(
+    http: httpx.AsyncClient, blob: BlobClient, recording: Recording, *, verify: bool = True
+) -> float:
+    """Seconds to stream ``recording`` into ``blob`` as staged blocks, then commit them.
+
+    ``verify`` reads the blob's size back afterwards (outside the time), one more request.
+    """
     from azure.storage.blob import BlobBlock
 
     started = time.perf_counter()
@@ -92,6 +108,8 @@ async def raw_copy(http: httpx.AsyncClient, blob: BlobClient, recording: Recordi
         await stage(bytes(buffer))
     await blob.commit_block_list([BlobBlock(block_id=b) for b in block_ids])
     elapsed = time.perf_counter() - started
+    if not verify:
+        return elapsed
     properties: Any = await blob.get_blob_properties()
     if properties.size != recording.size:
         raise RuntimeError(f"floor copy stored {properties.size} of {recording.size} bytes")

@@ -338,8 +338,15 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def render_markdown(run: Run) -> str:
-    """The human-readable report (BENCHMARKS.md)."""
+ANALYSIS = ROOT / "benchmarks" / "analysis.md"
+
+
+def render_markdown(run: Run, *, analysis: Path | None = ANALYSIS) -> str:
+    """The human-readable report (BENCHMARKS.md).
+
+    ``analysis`` (kept by hand, ``benchmarks/analysis.md``) says what dominates where a goal is
+    missed; it follows the summary so a regenerated report keeps it.
+    """
     machine = run.machine
     lines = [
         "# Benchmarks",
@@ -384,6 +391,8 @@ def render_markdown(run: Run) -> str:
                 f"{_fmt(stats.min)}–{_fmt(stats.max)} | {metric.goal} | "
                 f"{_verdict(metric.goal_met)} |"
             )
+    if analysis is not None and analysis.exists():
+        lines += ["", *analysis.read_text().rstrip().splitlines()]
     for figure in run.figures:
         lines += ["", f"## {figure.key}. {figure.title}", ""]
         if figure.parameters:
@@ -427,20 +436,22 @@ def render_markdown(run: Run) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_results(run: Run, *, json_path: Path, markdown_path: Path) -> None:
+def write_results(
+    run: Run, *, json_path: Path, markdown_path: Path, analysis: Path | None = ANALYSIS
+) -> None:
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(run.to_json(), indent=2, sort_keys=False) + "\n")
-    markdown_path.write_text(render_markdown(run))
+    markdown_path.write_text(render_markdown(run, analysis=analysis))
 
 
-def profile_lines(profiler: Any, *, top: int = 12) -> list[str]:
+def profile_lines(profiler: Any, *, top: int = 12, clock: str = "CPU time") -> list[str]:
     """The functions with the most own CPU time in a ``cProfile.Profile`` (what dominates)."""
     import pstats
 
     stats = pstats.Stats(profiler)
     total = sum(entry[2] for entry in stats.stats.values())  # type: ignore[attr-defined]
     rows = sorted(stats.stats.items(), key=lambda item: item[1][2], reverse=True)  # type: ignore[attr-defined]
-    lines = [f"own CPU time, top {top} of {total * 1000:.0f} ms profiled:"]
+    lines = [f"own {clock}, top {top} of {total * 1000:.0f} ms profiled:"]
     for (filename, line, name), (_, calls, own, _cumulative, _) in rows[:top]:
         where = _short_path(filename)
         share = own / total * 100 if total else 0.0
@@ -451,14 +462,16 @@ def profile_lines(profiler: Any, *, top: int = 12) -> list[str]:
 
 
 def _short_path(filename: str) -> str:
-    for marker in ("site-packages/", "/work/main/", "lib/python3.11/"):
+    for marker in ("site-packages/", f"{ROOT}/", "lib/python3.11/", "lib/python3.12/"):
         if marker in filename:
             return filename.split(marker, 1)[1]
     return filename
 
 
-def cumulative_lines(profiler: Any, *, under: tuple[str, ...], top: int = 10) -> list[str]:
-    """Cumulative CPU time of the functions defined in the given folders (the app's own)."""
+def cumulative_lines(
+    profiler: Any, *, under: tuple[str, ...], top: int = 10, clock: str = "CPU time"
+) -> list[str]:
+    """Cumulative time of the functions defined in the given folders (the app's own)."""
     import pstats
 
     stats = pstats.Stats(profiler)
@@ -468,7 +481,7 @@ def cumulative_lines(profiler: Any, *, under: tuple[str, ...], top: int = 10) ->
         if any(f"/{folder}/" in key[0] for folder in under)
     ]
     rows.sort(key=lambda item: item[1][3], reverse=True)
-    lines = [f"cumulative CPU time of functions in {', '.join(under)}:"]
+    lines = [f"cumulative {clock} of functions in {', '.join(under)}:"]
     for (filename, line, name), (_, calls, _, cumulative, _) in rows[:top]:
         lines.append(
             f"  {cumulative * 1000:8.1f} ms  {calls:>6} calls  {name}  ({_short_path(filename)}:{line})"

@@ -4,7 +4,8 @@ Graph's terms forbid keeping call media, and poisoned download jobs still hold a
 one timer run does four bounded steps, each safe to run on two instances at once:
 
 1. delete the recordings whose ``expiresAt`` index tag has passed (a tag query, so the cost grows
-   with the number of expired recordings, never with the number stored) and mark them ``expired``;
+   with the number of expired recordings, never with the number stored) and mark them ``expired``
+   (one ETag-guarded merge per row, no read per row);
 2. purge poisoned download jobs older than a few minutes, recording each failure first;
 3. settle operations left ``requested``/``running`` long after any completion could come as
    ``abandoned``;
@@ -38,13 +39,16 @@ from shared.ledger import (
     NO_COMPLETION_REASON,
     POISONED_REASON,
     ROW_KIND_CLAIM,
+    ROW_KIND_OPERATION,
     OperationLedger,
     OperationStatus,
     job_result,
+    table_key,
 )
 
 if TYPE_CHECKING:
     from azure.core.pipeline import PipelineRequest
+    from azure.data.tables.aio import TableClient
     from azure.storage.blob.aio import ContainerClient
     from azure.storage.queue import QueueMessage
     from azure.storage.queue.aio import QueueClient
@@ -60,6 +64,8 @@ _LEDGER_CONCURRENCY = 16
 # that hand-back fails, and then the message reappears well before the next run.
 _POISON_VISIBILITY_SECONDS = 30
 _POISON_PAGE = 32  # the Queue service's maximum per receive
+# The column the ledger stamps when a row becomes expired (its ``{Status}At`` convention).
+EXPIRED_AT = "ExpiredAt"
 
 
 @dataclass(frozen=True)
@@ -200,11 +206,93 @@ async def expire_recordings(
             log.warning("cleanup: deleted blob=%s has no call/operation id in its name", name)
             continue
         targets.append((name, *ids))
+    await mark_rows_expired(ledger, targets, now=now, limit=limit, summary=summary)
+
+
+async def _stored_rows_past_expiry(
+    table: TableClient, *, now: datetime, limit: int
+) -> dict[tuple[str, str], str]:
+    """ETags of ``stored`` rows whose ``ExpiresAt`` has passed: one query page per 1 000 rows."""
+    etags: dict[tuple[str, str], str] = {}
+    query = "Kind eq @kind and Status eq @stored and ExpiresAt lt @now"
+    parameters = {
+        "kind": ROW_KIND_OPERATION,
+        "stored": OperationStatus.STORED.value,
+        "now": now,
+    }
+    async for entity in table.query_entities(
+        query,
+        parameters=parameters,
+        results_per_page=min(limit, 1000),
+        select=["PartitionKey", "RowKey"],
+    ):
+        etag = entity.metadata.get("etag")
+        if etag:
+            etags[(entity["PartitionKey"], entity["RowKey"])] = etag
+        if len(etags) >= limit:
+            break
+    return etags
+
+
+async def mark_rows_expired(
+    ledger: OperationLedger,
+    targets: Sequence[tuple[str, str, str]],
+    *,
+    now: datetime,
+    limit: int,
+    summary: CleanupSummary,
+) -> None:
+    """Mark the rows of deleted recordings ``expired``: about one table request per row.
+
+    One query reads the ETags of every ``stored`` row past its expiry (1 000 per page); each of
+    those rows then gets one merge guarded by its ETag (If-Match), so a row that changed since
+    (another run marked it, or a later status such as an erasure was written) is never
+    overwritten: the write fails with 412 and the row goes through the ledger's read-then-write
+    ``mark_expired``, which only ever moves a row forward. Rows the query did not return (no row,
+    or a row that never reached ``stored``) take that path directly. Writes run 16 at a time.
+    """
+    if not targets:
+        return
+    # The ledger's table client (OperationLedger keeps it private; a public ``table`` property
+    # on the ledger would make this read cleaner).
+    table: TableClient = ledger._table
+    try:
+        etags = await _stored_rows_past_expiry(table, now=now, limit=max(limit, len(targets)))
+    except Exception as error:
+        # Without the ETags every row still gets its guarded read-then-write below.
+        log.warning("cleanup: ledger query for expired rows failed (%s)", type(error).__name__)
+        etags = {}
+
+    async def mark(call_id: str, operation_id: str) -> bool:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+        from azure.data.tables import UpdateMode
+
+        partition, row = table_key(call_id), table_key(operation_id)
+        etag = etags.get((partition, row))
+        if etag is not None:
+            try:
+                await table.update_entity(
+                    {
+                        "PartitionKey": partition,
+                        "RowKey": row,
+                        "Status": OperationStatus.EXPIRED.value,
+                        "UpdatedAt": now,
+                        EXPIRED_AT: now,
+                    },
+                    mode=UpdateMode.MERGE,
+                    etag=etag,
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            except (ResourceModifiedError, ResourceNotFoundError):
+                pass  # changed since the query: decide on a fresh read
+            else:
+                return True
+        transition = await ledger.mark_expired(call_id, operation_id)
+        return transition.changed
+
     results = await _bounded_gather(
-        [
-            functools.partial(ledger.mark_expired, call_id, operation_id)
-            for _, call_id, operation_id in targets
-        ]
+        [functools.partial(mark, call_id, operation_id) for _, call_id, operation_id in targets]
     )
     for (name, call_id, operation_id), result in zip(targets, results, strict=True):
         if isinstance(result, BaseException):
@@ -216,7 +304,7 @@ async def expire_recordings(
                 type(result).__name__,
             )
             continue
-        if result.changed:
+        if result:
             summary.rows_marked_expired += 1
         log.info(
             "cleanup: recording expired call_id=%s operation_id=%s blob=%s",

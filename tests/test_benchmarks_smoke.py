@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -96,3 +97,49 @@ def test_results_are_written_as_json_and_markdown(tmp_path: Path) -> None:
     assert "a note" in markdown
     assert "something" in markdown
     assert render_markdown(run) == markdown
+
+
+def test_floor_messages_are_job_sized_and_name_their_recording() -> None:
+    from benchmarks.floors import job_sized, location_of
+
+    message = job_sized("http://127.0.0.1:1/recordings/abc")
+
+    assert location_of(message) == "http://127.0.0.1:1/recordings/abc"
+    assert 600 <= len(message) <= 700  # as large as a download job on the queue
+
+
+async def test_closed_loop_keeps_at_most_sixteen_in_flight_and_times_each_item() -> None:
+    import asyncio
+
+    from benchmarks.end_to_end import CONCURRENCY, closed_loop
+    from benchmarks.rig import Recording
+
+    items = [Recording(f"loc-{index}", "token", 1, "sha", str(index)) for index in range(40)]
+    queue: asyncio.Queue[Recording] = asyncio.Queue()
+    in_flight = 0
+    most = 0
+
+    async def arrive(item: Recording) -> None:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await queue.put(item)
+
+    async def take() -> Any:
+        if queue.empty():
+            return None
+        item = queue.get_nowait()
+
+        async def work() -> None:
+            nonlocal in_flight
+            await asyncio.sleep(0)
+            in_flight -= 1
+
+        return item, work
+
+    latencies, wall = await closed_loop(items, arrive=arrive, take=take, deadline_seconds=30)
+
+    assert len(latencies) == len(items)
+    assert all(latency >= 0 for latency in latencies)
+    assert 1 < most <= CONCURRENCY
+    assert wall >= max(latencies)

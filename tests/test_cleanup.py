@@ -245,6 +245,108 @@ async def test_two_runs_at_once_converge(storage: Any) -> None:
     assert [record.status for record in records] == [S.EXPIRED] * 6
 
 
+async def test_each_expired_row_costs_one_guarded_write_and_no_read(storage: Any) -> None:
+    """One query reads the stored rows' ETags; each row then gets one If-Match merge, no GET."""
+    from azure.data.tables.aio import TableClient
+
+    clock = Clock(T0)
+    ledger = OperationLedger(storage.table, clock=clock)
+    for index in range(8):
+        expires_at = T0 - timedelta(minutes=1)
+        await put_recording(storage, f"call-e{index}", "op-e", expires_at)
+        await stored_row(ledger, f"call-e{index}", "op-e", expires_at)
+    transport = CountingTransport()
+    table = TableClient.from_connection_string(
+        storage.settings.storage_connection_string, storage.table_name, transport=transport
+    )
+    async with table:
+        summary = await run_cleanup(
+            container=storage.container,
+            ledger=OperationLedger(table, clock=clock),
+            poison_queue=storage.poison_queue,
+            settings=get_settings(),
+            clock=clock,
+        )
+
+    assert summary.rows_marked_expired == 8
+    writes = [path for method, path, _ in transport.sent if method in {"PATCH", "MERGE", "PUT"}]
+    assert len(writes) == 8
+    # Reads are table queries (this step's, the abandoned step's, the horizon's), never a row.
+    reads = [path for method, path, _ in transport.sent if method == "GET"]
+    assert all("PartitionKey=" not in path for path in reads)
+    assert len(reads) <= 3
+    records = [await ledger.get(f"call-e{index}", "op-e") for index in range(8)]
+    assert [record.status if record else None for record in records] == [S.EXPIRED] * 8
+    assert all(record and record.get("ExpiredAt") == clock.now for record in records)
+
+
+async def test_a_row_already_expired_keeps_its_first_stamp(storage: Any) -> None:
+    """Marking again (an overlapping run) neither moves the row nor rewrites its stamp."""
+    from shared.retention import mark_rows_expired
+
+    clock = Clock(T0)
+    ledger = OperationLedger(storage.table, clock=clock)
+    expires_at = T0 - timedelta(minutes=1)
+    await stored_row(ledger, "call-g", "op-g", expires_at)
+    first = CleanupSummary()
+    await mark_rows_expired(
+        ledger, [("call-g/op-g.wav", "call-g", "op-g")], now=T0, limit=10, summary=first
+    )
+    later = T0 + timedelta(minutes=5)
+    second = CleanupSummary()
+    # Same target again, as an overlapping run would: the row is expired already, nothing moves.
+    await mark_rows_expired(
+        ledger, [("call-g/op-g.wav", "call-g", "op-g")], now=later, limit=10, summary=second
+    )
+
+    assert (first.rows_marked_expired, second.rows_marked_expired) == (1, 0)
+    record = await ledger.get("call-g", "op-g")
+    assert record is not None
+    assert record.status is S.EXPIRED
+    assert record.get("ExpiredAt") == T0  # the first write's stamp, not overwritten
+
+
+async def test_a_row_changed_between_the_query_and_the_merge_is_not_overwritten(
+    storage: Any,
+) -> None:
+    """Another writer moves the row after its ETag was read: the merge gets 412, nothing moves."""
+    from azure.data.tables.aio import TableClient
+
+    from shared.retention import mark_rows_expired
+
+    clock = Clock(T0)
+    ledger = OperationLedger(storage.table, clock=clock)
+    await stored_row(ledger, "call-race", "op-race", T0 - timedelta(minutes=1))
+    other_run = OperationLedger(storage.table, clock=Clock(T0 - timedelta(seconds=30)))
+
+    class RacedTable(TableClient):
+        """The real table client; an overlapping run writes just before this one's merge."""
+
+        async def update_entity(self, *args: Any, **kwargs: Any) -> Any:
+            await other_run.mark_expired("call-race", "op-race")
+            return await super().update_entity(*args, **kwargs)
+
+    raced = RacedTable.from_connection_string(
+        storage.settings.storage_connection_string, storage.table_name
+    )
+    summary = CleanupSummary()
+    async with raced:
+        await mark_rows_expired(
+            OperationLedger(raced, clock=clock),
+            [("call-race/op-race.wav", "call-race", "op-race")],
+            now=T0,
+            limit=10,
+            summary=summary,
+        )
+
+    assert summary.rows_marked_expired == 0  # the other run marked it: counted once, there
+    assert summary.errors == 0
+    record = await ledger.get("call-race", "op-race")
+    assert record is not None
+    assert record.status is S.EXPIRED
+    assert record.get("ExpiredAt") == T0 - timedelta(seconds=30)  # the other run's stamp
+
+
 async def test_a_recording_without_a_ledger_row_is_still_deleted(storage: Any) -> None:
     clock = Clock(T0)
     await put_recording(storage, "call-x", "op-x", T0 - timedelta(minutes=1))
