@@ -200,7 +200,7 @@ async def floor_cleanup(container: Any, table: Any, *, now: datetime) -> tuple[f
 
     from shared.download.store import ids_from_blob_name
     from shared.ledger import OperationStatus, table_key
-    from shared.retention import BATCH_DELETE_MAX, _portable_batch_boundary, expired_filter
+    from shared.retention import BATCH_DELETE_MAX, expired_filter, portable_batch_boundary
 
     started = time.perf_counter()
     names = [
@@ -216,7 +216,7 @@ async def floor_cleanup(container: Any, table: Any, *, now: datetime) -> tuple[f
             *names[start : start + BATCH_DELETE_MAX],
             delete_snapshots="include",
             raise_on_any_failure=False,
-            raw_request_hook=_portable_batch_boundary,
+            raw_request_hook=portable_batch_boundary,
         )
         async for _ in responses:
             pass

@@ -46,6 +46,11 @@ class LedgerTable:
         self._table = table
         self._clock = clock
 
+    @property
+    def table(self) -> TableClient:
+        """The table client, for bulk work that reads many rows at once (the cleanup)."""
+        return self._table
+
     async def get(self, call_id: str, operation_id: str) -> OperationRecord | None:
         from azure.core.exceptions import ResourceNotFoundError
 

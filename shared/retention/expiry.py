@@ -1,0 +1,236 @@
+"""Step 1: delete the recordings whose ``expiresAt`` tag has passed, and mark their rows ``expired``.
+
+A tag query finds them (the cost grows with the number expired, never with the number stored);
+batch deletes remove them; each row gets one ETag-guarded merge.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+# The blob convention (name, expiresAt tag) is the download worker's: one definition, in store.
+from shared.download.store import (
+    EXPIRES_AT_TAG,
+    format_tag_time,
+    ids_from_blob_name,
+)
+from shared.ledger import (
+    ROW_KIND_OPERATION,
+    OperationLedger,
+    OperationStatus,
+    table_key,
+)
+
+if TYPE_CHECKING:
+    from azure.core.pipeline import PipelineRequest
+    from azure.data.tables.aio import TableClient
+    from azure.storage.blob.aio import ContainerClient
+
+
+from shared.retention.summary import (
+    BATCH_DELETE_MAX,
+    EXPIRED_AT,
+    CleanupSummary,
+    bounded_gather,
+)
+
+log = logging.getLogger("shared.retention")
+
+
+def expired_filter(now: datetime) -> str:
+    """The blob index tag query for recordings whose retention has ended at ``now``."""
+    return f"\"{EXPIRES_AT_TAG}\" < '{format_tag_time(now, round_up=False)}'"
+
+
+def portable_batch_boundary(request: PipelineRequest[Any]) -> None:
+    # The SDK lets the email package pick the multipart boundary ("===============123=="); Azurite
+    # cuts the Content-Type at the first "=" and rejects every batch. A boundary without "=" is
+    # equally valid for Azure (RFC 2046), so the batch works against both. This hook runs before
+    # the request is signed.
+    http_request = request.http_request
+    content_type = http_request.headers.get("Content-Type", "")
+    prefix = "multipart/mixed; boundary="
+    if not content_type.startswith(prefix):
+        return
+    old = content_type[len(prefix) :]
+    new = f"batch_{uuid.uuid4()}"
+    http_request.set_bytes_body(http_request.body.replace(old.encode(), new.encode()))
+    http_request.headers["Content-Type"] = prefix + new
+
+
+async def expire_recordings(
+    container: ContainerClient,
+    ledger: OperationLedger,
+    *,
+    now: datetime,
+    limit: int,
+    summary: CleanupSummary,
+) -> None:
+    """Delete recordings whose ``expiresAt`` tag has passed, then mark their rows ``expired``."""
+    names: list[str] = []
+    pages = container.find_blobs_by_tags(
+        expired_filter(now), results_per_page=min(limit, 5000)
+    ).by_page()
+    async for page in pages:
+        async for blob in page:
+            names.append(blob.name)
+            if len(names) >= limit:
+                break
+        if len(names) >= limit:
+            summary.limits_reached.append("expired_recordings")
+            break
+    summary.recordings_found_expired += len(names)
+
+    gone: list[str] = []
+    for start in range(0, len(names), BATCH_DELETE_MAX):
+        chunk = names[start : start + BATCH_DELETE_MAX]
+        responses = await container.delete_blobs(
+            *chunk,
+            delete_snapshots="include",
+            raise_on_any_failure=False,
+            raw_request_hook=portable_batch_boundary,
+        )
+        statuses = [response.status_code async for response in responses]
+        if len(statuses) != len(chunk):
+            # The service refused the batch as a whole (one error part): nothing was deleted.
+            log.error(
+                "cleanup: batch delete of %d recordings refused (status %s)",
+                len(chunk),
+                statuses[:1],
+            )
+            summary.recordings_not_deleted += len(chunk)
+            summary.errors += 1
+            continue
+        for name, status in zip(chunk, statuses, strict=True):
+            if 200 <= status < 300:
+                summary.recordings_deleted += 1
+                gone.append(name)
+            elif status == 404:  # another run (or the lifecycle rule) deleted it first
+                summary.recordings_already_gone += 1
+                gone.append(name)
+            else:
+                summary.recordings_not_deleted += 1
+                summary.errors += 1
+                log.error("cleanup: could not delete recording blob=%s status=%d", name, status)
+
+    # The row says expired only once the blob is really gone; a failed delete keeps its tag, so
+    # the next run finds it again.
+    targets: list[tuple[str, str, str]] = []
+    for name in gone:
+        ids = ids_from_blob_name(name)
+        if ids is None:
+            log.warning("cleanup: deleted blob=%s has no call/operation id in its name", name)
+            continue
+        targets.append((name, *ids))
+    await mark_rows_expired(ledger, targets, now=now, limit=limit, summary=summary)
+
+
+async def _stored_rows_past_expiry(
+    table: TableClient, *, now: datetime, limit: int
+) -> dict[tuple[str, str], str]:
+    """ETags of ``stored`` rows whose ``ExpiresAt`` has passed: one query page per 1 000 rows."""
+    etags: dict[tuple[str, str], str] = {}
+    query = "Kind eq @kind and Status eq @stored and ExpiresAt lt @now"
+    parameters = {
+        "kind": ROW_KIND_OPERATION,
+        "stored": OperationStatus.STORED.value,
+        "now": now,
+    }
+    async for entity in table.query_entities(
+        query,
+        parameters=parameters,
+        results_per_page=min(limit, 1000),
+        select=["PartitionKey", "RowKey"],
+    ):
+        etag = entity.metadata.get("etag")
+        if etag:
+            etags[(entity["PartitionKey"], entity["RowKey"])] = etag
+        if len(etags) >= limit:
+            break
+    return etags
+
+
+async def mark_rows_expired(
+    ledger: OperationLedger,
+    targets: Sequence[tuple[str, str, str]],
+    *,
+    now: datetime,
+    limit: int,
+    summary: CleanupSummary,
+) -> None:
+    """Mark the rows of deleted recordings ``expired``: about one table request per row.
+
+    One query reads the ETags of every ``stored`` row past its expiry (1 000 per page); each of
+    those rows then gets one merge guarded by its ETag (If-Match), so a row that changed since
+    (another run marked it, or a later status such as an erasure was written) is never
+    overwritten: the write fails with 412 and the row goes through the ledger's read-then-write
+    ``mark_expired``, which only ever moves a row forward. Rows the query did not return (no row,
+    or a row that never reached ``stored``) take that path directly. Writes run 16 at a time.
+    """
+    if not targets:
+        return
+    # The ledger's table client (OperationLedger keeps it private; a public ``table`` property
+    # on the ledger would make this read cleaner).
+    table: TableClient = ledger.table
+    try:
+        etags = await _stored_rows_past_expiry(table, now=now, limit=max(limit, len(targets)))
+    except Exception as error:
+        # Without the ETags every row still gets its guarded read-then-write below.
+        log.warning("cleanup: ledger query for expired rows failed (%s)", type(error).__name__)
+        etags = {}
+
+    async def mark(call_id: str, operation_id: str) -> bool:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+        from azure.data.tables import UpdateMode
+
+        partition, row = table_key(call_id), table_key(operation_id)
+        etag = etags.get((partition, row))
+        if etag is not None:
+            try:
+                await table.update_entity(
+                    {
+                        "PartitionKey": partition,
+                        "RowKey": row,
+                        "Status": OperationStatus.EXPIRED.value,
+                        "UpdatedAt": now,
+                        EXPIRED_AT: now,
+                    },
+                    mode=UpdateMode.MERGE,
+                    etag=etag,
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            except (ResourceModifiedError, ResourceNotFoundError):
+                pass  # changed since the query: decide on a fresh read
+            else:
+                return True
+        transition = await ledger.mark_expired(call_id, operation_id)
+        return transition.changed
+
+    results = await bounded_gather(
+        [functools.partial(mark, call_id, operation_id) for _, call_id, operation_id in targets]
+    )
+    for (name, call_id, operation_id), result in zip(targets, results, strict=True):
+        if isinstance(result, BaseException):
+            summary.errors += 1
+            log.error(
+                "cleanup: recording deleted but ledger not updated call_id=%s operation_id=%s (%s)",
+                call_id,
+                operation_id,
+                type(result).__name__,
+            )
+            continue
+        if result:
+            summary.rows_marked_expired += 1
+        log.info(
+            "cleanup: recording expired call_id=%s operation_id=%s blob=%s",
+            call_id,
+            operation_id,
+            name,
+            extra={"call_id": call_id, "operation_id": operation_id},
+        )
