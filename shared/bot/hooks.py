@@ -22,7 +22,7 @@ from shared.logevents import log_event
 from shared.telemetry import continue_trace
 
 if TYPE_CHECKING:
-    from shared.download.worker import DownloadOutcome
+    from shared.download.outcome import DownloadOutcome
     from shared.services import Services
 
 log = logging.getLogger(__name__)

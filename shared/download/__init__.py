@@ -7,9 +7,10 @@ from shared.download.fetch import (
     TransientDownloadError,
     new_http_client,
 )
+from shared.download.outcome import DownloadOutcome
 from shared.download.store import blob_name_for
 from shared.download.url_guard import RecordingUrlRefused, UrlPolicy, check_recording_url
-from shared.download.worker import DownloadOutcome, process_job
+from shared.download.worker import process_job
 
 __all__ = [
     "DownloadClaims",

@@ -8,12 +8,10 @@ visibility timeout and, after ``maxDequeueCount`` deliveries, lands on the poiso
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -27,6 +25,7 @@ from shared.download.fetch import (
     guard,
     open_recording,
 )
+from shared.download.outcome import DownloadOutcome, Outcome, log_outcome, settle_invalid
 from shared.download.store import (
     BlockWriter,
     RecordingFacts,
@@ -55,25 +54,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RETRY = DownloadRetry()
 
-Outcome = Literal["stored", "already_stored", "failed", "invalid", "erased"]
-
-
-@dataclass(frozen=True)
-class DownloadOutcome:
-    """How one message was settled (a transient failure raises instead)."""
-
-    outcome: Outcome
-    call_id: str | None
-    operation_id: str | None
-    blob_name: str | None = None
-    size_bytes: int | None = None
-    sha256: str | None = None
-    content_type: str | None = None
-    failure_reason: str | None = None
-    attempts: int = 0
-    duration_ms: int = 0
-    latency_ms: int | None = None
-
 
 async def process_job(
     message_text: str | bytes,
@@ -98,12 +78,12 @@ async def process_job(
     try:
         job = DownloadJob.from_message(message_text)
     except InvalidJobError as invalid:
-        return await _settle_invalid(message_text, str(invalid), ledger, watch)
+        return await settle_invalid(message_text, str(invalid), ledger, watch)
     bad_ids = [name for name in ("call_id", "operation_id") if not is_graph_id(getattr(job, name))]
     if bad_ids:
         # The webhook refuses such ids; a message written another way still gets its row.
         reason = f"{' and '.join(bad_ids)} not {GRAPH_ID_RULE}"
-        return await _settle_invalid(message_text, reason, ledger, watch)
+        return await settle_invalid(message_text, reason, ledger, watch)
 
     run = _Download(job, settings, http, container, ledger, clock, retry, resolve, watch)
     run.transcriptions = transcriptions
@@ -352,7 +332,7 @@ class _Download:
                 f"{error.reason} (gave up after {dequeue_count} deliveries)",
             )
             count_outcome("poisoned", stage="download")
-        _log_outcome(
+        log_outcome(
             logging.WARNING,
             "poisoned" if last_delivery else "retry_later",
             self.job.call_id,
@@ -393,7 +373,7 @@ class _Download:
             duration_ms=self.watch.elapsed_ms,
             latency_ms=latency_ms,
         )
-        _log_outcome(
+        log_outcome(
             logging.WARNING if outcome == "failed" else logging.INFO,
             outcome,
             result.call_id,
@@ -407,42 +387,6 @@ class _Download:
         return result
 
 
-async def _settle_invalid(
-    message_text: str | bytes, reason: str, ledger: OperationLedger, watch: Stopwatch
-) -> DownloadOutcome:
-    """Settle a message that is not a job: recorded where it can be, never retried."""
-    call_id, operation_id = _readable_ids(message_text)
-    if call_id and operation_id:
-        await ledger.mark_failed(call_id, operation_id, f"invalid job: {reason}")
-        count_outcome("failed", stage="invalid_job")
-    _log_outcome(
-        logging.ERROR,
-        "invalid",
-        call_id,
-        operation_id,
-        duration_ms=watch.elapsed_ms,
-        reason=reason,
-    )
-    return DownloadOutcome(
-        "invalid", call_id, operation_id, failure_reason=reason, duration_ms=watch.elapsed_ms
-    )
-
-
-def _readable_ids(message_text: str | bytes) -> tuple[str | None, str | None]:
-    """The call and operation ids of a broken message, when they can still be read."""
-    try:
-        data = json.loads(message_text)
-    except ValueError:
-        return None, None
-    if not isinstance(data, dict):
-        return None, None
-    ids = []
-    for name in ("call_id", "operation_id"):
-        value = data.get(name)
-        ids.append(value.strip() if isinstance(value, str) and value.strip() else None)
-    return ids[0], ids[1]
-
-
 def _content_length(response: httpx.Response) -> int | None:
     value = response.headers.get("content-length")
     if value is None or not value.strip().isdigit():
@@ -453,31 +397,3 @@ def _content_length(response: httpx.Response) -> int | None:
 def _too_large(max_bytes: int, declared: int | None) -> str:
     size = f"{declared} bytes" if declared is not None else f"more than {max_bytes} bytes"
     return f"recording is too large: {size}, RECORDING_MAX_BYTES is {max_bytes}"
-
-
-def _log_outcome(
-    level: int,
-    outcome: str,
-    call_id: str | None,
-    operation_id: str | None,
-    *,
-    size_bytes: int | None = None,
-    attempts: int = 0,
-    duration_ms: int = 0,
-    latency_ms: int | None = None,
-    reason: str | None = None,
-) -> None:
-    """The one log line per outcome."""
-    log_event(
-        log,
-        "recording download",
-        level=level,
-        outcome=outcome,
-        call_id=call_id,
-        operation_id=operation_id,
-        size_bytes=size_bytes,
-        attempts=attempts,
-        duration_ms=duration_ms,
-        latency_ms=latency_ms,
-        reason=reason,
-    )

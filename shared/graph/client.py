@@ -29,15 +29,11 @@ from pydantic import BaseModel, ValidationError
 from shared.backoff import Backoff
 from shared.graph.credentials import GRAPH_SCOPE
 from shared.graph.errors import (
-    GraphAuthorizationError,
-    GraphClientError,
     GraphConnectionError,
     GraphCredentialError,
     GraphError,
     GraphResponseError,
-    GraphServerError,
-    GraphThrottledError,
-    GraphUnavailableError,
+    error_from_response,
 )
 from shared.graph.models import (
     AnswerRequest,
@@ -52,7 +48,6 @@ from shared.graph.models import (
     parse_resource_url,
 )
 from shared.logevents import log_event
-from shared.retry_after import parse_retry_after
 from shared.telemetry import set_span_attributes, span
 
 if TYPE_CHECKING:
@@ -78,48 +73,6 @@ M = TypeVar("M", bound=BaseModel)
 GRAPH_RETRY = Backoff(
     attempts=4, budget_seconds=30.0, max_seconds=8.0, retry_after_cap_seconds=10.0
 )
-
-
-def _error_from_response(
-    response: httpx.Response, client_request_id: str, attempts: int
-) -> GraphError:
-    """Graph's error JSON (``{"error": {"code", "message", "innerError": {...}}}``) as a type."""
-    code, message = "UnknownError", response.reason_phrase or "no message"
-    request_id = response.headers.get("request-id")
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict):
-        code = str(error.get("code") or code)
-        message = str(error.get("message") or message)
-        inner = error.get("innerError") or error.get("innererror")
-        if isinstance(inner, dict) and inner.get("request-id"):
-            request_id = str(inner["request-id"])
-    status = response.status_code
-    kind: type[GraphError]
-    if status == 429:
-        kind = GraphThrottledError
-    elif status in (503, 504):
-        kind = GraphUnavailableError
-    elif status in (401, 403):
-        kind = GraphAuthorizationError
-    elif 400 <= status < 500:
-        kind = GraphClientError
-    elif status >= 500:
-        kind = GraphServerError
-    else:
-        kind = GraphResponseError
-    return kind(
-        status,
-        code,
-        message,
-        request_id=request_id,
-        client_request_id=client_request_id,
-        retry_after=parse_retry_after(response.headers.get("Retry-After")),
-        attempts=attempts,
-    )
 
 
 def _can_retry_transport_error(error: httpx.TransportError, method: str) -> bool:
@@ -357,7 +310,7 @@ class GraphCallsClient:
         if response.is_success:
             return response
         await response.aread()
-        graph_error = _error_from_response(response, client_request_id, attempt)
+        graph_error = error_from_response(response, client_request_id, attempt)
         wait = self.retry.delay(attempt + 1, graph_error.retry_after)
         status = response.status_code
         retryable = status in RETRY_STATUSES and (

@@ -7,7 +7,12 @@ messages come from Graph's error JSON or from us, never from request headers.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from shared.retry_after import parse_retry_after
+
+if TYPE_CHECKING:
+    import httpx
 
 MAX_MESSAGE_CHARS = 500
 
@@ -83,3 +88,45 @@ class GraphCredentialError(GraphError):
 
 class GraphResponseError(GraphError):
     """Graph answered 2xx with a body or headers this client cannot use."""
+
+
+def error_from_response(
+    response: httpx.Response, client_request_id: str, attempts: int
+) -> GraphError:
+    """Graph's error JSON (``{"error": {"code", "message", "innerError": {...}}}``) as a type."""
+    code, message = "UnknownError", response.reason_phrase or "no message"
+    request_id = response.headers.get("request-id")
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        code = str(error.get("code") or code)
+        message = str(error.get("message") or message)
+        inner = error.get("innerError") or error.get("innererror")
+        if isinstance(inner, dict) and inner.get("request-id"):
+            request_id = str(inner["request-id"])
+    status = response.status_code
+    kind: type[GraphError]
+    if status == 429:
+        kind = GraphThrottledError
+    elif status in (503, 504):
+        kind = GraphUnavailableError
+    elif status in (401, 403):
+        kind = GraphAuthorizationError
+    elif 400 <= status < 500:
+        kind = GraphClientError
+    elif status >= 500:
+        kind = GraphServerError
+    else:
+        kind = GraphResponseError
+    return kind(
+        status,
+        code,
+        message,
+        request_id=request_id,
+        client_request_id=client_request_id,
+        retry_after=parse_retry_after(response.headers.get("Retry-After")),
+        attempts=attempts,
+    )
