@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 import azure.functions as func
 
+from shared.bot.open_calls import settle_open_calls
 from shared.ledger import utc_now
 from shared.retention import run_cleanup
 from shared.services import ready_services
@@ -30,5 +32,14 @@ async def cleanup(timer: func.TimerRequest) -> None:
         settings=services.settings,
         clock=utc_now,
     )
+    settings = services.settings
+    if settings.auto_answer and settings.callback_base_url:
+        # Calls the bot left open (their download never settled): thank-you and hang-up now.
+        await settle_open_calls(
+            services.ledger,
+            services.call_events(),
+            now=utc_now(),
+            wait=timedelta(seconds=settings.hang_up_wait_seconds),
+        )
     count_outcome("expired", stage="cleanup", amount=summary.rows_marked_expired)
     count_outcome("abandoned", stage="cleanup", amount=summary.operations_abandoned)

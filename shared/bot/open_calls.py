@@ -1,0 +1,72 @@
+"""Calls the bot left open: the cleanup timer moves them on when nothing else did.
+
+The after-recording step (thank-you, hang-up) normally runs when the worker settles the download,
+or once ``BOT_HANG_UP_WAIT_SECONDS`` have passed while it retries. If the worker never runs for a
+recording (its instance died, its message was poisoned before the wait was up), nobody would hang
+up. The cleanup asks here: for each call whose latest bot recording finished recording longer
+than the wait ago, the bot flow is told it is overdue; the flow's own once-per-call claim keeps a
+call that was already moved on untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from shared.ledger import Column, OperationLedger, OperationRecord, OperationStatus
+from shared.logevents import log_event
+
+if TYPE_CHECKING:
+    from shared.bot.hooks import CallEventHandler
+
+log = logging.getLogger(__name__)
+
+# Past this a call the bot left open has long been ended by the caller or the platform.
+OPEN_CALL_WINDOW = timedelta(minutes=30)
+# Recording (or about to): not the cleanup's to move on; the abandon step settles those.
+_STILL_RECORDING = (OperationStatus.REQUESTED, OperationStatus.RUNNING)
+
+
+def _attempt(record: OperationRecord) -> int:
+    value = record.get(Column.ATTEMPT)
+    return int(value) if isinstance(value, int) else 1
+
+
+async def settle_open_calls(
+    ledger: OperationLedger,
+    handler: CallEventHandler,
+    *,
+    now: datetime,
+    wait: timedelta,
+    window: timedelta = OPEN_CALL_WINDOW,
+    limit: int = 64,
+) -> int:
+    """Tell the bot flow about each call left open; returns how many calls it was told about."""
+    candidates = await ledger.query(
+        "StartedBy eq @bot and UpdatedAt lt @ready and UpdatedAt gt @since",
+        {"bot": "bot", "ready": now - wait, "since": now - window},
+        limit=limit,
+    )
+    calls: dict[str, list[OperationRecord]] = defaultdict(list)
+    for record in candidates:
+        calls[record.call_id].append(record)
+    told = 0
+    for call_id in calls:
+        # The call's latest attempt decides, even if it is too recent to be a candidate itself:
+        # an earlier attempt that ended in silence must not hang up on the re-recording.
+        rows = [r for r in await ledger.list_call(call_id) if r.get(Column.STARTED_BY) == "bot"]
+        if not rows:
+            continue
+        latest = max(rows, key=_attempt)
+        updated = latest.get("UpdatedAt")
+        if latest.status in _STILL_RECORDING or not isinstance(updated, datetime):
+            continue
+        if updated >= now - wait:
+            continue
+        await handler.on_recording_settled(call_id, latest.operation_id, overdue=True)
+        told += 1
+    if told:
+        log_event(log, "cleanup: open calls moved on", calls=told)
+    return told
