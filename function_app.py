@@ -10,8 +10,11 @@ from blueprints.prompts import bp as prompts
 from blueprints.record_api import bp as record_api
 from blueprints.recordings import bp as recordings
 from blueprints.transcriptions import bp as transcriptions
+from shared.logevents import quiet_library_loggers
 from shared.telemetry import configure_from_environment
 
+# The worker forwards every INFO record: the Azure SDK and httpx would log each request.
+quiet_library_loggers()
 # Application Insights through OpenTelemetry when it is configured; nothing at all otherwise.
 configure_from_environment()
 

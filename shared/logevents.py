@@ -96,3 +96,18 @@ def log_event(log: logging.Logger, event: str, *, level: int = logging.INFO, **f
         },
         stacklevel=2,
     )
+
+
+# Libraries that log every request at INFO: the Azure SDK's HTTP logging policy (each storage
+# request's headers, about 22 records per download) and httpx (each URL, a SAS query included).
+# Under the Functions Python worker the root logger is at INFO and every record is forwarded, so
+# the app sets their level itself.
+QUIET_LIBRARIES = ("azure", "httpx", "httpcore")
+
+
+def quiet_library_loggers(level: int = logging.WARNING) -> None:
+    """Raise the chatty libraries' loggers to ``level`` (called once, at start-up)."""
+    for name in QUIET_LIBRARIES:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET or logger.level < level:
+            logger.setLevel(level)

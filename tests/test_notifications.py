@@ -801,3 +801,12 @@ async def test_invalid_settings_give_503_not_a_crash(
     assert response.headers["Retry-After"] == "30"
     assert "RECORDING_RETENTION_MINUTES" not in response.get_body().decode()
     assert any("RECORDING_RETENTION_MINUTES" in r.getMessage() for r in caplog.records)
+
+
+def test_the_app_quiets_the_libraries_that_log_every_request() -> None:
+    # The Functions worker forwards every INFO record: one per storage request header set (Azure
+    # SDK) and one per URL, SAS query included (httpx), unless the app raises their level.
+    import function_app  # noqa: F401 - importing the app is what configures the loggers
+
+    for name in ("azure", "azure.core.pipeline.policies.http_logging_policy", "httpx"):
+        assert not logging.getLogger(name).isEnabledFor(logging.INFO), name
