@@ -12,10 +12,8 @@ import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from azure.core.pipeline.transport import AioHttpTransport
 from azure.functions.timer import TimerRequest
 from pydantic import SecretStr
 
@@ -29,23 +27,11 @@ from shared.retention import (
 )
 from shared.settings import Settings, get_settings
 from tests.support.clock import Clock
+from tests.support.counting import CountingTransport
 from tests.support.functions import invoke
 
 S = OperationStatus
 T0 = datetime(2030, 1, 7, 9, 30, tzinfo=UTC)
-
-
-class CountingTransport(AioHttpTransport):
-    """The real aiohttp transport, remembering every request it sends (retries included)."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.sent: list[tuple[str, str, dict[str, list[str]]]] = []
-
-    async def send(self, request: Any, **kwargs: Any) -> Any:
-        url = urlsplit(request.url)
-        self.sent.append((request.method, url.path, parse_qs(url.query)))
-        return await super().send(request, **kwargs)
 
 
 @pytest.fixture

@@ -606,3 +606,41 @@ async def test_a_late_commit_never_overwrites_a_stored_recording(storage: Any) -
     assert await first.commit(facts) is True
     assert await late.commit(facts) is False
     assert await (await blob.download_blob()).readall() == b"RIFF....WAVE"
+
+
+# -- what one recording costs in storage requests ---------------------------------------------
+
+
+async def test_one_recording_reads_nothing_before_writing(
+    sim: GraphSimulator, storage: Any, http: httpx.AsyncClient, retry: DownloadRetry
+) -> None:
+    """No blob read before the download, no ledger read before "stored" (the ETag is carried)."""
+    from azure.data.tables.aio import TableServiceClient
+    from azure.storage.blob.aio import BlobServiceClient
+
+    from tests.support.counting import CountingTransport
+
+    connection = storage.settings.storage_connection_string
+    blobs, tables = CountingTransport(), CountingTransport()
+    async with (
+        BlobServiceClient.from_connection_string(connection, transport=blobs) as blob_service,
+        TableServiceClient.from_connection_string(connection, transport=tables) as table_service,
+    ):
+        table = table_service.get_table_client(storage.table_name)
+        rec = sim.add_recording(duration_seconds=1)
+        outcome = await process_job(
+            make_job(rec).to_message(),
+            settings=app_services().settings,
+            http=http,
+            container=blob_service.get_container_client(storage.container_name),
+            ledger=OperationLedger(table),
+            claims=DownloadClaims(table),
+            clock=lambda: NOW,
+            retry=retry,
+        )
+    assert outcome.outcome == "stored"
+    # The staged block and the conditional commit: nothing else touches the blob.
+    assert [method for method, _, _ in blobs.sent] == ["PUT", "PUT"]
+    # The "downloading" write (a read, then the create), the claim, "stored" (one merge on the
+    # carried ETag), the claim's release.
+    assert [method for method, _, _ in tables.sent] == ["GET", "POST", "POST", "PATCH", "DELETE"]

@@ -50,7 +50,8 @@ class DownloadClaims:
     def new_holder(self) -> DownloadClaim:
         return DownloadClaim(self, uuid.uuid4().hex)
 
-    async def _acquire(self, call_id: str, operation_id: str, holder: str) -> bool:
+    async def _acquire(self, call_id: str, operation_id: str, holder: str) -> str | None:
+        """The claim row's ETag once ``holder`` holds it; None when another holder does."""
         from azure.core import MatchConditions
         from azure.core.exceptions import (
             ResourceExistsError,
@@ -72,44 +73,57 @@ class DownloadClaims:
             "ExpiresAt": now + self._ttl,
         }
         try:
-            await self._table.create_entity(entity)
-            return True
+            created = await self._table.create_entity(entity)
+            return str(created.get("etag") or "") or "*"
         except ResourceExistsError:
             pass
         try:
             current = await self._table.get_entity(entity["PartitionKey"], entity["RowKey"])
         except ResourceNotFoundError:
-            return False  # released a moment ago; the caller polls again
+            return None  # released a moment ago; the caller polls again
         if current.get("Holder") != holder and current["ExpiresAt"] > now:
-            return False
+            return None
         try:
-            await self._table.update_entity(
+            updated = await self._table.update_entity(
                 entity,
                 mode=UpdateMode.REPLACE,
                 etag=current.metadata["etag"],
                 match_condition=MatchConditions.IfNotModified,
             )
         except (ResourceModifiedError, ResourceNotFoundError):
-            return False
-        return True
+            return None
+        return str(updated.get("etag") or "") or "*"
 
-    async def _renew(self, call_id: str, operation_id: str, holder: str) -> None:
-        if not await self._acquire(call_id, operation_id, holder):
+    async def _renew(self, call_id: str, operation_id: str, holder: str) -> str:
+        etag = await self._acquire(call_id, operation_id, holder)
+        if etag is None:
             raise ClaimLost
+        return etag
 
-    async def _release(self, call_id: str, operation_id: str, holder: str) -> None:
+    async def _release(self, call_id: str, operation_id: str, holder: str, etag: str) -> None:
+        """Delete the claim row if it is still ours as last written (its ETag): no read first.
+
+        A claim taken over after ours expired has another ETag: the delete is refused, and the
+        new holder's row stays.
+        """
         from azure.core import MatchConditions
         from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
-        partition, row = claim_partition(call_id), _row_key(operation_id)
-        try:
-            current = await self._table.get_entity(partition, row)
+        if etag == "*":  # the service gave no ETag (not seen): check the holder first
+            try:
+                current = await self._table.get_entity(
+                    claim_partition(call_id), _row_key(operation_id)
+                )
+            except ResourceNotFoundError:
+                return
             if current.get("Holder") != holder:
-                return  # taken over after ours expired: theirs now
+                return
+            etag = str(current.metadata["etag"])
+        try:
             await self._table.delete_entity(
-                partition,
-                row,
-                etag=current.metadata["etag"],
+                claim_partition(call_id),
+                _row_key(operation_id),
+                etag=etag,
                 match_condition=MatchConditions.IfNotModified,
             )
         except (ResourceModifiedError, ResourceNotFoundError):
@@ -123,14 +137,16 @@ class DownloadClaim:
         self._claims = claims
         self._holder = holder
         self._key: tuple[str, str] | None = None
+        self._etag: str | None = None
         self._renewed_at: datetime | None = None
 
     async def try_acquire(self, call_id: str, operation_id: str) -> bool:
-        acquired = await self._claims._acquire(call_id, operation_id, self._holder)
-        if acquired:
+        etag = await self._claims._acquire(call_id, operation_id, self._holder)
+        if etag is not None:
             self._key = (call_id, operation_id)
+            self._etag = etag
             self._renewed_at = self._claims._clock()
-        return acquired
+        return etag is not None
 
     async def keep_alive(self) -> None:
         """Renew the claim if it is due; raises :class:`ClaimLost` if someone took it over."""
@@ -139,10 +155,10 @@ class DownloadClaim:
         now = self._claims._clock()
         if now - self._renewed_at < CLAIM_RENEW_AFTER:
             return
-        await self._claims._renew(*self._key, self._holder)
+        self._etag = await self._claims._renew(*self._key, self._holder)
         self._renewed_at = now
 
     async def release(self) -> None:
-        if self._key is not None:
+        if self._key is not None and self._etag is not None:
             key, self._key = self._key, None
-            await self._claims._release(*key, self._holder)
+            await self._claims._release(*key, self._holder, self._etag)

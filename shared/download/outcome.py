@@ -18,7 +18,7 @@ from shared.telemetry import count_outcome
 
 log = logging.getLogger("shared.download.worker")
 
-Outcome = Literal["stored", "already_stored", "failed", "invalid", "erased"]
+Outcome = Literal["stored", "already_stored", "failed", "invalid", "erased", "expired"]
 
 
 @dataclass(frozen=True)

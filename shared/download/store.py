@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote
 
 from shared.graph.models import normalize_id
+from shared.ledger import Column, OperationRecord
 
 if TYPE_CHECKING:
     from azure.storage.blob.aio import BlobClient, ContainerClient
@@ -251,4 +252,17 @@ async def find_stored(container: ContainerClient, blob_name: str) -> StoredRecor
         sha256=metadata.get("sha256"),
         content_type=properties.content_settings.content_type,
         expires_at=expires_at,
+    )
+
+
+def stored_from_row(record: OperationRecord, blob_name: str) -> StoredRecording:
+    """What a ``stored`` ledger row says of its recording (no blob read needed)."""
+    size = record.get(Column.SIZE_BYTES)
+    expires_at = record.get(Column.EXPIRES_AT)
+    return StoredRecording(
+        blob_name=record.blob_name or blob_name,
+        size_bytes=int(size) if isinstance(size, int) else 0,
+        sha256=record.get(Column.SHA256),
+        content_type=record.get(Column.CONTENT_TYPE),
+        expires_at=expires_at if isinstance(expires_at, datetime) else None,
     )

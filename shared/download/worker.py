@@ -35,13 +35,14 @@ from shared.download.store import (
     content_type_for,
     expiry_for,
     find_stored,
+    stored_from_row,
 )
 from shared.download.url_guard import Resolver, UrlPolicy, resolve_host
 from shared.erasure import erase_if_erased
 from shared.graph.models import GRAPH_ID_RULE, is_graph_id
 from shared.hostconfig import max_dequeue_count
 from shared.jobs import DownloadJob, InvalidJobError
-from shared.ledger import OperationLedger, OperationStatus, utc_now
+from shared.ledger import OperationLedger, OperationStatus, Transition, utc_now
 from shared.logevents import log_event
 from shared.settings import Settings
 from shared.telemetry import continue_trace, count_outcome, record_stored_latency, span
@@ -91,16 +92,21 @@ async def process_job(
     with continue_trace(
         job.traceparent, "recording download", dequeue_count=dequeue_count, **job.log_fields()
     ):
-        existing = await find_stored(container, run.blob_name)
-        if existing is not None:
-            return await run.already_stored(existing)
-
         # The job is the record of the completion notification: this first write carries its
         # facts (when it arrived, the result, the client context), so the webhook's hot path
         # needs no ledger round trips and no "completed" stamp can be lost to a race with this.
+        # The row it returns also says whether there is anything left to do: no blob read first.
         started = await ledger.mark_downloading(job, blob_name=run.blob_name)
-        if started.record.status is OperationStatus.ERASED:
+        status = started.record.status
+        if status is OperationStatus.ERASED:
             return run.erased()  # erased before its download started: nothing to fetch
+        if status is OperationStatus.STORED:
+            return await run.already_stored(
+                stored_from_row(started.record, run.blob_name), row=started
+            )
+        if status is OperationStatus.EXPIRED:
+            return run.gone()  # its retention is over: never store it again
+        run.started = started
         claim = claims.new_holder()
         try:
             existing = await run.claim_or_wait(claim)
@@ -146,6 +152,8 @@ class _Download:
         self.blob_name = blob_name_for(job.call_id, job.operation_id)
         self.attempts = 0
         self.transcriptions: QueueClient | None = None
+        # This job's "downloading" write (its row and ETag), once made.
+        self.started: Transition | None = None
 
     async def claim_or_wait(self, claim: DownloadClaim) -> StoredRecording | None:
         """Hold the download claim, or the recording another instance stored meanwhile.
@@ -154,10 +162,16 @@ class _Download:
         holder finishes, the blob is there; when it gave up, its claim is released or expires
         and this delivery takes over.
         """
+        waited = False
         while True:
             if await claim.try_acquire(self.job.call_id, self.job.operation_id):
+                if not waited:
+                    # Nobody held it: a holder that finished in the moment before is caught by
+                    # the conditional commit (rare: a second download, no second blob).
+                    return None
                 # The previous holder may have committed just before releasing.
                 return await find_stored(self.container, self.blob_name)
+            waited = True
             existing = await find_stored(self.container, self.blob_name)
             if existing is not None:
                 return existing
@@ -256,6 +270,8 @@ class _Download:
                 content_type=facts.content_type,
                 stored_at=facts.downloaded_at,
                 expires_at=facts.expires_at,
+                # Carry the ETag of this job's own "downloading" write: no read before writing.
+                after=self.started,
             )
         # The row as read after the commit: an erasure that came first wins (shared/erasure.py).
         if await erase_if_erased(transition, container=self.container, blob_name=self.blob_name):
@@ -271,10 +287,13 @@ class _Download:
             committed_at=facts.downloaded_at,
         )
 
-    async def already_stored(self, existing: StoredRecording) -> DownloadOutcome:
-        # A duplicate job: make sure the ledger says stored (the first run may have died between
-        # the commit and the ledger write), without downloading anything.
-        transition = await self.ledger.mark_stored(
+    async def already_stored(
+        self, existing: StoredRecording, *, row: Transition | None = None
+    ) -> DownloadOutcome:
+        """A duplicate job: nothing is downloaded. ``row``: the ledger already says stored."""
+        # Otherwise make sure the ledger says stored (the first run may have died between the
+        # commit and the ledger write).
+        transition = row or await self.ledger.mark_stored(
             self.job.call_id,
             self.job.operation_id,
             blob_name=existing.blob_name,
@@ -316,6 +335,9 @@ class _Download:
 
     def erased(self) -> DownloadOutcome:
         return self._settled("erased", failure_reason="the operation was erased")
+
+    def gone(self) -> DownloadOutcome:
+        return self._settled("expired", failure_reason="the recording's retention is over")
 
     async def failed(self, reason: str) -> DownloadOutcome:
         await self.ledger.mark_failed(self.job.call_id, self.job.operation_id, reason)

@@ -172,6 +172,8 @@ class Transition:
 
     record: OperationRecord
     changed: bool
+    # The row's ETag after this write (or as read): the next write can go without a read.
+    etag: str | None = None
 
 
 def to_record(entity: Mapping[str, Any]) -> OperationRecord:

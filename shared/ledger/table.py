@@ -112,7 +112,7 @@ class LedgerTable:
                     **extra,
                 }
                 try:
-                    await self._table.create_entity(entity)
+                    created = await self._table.create_entity(entity)
                 except ResourceExistsError:
                     continue  # another writer created it first: read theirs and try again
                 log_event(
@@ -123,11 +123,11 @@ class LedgerTable:
                     status=status.value,
                     was="new",
                 )
-                return Transition(to_record(entity), changed=True)
+                return Transition(to_record(entity), changed=True, etag=_etag(created))
 
             previous = OperationStatus(current["Status"])
             if RANK[status] <= RANK[previous]:
-                return Transition(to_record(current), changed=False)
+                return Transition(to_record(current), changed=False, etag=current.metadata["etag"])
             update = {
                 "PartitionKey": partition,
                 "RowKey": row,
@@ -137,7 +137,7 @@ class LedgerTable:
                 **extra,
             }
             try:
-                await self._table.update_entity(
+                updated = await self._table.update_entity(
                     update,
                     mode=UpdateMode.MERGE,
                     etag=current.metadata["etag"],
@@ -154,10 +154,59 @@ class LedgerTable:
                 was=previous.value,
             )
             merged = {**dict(current), **update}
-            return Transition(to_record(merged), changed=True)
+            return Transition(to_record(merged), changed=True, etag=_etag(updated))
         raise RuntimeError(
             f"ledger row {partition}/{row} kept changing under concurrent writers; giving up"
         )
+
+    async def advance_from(
+        self, known: Transition, status: OperationStatus, **fields: Any
+    ) -> Transition:
+        """:meth:`advance` from a row this instance just wrote, without reading it again.
+
+        ``known`` is that write's outcome (its status and ETag). The merge is conditional on the
+        ETag: if anyone wrote the row since (an erasure, a duplicate), it falls back to
+        :meth:`advance`, which reads the row and stays forward-only.
+        """
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+        from azure.data.tables import UpdateMode
+
+        previous = known.record.status
+        if known.etag is None or RANK[status] <= RANK[previous]:
+            return await self.advance(
+                known.record.call_id, known.record.operation_id, status, **fields
+            )
+        now = self._clock()
+        update = {
+            "PartitionKey": table_key(known.record.call_id),
+            "RowKey": table_key(known.record.operation_id),
+            "Status": status.value,
+            "UpdatedAt": now,
+            STAMP[status]: now,
+            **{name: value for name, value in fields.items() if value is not None},
+        }
+        try:
+            updated = await self._table.update_entity(
+                update,
+                mode=UpdateMode.MERGE,
+                etag=known.etag,
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return await self.advance(
+                known.record.call_id, known.record.operation_id, status, **fields
+            )
+        log_event(
+            log,
+            "ledger",
+            call_id=known.record.call_id,
+            operation_id=known.record.operation_id,
+            status=status.value,
+            was=previous.value,
+        )
+        merged = {**dict(known.record.fields), **update}
+        return Transition(to_record(merged), changed=True, etag=_etag(updated))
 
     # ----------------------------------------------------------------- once-per-call claims
 
@@ -237,3 +286,9 @@ class LedgerTable:
             kind = str(entity.get("Kind") or ROW_KIND_OPERATION)
             removed[kind] = removed.get(kind, 0) + 1
         return removed
+
+
+def _etag(response: Mapping[str, Any] | None) -> str | None:
+    """The ETag a create or update answered with (the SDK returns the response's metadata)."""
+    value = (response or {}).get("etag")
+    return str(value) if value else None

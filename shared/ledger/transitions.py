@@ -152,20 +152,20 @@ class OperationLedger(LedgerTable):
         content_type: str | None,
         expires_at: datetime | None,
         stored_at: datetime | None = None,
+        after: Transition | None = None,
     ) -> Transition:
-        return await self.advance(
-            call_id,
-            operation_id,
-            OperationStatus.STORED,
-            **{
-                Column.BLOB_NAME: blob_name,
-                Column.SIZE_BYTES: size_bytes,
-                Column.SHA256: sha256,
-                Column.CONTENT_TYPE: content_type,
-                Column.STORED_AT: stored_at,
-                Column.EXPIRES_AT: expires_at,
-            },
-        )
+        """``after``: this instance's ``downloading`` write; the row is then not read again."""
+        columns = {
+            Column.BLOB_NAME: blob_name,
+            Column.SIZE_BYTES: size_bytes,
+            Column.SHA256: sha256,
+            Column.CONTENT_TYPE: content_type,
+            Column.STORED_AT: stored_at,
+            Column.EXPIRES_AT: expires_at,
+        }
+        if after is not None:
+            return await self.advance_from(after, OperationStatus.STORED, **columns)
+        return await self.advance(call_id, operation_id, OperationStatus.STORED, **columns)
 
     async def mark_expired(self, call_id: str, operation_id: str) -> Transition:
         return await self.advance(call_id, operation_id, OperationStatus.EXPIRED)
