@@ -33,6 +33,7 @@ FIGURES = {
     "3": "benchmarks.webhook",
     "4": "benchmarks.cold_start",
     "5": "benchmarks.cleanup",
+    "6": "benchmarks.transcription",
 }
 
 
