@@ -143,3 +143,37 @@ async def test_closed_loop_keeps_at_most_sixteen_in_flight_and_times_each_item()
     assert all(latency >= 0 for latency in latencies)
     assert 1 < most <= CONCURRENCY
     assert wall >= max(latencies)
+
+
+def test_every_figure_is_registered_with_a_run_function() -> None:
+    import importlib
+
+    from benchmarks.__main__ import FIGURES
+
+    assert sorted(FIGURES) == ["1", "2", "3", "4", "5", "6"]
+    assert FIGURES["6"] == "benchmarks.transcription"
+    for module in FIGURES.values():
+        assert callable(importlib.import_module(module).run)
+
+
+async def test_the_transcription_floor_posts_the_apps_multipart_body() -> None:
+    import email.policy
+    from email.message import EmailMessage
+    from email.parser import BytesParser
+
+    from benchmarks.transcription import floor_body
+    from devtools.graphsim.recordings import wav_header
+
+    audio = wav_header(3200) + bytes(range(256)) * 12 + bytes(128)
+
+    body, kind = await floor_body(audio, ("en-US",))
+
+    parser = BytesParser(EmailMessage, policy=email.policy.HTTP)
+    message = parser.parsebytes(f"Content-Type: {kind}\r\n\r\n".encode() + body)
+    parts = {
+        part.get_param("name", header="content-disposition"): part for part in message.iter_parts()
+    }
+    assert list(parts) == ["definition", "audio"]
+    assert json.loads(parts["definition"].get_content()) == {"locales": ["en-US"]}
+    assert parts["audio"].get_content_type() == "audio/wav"
+    assert parts["audio"].get_content() == audio
