@@ -28,13 +28,16 @@ import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from benchmarks import floors
 from benchmarks.harness import Figure, pairwise_ratios
 from benchmarks.rig import Rig, StorageRequestCounter, new_id, run_async
+
+if TYPE_CHECKING:
+    from shared.services import Services
 
 # (label, seconds of audio); the second is the longest answer recordResponse takes.
 DURATIONS = (("10 s", 10.0), ("120 s", 120.0))
@@ -152,7 +155,7 @@ class SpeechTimer:
         speech.transcribe = timed
 
 
-async def store_recording(services: Any, audio: bytes) -> tuple[str, str, str]:
+async def store_recording(services: Services, audio: bytes) -> tuple[str, str, str]:
     """A recording as the download worker leaves it: blob, metadata, tags, ledger ``stored``."""
     import hashlib
 
@@ -195,7 +198,7 @@ async def store_recording(services: Any, audio: bytes) -> tuple[str, str, str]:
     return call_id, operation_id, name
 
 
-async def remove_recording(services: Any, name: str) -> None:
+async def remove_recording(services: Services, name: str) -> None:
     from azure.core.exceptions import ResourceNotFoundError
 
     from shared.transcription import transcript_blob_name
