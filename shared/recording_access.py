@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.download.store import transcript_blob_name
 from shared.ledger import TRANSCRIBED, Column, OperationRecord, OperationStatus
+from shared.logevents import log_event
 
 if TYPE_CHECKING:
     from azure.storage.blob import UserDelegationKey
@@ -155,7 +156,7 @@ async def transcript_text(
     except ResourceNotFoundError:
         return None
     except ValueError:
-        log.warning("status: transcript blob=%s is not JSON", blob.blob_name)
+        log_event(log, "status: transcript is not JSON", level=logging.WARNING, blob=blob.blob_name)
         return None
     text = document.get("text") if isinstance(document, dict) else None
     return text if isinstance(text, str) else None

@@ -25,6 +25,7 @@ from shared.ledger import (
     OperationStatus,
     table_key,
 )
+from shared.logevents import log_event
 
 if TYPE_CHECKING:
     from azure.core.pipeline import PipelineRequest
@@ -116,7 +117,13 @@ async def expire_recordings(
             else:
                 summary.recordings_not_deleted += 1
                 summary.errors += 1
-                log.error("cleanup: could not delete recording blob=%s status=%d", name, status)
+                log_event(
+                    log,
+                    "cleanup: recording not deleted",
+                    level=logging.ERROR,
+                    blob=name,
+                    status=status,
+                )
 
     # The row says expired only once the blob is really gone; a failed delete keeps its tag, so
     # the next run finds it again.
@@ -124,7 +131,12 @@ async def expire_recordings(
     for name in gone:
         ids = ids_from_blob_name(name)
         if ids is None:
-            log.warning("cleanup: deleted blob=%s has no call/operation id in its name", name)
+            log_event(
+                log,
+                "cleanup: deleted blob names no call or operation",
+                level=logging.WARNING,
+                blob=name,
+            )
             continue
         targets.append((name, *ids))
     await mark_rows_expired(ledger, targets, now=now, limit=limit, summary=summary)
@@ -218,19 +230,17 @@ async def mark_rows_expired(
     for (name, call_id, operation_id), result in zip(targets, results, strict=True):
         if isinstance(result, BaseException):
             summary.errors += 1
-            log.error(
-                "cleanup: recording deleted but ledger not updated call_id=%s operation_id=%s (%s)",
-                call_id,
-                operation_id,
-                type(result).__name__,
+            log_event(
+                log,
+                "cleanup: recording deleted but ledger not updated",
+                level=logging.ERROR,
+                call_id=call_id,
+                operation_id=operation_id,
+                error=type(result).__name__,
             )
             continue
         if result:
             summary.rows_marked_expired += 1
-        log.info(
-            "cleanup: recording expired call_id=%s operation_id=%s blob=%s",
-            call_id,
-            operation_id,
-            name,
-            extra={"call_id": call_id, "operation_id": operation_id},
+        log_event(
+            log, "cleanup: recording expired", call_id=call_id, operation_id=operation_id, blob=name
         )

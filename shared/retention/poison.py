@@ -14,6 +14,7 @@ from shared.ledger import (
     OperationLedger,
     job_result,
 )
+from shared.logevents import log_event
 
 if TYPE_CHECKING:
     from azure.storage.queue import QueueMessage
@@ -52,7 +53,13 @@ async def _purge_one(
         # Nobody can act on it, and it may still hold a token: it goes, with a note in the log.
         job = None
         summary.poison_messages_unreadable += 1
-        log.warning("cleanup: poison message id=%s unreadable (%s); deleting it", message.id, error)
+        log_event(
+            log,
+            "cleanup: poison message unreadable; deleting it",
+            level=logging.WARNING,
+            message_id=message.id,
+            reason=str(error),
+        )
     if job is not None:
         try:
             transition = await ledger.mark_failed(
@@ -62,22 +69,23 @@ async def _purge_one(
             # Keep the message: the failure is not recorded yet, the next run tries again.
             summary.errors += 1
             summary.poison_messages_kept += 1
-            log.error(
-                "cleanup: could not record poisoned job call_id=%s operation_id=%s (%s)",
-                job.call_id,
-                job.operation_id,
-                type(error).__name__,
-                extra=job.log_fields(),
+            log_event(
+                log,
+                "cleanup: poisoned job not recorded",
+                level=logging.ERROR,
+                call_id=job.call_id,
+                operation_id=job.operation_id,
+                error=type(error).__name__,
             )
             return
         if transition.changed:
             summary.poison_failures_recorded += 1
-        log.info(
-            "cleanup: poisoned download job purged call_id=%s operation_id=%s status=%s",
-            job.call_id,
-            job.operation_id,
-            transition.record.status.value,
-            extra=job.log_fields(),
+        log_event(
+            log,
+            "cleanup: poisoned download job purged",
+            call_id=job.call_id,
+            operation_id=job.operation_id,
+            status=transition.record.status.value,
         )
     # Not found: an overlapping run deleted it, or the receipt lapsed and it comes round again.
     with contextlib.suppress(ResourceNotFoundError):

@@ -7,13 +7,15 @@ import logging
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-# The blob convention (name, expiresAt tag) is the download worker's: one definition, in store.
 from shared.ledger import (
     NO_COMPLETION_REASON,
     ROW_KIND_CLAIM,
     OperationLedger,
     OperationStatus,
 )
+
+# The blob convention (name, expiresAt tag) is the download worker's: one definition, in store.
+from shared.logevents import log_event
 
 if TYPE_CHECKING:
     pass
@@ -56,24 +58,24 @@ async def abandon_stale_operations(
         ]
     )
     for record, result in zip(stale, results, strict=True):
-        fields = {"call_id": record.call_id, "operation_id": record.operation_id}
         if isinstance(result, BaseException):
             summary.errors += 1
-            log.error(
-                "cleanup: could not settle call_id=%s operation_id=%s as abandoned (%s)",
-                record.call_id,
-                record.operation_id,
-                type(result).__name__,
-                extra=fields,
+            log_event(
+                log,
+                "cleanup: operation not settled as abandoned",
+                level=logging.ERROR,
+                call_id=record.call_id,
+                operation_id=record.operation_id,
+                error=type(result).__name__,
             )
         elif result.changed:
             summary.operations_abandoned += 1
-            log.info(
-                "cleanup: operation abandoned call_id=%s operation_id=%s was=%s",
-                record.call_id,
-                record.operation_id,
-                record.status.value,
-                extra=fields,
+            log_event(
+                log,
+                "cleanup: operation abandoned",
+                call_id=record.call_id,
+                operation_id=record.operation_id,
+                was=record.status.value,
             )
 
 
