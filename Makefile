@@ -69,7 +69,7 @@ teams-app: install
 	$(PY) -m devtools.teams_app build --out dist/teams-app.zip $(if $(BOT_APP_ID),--bot-app-id $(BOT_APP_ID),)
 
 demo: install
-	$(PY) -m devtools.demo
+	$(PY) -m devtools.demo $(ARGS)
 
 start: install
 	$(PY) -m devtools.demo.start

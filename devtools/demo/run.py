@@ -38,6 +38,9 @@ DEMO_SETTINGS = {
     "RECORDING_RETENTION_MINUTES": "0.1",
     "CLEANUP_SCHEDULE": "*/2 * * * * *",
 }
+# With --transcribe: the simulator's fast-transcription endpoint stands in for Azure AI Speech
+# (the stack points TRANSCRIPTION_ENDPOINT at it).
+TRANSCRIBE_SETTINGS = {"TRANSCRIPTION_ENABLED": "true", "TRANSCRIPTION_LOCALES": "en-US"}
 # Wall seconds per simulated second: 5 s of audio are recorded in about 1 s.
 DEMO_TIME_SCALE = 0.2
 HTTP_TIMEOUT = httpx.Timeout(10.0)
@@ -134,6 +137,7 @@ class Report:
     latency_seconds: float | None = None
     answer_latency_seconds: float | None = None
     trace_id: str | None = None
+    transcript: str | None = None
     reprompt: str | None = None
     status_answer: dict[str, Any] = field(default_factory=dict)
     expired_at: str = ""
@@ -405,6 +409,18 @@ def _follow_one_call(
             raise AssertionError("the read URL served different bytes")
         step.detail = f"status stored, URL valid until {body.get('recordingUrlExpiresAt')}"
 
+    if stack.settings.get("TRANSCRIPTION_ENABLED") == "true":
+        with progress.step("Transcribed (the transcript lives and dies with the audio)") as step:
+            body = wait_until(
+                lambda: (
+                    (b := status_api.get(call_id, report.operation_id)) and "transcript" in b and b
+                ),
+                within=20,
+                what="the transcript in the status API",
+            )
+            report.transcript = str(body["transcript"])
+            step.detail = f"“{report.transcript[:80]}”"
+
     with progress.step("Bot hung up, once the recording was stored") as step:
         wait_until(lambda: simulator.call(call_id).state == "terminated", within=15, what="hang-up")
         hang_up = next(
@@ -444,15 +460,19 @@ def _follow_one_call(
     with progress.step("Blob deleted") as step:
         from azure.storage.blob import BlobClient
 
+        from shared.download.store import transcript_blob_name
+
         assert stack.azurite is not None
         blob_name = str(report.status_answer.get("blobName"))
-        blob = BlobClient.from_connection_string(
-            stack.azurite.connection_string, "recordings", blob_name
-        )
-        with blob:
-            if blob.exists(timeout=10):
-                raise AssertionError(f"recordings/{blob_name} still exists")
-        step.detail = f"recordings/{blob_name} is gone"
+        names = [blob_name, *([transcript_blob_name(blob_name)] if report.transcript else [])]
+        for name in names:
+            blob = BlobClient.from_connection_string(
+                stack.azurite.connection_string, "recordings", name
+            )
+            with blob:
+                if blob.exists(timeout=10):
+                    raise AssertionError(f"recordings/{name} still exists")
+        step.detail = " and ".join(f"recordings/{name}" for name in names) + " gone"
 
 
 def print_report(progress: Progress, report: Report) -> None:
@@ -475,6 +495,8 @@ def print_report(progress: Progress, report: Report) -> None:
         say(f"  trace id             {report.trace_id} (webhook → queue → download → ledger)")
     if report.reprompt:
         say(f"  silent caller        {report.reprompt}")
+    if report.transcript:
+        say(f"  transcript           “{report.transcript}”")
     say("  status API answer (GET /api/recordings/{callId}/{operationId}, with the function key):")
     for line in json.dumps(redacted(report.status_answer), indent=2).splitlines():
         say(f"    {line}")
@@ -495,6 +517,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--log-file", type=Path, help="where the app's log goes (default: a temporary file)"
     )
+    parser.add_argument(
+        "--transcribe",
+        action="store_true",
+        help="turn transcription on (the simulator stands in for Azure AI Speech) and show the "
+        "transcript in the report",
+    )
     return parser.parse_args(argv)
 
 
@@ -513,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
 
     stack = LocalStack(
         host=args.host,
-        settings=DEMO_SETTINGS,
+        settings={**DEMO_SETTINGS, **(TRANSCRIBE_SETTINGS if args.transcribe else {})},
         time_scale=DEMO_TIME_SCALE,
         function_key=new_function_key(),
         log=log_file,

@@ -54,6 +54,9 @@ def app_settings(
     federated = simulator.federated_env()
     if simulator.tls_ca_file:
         federated["GRAPH_AUTHORITY_CA_FILE"] = simulator.tls_ca_file
+    extra = dict(overrides or {})
+    if extra.get("TRANSCRIPTION_ENABLED") == "true" and not extra.get("TRANSCRIPTION_ENDPOINT"):
+        extra["TRANSCRIPTION_ENDPOINT"] = simulator.base_url  # its fast-transcription stand-in
     return {
         "FUNCTIONS_WORKER_RUNTIME": "python",
         "AzureWebJobsStorage": storage_connection_string,
@@ -62,7 +65,7 @@ def app_settings(
         **federated,
         "CALLBACK_BASE_URL": app_url,
         "BOT_AUTO_ANSWER": "true",
-        **(overrides or {}),
+        **extra,
     }
 
 
