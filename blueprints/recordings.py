@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import azure.functions as func
 
-from shared.edge import check_id, is_storage_failure, storage_unavailable
+from shared.edge import check_id, storage_failure
 from shared.erasure import erase_call, erase_operation
 from shared.graph.models import normalize_id
 from shared.ledger import utc_now
@@ -54,17 +54,9 @@ async def recording_status(req: func.HttpRequest) -> func.HttpResponse:
             url_ttl=timedelta(minutes=services.settings.status_url_ttl_minutes),
         )
     except Exception as error:
-        if not is_storage_failure(error):
-            raise
-        log_event(
-            log,
-            "status: storage unavailable",
-            level=logging.ERROR,
-            call_id=call_id,
-            operation_id=operation_id,
-            error=type(error).__name__,
-        )
-        return storage_unavailable().to_response()
+        return storage_failure(
+            error, "status: storage unavailable", call_id=call_id, operation_id=operation_id
+        ).to_response()
     log_event(
         log,
         "status",
@@ -88,16 +80,7 @@ async def list_recordings(req: func.HttpRequest) -> func.HttpResponse:
     try:
         records = await services.ledger.list_call(call_id)
     except Exception as error:
-        if not is_storage_failure(error):
-            raise
-        log_event(
-            log,
-            "status: storage unavailable",
-            level=logging.ERROR,
-            call_id=call_id,
-            error=type(error).__name__,
-        )
-        return storage_unavailable().to_response()
+        return storage_failure(error, "status: storage unavailable", call_id=call_id).to_response()
     log_event(log, "status: list", call_id=call_id, operations=len(records))
     body = {
         "callId": normalize_id(call_id),
@@ -125,17 +108,9 @@ async def erase_recording(req: func.HttpRequest) -> func.HttpResponse:
             call_id, operation_id, ledger=services.ledger, container=services.storage.container
         )
     except Exception as error:
-        if not is_storage_failure(error):
-            raise
-        log_event(
-            log,
-            "erasure: storage unavailable",
-            level=logging.ERROR,
-            call_id=call_id,
-            operation_id=operation_id,
-            error=type(error).__name__,
-        )
-        return storage_unavailable().to_response()
+        return storage_failure(
+            error, "erasure: storage unavailable", call_id=call_id, operation_id=operation_id
+        ).to_response()
     if erased is None:
         log_event(log, "erasure: unknown", call_id=call_id, operation_id=operation_id)
         return Problem(
@@ -160,16 +135,7 @@ async def erase_call_recordings(req: func.HttpRequest) -> func.HttpResponse:
             call_id, ledger=services.ledger, container=services.storage.container
         )
     except Exception as error:
-        if not is_storage_failure(error):
-            raise
-        log_event(
-            log,
-            "erasure: storage unavailable",
-            level=logging.ERROR,
-            call_id=call_id,
-            error=type(error).__name__,
-        )
-        return storage_unavailable().to_response()
+        return storage_failure(error, "erasure: storage unavailable", call_id=call_id).to_response()
     if erased is None:
         log_event(log, "erasure: unknown call", call_id=call_id)
         return Problem(

@@ -8,6 +8,7 @@ so that each route rejects bad input the same way: a ``400``/``422``
 from __future__ import annotations
 
 import json
+import logging
 import math
 from typing import Any
 
@@ -22,9 +23,11 @@ from shared.graph.errors import (
     GraphUnavailableError,
 )
 from shared.graph.models import GRAPH_ID_RULE, RecordResponseRequest, is_graph_id
+from shared.logevents import log_event
 from shared.problems import Problem, validation_problem
 
 DEFAULT_RETRY_AFTER_SECONDS = 5
+log = logging.getLogger(__name__)
 
 
 def check_id(name: str, value: str | None, *, where: str = "route") -> str:
@@ -113,3 +116,14 @@ def is_storage_failure(error: BaseException) -> bool:
 def storage_unavailable() -> Problem:
     """Storage did not answer: the caller should retry shortly."""
     return Problem(503, "storage is unavailable; retry shortly", headers={"Retry-After": "5"})
+
+
+def storage_failure(error: Exception, event: str, **ids: str | None) -> Problem:
+    """The 503 for a storage failure, logged as ``event`` with ``ids``; anything else re-raised.
+
+    Call it from an ``except Exception`` block of a route: the type decides, not the caller.
+    """
+    if not is_storage_failure(error):
+        raise error
+    log_event(log, event, level=logging.ERROR, **ids, error=type(error).__name__)
+    return storage_unavailable()
