@@ -388,3 +388,35 @@ async def test_user_delegation_read_url_downloads_the_recording(
         download = await client.get(url)
     assert download.status_code == 200
     assert download.content == data
+
+
+async def test_storage_that_does_not_answer_is_a_503_problem_for_every_route(
+    storage: Any, configure: Any, azurite: Any
+) -> None:
+    import re
+
+    from devtools.azurite import free_port
+
+    dead = re.sub(
+        r"TableEndpoint=[^;]+",
+        f"TableEndpoint=http://127.0.0.1:{free_port()}/devstoreaccount1",
+        azurite.connection_string,
+    )
+    configure(AzureWebJobsStorage=dead)
+    call_id, operation_id = "0badca11-0000-4000-8000-000000000001", CALL
+    responses = [
+        await status(call_id, operation_id),
+        await list_call({"callId": call_id}),
+        await invoke(
+            "erase_recording",
+            http_request(
+                "DELETE",
+                f"http://localhost/api/recordings/{call_id}/{operation_id}",
+                route_params={"callId": call_id, "operationId": operation_id},
+            ),
+        ),
+    ]
+    for response in responses:
+        assert response.status_code == 503
+        assert response.mimetype == "application/problem+json"
+        assert response.headers.get("Retry-After") == "5"
