@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -10,6 +11,7 @@ from typing import Any
 
 import azure.functions as func
 import pytest
+from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
 from devtools.azurite import Azurite
@@ -158,11 +160,16 @@ def test_message_encoding_none_passes_the_text_as_is(
 
 
 def test_a_batch_runs_concurrently_within_the_configured_bounds(
-    host: LocalFunctionsHost, encoded_queue: QueueClient
+    make_host: Callable[..., LocalFunctionsHost], encoded_queue: QueueClient
 ) -> None:
     batch = SAMPLE_QUEUES["batchSize"]
+    # The whole batch is on the queue before the host polls: a poll landing between two sends
+    # would fetch part of it, and (above newBatchThreshold) the rest only once those finish.
+    with contextlib.suppress(ResourceExistsError):
+        encoded_queue.create_queue()
     for _ in range(batch):
         encoded_queue.send_message(json.dumps({"gather": batch}))
+    make_host().start()
 
     wait_until(
         lambda: sum(d["completed"] for d in sample_app.queue_deliveries) == batch,
