@@ -29,13 +29,13 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import ROOT, Figure, Goal, pairwise_ratios
 from benchmarks.rig import (
     Rig,
+    app_settings_env,
     completion_payload,
     new_id,
     placeholder_token,
@@ -315,25 +315,10 @@ def _bot_env(rig: Rig, callback_base_url: str) -> dict[str, str]:
     }
 
 
-@contextlib.contextmanager
-def _settings_with(values: dict[str, str]) -> Iterator[None]:
-    from shared.settings import get_settings
-
+def _settings_with(values: dict[str, str]) -> contextlib.AbstractContextManager[None]:
+    # The simulator's managed identity only: the machine's other identity variables go.
     removed = ("IDENTITY_SERVER_THUMBPRINT", "MSI_ENDPOINT", "MSI_SECRET", "AZURE_CLIENT_ID")
-    saved = {name: os.environ.get(name) for name in [*values, *removed]}
-    os.environ.update(values)
-    for name in removed:
-        os.environ.pop(name, None)
-    get_settings.cache_clear()
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        get_settings.cache_clear()
+    return app_settings_env(values, removed=removed)
 
 
 def _incoming_call(rig: Rig, callback_url: str) -> tuple[str, dict[str, Any]]:

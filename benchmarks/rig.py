@@ -325,6 +325,30 @@ def webhook_request(body: dict[str, Any], bearer: str) -> Any:
 
 
 @contextlib.contextmanager
+def app_settings_env(values: dict[str, str], *, removed: tuple[str, ...] = ()) -> Iterator[None]:
+    """The app's environment with ``values`` set and ``removed`` unset, restored afterwards.
+
+    The app reads its settings once per process: the cache is cleared on the way in and out.
+    """
+    from shared.settings import get_settings
+
+    saved = {name: os.environ.get(name) for name in [*values, *removed]}
+    os.environ.update(values)
+    for name in removed:
+        os.environ.pop(name, None)
+    get_settings.cache_clear()
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        get_settings.cache_clear()
+
+
+@contextlib.contextmanager
 def quiet_logs() -> Iterator[None]:
     """The app logs one line per outcome; thousands of them would time the terminal, not us."""
     import logging

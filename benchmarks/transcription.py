@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
-import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -34,7 +33,7 @@ import httpx
 
 from benchmarks import floors
 from benchmarks.harness import Figure, pairwise_ratios
-from benchmarks.rig import Rig, StorageRequestCounter, new_id, run_async
+from benchmarks.rig import Rig, StorageRequestCounter, app_settings_env, new_id, run_async
 
 if TYPE_CHECKING:
     from shared.services import Services
@@ -54,7 +53,6 @@ def transcription_enabled(rig: Rig) -> Iterator[None]:
     ``IDENTITY_ENDPOINT``/``IDENTITY_HEADER`` point ``ManagedIdentityCredential`` at the
     simulator's managed-identity endpoint, as App Service's variables point it at Azure's.
     """
-    from shared.settings import get_settings
 
     response = httpx.get(f"{rig.recordings.base_url}/_sim/config", timeout=10.0, trust_env=False)
     response.raise_for_status()
@@ -67,18 +65,8 @@ def transcription_enabled(rig: Rig) -> Iterator[None]:
         "TRANSCRIPTION_LOCALES": LOCALES,
         "TRANSCRIPTION_KEEP_AUDIO": "true",
     }
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    get_settings.cache_clear()
-    try:
+    with app_settings_env(values):
         yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        get_settings.cache_clear()
 
 
 def recording_bytes(rig: Rig, seconds: float) -> bytes:
