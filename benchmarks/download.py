@@ -7,9 +7,9 @@ Each size runs in a fresh child process (``python -m benchmarks.download``) so i
 its own: the child warms up with one 1 MB transfer of the same kind, takes its RSS, samples RSS
 every 2 ms while the first measured transfer runs, then repeats the transfer (small recordings
 take milliseconds: one sample would be mostly noise) and reports the median time. The app side is the worker's
-``process_job`` on a download job (guard, claim, stream, staged blocks with MD5, SHA-256,
-commit with metadata and tags, ledger rows); the floor is a plain httpx stream from the same
-simulator into the same staged-block upload. The simulator serves from its own process.
+``process_job`` on a download job (guard, lease, stream, SHA-256, one conditional Put Blob with
+MD5, metadata and tags up to 4 MiB, staged blocks beyond, ledger rows); the floor is a plain
+httpx stream from the same simulator into the same upload (one Put Blob, or staged blocks). The simulator serves from its own process.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class _PeakRss:
 
 
 async def _transfer(mode: str, recording: dict[str, Any], connection_string: str) -> float:
-    from shared.download import DownloadClaims, process_job
+    from shared.download import process_job
     from shared.jobs import DownloadJob
     from shared.ledger import OperationLedger
     from shared.services import app_services
@@ -112,7 +112,6 @@ async def _transfer(mode: str, recording: dict[str, Any], connection_string: str
         http=services.recording_http,
         container=storage.container,
         ledger=OperationLedger(storage.table),
-        claims=DownloadClaims(storage.table),
         dequeue_count=1,
     )
     elapsed = time.perf_counter() - started
@@ -265,9 +264,10 @@ def run(rig: Rig, *, quick: bool) -> Figure:
         f"before it. Below 10 MB each child times {transfers} transfers and reports the median."
     )
     figure.notes.append(
-        "The app does more per recording than the floor by design: SHA-256 of the body, MD5 per "
-        "staged block (validate_content), the download claim, ledger rows, a conditional commit "
-        "with metadata and the expiresAt tag. At 160 KB these fixed requests are most of the time."
+        "The app does more per recording than the floor by design: SHA-256 of the body, MD5 of "
+        "the upload (validate_content), the ledger's downloading write (the download lease) and "
+        "stored write, a conditional write with metadata and the expiresAt tag. At 160 KB these "
+        "two fixed table requests are most of the difference."
     )
     return figure
 

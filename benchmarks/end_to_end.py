@@ -2,16 +2,16 @@
 
 The path: the registered ``notifications`` function receives a signed completion notification
 and queues the download job; a consumer receives the message from Azurite and hands it to the
-worker's ``process_job``, which streams the recording from the simulator (its own process) into
-staged blocks, commits the blob and writes the ledger. Latency runs from the notification's
+worker's ``process_job``, which streams the recording from the simulator (its own process), writes
+the blob (one conditional Put Blob) and the ledger. Latency runs from the notification's
 arrival to ``process_job`` returning.
 
 Three things run over the same recordings server and the same Azurite, interleaved repetition
 by repetition when one at a time:
 
-- the floor: one raw enqueue + dequeue + delete and a raw streamed copy (staged blocks, commit);
+- the floor: one raw enqueue + dequeue + delete and a raw streamed copy (one Put Blob);
 - the peer, the approach of Microsoft's C# sample: the webhook validates the token, downloads the
-  recording inline and uploads it once (no queue, no ledger, no claim);
+  recording inline and uploads it once (no queue, no ledger, no lease);
 - the app: the registered webhook, the queue, the worker's ``process_job``.
 
 Then the app and the floor each run with 16 recordings in flight (a closed loop: a new one
@@ -133,7 +133,7 @@ def run(rig: Rig, *, quick: bool) -> Figure:
         from azure.core.exceptions import ResourceExistsError
         from azure.storage.blob.aio import BlobServiceClient
 
-        from shared.download import DownloadClaims, process_job
+        from shared.download import process_job
         from shared.jobs import DownloadJob
         from shared.ledger import OperationLedger
         from shared.services import app_services
@@ -145,7 +145,6 @@ def run(rig: Rig, *, quick: bool) -> Figure:
         await _clear_container(storage.container)
         handler = webhook_function()
         ledger = OperationLedger(storage.table)
-        claims = DownloadClaims(storage.table)
 
         async def notify(recording: Recording) -> None:
             body = completion_payload(
@@ -165,7 +164,6 @@ def run(rig: Rig, *, quick: bool) -> Figure:
                 http=services.recording_http,
                 container=storage.container,
                 ledger=ledger,
-                claims=claims,
                 dequeue_count=message.dequeue_count,
             )
             if outcome.outcome != "stored":

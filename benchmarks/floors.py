@@ -3,8 +3,10 @@
 - raw enqueue + dequeue: one ``send_message``, one ``receive_message``, one ``delete_message``
   with a plain azure-storage-queue client;
 - raw enqueues: sequential ``send_message`` calls, per second;
-- raw loopback copy: a plain ``httpx`` stream from the simulator's recording endpoint into a
-  staged-block upload (``stage_block`` per 4 MiB, ``commit_block_list``) with the azure SDK.
+- raw loopback copy: a plain ``httpx`` stream from the simulator's recording endpoint into one
+  ``upload_blob`` (Put Blob) when the body fits in one 4 MiB block, else a staged-block upload
+  (``stage_block`` per 4 MiB, ``commit_block_list``) with the azure SDK: the cheapest upload
+  the SDK offers for each size, as the app's writer does.
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ def location_of(message: str) -> str:
 async def raw_copy(
     http: httpx.AsyncClient, blob: BlobClient, recording: Recording, *, verify: bool = True
 ) -> float:
-    """Seconds to stream ``recording`` into ``blob`` as staged blocks, then commit them.
+    """Seconds to stream ``recording`` into ``blob``: one Put Blob, or staged blocks and a commit.
 
     ``verify`` reads the blob's size back afterwards (outside the time), one more request.
     """
@@ -104,9 +106,12 @@ async def raw_copy(
             if len(buffer) >= BLOCK_SIZE:
                 await stage(bytes(buffer[:BLOCK_SIZE]))
                 del buffer[:BLOCK_SIZE]
-    if buffer:
-        await stage(bytes(buffer))
-    await blob.commit_block_list([BlobBlock(block_id=b) for b in block_ids])
+    if not block_ids:
+        await blob.upload_blob(bytes(buffer), length=len(buffer), overwrite=True)
+    else:
+        if buffer:
+            await stage(bytes(buffer))
+        await blob.commit_block_list([BlobBlock(block_id=b) for b in block_ids])
     elapsed = time.perf_counter() - started
     if not verify:
         return elapsed

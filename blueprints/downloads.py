@@ -26,7 +26,6 @@ async def download_recording(msg: func.QueueMessage) -> None:
             http=services.recording_http,
             container=services.storage.container,
             ledger=services.ledger,
-            claims=services.claims,
             dequeue_count=msg.dequeue_count,
             transcriptions=(
                 services.storage.transcription_queue

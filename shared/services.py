@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
     from shared.auth.inbound import InboundTokenValidator
     from shared.bot.hooks import CallEventHandler
-    from shared.download.claim import DownloadClaims
     from shared.graph.client import GraphCallsClient
     from shared.prompts import PromptChecks
     from shared.transcription.speech import SpeechClient
@@ -42,20 +41,11 @@ class Services:
         self.settings = settings
         self.storage = storage or StorageClients(settings)
         self.ledger = OperationLedger(self.storage.table)
-        self._claims: DownloadClaims | None = None
         self._graph: GraphCallsClient | None = None
         self._inbound: InboundTokenValidator | None = None
         self._recording_http: httpx.AsyncClient | None = None
         self._speech: SpeechClient | None = None
         self._prompt_checks: PromptChecks | None = None
-
-    @property
-    def claims(self) -> DownloadClaims:
-        if self._claims is None:
-            from shared.download.claim import DownloadClaims
-
-            self._claims = DownloadClaims(self.storage.table)
-        return self._claims
 
     @property
     def graph(self) -> GraphCallsClient:

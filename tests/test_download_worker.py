@@ -25,7 +25,6 @@ from devtools.graphsim import GraphSimulator
 from devtools.graphsim.server import RecordingHandle
 from devtools.loopback import LoopbackServer
 from shared.download import (
-    DownloadClaims,
     DownloadOutcome,
     DownloadRetry,
     TransientDownloadError,
@@ -109,7 +108,6 @@ async def run(
         http=http,
         container=storage.container,
         ledger=OperationLedger(storage.table),
-        claims=DownloadClaims(storage.table),
         clock=lambda: NOW,
         retry=retry,
         **kwargs,
@@ -575,24 +573,57 @@ async def test_registered_function_stores_settles_and_raises(
 
 
 async def test_a_crashed_holders_claim_expires_and_is_taken_over_once(storage: Any) -> None:
-    from shared.download.claim import CLAIM_TIME_TO_LIVE, ClaimLost
+    from shared.download.claim import CLAIM_TIME_TO_LIVE, ClaimLost, DownloadClaim
 
     clock = Clock(NOW)
-    claims = DownloadClaims(storage.table, clock=clock)
-    crashed, duplicate, third = claims.new_holder(), claims.new_holder(), claims.new_holder()
-    assert await crashed.try_acquire("call-1", "op-1")
+    ledger = OperationLedger(storage.table, clock=clock)
+    job, name = make_job(), "c/o.wav"
+    crashed, duplicate, third = (DownloadClaim(ledger, clock=clock) for _ in range(3))
+
+    async def take(claim: DownloadClaim) -> bool:
+        return (await claim.take(job, blob_name=name, create_first=True)).held
+
+    assert await take(crashed)
     clock.now += CLAIM_TIME_TO_LIVE / 2
-    assert not await duplicate.try_acquire("call-1", "op-1")
-    clock.now += CLAIM_TIME_TO_LIVE  # the holder never renewed: its claim is stale
-    assert await duplicate.try_acquire("call-1", "op-1")
-    assert not await third.try_acquire("call-1", "op-1")
+    assert not await take(duplicate)
+    clock.now += CLAIM_TIME_TO_LIVE  # the holder never renewed: its lease ran out
+    taken_over = await duplicate.take(job, blob_name=name, create_first=False)
+    assert taken_over.held
+    assert taken_over.tried_before
+    assert not await take(third)
     with pytest.raises(ClaimLost):
         await crashed.keep_alive()
-    await crashed.release()  # must not release the new holder's claim
-    assert not await third.try_acquire("call-1", "op-1")
+    await crashed.release()  # must not release the new holder's lease
+    assert not await take(third)
     await duplicate.release()
-    assert await third.try_acquire("call-1", "op-1")
+    assert await take(third)
+    row = await ledger.get(job.call_id, job.operation_id)
+    assert row is not None
+    assert row.status is OperationStatus.DOWNLOADING
+    assert "downloadHolder" not in row.to_json()  # storage internals stay out of the API
     await third.release()
+
+
+async def test_the_lease_is_renewed_on_the_rows_latest_etag(storage: Any) -> None:
+    """An erasure written mid-download does not cost the holder its lease, nor undo the erasure."""
+    from shared.download.claim import CLAIM_RENEW_AFTER, DownloadClaim
+
+    clock = Clock(NOW)
+    ledger = OperationLedger(storage.table, clock=clock)
+    job = make_job()
+    holder, other = DownloadClaim(ledger, clock=clock), DownloadClaim(ledger, clock=clock)
+    assert (await holder.take(job, blob_name="c/o.wav", create_first=False)).held
+    await ledger.mark_erased(job.call_id, job.operation_id)
+    clock.now += CLAIM_RENEW_AFTER
+    await holder.keep_alive()  # the ETag changed under it: read again, still ours
+    assert holder.held
+    lease = await other.take(job, blob_name="c/o.wav", create_first=True)
+    assert not lease.held
+    assert lease.row.record.status is OperationStatus.ERASED
+    await holder.release()
+    row = await ledger.get(job.call_id, job.operation_id)
+    assert row is not None
+    assert row.status is OperationStatus.ERASED
 
 
 async def test_a_late_commit_never_overwrites_a_stored_recording(storage: Any) -> None:
@@ -634,13 +665,55 @@ async def test_one_recording_reads_nothing_before_writing(
             http=http,
             container=blob_service.get_container_client(storage.container_name),
             ledger=OperationLedger(table),
-            claims=DownloadClaims(table),
             clock=lambda: NOW,
             retry=retry,
         )
     assert outcome.outcome == "stored"
-    # The staged block and the conditional commit: nothing else touches the blob.
-    assert [method for method, _, _ in blobs.sent] == ["PUT", "PUT"]
-    # The "downloading" write (a read, then the create), the claim, "stored" (one merge on the
-    # carried ETag), the claim's release.
-    assert [method for method, _, _ in tables.sent] == ["GET", "POST", "POST", "PATCH", "DELETE"]
+    # One conditional Put Blob (a recordResponse fits in one block): nothing else touches it.
+    assert [method for method, _, _ in blobs.sent] == ["PUT"]
+    # A completion the bot did not start has no row: "downloading" with the download lease is
+    # one blind create, and "stored" one merge on its ETag that gives the lease back.
+    assert [method for method, _, _ in tables.sent] == ["POST", "PATCH"]
+
+
+async def test_a_bot_recording_reads_its_row_once(
+    sim: GraphSimulator, storage: Any, http: httpx.AsyncClient, retry: DownloadRetry
+) -> None:
+    """The bot's recordings have a row from the start: one read, then writes on its ETag."""
+    from azure.data.tables.aio import TableServiceClient
+
+    from shared.bot.steps import attempt_context
+    from tests.support.counting import CountingTransport
+
+    rec = sim.add_recording(duration_seconds=1)
+    job = make_job(rec, client_context=attempt_context(1))
+    await OperationLedger(storage.table).mark_started(
+        job.call_id,
+        job.operation_id,
+        OperationStatus.RUNNING,
+        requested_at=NOW,
+        client_context=job.client_context,
+        started_by="bot",
+        max_record_duration_seconds=10,
+    )
+    tables = CountingTransport()
+    connection = storage.settings.storage_connection_string
+    async with TableServiceClient.from_connection_string(
+        connection, transport=tables
+    ) as table_service:
+        outcome = await process_job(
+            job.to_message(),
+            settings=app_services().settings,
+            http=http,
+            container=storage.container,
+            ledger=OperationLedger(table_service.get_table_client(storage.table_name)),
+            clock=lambda: NOW,
+            retry=retry,
+        )
+    assert outcome.outcome == "stored"
+    # The row, "downloading" with the lease on its ETag, "stored" on the next one.
+    assert [method for method, _, _ in tables.sent] == ["GET", "PATCH", "PATCH"]
+    row = await ledger_row(storage, job)
+    assert row.status is OperationStatus.STORED
+    assert row.get("StartedBy") == "bot"
+    assert row.get("DownloadHolder") == ""

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from devtools.graphsim import GraphSimulator
-from shared.download import DownloadClaims, DownloadRetry, blob_name_for, new_http_client
+from shared.download import DownloadRetry, blob_name_for, new_http_client
 from shared.download.worker import process_job
 from shared.jobs import DownloadJob
 from shared.ledger import OperationLedger, OperationStatus, Transition
@@ -212,7 +212,6 @@ async def download(
         http=http,
         container=storage.container,
         ledger=ledger or OperationLedger(storage.table),
-        claims=DownloadClaims(storage.table),
         clock=lambda: NOW,
         retry=DownloadRetry(base_seconds=0.01),
     )

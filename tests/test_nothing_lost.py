@@ -23,7 +23,6 @@ from hypothesis import strategies as st
 
 from devtools.azurite import Azurite
 from devtools.graphsim import GraphSimulator
-from shared.download.claim import DownloadClaims
 from shared.download.store import blob_name_for
 from shared.jobs import DownloadJob
 from shared.ledger import OperationLedger, OperationStatus, claim_partition
@@ -106,7 +105,6 @@ async def drain(services: Services, *, final: bool = True) -> int:
                     http=services.recording_http,
                     container=storage.container,
                     ledger=services.ledger,
-                    claims=services.claims,
                     dequeue_count=max_dequeue_count() if final else 1,
                 )
             except Exception:
@@ -197,8 +195,6 @@ async def test_claim_rows_never_collide_with_or_answer_as_operations(
     call_id, operation_id = guid(), guid()
     ledger = OperationLedger(storage.table)
     assert await ledger.claim(call_id, "answer")
-    holder = DownloadClaims(storage.table).new_holder()
-    assert await holder.try_acquire(call_id, guid())
 
     # No claim is an operation: the status API and the list say so.
     assert await ledger.get(call_id, "answer") is None
@@ -220,7 +216,7 @@ async def test_claim_rows_never_collide_with_or_answer_as_operations(
     ]
     assert {row["RowKey"] for row in claims} >= {"answer"}
 
-    # A row shaped like a download claim, in the operations' partition, blocks nothing.
+    # A row shaped like an old download claim, in the operations' partition, blocks nothing.
     await storage.table.create_entity(
         {"PartitionKey": call_id, "RowKey": f"download-{operation_id}", "Holder": "someone"}
     )

@@ -1,6 +1,6 @@
 """The download worker: stream a recording from its location into Blob Storage, exactly once."""
 
-from shared.download.claim import DownloadClaims
+from shared.download.claim import DownloadClaim
 from shared.download.fetch import (
     DownloadRetry,
     TerminalDownloadError,
@@ -13,7 +13,7 @@ from shared.download.url_guard import RecordingUrlRefused, UrlPolicy, check_reco
 from shared.download.worker import process_job
 
 __all__ = [
-    "DownloadClaims",
+    "DownloadClaim",
     "DownloadOutcome",
     "DownloadRetry",
     "RecordingUrlRefused",

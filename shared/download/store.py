@@ -1,8 +1,9 @@
 """Writing a recording into the ``recordings`` container: name, blocks, metadata, expiry tag.
 
-The body is staged as blocks while it streams and the block list is committed only once the whole
-recording has arrived intact, so a reader (the status API, a user) never sees a partial blob and
-memory holds at most one block whatever the recording's size.
+A body up to one block (4 MiB: every recordResponse recording) is held in memory and written in
+one conditional Put Blob once it has arrived intact; a larger one is staged as blocks while it
+streams and its block list committed at the end. Either way a reader (the status API, a user)
+never sees a partial blob, and memory holds at most one block whatever the recording's size.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from shared.graph.models import normalize_id
 from shared.ledger import Column, OperationRecord
 
 if TYPE_CHECKING:
+    from azure.storage.blob import ContentSettings
     from azure.storage.blob.aio import BlobClient, ContainerClient
 
 BLOCK_SIZE = 4 * 1024 * 1024
@@ -192,29 +194,50 @@ class BlockWriter:
         self._block_ids.append(block_id)
 
     async def commit(self, facts: RecordingFacts) -> bool:
-        """Commit the staged blocks as the blob, unless one is already there.
+        """Store the body as the blob, unless one is already there.
 
-        The commit is conditional (If-None-Match: *): the first complete attempt wins and a late
-        duplicate never overwrites a stored recording. Returns False when the blob already existed.
+        The write is conditional (If-None-Match: *): the first complete attempt wins and a late
+        duplicate never overwrites a stored recording. A body that fits in one block (every
+        recordResponse does: at most 120 s, about 3.84 MB) goes in one Put Blob; a larger one
+        commits its staged blocks. Returns False when the blob already existed.
         """
-        from azure.core import MatchConditions
         from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
-        from azure.storage.blob import BlobBlock, ContentSettings
+        from azure.storage.blob import ContentSettings
+
+        settings = ContentSettings(content_type=facts.content_type)
+        try:
+            if not self._block_ids:
+                body = bytes(self._buffer)
+                self._buffer.clear()
+                await self._blob.upload_blob(
+                    body,
+                    length=len(body),
+                    overwrite=False,
+                    content_settings=settings,
+                    metadata=facts.metadata(),
+                    tags=facts.tags(),
+                    validate_content=True,
+                )
+                return True
+            await self._commit_blocks(facts, settings)
+        except (ResourceExistsError, ResourceModifiedError):
+            return False
+        return True
+
+    async def _commit_blocks(self, facts: RecordingFacts, settings: ContentSettings) -> None:
+        from azure.core import MatchConditions
+        from azure.storage.blob import BlobBlock
 
         if self._buffer:
             await self._stage(bytes(self._buffer))
             self._buffer.clear()
-        try:
-            await self._blob.commit_block_list(
-                [BlobBlock(block_id=block_id) for block_id in self._block_ids],
-                content_settings=ContentSettings(content_type=facts.content_type),
-                metadata=facts.metadata(),
-                tags=facts.tags(),
-                match_condition=MatchConditions.IfMissing,
-            )
-        except (ResourceExistsError, ResourceModifiedError):
-            return False
-        return True
+        await self._blob.commit_block_list(
+            [BlobBlock(block_id=block_id) for block_id in self._block_ids],
+            content_settings=settings,
+            metadata=facts.metadata(),
+            tags=facts.tags(),
+            match_condition=MatchConditions.IfMissing,
+        )
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from shared.download.claim import ClaimLost, DownloadClaim, DownloadClaims
+from shared.bot.steps import attempt_of
+from shared.download.claim import ClaimLost, DownloadClaim
 from shared.download.fetch import (
     DownloadError,
     DownloadRetry,
@@ -42,7 +43,7 @@ from shared.erasure import erase_if_erased
 from shared.graph.models import GRAPH_ID_RULE, is_graph_id
 from shared.hostconfig import max_dequeue_count
 from shared.jobs import DownloadJob, InvalidJobError
-from shared.ledger import OperationLedger, OperationStatus, Transition, utc_now
+from shared.ledger import Lease, OperationLedger, OperationStatus, Transition, utc_now
 from shared.logevents import log_event
 from shared.settings import Settings
 from shared.telemetry import continue_trace, count_outcome, record_stored_latency, span
@@ -63,7 +64,6 @@ async def process_job(
     http: httpx.AsyncClient,
     container: ContainerClient,
     ledger: OperationLedger,
-    claims: DownloadClaims,
     clock: Callable[[], datetime] = utc_now,
     retry: DownloadRetry = DEFAULT_RETRY,
     resolve: Resolver = resolve_host,
@@ -92,26 +92,27 @@ async def process_job(
     with continue_trace(
         job.traceparent, "recording download", dequeue_count=dequeue_count, **job.log_fields()
     ):
-        # The job is the record of the completion notification: this first write carries its
-        # facts (when it arrived, the result, the client context), so the webhook's hot path
-        # needs no ledger round trips and no "completed" stamp can be lost to a race with this.
-        # The row it returns also says whether there is anything left to do: no blob read first.
-        started = await ledger.mark_downloading(job, blob_name=run.blob_name)
-        status = started.record.status
-        if status is OperationStatus.ERASED:
-            return run.erased()  # erased before its download started: nothing to fetch
-        if status is OperationStatus.STORED:
-            return await run.already_stored(
-                stored_from_row(started.record, run.blob_name), row=started
-            )
-        if status is OperationStatus.EXPIRED:
-            return run.gone()  # its retention is over: never store it again
-        run.started = started
-        claim = claims.new_holder()
+        claim = DownloadClaim(ledger, clock=clock)
         try:
-            existing = await run.claim_or_wait(claim)
-            if existing is not None:
-                return await run.already_stored(existing)
+            # The job is the record of the completion notification: the "downloading" write
+            # carries its facts and is the download claim too, so the webhook's hot path needs
+            # no ledger round trip. The row it returns also says whether anything is left to
+            # do: no blob read first.
+            lease = await run.claim_or_wait(claim)
+            status = lease.row.record.status
+            if status is OperationStatus.ERASED:
+                return run.erased()  # erased before its download started: nothing to fetch
+            if status is OperationStatus.STORED:
+                return await run.already_stored(
+                    stored_from_row(lease.row.record, run.blob_name), row=lease.row
+                )
+            if status is OperationStatus.EXPIRED:
+                return run.gone()  # its retention is over: never store it again
+            if lease.tried_before:
+                # An earlier holder may have committed the blob just before it stopped.
+                existing = await find_stored(container, run.blob_name)
+                if existing is not None:
+                    return await run.already_stored(existing)
             return await run.download(claim)
         except TerminalDownloadError as terminal:
             return await run.failed(terminal.reason)
@@ -152,29 +153,24 @@ class _Download:
         self.blob_name = blob_name_for(job.call_id, job.operation_id)
         self.attempts = 0
         self.transcriptions: QueueClient | None = None
-        # This job's "downloading" write (its row and ETag), once made.
-        self.started: Transition | None = None
+        self.claim: DownloadClaim | None = None
 
-    async def claim_or_wait(self, claim: DownloadClaim) -> StoredRecording | None:
-        """Hold the download claim, or the recording another instance stored meanwhile.
+    async def claim_or_wait(self, claim: DownloadClaim) -> Lease:
+        """Hold the download lease, or the row that says there is nothing left to do.
 
-        A duplicate delivery waits (bounded) rather than downloading a second time; when the
-        holder finishes, the blob is there; when it gave up, its claim is released or expires
-        and this delivery takes over.
+        A duplicate delivery waits (bounded) rather than downloading a second time: when the
+        holder stores the recording the row says so; when it gave up, its lease is given back
+        or runs out and this delivery takes over.
         """
-        waited = False
+        self.claim = claim
+        # The bot's recordings have a row already (written when Graph accepted the request):
+        # read it first. Any other completion most likely has none: create it blind.
+        create_first = attempt_of(self.job.client_context) is None
         while True:
-            if await claim.try_acquire(self.job.call_id, self.job.operation_id):
-                if not waited:
-                    # Nobody held it: a holder that finished in the moment before is caught by
-                    # the conditional commit (rare: a second download, no second blob).
-                    return None
-                # The previous holder may have committed just before releasing.
-                return await find_stored(self.container, self.blob_name)
-            waited = True
-            existing = await find_stored(self.container, self.blob_name)
-            if existing is not None:
-                return existing
+            lease = await claim.take(self.job, blob_name=self.blob_name, create_first=create_first)
+            if lease.held or lease.settled:
+                return lease
+            create_first = False
             if self.watch.elapsed_seconds >= self.retry.claim_wait_seconds:
                 raise TransientDownloadError("another delivery is still downloading this recording")
             poll = self.retry.claim_poll_seconds
@@ -270,9 +266,11 @@ class _Download:
                 content_type=facts.content_type,
                 stored_at=facts.downloaded_at,
                 expires_at=facts.expires_at,
-                # Carry the ETag of this job's own "downloading" write: no read before writing.
-                after=self.started,
+                # Carry the ETag of this delivery's last write (its lease): no read first.
+                after=claim_row(self.claim),
             )
+        if self.claim is not None:
+            self.claim.settled(transition)
         # The row as read after the commit: an erasure that came first wins (shared/erasure.py).
         if await erase_if_erased(transition, container=self.container, blob_name=self.blob_name):
             return self.erased()
@@ -293,15 +291,21 @@ class _Download:
         """A duplicate job: nothing is downloaded. ``row``: the ledger already says stored."""
         # Otherwise make sure the ledger says stored (the first run may have died between the
         # commit and the ledger write).
-        transition = row or await self.ledger.mark_stored(
-            self.job.call_id,
-            self.job.operation_id,
-            blob_name=existing.blob_name,
-            size_bytes=existing.size_bytes,
-            sha256=existing.sha256,
-            content_type=existing.content_type,
-            expires_at=existing.expires_at,
-        )
+        if row is not None:
+            transition = row
+        else:
+            transition = await self.ledger.mark_stored(
+                self.job.call_id,
+                self.job.operation_id,
+                blob_name=existing.blob_name,
+                size_bytes=existing.size_bytes,
+                sha256=existing.sha256,
+                content_type=existing.content_type,
+                expires_at=existing.expires_at,
+                after=claim_row(self.claim),
+            )
+            if self.claim is not None:
+                self.claim.settled(transition)
         if await erase_if_erased(
             transition, container=self.container, blob_name=existing.blob_name
         ):
@@ -340,7 +344,7 @@ class _Download:
         return self._settled("expired", failure_reason="the recording's retention is over")
 
     async def failed(self, reason: str) -> DownloadOutcome:
-        await self.ledger.mark_failed(self.job.call_id, self.job.operation_id, reason)
+        await self._mark_failed(reason)
         count_outcome("failed", stage="download")
         return self._settled("failed", failure_reason=reason)
 
@@ -348,11 +352,7 @@ class _Download:
         """The message goes back to the queue; on its last delivery the ledger says why."""
         last_delivery = dequeue_count is not None and dequeue_count >= max_dequeue_count()
         if last_delivery:
-            await self.ledger.mark_failed(
-                self.job.call_id,
-                self.job.operation_id,
-                f"{error.reason} (gave up after {dequeue_count} deliveries)",
-            )
+            await self._mark_failed(f"{error.reason} (gave up after {dequeue_count} deliveries)")
             count_outcome("poisoned", stage="download")
         log_outcome(
             logging.WARNING,
@@ -363,6 +363,15 @@ class _Download:
             duration_ms=self.watch.elapsed_ms,
             reason=error.reason,
         )
+
+    async def _mark_failed(self, reason: str) -> None:
+        """``failed``; a lease this delivery holds is given back in the same write."""
+        row = claim_row(self.claim)
+        transition = await self.ledger.mark_failed(
+            self.job.call_id, self.job.operation_id, reason, after=row
+        )
+        if self.claim is not None and row is not None:
+            self.claim.settled(transition)
 
     def _settled(
         self,
@@ -407,6 +416,11 @@ class _Download:
             reason=failure_reason,
         )
         return result
+
+
+def claim_row(claim: DownloadClaim | None) -> Transition | None:
+    """The row as this delivery last wrote it, while it holds the lease."""
+    return claim.row if claim is not None and claim.held else None
 
 
 def _content_length(response: httpx.Response) -> int | None:

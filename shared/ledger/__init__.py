@@ -2,9 +2,11 @@
 
 - :mod:`.rows`: columns, statuses, keys, the record the app sees;
 - :mod:`.table`: reading and advancing rows (ETag-guarded, forward-only), once-per-call claims;
+- :mod:`.lease`: the download lease, held on the operation's own row;
 - :mod:`.transitions`: :class:`OperationLedger`, one ``mark_*`` per thing that happens.
 """
 
+from shared.ledger.lease import Lease
 from shared.ledger.rows import (
     ABANDONED_REASON,
     CLAIM_PARTITION_PREFIX,
@@ -37,6 +39,7 @@ __all__ = [
     "TRANSCRIBED",
     "TRANSCRIPTION_FAILED",
     "Column",
+    "Lease",
     "LedgerTable",
     "OperationLedger",
     "OperationRecord",

@@ -46,6 +46,9 @@ class Column:
     CLIENT_CONTEXT = "ClientContext"
     COMPLETED_AT = "CompletedAt"
     CONTENT_TYPE = "ContentType"
+    # The download lease (shared/ledger/lease.py): storage internals, not shown by the API.
+    DOWNLOAD_HOLDER = "DownloadHolder"
+    DOWNLOAD_LEASE_UNTIL = "DownloadLeaseUntil"
     EXPIRES_AT = "ExpiresAt"
     FAILURE_REASON = "FailureReason"
     MAX_RECORD_DURATION_SECONDS = "MaxRecordDurationSeconds"
@@ -134,6 +137,21 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+# Columns the status API never shows: keys, and who holds the download.
+_INTERNAL_COLUMNS = frozenset(
+    {
+        "PartitionKey",
+        "RowKey",
+        "Status",
+        "Kind",
+        "CallId",
+        "OperationId",
+        Column.DOWNLOAD_HOLDER,
+        Column.DOWNLOAD_LEASE_UNTIL,
+    }
+)
+
+
 @dataclass(frozen=True)
 class OperationRecord:
     """One ledger row, as the rest of the app sees it."""
@@ -159,7 +177,7 @@ class OperationRecord:
             "status": self.status.value,
         }
         for name, value in sorted(self.fields.items()):
-            if name in {"PartitionKey", "RowKey", "Status", "Kind", "CallId", "OperationId"}:
+            if name in _INTERNAL_COLUMNS:
                 continue
             key = name[0].lower() + name[1:]
             body[key] = value.isoformat() if isinstance(value, datetime) else value
@@ -174,6 +192,12 @@ class Transition:
     changed: bool
     # The row's ETag after this write (or as read): the next write can go without a read.
     etag: str | None = None
+
+
+def etag_of(response: Mapping[str, Any] | None) -> str | None:
+    """The ETag a create or update answered with (the SDK returns the response's metadata)."""
+    value = (response or {}).get("etag")
+    return str(value) if value else None
 
 
 def to_record(entity: Mapping[str, Any]) -> OperationRecord:

@@ -30,6 +30,7 @@ from shared.ledger.rows import (
     OperationStatus,
     Transition,
     claim_partition,
+    etag_of,
     is_operation_row,
     table_key,
     to_record,
@@ -123,7 +124,7 @@ class LedgerTable:
                     status=status.value,
                     was="new",
                 )
-                return Transition(to_record(entity), changed=True, etag=_etag(created))
+                return Transition(to_record(entity), changed=True, etag=etag_of(created))
 
             previous = OperationStatus(current["Status"])
             if RANK[status] <= RANK[previous]:
@@ -154,7 +155,7 @@ class LedgerTable:
                 was=previous.value,
             )
             merged = {**dict(current), **update}
-            return Transition(to_record(merged), changed=True, etag=_etag(updated))
+            return Transition(to_record(merged), changed=True, etag=etag_of(updated))
         raise RuntimeError(
             f"ledger row {partition}/{row} kept changing under concurrent writers; giving up"
         )
@@ -206,7 +207,7 @@ class LedgerTable:
             was=previous.value,
         )
         merged = {**dict(known.record.fields), **update}
-        return Transition(to_record(merged), changed=True, etag=_etag(updated))
+        return Transition(to_record(merged), changed=True, etag=etag_of(updated))
 
     # ----------------------------------------------------------------- once-per-call claims
 
@@ -286,9 +287,3 @@ class LedgerTable:
             kind = str(entity.get("Kind") or ROW_KIND_OPERATION)
             removed[kind] = removed.get(kind, 0) + 1
         return removed
-
-
-def _etag(response: Mapping[str, Any] | None) -> str | None:
-    """The ETag a create or update answered with (the SDK returns the response's metadata)."""
-    value = (response or {}).get("etag")
-    return str(value) if value else None

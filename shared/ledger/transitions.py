@@ -17,6 +17,7 @@ from shared.logevents import log_event
 if TYPE_CHECKING:
     from shared.jobs import DownloadJob
 
+from shared.ledger.lease import Lease, take_lease, write_lease
 from shared.ledger.rows import (
     MAX_CONFLICT_RETRIES,
     TRANSCRIBED,
@@ -95,18 +96,19 @@ class OperationLedger(LedgerTable):
         result: ResultInfo | None = None,
         client_context: str | None = None,
         tenant_id: str | None = None,
+        after: Transition | None = None,
     ) -> Transition:
-        return await self.advance(
-            call_id,
-            operation_id,
-            OperationStatus.FAILED,
-            **{
-                Column.FAILURE_REASON: reason,
-                Column.CLIENT_CONTEXT: client_context,
-                Column.TENANT_ID: tenant_id,
-                **result_columns(result),
-            },
-        )
+        """``after``: the worker's last write (its lease), given back in this same write."""
+        columns = {
+            Column.FAILURE_REASON: reason,
+            Column.CLIENT_CONTEXT: client_context,
+            Column.TENANT_ID: tenant_id,
+            **result_columns(result),
+        }
+        if after is not None:
+            columns[Column.DOWNLOAD_HOLDER] = ""
+            return await self.advance_from(after, OperationStatus.FAILED, **columns)
+        return await self.advance(call_id, operation_id, OperationStatus.FAILED, **columns)
 
     async def mark_abandoned(
         self,
@@ -126,13 +128,32 @@ class OperationLedger(LedgerTable):
             },
         )
 
-    async def mark_downloading(self, job: DownloadJob, *, blob_name: str) -> Transition:
-        """The worker took the job: this first write records the completion's facts too."""
-        return await self.advance(
+    async def mark_downloading(
+        self,
+        job: DownloadJob,
+        *,
+        blob_name: str,
+        holder: str,
+        now: datetime,
+        lease_until: datetime,
+        create_first: bool,
+    ) -> Lease:
+        """The worker took the job: ``downloading``, and ``holder``'s download lease, one write.
+
+        It records the completion's facts too (when it arrived, its result, its clientContext),
+        so the webhook's hot path needs no ledger round trip. The row it returns says whether
+        anything is left to do (shared/ledger/lease.py). ``now`` is the holder's clock, which
+        its lease times (``lease_until``, other holders' leases) are compared on.
+        """
+        return await take_lease(
+            self._table,
             job.call_id,
             job.operation_id,
-            OperationStatus.DOWNLOADING,
-            **{
+            holder=holder,
+            until=lease_until,
+            now=now,
+            create_first=create_first,
+            fields={
                 Column.BLOB_NAME: blob_name,
                 Column.COMPLETED_AT: job.received_at,
                 Column.CLIENT_CONTEXT: job.client_context,
@@ -140,6 +161,16 @@ class OperationLedger(LedgerTable):
                 **result_columns(job_result(job)),
             },
         )
+
+    async def renew_download_lease(
+        self, known: Transition, holder: str, until: datetime
+    ) -> Transition | None:
+        """The row with ``holder``'s lease renewed, or None if another holder took it over."""
+        return await write_lease(self._table, known, holder, until)
+
+    async def release_download_lease(self, known: Transition, holder: str) -> None:
+        """Give the lease back early (the message goes back to the queue)."""
+        await write_lease(self._table, known, holder, None)
 
     async def mark_stored(
         self,
@@ -154,7 +185,7 @@ class OperationLedger(LedgerTable):
         stored_at: datetime | None = None,
         after: Transition | None = None,
     ) -> Transition:
-        """``after``: this instance's ``downloading`` write; the row is then not read again."""
+        """``after``: this instance's last write (its lease); the row is then not read again."""
         columns = {
             Column.BLOB_NAME: blob_name,
             Column.SIZE_BYTES: size_bytes,
@@ -162,6 +193,8 @@ class OperationLedger(LedgerTable):
             Column.CONTENT_TYPE: content_type,
             Column.STORED_AT: stored_at,
             Column.EXPIRES_AT: expires_at,
+            # The download is over: its lease goes in the same write.
+            Column.DOWNLOAD_HOLDER: "",
         }
         if after is not None:
             return await self.advance_from(after, OperationStatus.STORED, **columns)
