@@ -8,7 +8,7 @@ its own: the child warms up with one 1 MB transfer of the same kind, takes its R
 every 2 ms while the first measured transfer runs, then repeats the transfer (small recordings
 take milliseconds: one sample would be mostly noise) and reports the median time. The app side is the worker's
 ``process_job`` on a download job (guard, lease, stream, SHA-256, one conditional Put Blob with
-MD5, metadata and tags up to 4 MiB, staged blocks beyond, ledger rows); the floor is a plain
+metadata and tags up to 4 MiB, staged blocks beyond, ledger rows); the floor is a plain
 httpx stream from the same simulator into the same upload (one Put Blob, or staged blocks). The simulator serves from its own process.
 """
 
@@ -264,10 +264,10 @@ def run(rig: Rig, *, quick: bool) -> Figure:
         f"before it. Below 10 MB each child times {transfers} transfers and reports the median."
     )
     figure.notes.append(
-        "The app does more per recording than the floor by design: SHA-256 of the body, MD5 of "
-        "the upload (validate_content), the ledger's downloading write (the download lease) and "
-        "stored write, a conditional write with metadata and the expiresAt tag. At 160 KB these "
-        "two fixed table requests are most of the difference."
+        "The app does more per recording than the floor by design: SHA-256 of the body, the "
+        "ledger's downloading write (the download lease) and stored write, a conditional write "
+        "with metadata and the expiresAt tag. At 160 KB these two fixed table requests are most "
+        "of the difference."
     )
     return figure
 

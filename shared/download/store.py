@@ -190,7 +190,7 @@ class BlockWriter:
     async def _stage(self, data: bytes) -> None:
         # Same length for every id of a blob, as the service requires.
         block_id = f"{self._attempt}-{len(self._block_ids):06d}"
-        await self._blob.stage_block(block_id, data, length=len(data), validate_content=True)
+        await self._blob.stage_block(block_id, data, length=len(data))
         self._block_ids.append(block_id)
 
     async def commit(self, facts: RecordingFacts) -> bool:
@@ -200,6 +200,11 @@ class BlockWriter:
         duplicate never overwrites a stored recording. A body that fits in one block (every
         recordResponse does: at most 120 s, about 3.84 MB) goes in one Put Blob; a larger one
         commits its staged blocks. Returns False when the blob already existed.
+
+        No transactional MD5 (``validate_content``): the account takes HTTPS only, which already
+        checks every byte on the wire (the SDK's own advice), the service computes the blob's MD5
+        on Put Blob, and the body's SHA-256 is in the metadata and the ledger. It cost about
+        11 ms of CPU per 3.84 MB recording.
         """
         from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
         from azure.storage.blob import ContentSettings
@@ -216,7 +221,6 @@ class BlockWriter:
                     content_settings=settings,
                     metadata=facts.metadata(),
                     tags=facts.tags(),
-                    validate_content=True,
                 )
                 return True
             await self._commit_blocks(facts, settings)
