@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from devtools.azurite import Azurite
 from devtools.graphsim import GraphSimulator
+from shared.settings import Settings
 
 if TYPE_CHECKING:
     from shared.services import Services
@@ -39,6 +41,26 @@ def start_simulator() -> Iterator[Callable[..., GraphSimulator]]:
         simulator.stop()
 
 
+class GivenSettings(Settings):
+    """The app's settings from the values given alone: the process environment is not read."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+def settings_from(values: Mapping[str, str]) -> Settings:
+    """Settings from app-setting names and values; "" means unset, as in app settings."""
+    return GivenSettings(**{name: value for name, value in values.items() if value != ""})
+
+
 def use_simulator_identity(monkeypatch: pytest.MonkeyPatch, sim: GraphSimulator) -> None:
     """azure-identity's managed-identity credential gets its tokens from the simulator."""
     for name, value in sim.managed_identity_env().items():
@@ -57,7 +79,8 @@ def azurite() -> Iterator[Azurite]:
 def app_env(monkeypatch: pytest.MonkeyPatch, azurite: Azurite) -> dict[str, str]:
     """The app's settings for a test, pointing at this session's Azurite.
 
-    Tests add or override values with ``monkeypatch.setenv`` and then read settings afresh.
+    Tests build their services from these with ``configure``; only a test of how the environment
+    is read adds values with ``monkeypatch.setenv`` and reads settings afresh.
     """
     from shared.settings import get_settings
 
@@ -78,14 +101,12 @@ def configure(app_env: dict[str, str]) -> Callable[..., Services]:
     """``configure(NAME=value, ...)``: the app's services for this test, built from ``app_env``
     and these settings, and put in place for the running loop (no environment, no cache)."""
     from shared.services import Services, use_services
-    from shared.settings import Settings
 
     chosen: dict[str, str] = {}
 
     def apply(**overrides: str) -> Services:
         chosen.update(overrides)  # cumulative within the test
-        values = {name: value for name, value in {**app_env, **chosen}.items() if value != ""}
-        built = Services(Settings(**values))  # "" means unset, as in app settings
+        built = Services(settings_from({**app_env, **chosen}))
         use_services(built)
         return built
 

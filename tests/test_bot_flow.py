@@ -28,6 +28,7 @@ from shared.bot.flow import BotFlow, attempt_of
 from shared.graph.models import CommsNotification, RecordOperation
 from shared.jobs import JOB_TIME_TO_LIVE, DownloadJob
 from shared.ledger import OperationLedger, OperationStatus
+from shared.services import Services
 from tests.conftest import TENANT_ID, use_simulator_identity
 from tests.support.functions import http_request, invoke
 
@@ -93,26 +94,21 @@ def sim(inbox: Inbox, start_simulator: Callable[..., GraphSimulator]) -> Iterato
 async def bot_env(
     sim: GraphSimulator,
     inbox: Inbox,
-    app_env: dict[str, str],
+    configure: Callable[..., Services],
     monkeypatch: pytest.MonkeyPatch,
 ) -> GraphSimulator:
-    from shared.settings import get_settings
-
     use_simulator_identity(monkeypatch, sim)
-    settings = {
-        "GRAPH_BASE_URL": sim.graph_base_url,
-        "GRAPH_CREDENTIAL_MODE": "managedIdentity",
-        "CALLBACK_BASE_URL": inbox.base_url,
-        "BOT_AUTO_ANSWER": "true",
-        "BOT_RECORD_PROMPT_URI": "https://cdn.example/please-speak.wav",
-        "BOT_RECORD_MAX_DURATION_SECONDS": "5",
-        "BOT_RECORD_STOP_TONES": "#,*",
-        "BOT_THANK_YOU_PROMPT_URI": THANK_YOU,
-        "BOT_HANG_UP_AFTER_RECORDING": "true",
-    }
-    for name, value in settings.items():
-        monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
+    configure(
+        GRAPH_BASE_URL=sim.graph_base_url,
+        GRAPH_CREDENTIAL_MODE="managedIdentity",
+        CALLBACK_BASE_URL=inbox.base_url,
+        BOT_AUTO_ANSWER="true",
+        BOT_RECORD_PROMPT_URI="https://cdn.example/please-speak.wav",
+        BOT_RECORD_MAX_DURATION_SECONDS="5",
+        BOT_RECORD_STOP_TONES="#,*",
+        BOT_THANK_YOU_PROMPT_URI=THANK_YOU,
+        BOT_HANG_UP_AFTER_RECORDING="true",
+    )
     return sim
 
 
@@ -348,12 +344,9 @@ async def test_failures_are_logged_with_the_call_id_and_never_raised(
 
 
 async def test_auto_answer_off_leaves_the_call_alone(
-    bot_env: GraphSimulator, inbox: Inbox, storage: Any, monkeypatch: pytest.MonkeyPatch
+    bot_env: GraphSimulator, inbox: Inbox, storage: Any, configure: Callable[..., Services]
 ) -> None:
-    from shared.settings import get_settings
-
-    monkeypatch.setenv("BOT_AUTO_ANSWER", "false")
-    get_settings.cache_clear()
+    configure(BOT_AUTO_ANSWER="false")
     sim = bot_env
     webhook = WebhookStandIn(inbox, [new_flow()], storage)
 
@@ -395,16 +388,14 @@ async def test_full_call_through_the_webhook(
     bot_env: GraphSimulator,
     inbox: Inbox,
     storage: Any,
-    monkeypatch: pytest.MonkeyPatch,
+    configure: Callable[..., Services],
 ) -> None:
     """The same call with the real webhook function (JWT checked, routing, job) in the loop."""
     from shared.services import app_services
-    from shared.settings import get_settings
     from tests.support.functions import http_request, invoke
 
     sim = bot_env
-    monkeypatch.setenv("INBOUND_OPENID_CONFIGURATION_URL", sim.openid_configuration_url)
-    get_settings.cache_clear()
+    configure(INBOUND_OPENID_CONFIGURATION_URL=sim.openid_configuration_url)
     assert isinstance(app_services().call_events(), BotFlow)
     forwarded = 0
 
@@ -453,18 +444,16 @@ async def test_legacy_first_notification_is_204_then_the_graph_one_is_answered(
     bot_env: GraphSimulator,
     inbox: Inbox,
     storage: Any,
-    monkeypatch: pytest.MonkeyPatch,
+    configure: Callable[..., Services],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Teams docs, protocol determination: the legacy-format first notification gets 204, and the
     platform sends it again in the Graph format, which the bot answers."""
-    from shared.settings import get_settings
     from tests.data import legacy_notification
     from tests.support.functions import http_request, invoke
 
     sim = bot_env
-    monkeypatch.setenv("INBOUND_OPENID_CONFIGURATION_URL", sim.openid_configuration_url)
-    get_settings.cache_clear()
+    configure(INBOUND_OPENID_CONFIGURATION_URL=sim.openid_configuration_url)
     caplog.set_level(logging.INFO, logger="blueprints")
 
     async def post(body: Any, headers: dict[str, str]) -> Any:
@@ -499,13 +488,11 @@ async def test_legacy_first_notification_is_204_then_the_graph_one_is_answered(
 
 
 async def test_a_body_that_only_looks_partly_legacy_is_still_a_400(
-    bot_env: GraphSimulator, storage: Any, monkeypatch: pytest.MonkeyPatch
+    bot_env: GraphSimulator, storage: Any, configure: Callable[..., Services]
 ) -> None:
-    from shared.settings import get_settings
     from tests.support.functions import http_request, invoke
 
-    monkeypatch.setenv("INBOUND_OPENID_CONFIGURATION_URL", bot_env.openid_configuration_url)
-    get_settings.cache_clear()
+    configure(INBOUND_OPENID_CONFIGURATION_URL=bot_env.openid_configuration_url)
     response = await invoke(
         "notifications",
         http_request(
@@ -591,12 +578,9 @@ async def test_silence_is_reprompted_then_the_call_ends_after_the_last_attempt(
 
 
 async def test_one_attempt_means_no_reprompt(
-    bot_env: GraphSimulator, inbox: Inbox, storage: Any, monkeypatch: pytest.MonkeyPatch
+    bot_env: GraphSimulator, inbox: Inbox, storage: Any, configure: Callable[..., Services]
 ) -> None:
-    from shared.settings import get_settings
-
-    monkeypatch.setenv("BOT_RECORD_ATTEMPTS", "1")
-    get_settings.cache_clear()
+    configure(BOT_RECORD_ATTEMPTS="1")
     sim = bot_env
     webhook = WebhookStandIn(inbox, [new_flow()], storage)
     call_id = sim.place_call("initial-silence")
@@ -606,13 +590,11 @@ async def test_one_attempt_means_no_reprompt(
 
 
 async def test_a_download_still_failing_after_the_wait_hangs_up_anyway(
-    bot_env: GraphSimulator, inbox: Inbox, storage: Any, monkeypatch: pytest.MonkeyPatch
+    bot_env: GraphSimulator, inbox: Inbox, storage: Any, configure: Callable[..., Services]
 ) -> None:
     from shared.download import TransientDownloadError
-    from shared.settings import get_settings
 
-    monkeypatch.setenv("BOT_HANG_UP_WAIT_SECONDS", "0")
-    get_settings.cache_clear()
+    configure(BOT_HANG_UP_WAIT_SECONDS="0")
     sim = bot_env
     webhook = WebhookStandIn(inbox, [new_flow()], storage)
     webhook.run_worker = False
@@ -655,15 +637,11 @@ async def test_a_caller_who_hangs_up_before_stored_still_gets_the_recording_stor
 
 
 async def test_shipped_prompts_silence_then_answer_is_stored_thanked_and_hung_up(
-    bot_env: GraphSimulator, inbox: Inbox, storage: Any, monkeypatch: pytest.MonkeyPatch
+    bot_env: GraphSimulator, inbox: Inbox, storage: Any, configure: Callable[..., Services]
 ) -> None:
     """The default flow with the app's own prompts, which the simulator fetches from the app and
     checks as Graph does (a wrong format would fail the operation with 8535)."""
-    from shared.settings import get_settings
-
-    monkeypatch.delenv("BOT_RECORD_PROMPT_URI")
-    monkeypatch.delenv("BOT_THANK_YOU_PROMPT_URI")
-    get_settings.cache_clear()
+    configure(BOT_RECORD_PROMPT_URI="", BOT_THANK_YOU_PROMPT_URI="")  # unset: the shipped ones
     sim = bot_env
     webhook = WebhookStandIn(inbox, [new_flow()], storage)
 
@@ -700,14 +678,11 @@ async def test_shipped_prompts_silence_then_answer_is_stored_thanked_and_hung_up
 
 
 async def test_confirm_2_records_again_and_deletes_the_first_then_1_keeps_the_second(
-    bot_env: GraphSimulator, inbox: Inbox, storage: Any, monkeypatch: pytest.MonkeyPatch
+    bot_env: GraphSimulator, inbox: Inbox, storage: Any, configure: Callable[..., Services]
 ) -> None:
     from shared.download import blob_name_for
-    from shared.settings import get_settings
 
-    monkeypatch.setenv("BOT_CONFIRM_RECORDING", "true")
-    monkeypatch.setenv("BOT_CONFIRM_TIMEOUT_SECONDS", "3")
-    get_settings.cache_clear()
+    configure(BOT_CONFIRM_RECORDING="true", BOT_CONFIRM_TIMEOUT_SECONDS="3")
     sim = bot_env
     webhook = WebhookStandIn(inbox, [new_flow(), new_flow()], storage)
 
@@ -758,13 +733,9 @@ async def test_confirm_2_records_again_and_deletes_the_first_then_1_keeps_the_se
 
 
 async def test_confirm_without_an_answer_keeps_the_recording(
-    bot_env: GraphSimulator, inbox: Inbox, storage: Any, monkeypatch: pytest.MonkeyPatch
+    bot_env: GraphSimulator, inbox: Inbox, storage: Any, configure: Callable[..., Services]
 ) -> None:
-    from shared.settings import get_settings
-
-    monkeypatch.setenv("BOT_CONFIRM_RECORDING", "true")
-    monkeypatch.setenv("BOT_CONFIRM_TIMEOUT_SECONDS", "2")
-    get_settings.cache_clear()
+    configure(BOT_CONFIRM_RECORDING="true", BOT_CONFIRM_TIMEOUT_SECONDS="2")
     sim = bot_env
     webhook = WebhookStandIn(inbox, [new_flow()], storage)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import wave
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -17,7 +17,9 @@ from starlette.routing import Route
 
 from devtools.loopback import LoopbackServer
 from shared.prompts import PROMPTS_DIR, SHIPPED, prompt_uri, wav_format_problem
-from shared.settings import SettingsError, get_settings, load_settings
+from shared.services import Services
+from shared.settings import SettingsError, load_settings
+from tests.conftest import settings_from
 from tests.support.functions import http_request, invoke, json_body
 
 
@@ -123,12 +125,16 @@ def test_only_the_shipped_names_are_served() -> None:
 
 
 def test_unset_prompts_are_the_shipped_ones_and_none_turns_one_off(
-    app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    app_env: dict[str, str],
 ) -> None:
-    monkeypatch.setenv("CALLBACK_BASE_URL", "https://bot.example/")
-    monkeypatch.setenv("BOT_REPROMPT_URI", "https://cdn.example/again.wav")
-    monkeypatch.setenv("BOT_THANK_YOU_PROMPT_URI", "None")
-    settings = load_settings()
+    settings = settings_from(
+        {
+            **app_env,
+            "CALLBACK_BASE_URL": "https://bot.example/",
+            "BOT_REPROMPT_URI": "https://cdn.example/again.wav",
+            "BOT_THANK_YOU_PROMPT_URI": "None",
+        }
+    )
     assert prompt_uri(settings, "notice") == "https://bot.example/api/prompts/notice.wav"
     assert prompt_uri(settings, "reprompt") == "https://cdn.example/again.wav"
     assert prompt_uri(settings, "thank-you") is None
@@ -137,6 +143,7 @@ def test_unset_prompts_are_the_shipped_ones_and_none_turns_one_off(
 def test_a_prompt_setting_that_is_not_a_url_is_refused_by_name(
     app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Read from the environment: the error that names the setting is load_settings' own.
     monkeypatch.setenv("BOT_RECORD_PROMPT_URI", "notice.wav")
     with pytest.raises(SettingsError, match="BOT_RECORD_PROMPT_URI"):
         load_settings()
@@ -174,26 +181,26 @@ async def health() -> tuple[int, dict[str, Any]]:
 
 @pytest.mark.usefixtures("storage")
 async def test_configured_prompts_in_graphs_format_are_healthy(
-    monkeypatch: pytest.MonkeyPatch, prompt_host: tuple[str, Counter[str]]
+    configure: Callable[..., Services], prompt_host: tuple[str, Counter[str]]
 ) -> None:
     base, _ = prompt_host
-    monkeypatch.setenv("BOT_RECORD_PROMPT_URI", f"{base}/good.wav")
-    get_settings.cache_clear()
+    configure(BOT_RECORD_PROMPT_URI=f"{base}/good.wav")
     status, body = await health()
     assert (status, body["checks"]["prompts"]) == (200, "ok")
 
 
 @pytest.mark.usefixtures("storage")
 async def test_a_wrong_format_is_reported_by_setting_once_and_logged(
-    monkeypatch: pytest.MonkeyPatch,
+    configure: Callable[..., Services],
     prompt_host: tuple[str, Counter[str]],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     base, hits = prompt_host
-    monkeypatch.setenv("BOT_RECORD_PROMPT_URI", f"{base}/cd-quality.wav?sig=secret-sas")
-    monkeypatch.setenv("BOT_REPROMPT_URI", f"{base}/song.mp3")
-    monkeypatch.setenv("BOT_THANK_YOU_PROMPT_URI", f"{base}/missing.wav")
-    get_settings.cache_clear()
+    configure(
+        BOT_RECORD_PROMPT_URI=f"{base}/cd-quality.wav?sig=secret-sas",
+        BOT_REPROMPT_URI=f"{base}/song.mp3",
+        BOT_THANK_YOU_PROMPT_URI=f"{base}/missing.wav",
+    )
     before = hits.copy()
 
     status, body = await health()

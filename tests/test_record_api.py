@@ -14,6 +14,7 @@ import pytest
 
 from devtools.graphsim import GraphSimulator
 from shared.ledger import OperationLedger, OperationStatus
+from shared.services import Services
 from tests.conftest import use_simulator_identity
 from tests.data.source_document import REQUEST as RECORD_RESPONSE_REQUEST
 from tests.support.functions import http_request, invoke, json_body
@@ -31,15 +32,11 @@ def sim(start_simulator: Callable[..., GraphSimulator]) -> Iterator[GraphSimulat
 
 @pytest.fixture
 async def graph_env(
-    sim: GraphSimulator, app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    sim: GraphSimulator, configure: Callable[..., Services], monkeypatch: pytest.MonkeyPatch
 ) -> GraphSimulator:
     """App settings pointing Graph calls at the simulator, tokens from its identity endpoint."""
-    from shared.settings import get_settings
-
     use_simulator_identity(monkeypatch, sim)
-    monkeypatch.setenv("GRAPH_BASE_URL", sim.graph_base_url)
-    monkeypatch.setenv("GRAPH_CREDENTIAL_MODE", "managedIdentity")
-    get_settings.cache_clear()
+    configure(GRAPH_BASE_URL=sim.graph_base_url, GRAPH_CREDENTIAL_MODE="managedIdentity")
     return sim
 
 

@@ -44,12 +44,12 @@ from shared import telemetry
 from shared.jobs import DownloadJob
 from shared.ledger import OperationLedger, OperationStatus
 from shared.logevents import REDACTED, log_event
-from shared.settings import get_settings
+from shared.services import Services
 from shared.storage import StorageClients
 from tests.data import source_document as doc
 from tests.support.functions import http_request, invoke
 
-from .conftest import BOT_APP_ID
+from .conftest import BOT_APP_ID, use_simulator_identity
 
 ROOT = Path(__file__).resolve().parents[1]
 URL = "http://localhost:7071/api/calls"
@@ -154,30 +154,28 @@ def sim(inbox: Inbox) -> Iterator[GraphSimulator]:
 
 
 @pytest.fixture
-def bot_app(
-    storage: StorageClients, sim: GraphSimulator, inbox: Inbox, monkeypatch: pytest.MonkeyPatch
+async def bot_app(
+    storage: StorageClients,
+    sim: GraphSimulator,
+    inbox: Inbox,
+    configure: Callable[..., Services],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> StorageClients:
     """The app answering calls with the simulator as Graph, with empty storage."""
-    for name, value in sim.managed_identity_env().items():
-        monkeypatch.setenv(name, value)
-    for name in ("IDENTITY_SERVER_THUMBPRINT", "MSI_ENDPOINT", "MSI_SECRET", "AZURE_CLIENT_ID"):
-        monkeypatch.delenv(name, raising=False)
-    settings = {
-        "INBOUND_OPENID_CONFIGURATION_URL": sim.openid_configuration_url,
-        "GRAPH_BASE_URL": sim.graph_base_url,
-        "GRAPH_CREDENTIAL_MODE": "managedIdentity",
-        "CALLBACK_BASE_URL": inbox.base_url,
-        "BOT_AUTO_ANSWER": "true",
-        "BOT_RECORD_MAX_DURATION_SECONDS": "5",
-        "BOT_HANG_UP_AFTER_RECORDING": "true",
+    use_simulator_identity(monkeypatch, sim)
+    configure(
+        INBOUND_OPENID_CONFIGURATION_URL=sim.openid_configuration_url,
+        GRAPH_BASE_URL=sim.graph_base_url,
+        GRAPH_CREDENTIAL_MODE="managedIdentity",
+        CALLBACK_BASE_URL=inbox.base_url,
+        BOT_AUTO_ANSWER="true",
+        BOT_RECORD_MAX_DURATION_SECONDS="5",
+        BOT_HANG_UP_AFTER_RECORDING="true",
         # The inbox serves no prompts: the shipped ones would fail there (8536), not in Graph.
-        "BOT_RECORD_PROMPT_URI": "none",
-        "BOT_REPROMPT_URI": "none",
-        "BOT_THANK_YOU_PROMPT_URI": "none",
-    }
-    for name, value in settings.items():
-        monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
+        BOT_RECORD_PROMPT_URI="none",
+        BOT_REPROMPT_URI="none",
+        BOT_THANK_YOU_PROMPT_URI="none",
+    )
     return storage
 
 
@@ -456,10 +454,9 @@ async def test_a_failed_recording_is_counted_by_graphs_subcode(
     storage: StorageClients,
     sim: GraphSimulator,
     otel: Telemetry,
-    monkeypatch: pytest.MonkeyPatch,
+    configure: Callable[..., Services],
 ) -> None:
-    monkeypatch.setenv("INBOUND_OPENID_CONFIGURATION_URL", sim.openid_configuration_url)
-    get_settings.cache_clear()
+    configure(INBOUND_OPENID_CONFIGURATION_URL=sim.openid_configuration_url)
     notification = copy.deepcopy(doc.COMPLETION_NOTIFICATION["value"][0])
     data = notification["resourceData"]
     data["status"] = "failed"

@@ -25,8 +25,8 @@ from shared.download.store import EXPIRES_AT_FORMAT, ids_from_blob_name
 from shared.jobs import DownloadJob
 from shared.ledger import TRANSCRIBED, TRANSCRIPTION_FAILED, Column, OperationLedger
 from shared.retention import run_cleanup
-from shared.services import app_services
-from shared.settings import Settings, get_settings
+from shared.services import Services, app_services
+from shared.settings import Settings
 from shared.transcription import (
     TranscriptionJob,
     TranscriptionOutcome,
@@ -47,15 +47,16 @@ def sim(start_simulator: Callable[..., GraphSimulator]) -> GraphSimulator:
 
 
 @pytest.fixture
-def transcribing(
-    app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, sim: GraphSimulator
+async def transcribing(
+    configure: Callable[..., Services], monkeypatch: pytest.MonkeyPatch, sim: GraphSimulator
 ) -> GraphSimulator:
     """Transcription on, against the simulator's Speech endpoint and managed identity."""
     use_simulator_identity(monkeypatch, sim)
-    monkeypatch.setenv("TRANSCRIPTION_ENABLED", "true")
-    monkeypatch.setenv("TRANSCRIPTION_ENDPOINT", sim.base_url)
-    monkeypatch.setenv("TRANSCRIPTION_LOCALES", "en-US")
-    get_settings.cache_clear()
+    configure(
+        TRANSCRIPTION_ENABLED="true",
+        TRANSCRIPTION_ENDPOINT=sim.base_url,
+        TRANSCRIPTION_LOCALES="en-US",
+    )
     with sim.engine.lock:
         sim.engine.api_faults.pop("transcribe", None)
     return sim
@@ -153,7 +154,7 @@ async def transcribe(
 ) -> TranscriptionOutcome:
     return await process_transcription(
         job.to_message(),
-        settings=settings or get_settings(),
+        settings=settings or app_services().settings,
         speech=app_services().speech,
         container=storage.container,
         ledger=OperationLedger(storage.table),
@@ -210,7 +211,7 @@ async def test_stored_transcribed_shown_then_deleted_with_its_recording(
         container=storage.container,
         ledger=OperationLedger(storage.table, clock=later),
         poison_queue=storage.poison_queue,
-        settings=get_settings(),
+        settings=app_services().settings,
         clock=later,
     )
     assert summary.recordings_deleted == 2
@@ -238,7 +239,7 @@ async def test_without_keeping_audio_only_the_transcript_remains(
     job = await store_directly(
         clean, b"".join(transcribing.add_recording(duration_seconds=1.0).iter_bytes())
     )
-    settings = get_settings().model_copy(update={"transcription_keep_audio": False})
+    settings = app_services().settings.model_copy(update={"transcription_keep_audio": False})
     outcome = await transcribe(job, clean, settings=settings)
     assert outcome.outcome == "transcribed"
     assert outcome.audio_deleted is True
@@ -251,8 +252,9 @@ async def test_without_keeping_audio_only_the_transcript_remains(
 
 
 async def test_nothing_is_queued_when_transcription_is_off(
-    app_env: dict[str, str], sim: GraphSimulator, storage: Any
+    configure: Callable[..., Services], sim: GraphSimulator, storage: Any
 ) -> None:
+    configure()  # the default: off
     await storage.transcription_queue.clear_messages()
     await download(sim.add_recording(duration_seconds=1.0, content_type="audio/wav"))
     assert [m async for m in storage.transcription_queue.receive_messages()] == []
@@ -315,7 +317,7 @@ async def test_bad_input_is_recorded_and_the_audio_untouched(
     else:
         data = b"".join(transcribing.add_recording(duration_seconds=1.0).iter_bytes())
     job = await store_directly(clean, data)
-    settings = get_settings()
+    settings = app_services().settings
     if case == "locale":
         settings = settings.model_copy(update={"transcription_locales": ("xx-XX",)})
     if case == "token":
@@ -361,8 +363,9 @@ def test_the_cleanup_reads_ids_from_a_transcript_name() -> None:
 
 
 async def test_a_job_left_on_the_queue_after_turning_it_off_is_settled(
-    app_env: dict[str, str], sim: GraphSimulator, storage: Any
+    configure: Callable[..., Services], sim: GraphSimulator, storage: Any
 ) -> None:
+    configure()  # the default: off
     before = speech_requests(sim)
     job = TranscriptionJob(
         call_id=str(uuid.uuid4()),
