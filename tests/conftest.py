@@ -114,15 +114,13 @@ def configure(app_env: dict[str, str]) -> Callable[..., Services]:
 
 
 @pytest.fixture
-async def services(app_env: dict[str, str]) -> Services:
+async def services(configure: Callable[..., Services]) -> Services:
     """The running loop's app services, as the triggers get them (built from ``app_env``).
 
-    A test that changes the environment and clears the settings cache gets fresh services on the
-    next call: the composition root's one staleness rule.
+    A test that needs other settings calls ``configure(NAME=value)``: the triggers then get the
+    services built from those.
     """
-    from shared.services import app_services
-
-    return app_services()
+    return configure()
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from shared.graph.errors import (
 )
 from shared.graph.models import AnswerRequest, RecordResponseRequest
 from shared.retry_after import parse_retry_after
-from tests.conftest import BOT_APP_ID, use_simulator_identity
+from tests.conftest import BOT_APP_ID, settings_from, use_simulator_identity
 from tests.support.clock import Clock
 
 BASE = "https://graph.test/v1.0"
@@ -316,15 +316,11 @@ def test_retry_after_accepts_seconds_and_http_dates() -> None:
 # --------------------------------------------------------------------------- credentials
 
 
-def settings_with(monkeypatch: pytest.MonkeyPatch, **values: str) -> Any:
-    from shared.settings import load_settings
-
-    monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
-    monkeypatch.setenv("BOT_APP_ID", BOT_APP_ID)
-    monkeypatch.delenv("GRAPH_CLIENT_SECRET", raising=False)  # each case names its own
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    return load_settings()
+def settings_with(**values: str) -> Any:
+    # Each case names its own credential settings; nothing comes from the environment.
+    return settings_from(
+        {"AzureWebJobsStorage": "UseDevelopmentStorage=true", "BOT_APP_ID": BOT_APP_ID, **values}
+    )
 
 
 async def test_credential_factory_follows_the_mode(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -351,7 +347,7 @@ async def test_credential_factory_follows_the_mode(monkeypatch: pytest.MonkeyPat
         ),
     ]
     for values, kind in cases:
-        credential = graph_credential(settings_with(monkeypatch, **values))
+        credential = graph_credential(settings_with(**values))
         try:
             assert isinstance(credential, kind)
         finally:

@@ -13,7 +13,7 @@ import json
 import logging
 import secrets
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import azure.functions as func
@@ -27,9 +27,9 @@ from shared.download.store import blob_name_for
 from shared.jobs import DownloadJob
 from shared.ledger import OperationLedger, OperationStatus, claim_partition
 from shared.services import Services, app_services, close_services, use_services
-from shared.settings import Settings, get_settings
+from shared.settings import Settings
 from shared.storage import StorageClients
-from tests.conftest import BOT_APP_ID
+from tests.conftest import settings_from
 from tests.data import source_document as doc
 from tests.support.functions import http_request, invoke, json_body
 
@@ -42,9 +42,10 @@ def sim(start_simulator: Callable[..., GraphSimulator]) -> GraphSimulator:
 
 
 @pytest.fixture
-def webhook(storage: StorageClients, sim: GraphSimulator, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setenv("INBOUND_OPENID_CONFIGURATION_URL", sim.openid_configuration_url)
-    get_settings.cache_clear()
+async def webhook(
+    storage: StorageClients, sim: GraphSimulator, configure: Callable[..., Services]
+) -> StorageClients:
+    configure(INBOUND_OPENID_CONFIGURATION_URL=sim.openid_configuration_url)
     return storage
 
 
@@ -273,13 +274,10 @@ async def test_deeply_nested_json_to_the_record_api_is_a_400_problem(
 
 
 async def test_a_failure_the_ledger_cannot_record_is_answered_503(
-    app_env: dict[str, str], sim: GraphSimulator, azurite: Azurite
+    app_env: dict[str, str], sim: GraphSimulator
 ) -> None:
-    app_settings = Settings(
-        AzureWebJobsStorage=azurite.connection_string,
-        BOT_APP_ID=BOT_APP_ID,
-        INBOUND_OPENID_CONFIGURATION_URL=sim.openid_configuration_url,
-        ALLOW_INSECURE_RECORDING_URLS=True,
+    app_settings = settings_from(
+        {**app_env, "INBOUND_OPENID_CONFIGURATION_URL": sim.openid_configuration_url}
     )
     # A table name the service refuses: the app cannot create it, and every ledger write fails.
     broken = StorageClients(app_settings, table_name="no_such_table")
@@ -293,14 +291,13 @@ async def test_a_failure_the_ledger_cannot_record_is_answered_503(
 
 
 async def test_a_fresh_account_stores_the_first_recording(
-    sim: GraphSimulator, monkeypatch: pytest.MonkeyPatch
+    sim: GraphSimulator, configure: Callable[..., Services]
 ) -> None:
     with Azurite() as fresh:
-        monkeypatch.setenv("AzureWebJobsStorage", fresh.connection_string)
-        monkeypatch.setenv("BOT_APP_ID", BOT_APP_ID)
-        monkeypatch.setenv("ALLOW_INSECURE_RECORDING_URLS", "true")
-        monkeypatch.setenv("INBOUND_OPENID_CONFIGURATION_URL", sim.openid_configuration_url)
-        get_settings.cache_clear()
+        configure(
+            AzureWebJobsStorage=fresh.connection_string,
+            INBOUND_OPENID_CONFIGURATION_URL=sim.openid_configuration_url,
+        )
 
         health = json_body(await invoke("health", http_request("GET", "/api/health")))
         assert health["checks"] == {
@@ -324,7 +321,6 @@ async def test_a_fresh_account_stores_the_first_recording(
         health = json_body(await invoke("health", http_request("GET", "/api/health")))
         assert health["status"] == "healthy"
         await close_services()
-        get_settings.cache_clear()
 
 
 # --------------------------------------------------------------------------- logs
@@ -412,16 +408,11 @@ def notification_bodies(draw: st.DrawFn) -> tuple[bytes, list[tuple[str, str, st
 
 
 @pytest.fixture
-def property_env(
-    azurite: Azurite, sim: GraphSimulator, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[None]:
-    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
-    monkeypatch.setenv("BOT_APP_ID", BOT_APP_ID)
-    monkeypatch.setenv("ALLOW_INSECURE_RECORDING_URLS", "true")
-    monkeypatch.setenv("INBOUND_OPENID_CONFIGURATION_URL", sim.openid_configuration_url)
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
+def property_settings(app_env: dict[str, str], sim: GraphSimulator) -> Settings:
+    """The app's settings for every example (each runs in a loop of its own)."""
+    return settings_from(
+        {**app_env, "INBOUND_OPENID_CONFIGURATION_URL": sim.openid_configuration_url}
+    )
 
 
 @settings(
@@ -431,14 +422,15 @@ def property_env(
 )
 @given(example=notification_bodies())
 def test_every_answer_is_2xx_4xx_or_503_and_every_2xx_is_settled(
-    property_env: None,
+    property_settings: Settings,
     sim: GraphSimulator,
     example: tuple[bytes, list[tuple[str, str, str]]],
 ) -> None:
     raw, expected = example
 
     async def one() -> None:
-        services = app_services()
+        services = Services(property_settings)
+        use_services(services)
         await services.storage.ensure_once()
         await services.storage.queue.clear_messages()
         body = raw
