@@ -14,16 +14,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from shared.graph.models import normalize_id
 from shared.ledger.rows import (
     MAX_CONFLICT_RETRIES,
     RANK,
-    ROW_KIND_OPERATION,
     STAMP,
     Column,
     OperationStatus,
     Transition,
     etag_of,
+    new_operation_row,
     table_key,
     to_record,
 )
@@ -98,19 +97,7 @@ async def take_lease(
     missing = create_first
     for _ in range(MAX_CONFLICT_RETRIES):
         if missing:
-            entity = {
-                "PartitionKey": partition,
-                "RowKey": row,
-                "Kind": ROW_KIND_OPERATION,
-                "CallId": normalize_id(call_id),
-                "OperationId": normalize_id(operation_id),
-                "Status": status.value,
-                "CreatedAt": now,
-                "UpdatedAt": now,
-                STAMP[status]: now,
-                **extra,
-                **lease,
-            }
+            entity = new_operation_row(call_id, operation_id, status, now, **extra, **lease)
             try:
                 created = await table.create_entity(entity)
             except ResourceExistsError:

@@ -194,6 +194,24 @@ class Transition:
     etag: str | None = None
 
 
+def new_operation_row(
+    call_id: str, operation_id: str, status: OperationStatus, now: datetime, **fields: Any
+) -> dict[str, Any]:
+    """A new operation row at ``status``, stamped ``now``, with extra ``fields``."""
+    return {
+        "PartitionKey": table_key(call_id),
+        "RowKey": table_key(operation_id),
+        "Kind": ROW_KIND_OPERATION,
+        "CallId": normalize_id(call_id),
+        "OperationId": normalize_id(operation_id),
+        "Status": status.value,
+        "CreatedAt": now,
+        "UpdatedAt": now,
+        STAMP[status]: now,
+        **fields,
+    }
+
+
 def etag_of(response: Mapping[str, Any] | None) -> str | None:
     """The ETag a create or update answered with (the SDK returns the response's metadata)."""
     value = (response or {}).get("etag")

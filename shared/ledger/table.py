@@ -32,6 +32,7 @@ from shared.ledger.rows import (
     claim_partition,
     etag_of,
     is_operation_row,
+    new_operation_row,
     table_key,
     to_record,
     utc_now,
@@ -100,18 +101,7 @@ class LedgerTable:
             try:
                 current = await self._table.get_entity(partition, row)
             except ResourceNotFoundError:
-                entity = {
-                    "PartitionKey": partition,
-                    "RowKey": row,
-                    "Kind": ROW_KIND_OPERATION,
-                    "CallId": normalize_id(call_id),
-                    "OperationId": normalize_id(operation_id),
-                    "Status": status.value,
-                    "CreatedAt": now,
-                    "UpdatedAt": now,
-                    STAMP[status]: now,
-                    **extra,
-                }
+                entity = new_operation_row(call_id, operation_id, status, now, **extra)
                 try:
                     created = await self._table.create_entity(entity)
                 except ResourceExistsError:
