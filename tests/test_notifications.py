@@ -10,7 +10,7 @@ import re
 import secrets
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import azure.functions as func
@@ -594,6 +594,15 @@ def _payload(*notifications: dict[str, Any]) -> CommsNotifications:
     return CommsNotifications.model_validate(payload(*notifications))
 
 
+def ready(ledger: OperationLedger) -> Callable[[], Awaitable[OperationLedger]]:
+    """The ledger as routing asks for it (the table is already there in these tests)."""
+
+    async def ledger_ready() -> OperationLedger:
+        return ledger
+
+    return ledger_ready
+
+
 async def test_bot_flow_gets_its_notifications_in_payload_order(
     storage: StorageClients,
 ) -> None:
@@ -612,7 +621,7 @@ async def test_bot_flow_gets_its_notifications_in_payload_order(
         ),
         tenant_id="t-1",
         queue=storage.queue,
-        ledger=OperationLedger(storage.table),
+        ledger=ready(OperationLedger(storage.table)),
         handler=handler,
     )
     assert handler.seen == [
@@ -646,7 +655,7 @@ async def test_failing_bot_flow_never_fails_the_payload(
         ),
         tenant_id=None,
         queue=storage.queue,
-        ledger=OperationLedger(storage.table),
+        ledger=ready(OperationLedger(storage.table)),
         handler=handler,
     )
     assert [state for _, state, _ in handler.seen] == ["establishing", "completed", "established"]
@@ -666,7 +675,7 @@ async def test_slow_bot_flow_is_cut_off(storage: StorageClients) -> None:
         ),
         tenant_id=None,
         queue=storage.queue,
-        ledger=OperationLedger(storage.table),
+        ledger=ready(OperationLedger(storage.table)),
         handler=handler,
         handler_timeout=0.2,
     )
@@ -686,7 +695,7 @@ async def test_a_failure_the_ledger_cannot_record_is_not_acknowledged(
             ),
             tenant_id="t",
             queue=storage.queue,
-            ledger=OperationLedger(missing_table),
+            ledger=ready(OperationLedger(missing_table)),
             handler=LoggingCallEventHandler(),
         )
     # The recording's job is on the queue, and the failure's only carrier is in the log.
@@ -710,7 +719,7 @@ async def test_queue_failure_is_raised_for_the_503(
                 _payload(completion(canonical(uid()), canonical(uid()))),
                 tenant_id=None,
                 queue=queue,
-                ledger=OperationLedger(storage.table),
+                ledger=ready(OperationLedger(storage.table)),
                 handler=LoggingCallEventHandler(),
             )
 
@@ -734,7 +743,7 @@ async def test_queue_that_never_answers_is_refused_at_the_deadline(
                     _payload(completion(canonical(uid()), canonical(uid()))),
                     tenant_id=None,
                     queue=queue,
-                    ledger=OperationLedger(storage.table),
+                    ledger=ready(OperationLedger(storage.table)),
                     handler=LoggingCallEventHandler(),
                     enqueue_deadline=0.3,
                 )
