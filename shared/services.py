@@ -18,12 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from shared.ledger import OperationLedger
 from shared.settings import Settings, get_settings
-from shared.storage import ALL_RESOURCES, Resource, StorageClients
+from shared.storage import Resource, StorageClients
 
 if TYPE_CHECKING:
     import httpx
@@ -180,10 +179,10 @@ def app_services() -> Services:
     return services
 
 
-async def ready_services(resources: Iterable[Resource] = ALL_RESOURCES) -> Services:
-    """:func:`app_services`, with ``resources`` (default: all) created on first use."""
+async def ready_services() -> Services:
+    """:func:`app_services`, with the app's storage resources created on first use."""
     services = app_services()
-    await services.storage.ensure_once(resources)
+    await services.storage.ensure_once()
     return services
 
 

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 
 class Resource(StrEnum):
-    """A storage resource the app creates when missing (the names are for the logs)."""
+    """A storage resource the app creates when it is missing (see :meth:`StorageClients.ensure_once`)."""
 
     QUEUE = "queue"
     POISON_QUEUE = "poison_queue"
