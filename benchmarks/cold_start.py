@@ -380,8 +380,10 @@ def _answer_latency(rig: Rig, *, repeats: int) -> tuple[dict[str, list[float]], 
 
             async def app_once() -> float:
                 call_key, body = await asyncio.to_thread(_incoming_call, rig, callback)
+                # Signed before the clock starts, as the floor's: the platform signs it.
+                request = webhook_request(body, rig.bearer())
                 started = time.time()
-                response = await handler(webhook_request(body, rig.bearer()))
+                response = await handler(request)
                 if response.status_code >= 300:
                     raise RuntimeError(f"webhook answered {response.status_code}")
                 return await asyncio.to_thread(_answer_received_at, rig, call_key) - started

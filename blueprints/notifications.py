@@ -16,7 +16,7 @@ from shared.logevents import log_event
 from shared.notifications import NotStored, read_notifications, route_notifications
 from shared.notifications.reading import LegacyCallNotification
 from shared.problems import Problem
-from shared.services import ready_services
+from shared.services import app_services
 from shared.settings import SettingsError
 from shared.telemetry import mark_error, notification_received, span
 
@@ -51,7 +51,10 @@ async def _handle(req: func.HttpRequest) -> func.HttpResponse:
         return response
 
     try:
-        services = await ready_services()
+        # No storage set-up up front: the queue answers whether the account is fresh (see
+        # on_missing_queue below), and the ledger's table is made sure of only when this
+        # payload writes the ledger. A completion then loads neither the Blob nor Tables SDK.
+        services = app_services()
     except SettingsError as error:
         # 503, not a crash: Graph retries, and the notification is not lost while an operator
         # fixes the setting. The detail stays generic on this anonymous endpoint; the log names it.
@@ -90,8 +93,11 @@ async def _handle(req: func.HttpRequest) -> func.HttpResponse:
             payload,
             tenant_id=identity.tenant_id,
             queue=services.storage.queue,
-            ledger=services.ledger,
-            handler=services.call_events(),
+            ledger=services.ready_ledger,
+            handler=await services.ready_call_events(),
+            # A missing queue means a fresh account: everything the app uses is created then,
+            # so the first recording's download finds its container and table.
+            on_missing_queue=services.storage.ensure_once,
         )
     except NotStored as error:
         return answer(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -68,8 +68,13 @@ async def enqueue_jobs(
     jobs: Sequence[DownloadJob],
     *,
     deadline: float = ENQUEUE_DEADLINE_SECONDS,
+    on_missing_queue: Callable[[], Awaitable[object]] | None = None,
 ) -> Enqueued:
-    """Send every job concurrently; indexes of ``jobs`` say which were sent and which refused."""
+    """Send every job concurrently; indexes of ``jobs`` say which were sent and which refused.
+
+    A queue that does not exist is created, after ``on_missing_queue`` (the webhook provisions
+    the whole account there: a missing queue means a fresh one), and the send tried again.
+    """
     from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
     time_to_live = int(JOB_TIME_TO_LIVE.total_seconds())
@@ -80,6 +85,8 @@ async def enqueue_jobs(
         nonlocal created
         async with creating:
             if not created:
+                if on_missing_queue is not None:
+                    await on_missing_queue()
                 with contextlib.suppress(ResourceExistsError):
                     await queue.create_queue()
                 created = True

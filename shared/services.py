@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from shared.ledger import OperationLedger
 from shared.settings import Settings, get_settings
-from shared.storage import StorageClients
+from shared.storage import Resource, StorageClients
 
 if TYPE_CHECKING:
     import httpx
@@ -40,12 +40,25 @@ class Services:
     def __init__(self, settings: Settings, *, storage: StorageClients | None = None) -> None:
         self.settings = settings
         self.storage = storage or StorageClients(settings)
-        self.ledger = OperationLedger(self.storage.table)
+        self._ledger: OperationLedger | None = None
         self._graph: GraphCallsClient | None = None
         self._inbound: InboundTokenValidator | None = None
         self._recording_http: httpx.AsyncClient | None = None
         self._speech: SpeechClient | None = None
         self._prompt_checks: PromptChecks | None = None
+
+    @property
+    def ledger(self) -> OperationLedger:
+        # Built on first use: the table client loads the Tables SDK, which a webhook that only
+        # queues download jobs never needs.
+        if self._ledger is None:
+            self._ledger = OperationLedger(self.storage.table)
+        return self._ledger
+
+    async def ready_ledger(self) -> OperationLedger:
+        """:attr:`ledger`, with its table created first if missing (once per process)."""
+        await self.storage.ensure_once((Resource.TABLE,))
+        return self.ledger
 
     @property
     def graph(self) -> GraphCallsClient:
@@ -104,6 +117,15 @@ class Services:
         from shared.bot.hooks import call_event_handler
 
         return call_event_handler(self)
+
+    async def ready_call_events(self) -> CallEventHandler:
+        """:meth:`call_events`, with the ledger's table created first when the bot flow is on.
+
+        The bot flow keeps its state in the ledger; the logging handler touches no storage.
+        """
+        if self.settings.bot_flow_enabled:
+            await self.ready_ledger()
+        return self.call_events()
 
     async def aclose(self) -> None:
         """Close every client this object opened (safe to call twice)."""

@@ -286,6 +286,11 @@ class Settings(BaseSettings):
     def uses_identity_based_storage(self) -> bool:
         return self.storage_connection_string is None
 
+    @property
+    def bot_flow_enabled(self) -> bool:
+        """The bot answers and records calls (it needs the URL Graph calls back)."""
+        return bool(self.auto_answer and self.callback_base_url)
+
 
 def _describe(error: ValidationError) -> str:
     problems = []

@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from shared.jobs import DOWNLOAD_QUEUE, POISON_QUEUE
@@ -37,6 +38,20 @@ RETRY_TOTAL = 3
 ENSURE_TIMEOUT_SECONDS = 3.0
 ENSURE_RETRY_SECONDS = 30.0
 log = logging.getLogger(__name__)
+
+
+class Resource(StrEnum):
+    """A storage resource the app creates when it is missing (see :meth:`StorageClients.ensure_once`)."""
+
+    QUEUE = "queue"
+    POISON_QUEUE = "poison_queue"
+    CONTAINER = "container"
+    TABLE = "table"
+    TRANSCRIPTION_QUEUE = "transcription_queue"
+    TRANSCRIPTION_POISON_QUEUE = "transcription_poison_queue"
+
+
+ALL_RESOURCES = frozenset(Resource)
 
 
 def _client_options() -> dict[str, Any]:
@@ -86,7 +101,7 @@ class StorageClients:
     table_name: str = OPERATIONS_TABLE
     _credential: AsyncTokenCredential | None = field(default=None, init=False, repr=False)
     _cache: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
-    _ensured: bool = field(default=False, init=False, repr=False)
+    _ensured: frozenset[Resource] = field(default=frozenset(), init=False, repr=False)
     _ensure_again_at: float = field(default=0.0, init=False, repr=False)
     _ensuring: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
@@ -215,37 +230,55 @@ class StorageClients:
         client: TableClient = self._cache["table_client"]
         return client
 
-    async def ensure_resources(self) -> None:
-        """Create the queues, container and table if missing (concurrently; existing is fine)."""
+    def _creators(self) -> dict[Resource, Callable[[], Awaitable[Any]]]:
+        return {
+            Resource.QUEUE: lambda: self.queue.create_queue(),
+            Resource.POISON_QUEUE: lambda: self.poison_queue.create_queue(),
+            Resource.CONTAINER: lambda: self.container.create_container(),
+            Resource.TABLE: lambda: self.table_service.create_table_if_not_exists(self.table_name),
+            Resource.TRANSCRIPTION_QUEUE: lambda: self.transcription_queue.create_queue(),
+            Resource.TRANSCRIPTION_POISON_QUEUE: (
+                lambda: self.transcription_poison_queue.create_queue()
+            ),
+        }
+
+    async def ensure_resources(self, resources: Iterable[Resource] = ALL_RESOURCES) -> None:
+        """Create ``resources`` (default: all) if missing, concurrently; existing is fine.
+
+        Only the clients of the named resources are built: a path that names the queue alone
+        never loads the Blob or Tables SDK.
+        """
         from azure.core.exceptions import ResourceExistsError
 
-        async def create(make: Callable[[], Awaitable[Any]]) -> None:
+        creators = self._creators()
+
+        async def create(resource: Resource) -> None:
             with contextlib.suppress(ResourceExistsError):
-                await make()
+                await creators[resource]()
 
-        await asyncio.gather(
-            create(self.queue.create_queue),
-            create(self.poison_queue.create_queue),
-            create(self.container.create_container),
-            create(lambda: self.table_service.create_table_if_not_exists(self.table_name)),
-            create(self.transcription_queue.create_queue),
-            create(self.transcription_poison_queue.create_queue),
-        )
+        await asyncio.gather(*(create(resource) for resource in resources))
 
-    async def ensure_once(self, *, within: float = ENSURE_TIMEOUT_SECONDS) -> bool:
-        """:meth:`ensure_resources` the first time it is asked, per client set (so per process).
+    async def ensure_once(
+        self,
+        resources: Iterable[Resource] = ALL_RESOURCES,
+        *,
+        within: float = ENSURE_TIMEOUT_SECONDS,
+    ) -> bool:
+        """:meth:`ensure_resources` for those of ``resources`` not made sure of yet (per process).
 
         A fresh account (a new Azurite, or Azure before anything ran) then works from the first
-        request. A failure is logged and tried again on the next call; the request goes on, and
+        request. A failure is logged and tried again on a later call; the request goes on, and
         its own storage call decides its answer (a 503 when storage is really down).
         """
-        if self._ensured or time.monotonic() < self._ensure_again_at:
-            return self._ensured
+        wanted = frozenset(resources)
+        if wanted <= self._ensured or time.monotonic() < self._ensure_again_at:
+            return wanted <= self._ensured
         async with self._ensuring:
-            if self._ensured or time.monotonic() < self._ensure_again_at:
-                return self._ensured
+            missing = wanted - self._ensured
+            if not missing or time.monotonic() < self._ensure_again_at:
+                return not missing
             try:
-                await asyncio.wait_for(self.ensure_resources(), within)
+                await asyncio.wait_for(self.ensure_resources(sorted(missing)), within)
             except Exception as error:
                 # Not again for a while: while storage is down, requests must not each wait here.
                 self._ensure_again_at = time.monotonic() + ENSURE_RETRY_SECONDS
@@ -254,7 +287,7 @@ class StorageClients:
                     type(error).__name__,
                 )
                 return False
-            self._ensured = True
+            self._ensured |= missing
             return True
 
     async def close(self) -> None:

@@ -10,7 +10,7 @@ import re
 import secrets
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import azure.functions as func
@@ -31,7 +31,7 @@ from shared.notifications import (
     QueueUnavailable,
     route_notifications,
 )
-from shared.services import Services
+from shared.services import Services, use_services
 from shared.settings import get_settings
 from shared.storage import StorageClients
 from tests.data import source_document as doc
@@ -283,6 +283,53 @@ async def test_missing_queue_is_created_and_the_job_queued(
     assert [job.operation_id for job in await queued_jobs(app_env["AzureWebJobsStorage"])] == [
         doc.OPERATION_ID
     ]
+
+
+async def _own_storage(sim: GraphSimulator, configure: Callable[..., Services]) -> StorageClients:
+    """The app with a ledger table and a recordings container of its own, neither created yet."""
+    settings = configure(INBOUND_OPENID_CONFIGURATION_URL=sim.openid_configuration_url).settings
+    suffix = uid()[:12]
+    own = StorageClients(settings, table_name=f"ops{suffix}", container_name=f"rec-{suffix}")
+    use_services(Services(settings, storage=own))
+    return own
+
+
+async def _has_table(storage: StorageClients) -> bool:
+    names = [table.name async for table in storage.table_service.list_tables()]
+    return storage.table_name in names
+
+
+async def test_a_completion_leaves_the_table_and_the_container_to_their_users(
+    webhook: StorageClients,
+    sim: GraphSimulator,
+    app_env: dict[str, str],
+    configure: Callable[..., Services],
+) -> None:
+    own = await _own_storage(sim, configure)
+    body, _ = source_document_payload()
+
+    assert (await post(body, token(sim))).status_code == 202
+
+    assert len(await queued_jobs(app_env["AzureWebJobsStorage"])) == 1
+    # The webhook's first request creates nothing it does not use: the worker's trigger
+    # makes sure of the table and the container before it writes to them.
+    assert not await own.container.exists()
+    assert not await _has_table(own)
+
+
+async def test_a_failed_recording_creates_the_ledger_table_it_is_written_to(
+    webhook: StorageClients, sim: GraphSimulator, configure: Callable[..., Services]
+) -> None:
+    own = await _own_storage(sim, configure)
+    call_id, operation_id = uid(), uid()
+    failed = payload(completion(call_id, operation_id, status="failed", location=None))
+
+    assert (await post(failed, token(sim))).status_code == 202
+
+    row = await OperationLedger(own.table).get(canonical(call_id), canonical(operation_id))
+    assert row is not None
+    assert row.status is OperationStatus.FAILED
+    assert not await own.container.exists()
 
 
 async def test_rotated_signing_key_is_accepted_without_restart(
@@ -594,6 +641,15 @@ def _payload(*notifications: dict[str, Any]) -> CommsNotifications:
     return CommsNotifications.model_validate(payload(*notifications))
 
 
+def ready(ledger: OperationLedger) -> Callable[[], Awaitable[OperationLedger]]:
+    """The ledger as routing asks for it (the table is already there in these tests)."""
+
+    async def ledger_ready() -> OperationLedger:
+        return ledger
+
+    return ledger_ready
+
+
 async def test_bot_flow_gets_its_notifications_in_payload_order(
     storage: StorageClients,
 ) -> None:
@@ -612,7 +668,7 @@ async def test_bot_flow_gets_its_notifications_in_payload_order(
         ),
         tenant_id="t-1",
         queue=storage.queue,
-        ledger=OperationLedger(storage.table),
+        ledger=ready(OperationLedger(storage.table)),
         handler=handler,
     )
     assert handler.seen == [
@@ -646,7 +702,7 @@ async def test_failing_bot_flow_never_fails_the_payload(
         ),
         tenant_id=None,
         queue=storage.queue,
-        ledger=OperationLedger(storage.table),
+        ledger=ready(OperationLedger(storage.table)),
         handler=handler,
     )
     assert [state for _, state, _ in handler.seen] == ["establishing", "completed", "established"]
@@ -666,7 +722,7 @@ async def test_slow_bot_flow_is_cut_off(storage: StorageClients) -> None:
         ),
         tenant_id=None,
         queue=storage.queue,
-        ledger=OperationLedger(storage.table),
+        ledger=ready(OperationLedger(storage.table)),
         handler=handler,
         handler_timeout=0.2,
     )
@@ -686,7 +742,7 @@ async def test_a_failure_the_ledger_cannot_record_is_not_acknowledged(
             ),
             tenant_id="t",
             queue=storage.queue,
-            ledger=OperationLedger(missing_table),
+            ledger=ready(OperationLedger(missing_table)),
             handler=LoggingCallEventHandler(),
         )
     # The recording's job is on the queue, and the failure's only carrier is in the log.
@@ -710,7 +766,7 @@ async def test_queue_failure_is_raised_for_the_503(
                 _payload(completion(canonical(uid()), canonical(uid()))),
                 tenant_id=None,
                 queue=queue,
-                ledger=OperationLedger(storage.table),
+                ledger=ready(OperationLedger(storage.table)),
                 handler=LoggingCallEventHandler(),
             )
 
@@ -734,7 +790,7 @@ async def test_queue_that_never_answers_is_refused_at_the_deadline(
                     _payload(completion(canonical(uid()), canonical(uid()))),
                     tenant_id=None,
                     queue=queue,
-                    ledger=OperationLedger(storage.table),
+                    ledger=ready(OperationLedger(storage.table)),
                     handler=LoggingCallEventHandler(),
                     enqueue_deadline=0.3,
                 )
@@ -751,6 +807,22 @@ async def test_without_a_callback_url_call_events_are_only_logged(
     assert isinstance(app_services().call_events(), BotFlow)
     configure(CALLBACK_BASE_URL="")
     assert isinstance(app_services().call_events(), LoggingCallEventHandler)
+
+
+async def test_the_bot_flow_gets_its_ledger_table_and_the_logging_handler_none(
+    sim: GraphSimulator, configure: Callable[..., Services]
+) -> None:
+    own = await _own_storage(sim, configure)
+    services = Services(own.settings, storage=own)
+
+    assert isinstance(await services.ready_call_events(), LoggingCallEventHandler)
+    assert not await _has_table(own)
+
+    with_bot = configure(BOT_AUTO_ANSWER="true", CALLBACK_BASE_URL="https://bot.example")
+    services = Services(with_bot.settings, storage=own)
+    await services.ready_call_events()
+    assert await _has_table(own)  # the flow's claims and rows go there from its first call
+    await services.aclose()
 
 
 # --------------------------------------------------------------------------- secrets

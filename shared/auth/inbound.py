@@ -21,8 +21,6 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from shared.auth.errors import (
     NO_KEYS_RETRY_AFTER_SECONDS,
     BadSignature,
@@ -39,8 +37,10 @@ from shared.auth.errors import (
     WrongIssuer,
 )
 from shared.logevents import log_event
+from shared.tls import client_ssl_context
 
 if TYPE_CHECKING:
+    import httpx
     import jwt
 
     from shared.settings import Settings
@@ -55,8 +55,9 @@ UNKNOWN_KID_REFETCH_INTERVAL_SECONDS = 60.0
 # answer 503 at once for a few seconds. With keys cached, a failed refresh keeps them a while.
 STALE_KEYS_RETRY_AFTER_SECONDS = 60.0
 # The webhook answers within a few hundred milliseconds when the cache is warm; a cold cache pays
-# one fetch, bounded by these.
-HTTP_TIMEOUT = httpx.Timeout(3.0, connect=2.0)
+# one fetch, bounded by these (seconds).
+HTTP_TIMEOUT_SECONDS = 3.0
+HTTP_CONNECT_TIMEOUT_SECONDS = 2.0
 MAX_TOKEN_LENGTH = 16 * 1024
 MAX_DOCUMENT_BYTES = 512 * 1024
 
@@ -301,11 +302,17 @@ class InboundTokenValidator:
 
     @contextlib.asynccontextmanager
     async def _client(self) -> AsyncIterator[httpx.AsyncClient]:
-        # Fetches happen every few hours at most, so a client per refresh costs nothing and
-        # leaves no connection pool behind. An injected transport belongs to the caller, who
-        # reuses it across refreshes, so it is not closed here.
+        # Fetches happen every few hours at most, so a client per refresh costs nothing (the
+        # process's one TLS context is reused) and leaves no connection pool behind. An
+        # injected transport belongs to the caller, who reuses it across refreshes, so it is
+        # not closed here. httpx is imported here: only the webhook fetches keys.
+        import httpx
+
         client = httpx.AsyncClient(
-            timeout=HTTP_TIMEOUT, transport=self._transport, follow_redirects=False
+            timeout=httpx.Timeout(HTTP_TIMEOUT_SECONDS, connect=HTTP_CONNECT_TIMEOUT_SECONDS),
+            transport=self._transport,
+            follow_redirects=False,
+            verify=client_ssl_context(),
         )
         try:
             yield client
@@ -315,6 +322,8 @@ class InboundTokenValidator:
 
     @staticmethod
     async def _get_json(client: httpx.AsyncClient, url: str) -> Any:
+        import httpx
+
         try:
             response = await client.get(url, headers={"Accept": "application/json"})
         except httpx.HTTPError as error:

@@ -147,7 +147,7 @@ async def tell_download_settled(
 def call_event_handler(services: Services) -> CallEventHandler:
     """The one place that decides whether the bot flow handles call events."""
     settings = services.settings
-    if settings.auto_answer and settings.callback_base_url:
+    if settings.bot_flow_enabled:
         from shared.bot.flow import BotFlow
 
         return BotFlow(

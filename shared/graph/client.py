@@ -49,6 +49,7 @@ from shared.graph.models import (
 )
 from shared.logevents import log_event
 from shared.telemetry import set_span_attributes, span
+from shared.tls import client_ssl_context
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
@@ -98,7 +99,9 @@ class GraphCallsClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._credential = credential
-        self._http = http or httpx.AsyncClient(timeout=attempt_timeout, limits=HTTP_LIMITS)
+        self._http = http or httpx.AsyncClient(
+            timeout=attempt_timeout, limits=HTTP_LIMITS, verify=client_ssl_context()
+        )
         self.retry = retry
         self._attempt_timeout = attempt_timeout
         self._monotonic = monotonic

@@ -306,7 +306,8 @@ _CALL_URL = re.compile(r"^/?(?:communications|app)/calls/(?P<call>[^/?#]+)/?$", 
 
 
 class ResourceIds(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    # Built on first use, like the Graph models: importing the app builds no schema.
+    model_config = ConfigDict(frozen=True, defer_build=True)
     call_id: str
     operation_id: str | None = None
 

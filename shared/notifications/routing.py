@@ -198,10 +198,15 @@ def plan_payload(
 # --------------------------------------------------------------------------- carrying it out
 
 
-async def _send_jobs(queue: QueueClient, plan: Plan, deadline: float) -> None:
+async def _send_jobs(
+    queue: QueueClient,
+    plan: Plan,
+    deadline: float,
+    on_missing_queue: Callable[[], Awaitable[object]] | None,
+) -> None:
     notifications = [notification for notification, _ in plan.jobs]
     jobs = [job for _, job in plan.jobs]
-    enqueued = await enqueue_jobs(queue, jobs, deadline=deadline)
+    enqueued = await enqueue_jobs(queue, jobs, deadline=deadline, on_missing_queue=on_missing_queue)
     for index in enqueued.sent:
         _log_outcome(Outcome.QUEUED, notifications[index], tenant_id=jobs[index].tenant_id)
         plan.report.count(Outcome.QUEUED)
@@ -212,12 +217,18 @@ async def _send_jobs(queue: QueueClient, plan: Plan, deadline: float) -> None:
     enqueued.raise_if_refused(len(jobs))
 
 
-async def _write_failures(ledger: OperationLedger, plan: Plan) -> None:
+async def _write_failures(
+    ready_ledger: Callable[[], Awaitable[OperationLedger]], plan: Plan
+) -> None:
     """Record failed operations; raises :class:`NotStored` when one could not be written.
 
     Completed recordings are not written here: their job carries the facts and the worker's
-    first ledger write records them.
+    first ledger write records them. The ledger is asked for only when there is a failure:
+    a payload of completions never loads the Tables SDK.
     """
+    if not plan.failures:
+        return
+    ledger = await ready_ledger()
 
     async def write(failure: Failure) -> None:
         notification = failure.notification
@@ -305,11 +316,12 @@ async def route_notifications(
     *,
     tenant_id: str | None,
     queue: QueueClient,
-    ledger: OperationLedger,
+    ledger: Callable[[], Awaitable[OperationLedger]],
     handler: CallEventHandler,
     received_at: datetime | None = None,
     handler_timeout: float = HANDLER_TIMEOUT_SECONDS,
     enqueue_deadline: float = ENQUEUE_DEADLINE_SECONDS,
+    on_missing_queue: Callable[[], Awaitable[object]] | None = None,
 ) -> RoutingReport:
     """Route every notification of an authenticated payload (see the module doc).
 
@@ -317,11 +329,14 @@ async def route_notifications(
     else is attempted then) or a failure could not be recorded: the sender resends the payload,
     and the worker and the forward-only ledger make the repeat harmless. The payload's
     record operations must have their ids (:func:`~shared.notifications.reading.read_notifications`
-    refuses those that do not).
+    refuses those that do not). ``ledger`` returns the ledger ready for writes (its table
+    created if missing); it is awaited only when a failure must be recorded.
+    ``on_missing_queue`` runs before a missing download queue is created (see
+    :func:`~shared.enqueue.enqueue_jobs`).
     """
     plan = plan_payload(payload, tenant_id=tenant_id, received_at=received_at or datetime.now(UTC))
     if plan.jobs:
-        await _send_jobs(queue, plan, enqueue_deadline)
+        await _send_jobs(queue, plan, enqueue_deadline, on_missing_queue)
     written, _ = await asyncio.gather(
         _write_failures(ledger, plan),
         _tell_bot_flow(handler, plan, handler_timeout),
