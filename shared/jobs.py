@@ -32,7 +32,7 @@ class InvalidJobError(ValueError):
 class DownloadJob(BaseModel):
     """Version 1 of the download job message."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
     version: Literal[1] = 1
     call_id: str = Field(min_length=1)

@@ -16,8 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-
-import httpx
+from typing import TYPE_CHECKING
 
 from shared.backoff import Backoff
 from shared.download.url_guard import (
@@ -30,6 +29,11 @@ from shared.download.url_guard import (
     same_origin,
 )
 from shared.retry_after import parse_retry_after
+
+# httpx loads where a request is made: the webhook, which imports this, never needs it.
+if TYPE_CHECKING:
+    import httpx
+
 
 # Explicit timeouts for the recording location: a stalled transfer is retried rather than left to
 # hold the message until its visibility timeout.
@@ -90,6 +94,8 @@ def classify_status(response: httpx.Response) -> DownloadError:
 
 def classify_transport_error(error: Exception) -> DownloadError:
     """The error for a failure below HTTP (timeouts, resets, truncated bodies)."""
+    import httpx
+
     if isinstance(error, httpx.TimeoutException):
         return TransientDownloadError(f"recording transfer timed out ({type(error).__name__})")
     if isinstance(error, httpx.UnsupportedProtocol):
@@ -98,6 +104,8 @@ def classify_transport_error(error: Exception) -> DownloadError:
 
 
 def default_timeout() -> httpx.Timeout:
+    import httpx
+
     return httpx.Timeout(
         connect=CONNECT_TIMEOUT_SECONDS,
         read=READ_TIMEOUT_SECONDS,
@@ -112,7 +120,12 @@ def new_http_client(timeout: httpx.Timeout | None = None) -> httpx.AsyncClient:
     Redirects are followed by :func:`open_recording`, one guarded hop at a time; proxies and
     other environment settings are ignored so a request goes exactly where the guard looked.
     """
+    import httpx
+
+    from shared.tls import client_ssl_context
+
     return httpx.AsyncClient(
+        verify=client_ssl_context(),
         timeout=timeout or default_timeout(),
         follow_redirects=False,
         trust_env=False,
@@ -146,6 +159,8 @@ async def open_recording(
     Each redirect target is guarded like the original. The bearer token goes only to the
     original origin (same scheme, host and port), so a redirect cannot carry it elsewhere.
     """
+    import httpx
+
     current = url
     for _ in range(MAX_REDIRECTS + 1):
         # Identity encoding: the stored bytes and Content-Length must describe the same thing.

@@ -18,8 +18,12 @@ import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import httpx
+# httpx loads where a request is made: the webhook, which imports this, never needs it.
+if TYPE_CHECKING:
+    import httpx
+
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # Given a host and port, the addresses it resolves to (as strings).
@@ -101,6 +105,8 @@ async def check_recording_url(
 
     Raises :class:`RecordingHostUnresolvable` when the host does not resolve right now.
     """
+    import httpx
+
     try:
         parsed = url if isinstance(url, httpx.URL) else httpx.URL(url)
     except (httpx.InvalidURL, TypeError, ValueError):

@@ -13,8 +13,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-import httpx
-
 from shared.bot.steps import attempt_of
 from shared.download.claim import ClaimLost, DownloadClaim
 from shared.download.fetch import (
@@ -48,7 +46,9 @@ from shared.logevents import log_event
 from shared.settings import Settings
 from shared.telemetry import continue_trace, count_outcome, record_stored_latency, span
 
+# httpx loads where a request is made: the webhook, which imports this, never needs it.
 if TYPE_CHECKING:
+    import httpx
     from azure.storage.blob.aio import ContainerClient
     from azure.storage.queue.aio import QueueClient
 

@@ -35,7 +35,7 @@ class InvalidTranscriptionJobError(ValueError):
 class TranscriptionJob(BaseModel):
     """Version 1 of the transcription job message."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
     version: Literal[1] = 1
     call_id: str = Field(min_length=1)

@@ -20,18 +20,18 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from shared.retry_after import parse_retry_after
 
+# httpx loads where a request is made: the webhook, which imports this, never needs it.
 if TYPE_CHECKING:
+    import httpx
     from azure.core.credentials_async import AsyncTokenCredential
 
 API_VERSION = "2025-10-15"  # the generally available speech to text REST API version
 TRANSCRIBE_PATH = "/speechtotext/transcriptions:transcribe"
 COGNITIVE_SERVICES_SCOPE = "https://cognitiveservices.azure.com/.default"
 # Fast transcription answers faster than real time; a two-minute answer takes seconds.
-TIMEOUT = httpx.Timeout(connect=5.0, read=90.0, write=30.0, pool=5.0)
+TIMEOUT_SECONDS = {"connect": 5.0, "read": 90.0, "write": 30.0, "pool": 5.0}
 _MAX_DETAIL = 300
 
 
@@ -160,14 +160,23 @@ class SpeechClient:
         *,
         http: httpx.AsyncClient | None = None,
     ) -> None:
+        import httpx
+
         self.url = f"{endpoint.rstrip('/')}{TRANSCRIBE_PATH}"
         self._credential = credential
-        self._http = http or httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False)
+        from shared.tls import client_ssl_context
+
+        self._http = http or httpx.AsyncClient(
+            verify=client_ssl_context(),
+            timeout=httpx.Timeout(**TIMEOUT_SECONDS),
+            follow_redirects=False,
+        )
 
     async def transcribe(
         self, body: MultipartAudio, *, locales: Sequence[str] = ()
     ) -> FastTranscription:
         """One request; raises a :class:`TranscriptionError` saying whether to try again."""
+        import httpx
         from azure.core.exceptions import ClientAuthenticationError
 
         try:
