@@ -212,8 +212,9 @@ def run(rig: Rig, *, quick: bool) -> Figure:
 
         from shared.services import Services, use_services
         from shared.settings import get_settings
-        from shared.transcription import COGNITIVE_SERVICES_SCOPE, TranscriptionJob
+        from shared.transcription import COGNITIVE_SERVICES_SCOPE
         from shared.transcription import process_transcription as transcribe_step
+        from shared.transcription.job import TranscriptionJob
 
         services = Services(get_settings())
         use_services(services)  # closed with the loop's services by run_async

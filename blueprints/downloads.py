@@ -7,7 +7,7 @@ import azure.functions as func
 from shared.bot.hooks import tell_download_settled
 from shared.download import TransientDownloadError, process_job
 from shared.hostconfig import max_dequeue_count
-from shared.jobs import DOWNLOAD_QUEUE
+from shared.queues import DOWNLOAD_QUEUE
 from shared.services import ready_services
 
 bp = func.Blueprint()

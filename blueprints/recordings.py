@@ -14,7 +14,7 @@ import azure.functions as func
 
 from shared.edge import check_id, storage_failure
 from shared.erasure import erase_call, erase_operation
-from shared.graph.models import normalize_id
+from shared.graph.ids import normalize_id
 from shared.ledger import utc_now
 from shared.logevents import log_event
 from shared.problems import Problem, json_response

@@ -7,8 +7,9 @@ import logging
 import azure.functions as func
 
 from shared.logevents import log_event
+from shared.queues import TRANSCRIPTION_QUEUE
 from shared.services import ready_services
-from shared.transcription import TRANSCRIPTION_QUEUE, process_transcription
+from shared.transcription import process_transcription
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)

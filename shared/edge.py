@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from typing import Any
-
-from pydantic import ValidationError
+from typing import TYPE_CHECKING, Any
 
 from shared.graph.errors import (
     GraphAuthorizationError,
@@ -22,9 +20,13 @@ from shared.graph.errors import (
     GraphThrottledError,
     GraphUnavailableError,
 )
-from shared.graph.models import GRAPH_ID_RULE, RecordResponseRequest, is_graph_id
+from shared.graph.ids import GRAPH_ID_RULE, is_graph_id
 from shared.logevents import log_event
 from shared.problems import Problem, validation_problem
+
+if TYPE_CHECKING:
+    from shared.graph.models import RecordResponseRequest
+
 
 DEFAULT_RETRY_AFTER_SECONDS = 5
 log = logging.getLogger(__name__)
@@ -49,6 +51,10 @@ def check_id(name: str, value: str | None, *, where: str = "route") -> str:
 
 def parse_record_request(body: bytes) -> RecordResponseRequest:
     """The request body as Graph's recordResponse parameters: 400 if not JSON, 422 if invalid."""
+    from pydantic import ValidationError
+
+    from shared.graph.models import RecordResponseRequest
+
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):

@@ -18,12 +18,14 @@ from typing import TYPE_CHECKING
 
 from opentelemetry.trace import SpanKind
 
-from shared.jobs import DOWNLOAD_QUEUE, JOB_TIME_TO_LIVE, DownloadJob
 from shared.logevents import log_event
+from shared.queues import DOWNLOAD_QUEUE, JOB_TIME_TO_LIVE
 from shared.telemetry import current_traceparent, span
 
 if TYPE_CHECKING:
     from azure.storage.queue.aio import QueueClient
+
+    from shared.jobs import DownloadJob
 
 log = logging.getLogger(__name__)
 

@@ -9,18 +9,14 @@ worker's spans join the webhook's trace (optional: older messages without it sti
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer, field_validator
 
-from shared.graph.models import CommsNotification, RecordOperation, normalize_id, parse_resource_url
+from shared.graph.ids import normalize_id, parse_resource_url
+from shared.graph.models import CommsNotification, RecordOperation
 
-DOWNLOAD_QUEUE = "recording-downloads"
-POISON_QUEUE = f"{DOWNLOAD_QUEUE}-poison"
-# The platform discards a recording shortly after the call ends; a job older than this cannot
-# succeed, so letting it expire on the queue is better than poisoning it later.
-JOB_TIME_TO_LIVE = timedelta(minutes=15)
 # W3C Trace Context, version 00: version-traceid-parentid-flags, lowercase hex.
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 

@@ -18,8 +18,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.enqueue import enqueue_jobs
-from shared.graph.models import RecordOperation, RecordResponseRequest, normalize_id
-from shared.jobs import DownloadJob
+from shared.graph.ids import normalize_id
 from shared.ledger import OperationLedger, OperationStatus, utc_now
 from shared.logevents import log_event
 
@@ -27,6 +26,7 @@ if TYPE_CHECKING:
     from azure.storage.queue.aio import QueueClient
 
     from shared.graph.client import GraphCallsClient
+    from shared.graph.models import RecordOperation, RecordResponseRequest
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,8 @@ async def start_recording(
     Raises :class:`GraphError` when Graph refuses; the ledger is untouched then.
     """
     from azure.core.exceptions import AzureError
+
+    from shared.jobs import DownloadJob
 
     if request.client_context is None:
         # Graph echoes it in the completion notification: it correlates the two sides.

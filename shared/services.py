@@ -21,7 +21,7 @@ import weakref
 from typing import TYPE_CHECKING
 
 from shared.ledger import OperationLedger
-from shared.settings import Settings, get_settings
+from shared.settings import get_settings
 from shared.storage import Resource, StorageClients
 
 if TYPE_CHECKING:
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from shared.bot.hooks import CallEventHandler
     from shared.graph.client import GraphCallsClient
     from shared.prompts import PromptChecks
+    from shared.settings import Settings
     from shared.transcription.speech import SpeechClient
 
 

@@ -17,14 +17,21 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from shared.jobs import DOWNLOAD_QUEUE, POISON_QUEUE
-from shared.settings import Settings, SettingsError
+from shared.queues import (
+    DOWNLOAD_QUEUE,
+    POISON_QUEUE,
+    TRANSCRIPTION_POISON_QUEUE,
+    TRANSCRIPTION_QUEUE,
+)
+from shared.settings import SettingsError
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
     from azure.data.tables.aio import TableClient, TableServiceClient
     from azure.storage.blob.aio import BlobServiceClient, ContainerClient
     from azure.storage.queue.aio import QueueClient
+
+    from shared.settings import Settings
 
 RECORDINGS_CONTAINER = "recordings"
 OPERATIONS_TABLE = "recordingoperations"
@@ -164,8 +171,6 @@ class StorageClients:
     @property
     def transcription_queue(self) -> QueueClient:
         """``recording-transcriptions`` (used only when transcription is enabled)."""
-        from shared.transcription.job import TRANSCRIPTION_QUEUE
-
         if "transcriptions" not in self._cache:
             self._cache["transcriptions"] = self._queue(TRANSCRIPTION_QUEUE)
         client: QueueClient = self._cache["transcriptions"]
@@ -173,8 +178,6 @@ class StorageClients:
 
     @property
     def transcription_poison_queue(self) -> QueueClient:
-        from shared.transcription.job import TRANSCRIPTION_POISON_QUEUE
-
         if "transcriptions_poison" not in self._cache:
             self._cache["transcriptions_poison"] = self._queue(TRANSCRIPTION_POISON_QUEUE)
         client: QueueClient = self._cache["transcriptions_poison"]

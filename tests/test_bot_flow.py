@@ -26,8 +26,9 @@ from devtools.graphsim import GraphSimulator
 from devtools.loopback import LoopbackServer
 from shared.bot.flow import BotFlow, attempt_of
 from shared.graph.models import CommsNotification, RecordOperation
-from shared.jobs import JOB_TIME_TO_LIVE, DownloadJob
+from shared.jobs import DownloadJob
 from shared.ledger import OperationLedger, OperationStatus
+from shared.queues import JOB_TIME_TO_LIVE
 from shared.services import Services
 from tests.conftest import TENANT_ID, use_simulator_identity
 from tests.support.functions import http_request, invoke

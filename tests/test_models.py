@@ -8,15 +8,14 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from shared.graph.ids import normalize_id, parse_resource_url
 from shared.graph.models import (
     Call,
     CommsNotification,
     CommsNotifications,
     RecordOperation,
     RecordResponseRequest,
-    normalize_id,
     odata_type_is,
-    parse_resource_url,
 )
 from shared.graph.subcodes import RECORD_SUBCODES, describe_subcode
 from tests.data import source_document as doc

@@ -21,7 +21,7 @@ from devtools.azurite import Azurite, free_port
 from devtools.graphsim import GraphSimulator
 from devtools.graphsim.keys import SigningKey
 from shared.graph.models import CommsNotification, CommsNotifications, RecordOperation
-from shared.jobs import DOWNLOAD_QUEUE, JOB_TIME_TO_LIVE, DownloadJob
+from shared.jobs import DownloadJob
 from shared.ledger import OperationLedger, OperationStatus
 from shared.notifications import (
     MAX_BODY_BYTES,
@@ -31,6 +31,7 @@ from shared.notifications import (
     QueueUnavailable,
     route_notifications,
 )
+from shared.queues import DOWNLOAD_QUEUE, JOB_TIME_TO_LIVE
 from shared.services import Services, use_services
 from shared.settings import get_settings
 from shared.storage import StorageClients

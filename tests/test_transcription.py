@@ -28,12 +28,12 @@ from shared.retention import run_cleanup
 from shared.services import Services, app_services
 from shared.settings import Settings
 from shared.transcription import (
-    TranscriptionJob,
     TranscriptionOutcome,
     TransientTranscriptionError,
     process_transcription,
     transcript_blob_name,
 )
+from shared.transcription.job import TranscriptionJob
 from tests.conftest import use_simulator_identity
 from tests.support.clock import Clock
 from tests.support.functions import http_request, invoke, json_body

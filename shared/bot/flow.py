@@ -28,12 +28,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from shared.graph.ids import normalize_id
 from shared.graph.models import (
     Call,
     CommsNotification,
     PlayPromptOperation,
     RecordOperation,
-    normalize_id,
 )
 from shared.ledger import (
     OperationStatus,

@@ -15,14 +15,13 @@ from typing import TYPE_CHECKING, Protocol
 
 from opentelemetry.trace import SpanKind
 
-from shared.graph.models import CommsNotification, RecordOperation
-from shared.jobs import DownloadJob, InvalidJobError
 from shared.ledger import Column, OperationRecord, utc_now
 from shared.logevents import log_event
 from shared.telemetry import continue_trace
 
 if TYPE_CHECKING:
     from shared.download.outcome import DownloadOutcome
+    from shared.graph.models import CommsNotification, RecordOperation
     from shared.services import Services
 
 log = logging.getLogger(__name__)
@@ -112,6 +111,8 @@ async def tell_download_settled(
     over (``BOT_HANG_UP_WAIT_SECONDS`` since the completion, or the message's last delivery).
     Never raises: the job's own outcome must not depend on the call's.
     """
+    from shared.jobs import DownloadJob, InvalidJobError
+
     try:
         job = DownloadJob.from_message(message)
         if outcome is None:

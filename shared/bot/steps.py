@@ -14,16 +14,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.graph.errors import GraphClientError, GraphError
-from shared.graph.models import (
-    AnswerRequest,
-    Call,
-    MediaInfo,
-    MediaPrompt,
-    PlayPromptRequest,
-    RecordOperation,
-    RecordResponseRequest,
-    ServiceHostedMediaConfig,
-)
 from shared.ledger import (
     ABANDONED_REASON,
     Column,
@@ -41,6 +31,7 @@ if TYPE_CHECKING:
     from azure.storage.queue.aio import QueueClient
 
     from shared.graph.client import GraphCallsClient
+    from shared.graph.models import Call, MediaInfo, RecordOperation, RecordResponseRequest
     from shared.settings import Settings
 
 log = logging.getLogger("shared.bot.flow")
@@ -95,6 +86,8 @@ def record_claim(attempt: int) -> str:
 
 def media_info(uri: str) -> MediaInfo:
     """A prompt's media; the resourceId is stable per URI so Graph's prompt cache can hit."""
+    from shared.graph.models import MediaInfo
+
     return MediaInfo(uri=uri, resource_id=str(uuid.uuid5(uuid.NAMESPACE_URL, uri)))
 
 
@@ -130,6 +123,8 @@ class CallSteps:
     # ----------------------------------------------------------------- steps
 
     async def _answer(self, call_id: str) -> None:
+        from shared.graph.models import AnswerRequest, ServiceHostedMediaConfig
+
         settings = self._settings
         if not settings.auto_answer:
             log_event(log, "bot flow: incoming; auto-answer is off", call_id=call_id)
@@ -166,6 +161,8 @@ class CallSteps:
         log_event(log, "bot flow: answered", call_id=call_id, answer_latency_ms=latency_ms)
 
     def _record_request(self, attempt: int = 1, *, again: bool = False) -> RecordResponseRequest:
+        from shared.graph.models import MediaPrompt, RecordResponseRequest
+
         settings = self._settings
         # After silence: "I did not hear anything"; after the caller asked to record again: the
         # notice, cutting the confirmation's wait short (bargeInAllowed).
@@ -216,6 +213,8 @@ class CallSteps:
 
     async def _thank(self, call_id: str, uri: str) -> bool:
         """Play the thank-you prompt; True when its completion notification will follow."""
+        from shared.graph.models import MediaPrompt, PlayPromptRequest
+
         request = PlayPromptRequest(
             prompts=[MediaPrompt(media_info=media_info(uri))], client_context=THANK_YOU_CONTEXT
         )

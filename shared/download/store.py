@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote
 
-from shared.graph.models import normalize_id
+from shared.graph.ids import normalize_id
 from shared.ledger import Column, OperationRecord
 
 if TYPE_CHECKING:

@@ -38,12 +38,10 @@ from shared.download.store import (
 )
 from shared.download.url_guard import Resolver, UrlPolicy, resolve_host
 from shared.erasure import erase_if_erased
-from shared.graph.models import GRAPH_ID_RULE, is_graph_id
+from shared.graph.ids import GRAPH_ID_RULE, is_graph_id
 from shared.hostconfig import max_dequeue_count
-from shared.jobs import DownloadJob, InvalidJobError
 from shared.ledger import Lease, OperationLedger, OperationStatus, Transition, utc_now
 from shared.logevents import log_event
-from shared.settings import Settings
 from shared.telemetry import continue_trace, count_outcome, record_stored_latency, span
 
 # httpx loads where a request is made: the webhook, which imports this, never needs it.
@@ -51,6 +49,9 @@ if TYPE_CHECKING:
     import httpx
     from azure.storage.blob.aio import ContainerClient
     from azure.storage.queue.aio import QueueClient
+
+    from shared.jobs import DownloadJob
+    from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,8 @@ async def process_job(
     Returns how the message was settled; raises :class:`TransientDownloadError` when the message
     should be delivered again later.
     """
+    from shared.jobs import DownloadJob, InvalidJobError
+
     watch = Stopwatch()
     try:
         job = DownloadJob.from_message(message_text)

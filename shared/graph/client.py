@@ -35,6 +35,7 @@ from shared.graph.errors import (
     GraphResponseError,
     error_from_response,
 )
+from shared.graph.ids import normalize_id, parse_resource_url
 from shared.graph.models import (
     AnswerRequest,
     Call,
@@ -44,8 +45,6 @@ from shared.graph.models import (
     RecordResponseRequest,
     SubscribeToToneOperation,
     SubscribeToToneRequest,
-    normalize_id,
-    parse_resource_url,
 )
 from shared.logevents import log_event
 from shared.telemetry import set_span_attributes, span

@@ -14,10 +14,11 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from shared.graph.models import ResultInfo, normalize_id
+from shared.graph.ids import normalize_id
 from shared.graph.subcodes import describe_subcode
 
 if TYPE_CHECKING:
+    from shared.graph.models import ResultInfo
     from shared.jobs import DownloadJob
 
 log = logging.getLogger("shared.ledger")
@@ -252,6 +253,8 @@ def result_columns(result: ResultInfo | None) -> dict[str, Any]:
 
 def job_result(job: DownloadJob) -> ResultInfo | None:
     """The completion's ``resultInfo`` as the download job carries it."""
+    from shared.graph.models import ResultInfo
+
     if job.result_code is None and job.result_subcode is None and not job.result_message:
         return None
     return ResultInfo(code=job.result_code, subcode=job.result_subcode, message=job.result_message)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from shared.graph.models import normalize_id
+from shared.graph.ids import normalize_id
 from shared.logevents import log_event
 
 if TYPE_CHECKING:

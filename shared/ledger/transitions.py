@@ -11,10 +11,10 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from shared.graph.models import ResultInfo
 from shared.logevents import log_event
 
 if TYPE_CHECKING:
+    from shared.graph.models import ResultInfo
     from shared.jobs import DownloadJob
 
 from shared.ledger.lease import Lease, take_lease, write_lease

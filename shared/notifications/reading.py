@@ -7,17 +7,16 @@ the failed check, so the sender sees why; nothing here touches storage.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
-from shared.graph.models import (
-    GRAPH_ID_RULE,
-    CommsNotification,
-    CommsNotifications,
-    is_graph_id,
-)
+from shared.graph.ids import GRAPH_ID_RULE, is_graph_id
 from shared.problems import Problem, validation_problem
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+    from shared.graph.models import CommsNotification, CommsNotifications
+
 
 MAX_BODY_BYTES = 1024 * 1024
 JSON_MEDIA_TYPE = "application/json"
@@ -59,6 +58,10 @@ def read_notifications(
 
     Raises :class:`LegacyCallNotification` for the legacy-format first notification.
     """
+    from pydantic import ValidationError
+
+    from shared.graph.models import CommsNotifications
+
     media_type = (content_type or "").split(";", 1)[0].strip().lower()
     if media_type != JSON_MEDIA_TYPE:
         raise Problem(
@@ -160,6 +163,8 @@ def _flatten_errors(error: ValidationError, prefix: tuple[Any, ...] = ()) -> lis
     ``resourceData`` is validated inside a validator, whose nested error would otherwise surface
     as one message that embeds the offending input.
     """
+    from pydantic import ValidationError
+
     flat: list[dict[str, Any]] = []
     for item in error.errors(include_input=False, include_url=False):
         location = prefix + tuple(item["loc"])

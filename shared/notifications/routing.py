@@ -24,14 +24,15 @@ from typing import TYPE_CHECKING, Any
 
 from shared.bot.hooks import CallEventHandler
 from shared.enqueue import ENQUEUE_DEADLINE_SECONDS, NotStored, describe_error, enqueue_jobs
-from shared.graph.models import CommsNotification, CommsNotifications, RecordOperation
-from shared.jobs import DownloadJob, InvalidJobError
 from shared.ledger import OperationLedger
 from shared.logevents import log_event
 from shared.telemetry import count_outcome
 
 if TYPE_CHECKING:
     from azure.storage.queue.aio import QueueClient
+
+    from shared.graph.models import CommsNotification, CommsNotifications
+    from shared.jobs import DownloadJob
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,9 @@ def _plan_for_bot_flow(plan: Plan, notification: CommsNotification) -> None:
 
 
 def _plan_record_operation(plan: Plan, notification: CommsNotification) -> None:
+    from shared.graph.models import RecordOperation
+    from shared.jobs import DownloadJob, InvalidJobError
+
     operation = notification.resource_data
     assert isinstance(operation, RecordOperation)
     call_id, operation_id = notification.call_id, notification.operation_id
@@ -157,6 +161,8 @@ def _tell_prompt(
 def _tell_record(
     handler: CallEventHandler, notification: CommsNotification, tenant_id: str | None
 ) -> Awaitable[None]:
+    from shared.graph.models import RecordOperation
+
     operation = notification.resource_data
     assert isinstance(operation, RecordOperation)
     assert notification.call_id is not None
@@ -226,11 +232,15 @@ async def _write_failures(
     first ledger write records them. The ledger is asked for only when there is a failure:
     a payload of completions never loads the Tables SDK.
     """
+    from shared.graph.models import RecordOperation
+
     if not plan.failures:
         return
     ledger = await ready_ledger()
 
     async def write(failure: Failure) -> None:
+        from shared.graph.models import RecordOperation
+
         notification = failure.notification
         operation = notification.resource_data
         assert isinstance(operation, RecordOperation)

@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 # The blob convention (name, expiresAt tag) is the download worker's: one definition, in store.
-from shared.jobs import DownloadJob, InvalidJobError
 from shared.ledger import (
     POISONED_REASON,
     OperationLedger,
@@ -46,6 +45,8 @@ async def _purge_one(
     summary: CleanupSummary,
 ) -> None:
     from azure.core.exceptions import ResourceNotFoundError
+
+    from shared.jobs import DownloadJob, InvalidJobError
 
     try:
         job: DownloadJob | None = DownloadJob.from_message(message.content)

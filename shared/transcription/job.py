@@ -15,6 +15,7 @@ from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.logevents import log_event
+from shared.queues import TRANSCRIPTION_QUEUE
 from shared.telemetry import current_traceparent, span
 
 if TYPE_CHECKING:
@@ -22,8 +23,6 @@ if TYPE_CHECKING:
 
     from shared.settings import Settings
 
-TRANSCRIPTION_QUEUE = "recording-transcriptions"
-TRANSCRIPTION_POISON_QUEUE = f"{TRANSCRIPTION_QUEUE}-poison"
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,7 @@ from shared.download.store import transcript_blob_name
 from shared.hostconfig import max_dequeue_count
 from shared.ledger import OperationLedger, utc_now
 from shared.logevents import log_event
-from shared.settings import Settings
 from shared.telemetry import continue_trace, count_outcome, span
-from shared.transcription.job import InvalidTranscriptionJobError, TranscriptionJob
 from shared.transcription.speech import (
     FastTranscription,
     MultipartAudio,
@@ -39,6 +37,9 @@ from shared.transcription.speech import (
 
 if TYPE_CHECKING:
     from azure.storage.blob.aio import ContainerClient, StorageStreamDownloader
+
+    from shared.settings import Settings
+    from shared.transcription.job import TranscriptionJob
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,8 @@ async def process_transcription(
     dequeue_count: int | None = None,
 ) -> TranscriptionOutcome:
     """Transcribe the recording a job names, once; raises when the message should come back."""
+    from shared.transcription.job import InvalidTranscriptionJobError, TranscriptionJob
+
     watch = Stopwatch()
     try:
         job = TranscriptionJob.from_message(message_text)

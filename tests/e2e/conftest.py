@@ -28,8 +28,8 @@ from devtools.demo.run import wait_until as _wait_until
 from devtools.demo.stack import app_settings, close_app_clients, provision_storage
 from devtools.graphsim import GraphSimulator
 from devtools.localhost import LocalFunctionsHost
-from shared.jobs import DOWNLOAD_QUEUE, POISON_QUEUE
 from shared.ledger import ROW_KIND_OPERATION, table_key
+from shared.queues import DOWNLOAD_QUEUE, POISON_QUEUE
 from shared.storage import OPERATIONS_TABLE, RECORDINGS_CONTAINER
 from tests.conftest import BOT_APP_ID
 

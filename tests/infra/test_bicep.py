@@ -22,7 +22,7 @@ import pytest
 from pycep import BicepParser
 from pydantic_core import PydanticUndefined
 
-from shared.jobs import DOWNLOAD_QUEUE
+from shared.queues import DOWNLOAD_QUEUE
 from shared.settings import Settings
 from shared.storage import OPERATIONS_TABLE, RECORDINGS_CONTAINER
 
