@@ -305,7 +305,9 @@ async def test_always_busy_raises_after_bounded_inline_retries(
         await run(job, storage, http, retry, dequeue_count=1)
     assert rec.request_count == retry.attempts == 3
     assert await blob_names(storage) == []
-    assert (await ledger_row(storage, job)).status is OperationStatus.DOWNLOADING
+    given_back = await ledger_row(storage, job)
+    assert given_back.status is OperationStatus.DOWNLOADING
+    assert given_back.get("DownloadHolder") == ""  # the redelivery need not wait for the lease
 
     # The last delivery before the poison queue leaves the reason in the ledger.
     with pytest.raises(TransientDownloadError):
@@ -716,4 +718,34 @@ async def test_a_bot_recording_reads_its_row_once(
     row = await ledger_row(storage, job)
     assert row.status is OperationStatus.STORED
     assert row.get("StartedBy") == "bot"
+    assert row.get("DownloadHolder") == ""
+
+
+async def test_a_holder_that_stopped_after_its_commit_is_not_downloaded_again(
+    sim: GraphSimulator, storage: Any, http: httpx.AsyncClient, retry: DownloadRetry
+) -> None:
+    """The blob was committed, then the instance died before "stored": the taker finds it."""
+    from shared.download.claim import CLAIM_TIME_TO_LIVE, DownloadClaim
+    from shared.download.store import BlockWriter, RecordingFacts
+
+    rec = sim.add_recording(duration_seconds=1)
+    job = make_job(rec)
+    name = blob_name_for(job.call_id, job.operation_id)
+    ledger = OperationLedger(storage.table)
+    before = NOW - CLAIM_TIME_TO_LIVE * 2
+    crashed = DownloadClaim(ledger, clock=lambda: before)
+    assert (await crashed.take(job, blob_name=name, create_first=True)).held
+    writer = BlockWriter(storage.container.get_blob_client(name), max_bytes=1024)
+    await writer.write(b"RIFF....WAVEfmt ")
+    facts = RecordingFacts(
+        job.call_id, job.operation_id, None, 200, 8515, 16, writer.sha256, "audio/wav", NOW, NOW
+    )
+    assert await writer.commit(facts)
+
+    outcome = await run(job, storage, http, retry)
+    assert outcome.outcome == "already_stored"
+    assert outcome.sha256 == writer.sha256
+    assert rec.request_count == 0  # its lease had run out: taken over, and nothing downloaded
+    row = await ledger_row(storage, job)
+    assert row.status is OperationStatus.STORED
     assert row.get("DownloadHolder") == ""
