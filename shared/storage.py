@@ -205,7 +205,11 @@ class StorageClients:
 
     @property
     def container(self) -> ContainerClient:
-        return self.blob_service.get_container_client(self.container_name)
+        # Built once: each download and each status read uses it (a client costs its pipeline).
+        if "container" not in self._cache:
+            self._cache["container"] = self.blob_service.get_container_client(self.container_name)
+        client: ContainerClient = self._cache["container"]
+        return client
 
     @property
     def table_service(self) -> TableServiceClient:
