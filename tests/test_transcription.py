@@ -398,3 +398,46 @@ async def test_the_queue_is_created_on_first_use(transcribing: GraphSimulator, c
     job = await download(transcribing.add_recording(duration_seconds=1.0, content_type="audio/wav"))
     message = json.loads(await next_transcription_message(clean))
     assert (message["call_id"], message["operation_id"]) == (job.call_id, job.operation_id)
+
+
+async def test_one_transcription_reads_the_recording_once_and_writes_the_ledger_unread(
+    transcribing: GraphSimulator, clean: Any
+) -> None:
+    """The tags come from the recording's metadata; the ledger merge needs no read first."""
+    from azure.data.tables.aio import TableServiceClient
+    from azure.storage.blob.aio import BlobServiceClient
+
+    from tests.support.counting import CountingTransport
+
+    storage = clean
+    rec = transcribing.add_recording(duration_seconds=2.5, content_type="audio/wav")
+    job = await download(rec)
+    message = await next_transcription_message(storage)
+    connection = storage.settings.storage_connection_string
+    blobs, tables = CountingTransport(), CountingTransport()
+    async with (
+        BlobServiceClient.from_connection_string(connection, transport=blobs) as blob_service,
+        TableServiceClient.from_connection_string(connection, transport=tables) as table_service,
+    ):
+        outcome = await process_transcription(
+            message,
+            settings=app_services().settings,
+            speech=app_services().speech,
+            container=blob_service.get_container_client(storage.container_name),
+            ledger=OperationLedger(table_service.get_table_client(storage.table_name)),
+            backoff=Backoff(sleep=Sleeps()),
+            dequeue_count=1,
+        )
+    assert outcome.outcome == "transcribed"
+    # Is there a transcript already; the recording (with its metadata); the transcript.
+    assert [method for method, _, _ in blobs.sent] == ["HEAD", "GET", "PUT"]
+    assert [method for method, _, _ in tables.sent] == ["PATCH"]
+    recording = f"{job.call_id}/{job.operation_id}.wav"
+    audio_blob, text_blob = (
+        storage.container.get_blob_client(name)
+        for name in (recording, transcript_blob_name(recording))
+    )
+    assert await text_blob.get_blob_tags() == await audio_blob.get_blob_tags()
+    row = await OperationLedger(storage.table).get(job.call_id, job.operation_id)
+    assert row is not None
+    assert row.get(Column.TRANSCRIPTION_STATUS) == TRANSCRIBED

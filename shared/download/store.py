@@ -12,6 +12,7 @@ import hashlib
 import math
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -129,12 +130,29 @@ class RecordingFacts:
         return {name: _ascii(value) for name, value in values.items() if value is not None}
 
     def tags(self) -> dict[str, str]:
-        tags = {EXPIRES_AT_TAG: format_tag_time(self.expires_at)}
-        # Ids are GUIDs in practice; an id a tag cannot hold is simply left out of the tags.
-        for name, value in (("callId", self.call_id), ("operationId", self.operation_id)):
-            if _TAG_VALUE.fullmatch(value):
-                tags[name] = value
-        return tags
+        return _recording_tags(format_tag_time(self.expires_at), self.call_id, self.operation_id)
+
+
+def _recording_tags(expires_at: str, call_id: str, operation_id: str) -> dict[str, str]:
+    tags = {EXPIRES_AT_TAG: expires_at}
+    # Ids are GUIDs in practice; an id a tag cannot hold is simply left out of the tags.
+    for name, value in (("callId", call_id), ("operationId", operation_id)):
+        if _TAG_VALUE.fullmatch(value):
+            tags[name] = value
+    return tags
+
+
+def tags_from_metadata(metadata: Mapping[str, str]) -> dict[str, str] | None:
+    """The index tags a recording was written with, rebuilt from its metadata (no tags read).
+
+    None when the metadata does not carry them all (a blob this app did not write).
+    """
+    values = {
+        name: unquote(metadata.get(name) or "") for name in ("expiresat", "callid", "operationid")
+    }
+    if not all(values.values()):
+        return None
+    return _recording_tags(values["expiresat"], values["callid"], values["operationid"])
 
 
 class RecordingTooLarge(Exception):

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from shared.graph.ids import normalize_id
 from shared.logevents import log_event
 
 if TYPE_CHECKING:
@@ -214,19 +215,25 @@ class OperationLedger(LedgerTable):
         *,
         transcribed_at: datetime,
         audio_deleted_at: datetime | None = None,
+        first: bool = False,
     ) -> Transition | None:
-        """The transcript is stored (the Status column is not the transcription's to move)."""
-        return await self._merge_transcription(
-            call_id,
-            operation_id,
-            {
-                Column.TRANSCRIPTION_STATUS: TRANSCRIBED,
-                Column.TRANSCRIBED_AT: transcribed_at,
-                Column.AUDIO_DELETED_AT: audio_deleted_at,
-                # A failure recorded by an earlier delivery no longer applies.
-                Column.TRANSCRIPTION_FAILURE_REASON: "",
-            },
-        )
+        """The transcript is stored (the Status column is not the transcription's to move).
+
+        ``first``: this delivery wrote the transcript (its conditional create succeeded), so no
+        earlier ``transcribed`` can be overwritten: the merge goes unread (``If-Match: *``) and
+        returns None. Otherwise the row is read first and a ``transcribed`` one is left alone.
+        """
+        fields = {
+            Column.TRANSCRIPTION_STATUS: TRANSCRIBED,
+            Column.TRANSCRIBED_AT: transcribed_at,
+            Column.AUDIO_DELETED_AT: audio_deleted_at,
+            # A failure recorded by an earlier delivery no longer applies.
+            Column.TRANSCRIPTION_FAILURE_REASON: "",
+        }
+        if first:
+            await self._merge_unread(call_id, operation_id, fields)
+            return None
+        return await self._merge_transcription(call_id, operation_id, fields)
 
     async def mark_transcription_failed(
         self, call_id: str, operation_id: str, reason: str
@@ -239,6 +246,35 @@ class OperationLedger(LedgerTable):
                 Column.TRANSCRIPTION_STATUS: TRANSCRIPTION_FAILED,
                 Column.TRANSCRIPTION_FAILURE_REASON: reason[:1024],
             },
+        )
+
+    async def _merge_unread(
+        self, call_id: str, operation_id: str, fields: Mapping[str, Any]
+    ) -> None:
+        """Merge columns into an existing row without reading it; nothing when there is no row."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceNotFoundError
+        from azure.data.tables import UpdateMode
+
+        partition, row = table_key(call_id), table_key(operation_id)
+        update = {
+            "PartitionKey": partition,
+            "RowKey": row,
+            "UpdatedAt": self._clock(),
+            **{name: value for name, value in fields.items() if value is not None},
+        }
+        try:
+            await self._table.update_entity(
+                update, mode=UpdateMode.MERGE, match_condition=MatchConditions.Unconditionally
+            )
+        except ResourceNotFoundError:
+            return
+        log_event(
+            log,
+            "ledger",
+            call_id=normalize_id(call_id),
+            operation_id=normalize_id(operation_id),
+            transcription_status=fields.get(Column.TRANSCRIPTION_STATUS),
         )
 
     async def _merge_transcription(

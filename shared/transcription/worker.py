@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Literal
 
 from shared.backoff import Backoff
 from shared.download.fetch import Stopwatch
-from shared.download.store import transcript_blob_name
+from shared.download.store import tags_from_metadata, transcript_blob_name
 from shared.hostconfig import max_dequeue_count
 from shared.ledger import OperationLedger, utc_now
 from shared.logevents import log_event
@@ -208,7 +208,8 @@ class _Transcription:
             "phrases": [phrase.to_json() for phrase in result.phrases],
         }
         # The expiresAt tag is what the cleanup queries: the transcript goes with its recording.
-        tags = await self.audio.get_blob_tags()
+        # The recording's metadata carries its tags' values, so they are not read separately.
+        tags = tags_from_metadata(audio_metadata) or await self.audio.get_blob_tags()
         try:
             await self.transcript.upload_blob(
                 json.dumps(document, ensure_ascii=False).encode("utf-8"),
@@ -237,6 +238,8 @@ class _Transcription:
             self.job.operation_id,
             transcribed_at=self.clock(),
             audio_deleted_at=deleted_at,
+            # This delivery wrote the transcript: nothing earlier can be "transcribed" already.
+            first=outcome == "transcribed",
         )
         count_outcome(outcome, stage="transcription")
         return self._logged(
