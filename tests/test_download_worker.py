@@ -662,7 +662,7 @@ async def test_one_recording_reads_nothing_before_writing(
         table = table_service.get_table_client(storage.table_name)
         rec = sim.add_recording(duration_seconds=1)
         outcome = await process_job(
-            make_job(rec).to_message(),
+            make_job(rec, client_context=None).to_message(),
             settings=app_services().settings,
             http=http,
             container=blob_service.get_container_client(storage.container_name),
@@ -673,29 +673,37 @@ async def test_one_recording_reads_nothing_before_writing(
     assert outcome.outcome == "stored"
     # One conditional Put Blob (a recordResponse fits in one block): nothing else touches it.
     assert [method for method, _, _ in blobs.sent] == ["PUT"]
-    # A completion the bot did not start has no row: "downloading" with the download lease is
-    # one blind create, and "stored" one merge on its ETag that gives the lease back.
+    # A completion without a clientContext was not started by this app and has no row:
+    # "downloading" with the download lease is one blind create, and "stored" one merge on its
+    # ETag that gives the lease back.
     assert [method for method, _, _ in tables.sent] == ["POST", "PATCH"]
 
 
-async def test_a_bot_recording_reads_its_row_once(
-    sim: GraphSimulator, storage: Any, http: httpx.AsyncClient, retry: DownloadRetry
+@pytest.mark.parametrize("started_by", ["bot", "api"])
+async def test_a_recording_this_app_started_reads_its_row_once(
+    sim: GraphSimulator,
+    storage: Any,
+    http: httpx.AsyncClient,
+    retry: DownloadRetry,
+    started_by: str,
 ) -> None:
-    """The bot's recordings have a row from the start: one read, then writes on its ETag."""
+    """The bot's and the record API's recordings have a row from the start: one read, then
+    writes on its ETag."""
     from azure.data.tables.aio import TableServiceClient
 
     from shared.bot.steps import attempt_context
     from tests.support.counting import CountingTransport
 
     rec = sim.add_recording(duration_seconds=1)
-    job = make_job(rec, client_context=attempt_context(1))
+    context = attempt_context(1) if started_by == "bot" else "the caller's own context"
+    job = make_job(rec, client_context=context)
     await OperationLedger(storage.table).mark_started(
         job.call_id,
         job.operation_id,
         OperationStatus.RUNNING,
         requested_at=NOW,
         client_context=job.client_context,
-        started_by="bot",
+        started_by=started_by,
         max_record_duration_seconds=10,
     )
     tables = CountingTransport()
@@ -717,7 +725,7 @@ async def test_a_bot_recording_reads_its_row_once(
     assert [method for method, _, _ in tables.sent] == ["GET", "PATCH", "PATCH"]
     row = await ledger_row(storage, job)
     assert row.status is OperationStatus.STORED
-    assert row.get("StartedBy") == "bot"
+    assert row.get("StartedBy") == started_by
     assert row.get("DownloadHolder") == ""
 
 

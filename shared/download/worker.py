@@ -13,7 +13,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from shared.bot.steps import attempt_of
 from shared.download.claim import ClaimLost, DownloadClaim
 from shared.download.fetch import (
     DownloadError,
@@ -166,9 +165,11 @@ class _Download:
         or runs out and this delivery takes over.
         """
         self.claim = claim
-        # The bot's recordings have a row already (written when Graph accepted the request):
-        # read it first. Any other completion most likely has none: create it blind.
-        create_first = attempt_of(self.job.client_context) is None
+        # Every recording this app starts (the record API, the bot) carries a clientContext,
+        # which Graph echoes, and has its row from when Graph accepted the request: read it,
+        # then write on its ETag. A completion without one was not started here and has no
+        # row yet: create it blind, one request. Either guess only costs a request.
+        create_first = self.job.client_context is None
         while True:
             lease = await claim.take(self.job, blob_name=self.blob_name, create_first=create_first)
             if lease.held or lease.settled:
