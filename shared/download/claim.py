@@ -50,6 +50,11 @@ class DownloadClaim:
     def held(self) -> bool:
         return self.row is not None and self.row.record.get(Column.DOWNLOAD_HOLDER) == self.holder
 
+    @property
+    def held_row(self) -> Transition | None:
+        """The row as this holder last wrote it, while it holds the lease (else None)."""
+        return self.row if self.held else None
+
     async def take(self, job: DownloadJob, *, blob_name: str, create_first: bool) -> Lease:
         """Write ``downloading`` with this holder's lease, or learn why not (the row says)."""
         now = self._clock()
@@ -80,8 +85,10 @@ class DownloadClaim:
         self.row, self._renewed_at = renewed, now
 
     def settled(self, row: Transition) -> None:
-        """This holder wrote ``row`` (``stored``, ``failed``): the next write carries its ETag."""
-        self.row = row
+        """While holding the lease, this holder wrote ``row`` (``stored``, ``failed``): it
+        replaces the last write (the lease goes with it, or :meth:`release` gives it back)."""
+        if self.held:
+            self.row = row
 
     async def release(self) -> None:
         """Give the lease back unless the last write already did (or it was lost)."""

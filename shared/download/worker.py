@@ -94,13 +94,12 @@ async def process_job(
     with continue_trace(
         job.traceparent, "recording download", dequeue_count=dequeue_count, **job.log_fields()
     ):
-        claim = DownloadClaim(ledger, clock=clock)
         try:
             # The job is the record of the completion notification: the "downloading" write
             # carries its facts and is the download claim too, so the webhook's hot path needs
             # no ledger round trip. The row it returns also says whether anything is left to
             # do: no blob read first.
-            lease = await run.claim_or_wait(claim)
+            lease = await run.claim_or_wait()
             status = lease.row.record.status
             if status is OperationStatus.ERASED:
                 return run.erased()  # erased before its download started: nothing to fetch
@@ -115,14 +114,14 @@ async def process_job(
                 existing = await find_stored(container, run.blob_name)
                 if existing is not None:
                     return await run.already_stored(existing)
-            return await run.download(claim)
+            return await run.download()
         except TerminalDownloadError as terminal:
             return await run.failed(terminal.reason)
         except TransientDownloadError as transient:
             await run.give_back(transient, dequeue_count)
             raise
         finally:
-            await claim.release()
+            await run.claim.release()
 
 
 class _Download:
@@ -155,23 +154,24 @@ class _Download:
         self.blob_name = blob_name_for(job.call_id, job.operation_id)
         self.attempts = 0
         self.transcriptions: QueueClient | None = None
-        self.claim: DownloadClaim | None = None
+        self.claim = DownloadClaim(ledger, clock=clock)
 
-    async def claim_or_wait(self, claim: DownloadClaim) -> Lease:
+    async def claim_or_wait(self) -> Lease:
         """Hold the download lease, or the row that says there is nothing left to do.
 
         A duplicate delivery waits (bounded) rather than downloading a second time: when the
         holder stores the recording the row says so; when it gave up, its lease is given back
         or runs out and this delivery takes over.
         """
-        self.claim = claim
         # Every recording this app starts (the record API, the bot) carries a clientContext,
         # which Graph echoes, and has its row from when Graph accepted the request: read it,
         # then write on its ETag. A completion without one was not started here and has no
         # row yet: create it blind, one request. Either guess only costs a request.
         create_first = self.job.client_context is None
         while True:
-            lease = await claim.take(self.job, blob_name=self.blob_name, create_first=create_first)
+            lease = await self.claim.take(
+                self.job, blob_name=self.blob_name, create_first=create_first
+            )
             if lease.held or lease.settled:
                 return lease
             create_first = False
@@ -180,7 +180,7 @@ class _Download:
             poll = self.retry.claim_poll_seconds
             await self.retry.sleep(poll * (0.5 + self.retry.jitter() / 2))
 
-    async def download(self, claim: DownloadClaim) -> DownloadOutcome:
+    async def download(self) -> DownloadOutcome:
         """Attempts with inline retries; the last transient error propagates."""
         last: DownloadError | None = None
         for attempt in range(1, self.retry.attempts + 1):
@@ -191,7 +191,7 @@ class _Download:
                 await self.retry.sleep(delay)
             self.attempts = attempt
             try:
-                return await self._attempt(claim)
+                return await self._attempt()
             except TransientDownloadError as transient:
                 last = transient
                 log_event(
@@ -205,7 +205,7 @@ class _Download:
         assert last is not None
         raise last
 
-    async def _attempt(self, claim: DownloadClaim) -> DownloadOutcome:
+    async def _attempt(self) -> DownloadOutcome:
         from azure.core.exceptions import AzureError
 
         max_bytes = self.settings.recording_max_bytes
@@ -221,7 +221,7 @@ class _Download:
                     raise TerminalDownloadError(_too_large(max_bytes, declared))
                 async for chunk in response.aiter_bytes():
                     await writer.write(chunk)
-                    await claim.keep_alive()
+                    await self.claim.keep_alive()
                 if declared is not None and response.num_bytes_downloaded != declared:
                     raise TransientDownloadError(
                         f"recording body ended after {response.num_bytes_downloaded} of "
@@ -271,10 +271,9 @@ class _Download:
                 stored_at=facts.downloaded_at,
                 expires_at=facts.expires_at,
                 # Carry the ETag of this delivery's last write (its lease): no read first.
-                after=claim_row(self.claim),
+                after=self.claim.held_row,
             )
-        if self.claim is not None:
-            self.claim.settled(transition)
+        self.claim.settled(transition)
         # The row as read after the commit: an erasure that came first wins (shared/erasure.py).
         if await erase_if_erased(transition, container=self.container, blob_name=self.blob_name):
             return self.erased()
@@ -306,10 +305,9 @@ class _Download:
                 sha256=existing.sha256,
                 content_type=existing.content_type,
                 expires_at=existing.expires_at,
-                after=claim_row(self.claim),
+                after=self.claim.held_row,
             )
-            if self.claim is not None:
-                self.claim.settled(transition)
+            self.claim.settled(transition)
         if await erase_if_erased(
             transition, container=self.container, blob_name=existing.blob_name
         ):
@@ -370,12 +368,10 @@ class _Download:
 
     async def _mark_failed(self, reason: str) -> None:
         """``failed``; a lease this delivery holds is given back in the same write."""
-        row = claim_row(self.claim)
         transition = await self.ledger.mark_failed(
-            self.job.call_id, self.job.operation_id, reason, after=row
+            self.job.call_id, self.job.operation_id, reason, after=self.claim.held_row
         )
-        if self.claim is not None and row is not None:
-            self.claim.settled(transition)
+        self.claim.settled(transition)
 
     def _settled(
         self,
@@ -420,11 +416,6 @@ class _Download:
             reason=failure_reason,
         )
         return result
-
-
-def claim_row(claim: DownloadClaim | None) -> Transition | None:
-    """The row as this delivery last wrote it, while it holds the lease."""
-    return claim.row if claim is not None and claim.held else None
 
 
 def _content_length(response: httpx.Response) -> int | None:
