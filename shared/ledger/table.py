@@ -86,13 +86,10 @@ class LedgerTable:
         ``fields`` are extra columns (PascalCase, e.g. ``BlobName=...``); ``None`` values are
         skipped. A write that does not move the row forward changes nothing at all.
         """
-        from azure.core import MatchConditions
         from azure.core.exceptions import (
             ResourceExistsError,
-            ResourceModifiedError,
             ResourceNotFoundError,
         )
-        from azure.data.tables import UpdateMode
 
         partition, row = table_key(call_id), table_key(operation_id)
         extra = {name: value for name, value in fields.items() if value is not None}
@@ -116,36 +113,15 @@ class LedgerTable:
                 )
                 return Transition(to_record(entity), changed=True, etag=etag_of(created))
 
-            previous = OperationStatus(current["Status"])
-            if RANK[status] <= RANK[previous]:
-                return Transition(to_record(current), changed=False, etag=current.metadata["etag"])
-            update = {
-                "PartitionKey": partition,
-                "RowKey": row,
-                "Status": status.value,
-                "UpdatedAt": now,
-                STAMP[status]: now,
-                **extra,
-            }
-            try:
-                updated = await self._table.update_entity(
-                    update,
-                    mode=UpdateMode.MERGE,
-                    etag=current.metadata["etag"],
-                    match_condition=MatchConditions.IfNotModified,
-                )
-            except (ResourceModifiedError, ResourceNotFoundError):
-                continue  # someone else moved it (or the cleanup removed it): re-read
-            log_event(
-                log,
-                "ledger",
-                call_id=current.get("CallId", partition),
-                operation_id=current.get("OperationId", row),
-                status=status.value,
-                was=previous.value,
+            as_read = to_record(current)
+            if RANK[status] <= RANK[as_read.status]:
+                return Transition(as_read, changed=False, etag=current.metadata["etag"])
+            moved = await self._merge_forward(
+                partition, row, as_read, current.metadata["etag"], status, now, extra
             )
-            merged = {**dict(current), **update}
-            return Transition(to_record(merged), changed=True, etag=etag_of(updated))
+            if moved is not None:
+                return moved
+            # Someone else moved it (or the cleanup removed it): read it again.
         raise RuntimeError(
             f"ledger row {partition}/{row} kept changing under concurrent writers; giving up"
         )
@@ -159,44 +135,59 @@ class LedgerTable:
         ETag: if anyone wrote the row since (an erasure, a duplicate), it falls back to
         :meth:`advance`, which reads the row and stays forward-only.
         """
+        record = known.record
+        if known.etag is not None and RANK[status] > RANK[record.status]:
+            extra = {name: value for name, value in fields.items() if value is not None}
+            partition, row = table_key(record.call_id), table_key(record.operation_id)
+            moved = await self._merge_forward(
+                partition, row, record, known.etag, status, self._clock(), extra
+            )
+            if moved is not None:
+                return moved
+        return await self.advance(record.call_id, record.operation_id, status, **fields)
+
+    async def _merge_forward(
+        self,
+        partition: str,
+        row: str,
+        record: OperationRecord,
+        etag: str | None,
+        status: OperationStatus,
+        now: datetime,
+        extra: Mapping[str, Any],
+    ) -> Transition | None:
+        """Merge ``status`` (stamped ``now``) and ``extra`` into the row ``record`` shows, on its
+        ``etag``; None when the row was written (or removed) since."""
         from azure.core import MatchConditions
         from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
         from azure.data.tables import UpdateMode
 
-        previous = known.record.status
-        if known.etag is None or RANK[status] <= RANK[previous]:
-            return await self.advance(
-                known.record.call_id, known.record.operation_id, status, **fields
-            )
-        now = self._clock()
         update = {
-            "PartitionKey": table_key(known.record.call_id),
-            "RowKey": table_key(known.record.operation_id),
+            "PartitionKey": partition,
+            "RowKey": row,
             "Status": status.value,
             "UpdatedAt": now,
             STAMP[status]: now,
-            **{name: value for name, value in fields.items() if value is not None},
+            **extra,
         }
         try:
             updated = await self._table.update_entity(
                 update,
                 mode=UpdateMode.MERGE,
-                etag=known.etag,
+                etag=etag,
                 match_condition=MatchConditions.IfNotModified,
             )
         except (ResourceModifiedError, ResourceNotFoundError):
-            return await self.advance(
-                known.record.call_id, known.record.operation_id, status, **fields
-            )
+            return None
         log_event(
             log,
             "ledger",
-            call_id=known.record.call_id,
-            operation_id=known.record.operation_id,
+            call_id=record.call_id,
+            operation_id=record.operation_id,
             status=status.value,
-            was=previous.value,
+            was=record.status.value,
         )
-        merged = {**dict(known.record.fields), **update}
+        merged = {**dict(record.fields), **update}
         return Transition(to_record(merged), changed=True, etag=etag_of(updated))
 
     # ----------------------------------------------------------------- once-per-call claims
