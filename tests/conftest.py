@@ -138,6 +138,18 @@ async def storage(services: Services) -> StorageClients:
     return clients
 
 
+@pytest.fixture
+async def webhook(
+    storage: StorageClients, sim: GraphSimulator, configure: Callable[..., Services]
+) -> StorageClients:
+    """The app configured against the simulator's keys, with empty storage.
+
+    ``sim`` is the requesting module's own simulator fixture.
+    """
+    configure(INBOUND_OPENID_CONFIGURATION_URL=sim.openid_configuration_url)
+    return storage
+
+
 @pytest.fixture(autouse=True)
 async def _close_app_services() -> AsyncIterator[None]:
     """Whatever the app opened on this test's event loop is closed with it."""

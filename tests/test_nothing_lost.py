@@ -41,14 +41,6 @@ def sim(start_simulator: Callable[..., GraphSimulator]) -> GraphSimulator:
     return start_simulator()
 
 
-@pytest.fixture
-async def webhook(
-    storage: StorageClients, sim: GraphSimulator, configure: Callable[..., Services]
-) -> StorageClients:
-    configure(INBOUND_OPENID_CONFIGURATION_URL=sim.openid_configuration_url)
-    return storage
-
-
 def guid() -> str:
     return str(uuid.uuid4())
 

@@ -79,15 +79,6 @@ def sim(start_simulator: Callable[..., GraphSimulator]) -> GraphSimulator:
     return start_simulator()
 
 
-@pytest.fixture
-async def webhook(
-    storage: StorageClients, sim: GraphSimulator, configure: Callable[..., Services]
-) -> StorageClients:
-    """The app configured against the simulator's keys, with empty storage."""
-    configure(INBOUND_OPENID_CONFIGURATION_URL=sim.openid_configuration_url)
-    return storage
-
-
 def token(sim: GraphSimulator, claims: dict[str, Any] | None = None, **options: Any) -> str:
     issued = sim.sign_token(claims, **options)
     ISSUED_SECRETS.add(issued)
