@@ -38,7 +38,7 @@ SETTLE_SECONDS = 1.0
 
 
 def _tag_time(moment: datetime) -> str:
-    from shared.download.store import format_tag_time
+    from shared.blob_layout import format_tag_time
 
     return format_tag_time(moment, round_up=False)
 
@@ -64,7 +64,7 @@ async def _add_recordings(
     first: bool,
 ) -> None:
     """``count`` stored recordings: blobs with the tag convention, ledger rows ``stored``."""
-    from shared.download import blob_name_for
+    from shared.blob_layout import blob_name_for
     from shared.ledger import ROW_KIND_OPERATION, OperationStatus, table_key
 
     tag = _tag_time(expires_at)
@@ -198,7 +198,7 @@ async def floor_cleanup(container: Any, table: Any, *, now: datetime) -> tuple[f
     how many blobs it found, and the seconds of its table writes alone."""
     from azure.data.tables import UpdateMode
 
-    from shared.download.store import ids_from_blob_name
+    from shared.blob_layout import ids_from_blob_name
     from shared.ledger import OperationStatus, table_key
     from shared.retention import BATCH_DELETE_MAX, expired_filter, portable_batch_boundary
 

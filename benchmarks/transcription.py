@@ -149,7 +149,7 @@ async def store_recording(services: Services, audio: bytes) -> tuple[str, str, s
 
     from azure.storage.blob import ContentSettings
 
-    from shared.download.store import WAV, RecordingFacts, blob_name_for
+    from shared.blob_layout import WAV, RecordingFacts, blob_name_for
 
     call_id, operation_id = new_id(), new_id()
     name = blob_name_for(call_id, operation_id)
@@ -189,7 +189,7 @@ async def store_recording(services: Services, audio: bytes) -> tuple[str, str, s
 async def remove_recording(services: Services, name: str) -> None:
     from azure.core.exceptions import ResourceNotFoundError
 
-    from shared.transcription import transcript_blob_name
+    from shared.blob_layout import transcript_blob_name
 
     for blob in (name, transcript_blob_name(name)):
         with contextlib.suppress(ResourceNotFoundError):

@@ -8,7 +8,7 @@ from datetime import timedelta
 import azure.functions as func
 
 from shared.bot.open_calls import settle_open_calls
-from shared.ledger import utc_now
+from shared.clock import utc_now
 from shared.retention import run_cleanup
 from shared.services import ready_services
 from shared.telemetry import count_outcome

@@ -12,10 +12,10 @@ from datetime import timedelta
 
 import azure.functions as func
 
+from shared.clock import utc_now
 from shared.edge import check_id, storage_failure
 from shared.erasure import erase_call, erase_operation
 from shared.graph.ids import normalize_id
-from shared.ledger import utc_now
 from shared.logevents import log_event
 from shared.problems import Problem, json_response
 from shared.recording_access import operation_status

@@ -20,6 +20,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from shared.blob_layout import blob_name_for, transcript_blob_name
 from shared.ledger import OperationLedger, OperationRecord, OperationStatus, Transition
 from shared.logevents import log_event
 
@@ -51,9 +52,6 @@ async def delete_recording_blob(container: ContainerClient, blob_name: str) -> b
 
 
 def _blob_names(record: OperationRecord) -> list[str]:
-    # Imported here: the download package imports this module (its worker checks erasures).
-    from shared.download.store import blob_name_for, transcript_blob_name
-
     # The canonical name, and the row's own when it differs (a row written by an older version);
     # each with its transcript, which lives and dies with the audio.
     recordings = [blob_name_for(record.call_id, record.operation_id)]
@@ -114,7 +112,6 @@ async def erase_if_erased(
     """
     if transition.record.status is not OperationStatus.ERASED:
         return False
-    from shared.download.store import transcript_blob_name
 
     await delete_recording_blob(container, blob_name)
     await delete_recording_blob(container, transcript_blob_name(blob_name))

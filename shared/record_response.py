@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from shared.clock import utc_now
 from shared.enqueue import enqueue_jobs
 from shared.graph.ids import normalize_id
-from shared.ledger import OperationLedger, OperationStatus, utc_now
+from shared.ledger import OperationLedger, OperationStatus
 from shared.logevents import log_event
 
 if TYPE_CHECKING:

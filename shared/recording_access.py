@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from shared.download.store import transcript_blob_name
+from shared.blob_layout import transcript_blob_name
+from shared.clock import as_utc
 from shared.ledger import TRANSCRIBED, Column, OperationRecord, OperationStatus
 from shared.logevents import log_event
 
@@ -46,7 +47,7 @@ class _CachedKey:
 _delegation_keys: dict[str, _CachedKey] = {}
 
 
-def as_utc(value: Any) -> datetime | None:
+def column_time(value: Any) -> datetime | None:
     """A ledger time column (datetime, or ISO text from an older writer) as aware UTC."""
     if isinstance(value, str):
         try:
@@ -55,7 +56,7 @@ def as_utc(value: Any) -> datetime | None:
             return None
     if not isinstance(value, datetime):
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return as_utc(value)
 
 
 async def _delegation_key(blob_service: BlobServiceClient, now: datetime) -> UserDelegationKey:
@@ -133,7 +134,7 @@ async def operation_status(
         record.blob_name,
         now=now,
         ttl=url_ttl,
-        not_after=as_utc(record.get("ExpiresAt")),
+        not_after=column_time(record.get("ExpiresAt")),
     )
     if url is not None:
         body["recordingUrl"] = url.url

@@ -681,7 +681,7 @@ async def test_shipped_prompts_silence_then_answer_is_stored_thanked_and_hung_up
 async def test_confirm_2_records_again_and_deletes_the_first_then_1_keeps_the_second(
     bot_env: GraphSimulator, inbox: Inbox, storage: Any, configure: Callable[..., Services]
 ) -> None:
-    from shared.download import blob_name_for
+    from shared.blob_layout import blob_name_for
 
     configure(BOT_CONFIRM_RECORDING="true", BOT_CONFIRM_TIMEOUT_SECONDS="3")
     sim = bot_env

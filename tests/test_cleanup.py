@@ -17,7 +17,7 @@ import pytest
 from azure.functions.timer import TimerRequest
 from pydantic import SecretStr
 
-from shared.download.store import EXPIRES_AT_FORMAT
+from shared.blob_layout import EXPIRES_AT_FORMAT
 from shared.jobs import DownloadJob
 from shared.ledger import NO_COMPLETION_REASON, POISONED_REASON, OperationLedger, OperationStatus
 from shared.retention import (

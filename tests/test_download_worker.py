@@ -24,11 +24,11 @@ from starlette.routing import Route
 from devtools.graphsim import GraphSimulator
 from devtools.graphsim.server import RecordingHandle
 from devtools.loopback import LoopbackServer
+from shared.blob_layout import blob_name_for
 from shared.download import (
     DownloadOutcome,
     DownloadRetry,
     TransientDownloadError,
-    blob_name_for,
     new_http_client,
     process_job,
 )
@@ -629,7 +629,8 @@ async def test_the_lease_is_renewed_on_the_rows_latest_etag(storage: Any) -> Non
 
 
 async def test_a_late_commit_never_overwrites_a_stored_recording(storage: Any) -> None:
-    from shared.download.store import BlockWriter, RecordingFacts
+    from shared.blob_layout import RecordingFacts
+    from shared.download.store import BlockWriter
 
     blob = storage.container.get_blob_client("c/o.wav")
     first, late = (BlockWriter(blob, max_bytes=100, block_size=4) for _ in range(2))
@@ -733,8 +734,9 @@ async def test_a_holder_that_stopped_after_its_commit_is_not_downloaded_again(
     sim: GraphSimulator, storage: Any, http: httpx.AsyncClient, retry: DownloadRetry
 ) -> None:
     """The blob was committed, then the instance died before "stored": the taker finds it."""
+    from shared.blob_layout import RecordingFacts
     from shared.download.claim import CLAIM_TIME_TO_LIVE, DownloadClaim
-    from shared.download.store import BlockWriter, RecordingFacts
+    from shared.download.store import BlockWriter
 
     rec = sim.add_recording(duration_seconds=1)
     job = make_job(rec)

@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from devtools.graphsim import GraphSimulator
-from shared.download import DownloadRetry, blob_name_for, new_http_client
+from shared.blob_layout import blob_name_for
+from shared.download import DownloadRetry, new_http_client
 from shared.download.worker import process_job
 from shared.jobs import DownloadJob
 from shared.ledger import OperationLedger, OperationStatus, Transition
@@ -109,7 +110,7 @@ async def test_erasing_a_stored_recording_deletes_it_and_keeps_an_erased_row(
 
 
 async def test_erasing_a_transcribed_recording_deletes_its_transcript_too(storage: Any) -> None:
-    from shared.download.store import transcript_blob_name
+    from shared.blob_layout import transcript_blob_name
 
     call_id, operation_id = ids()
     name = await stored(storage, call_id, operation_id)

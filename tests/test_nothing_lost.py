@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from devtools.azurite import Azurite
 from devtools.graphsim import GraphSimulator
-from shared.download.store import blob_name_for
+from shared.blob_layout import blob_name_for
 from shared.jobs import DownloadJob
 from shared.ledger import OperationLedger, OperationStatus, claim_partition
 from shared.services import Services, app_services, close_services, use_services

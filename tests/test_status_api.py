@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from shared.download.store import EXPIRES_AT_FORMAT
+from shared.blob_layout import EXPIRES_AT_FORMAT
 from shared.ledger import OperationLedger, OperationStatus
 from shared.settings import get_settings
 from tests.support.functions import http_request, invoke, json_body

@@ -21,7 +21,7 @@ from devtools.graphsim import GraphSimulator
 from devtools.graphsim.server import RecordingHandle
 from devtools.graphsim.speech import transcript_for
 from shared.backoff import Backoff
-from shared.download.store import EXPIRES_AT_FORMAT, ids_from_blob_name
+from shared.blob_layout import EXPIRES_AT_FORMAT, ids_from_blob_name, transcript_blob_name
 from shared.jobs import DownloadJob
 from shared.ledger import TRANSCRIBED, TRANSCRIPTION_FAILED, Column, OperationLedger
 from shared.retention import run_cleanup
@@ -31,7 +31,6 @@ from shared.transcription import (
     TranscriptionOutcome,
     TransientTranscriptionError,
     process_transcription,
-    transcript_blob_name,
 )
 from shared.transcription.job import TranscriptionJob
 from tests.conftest import use_simulator_identity

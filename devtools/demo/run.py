@@ -460,7 +460,7 @@ def _follow_one_call(
     with progress.step("Blob deleted") as step:
         from azure.storage.blob import BlobClient
 
-        from shared.download.store import transcript_blob_name
+        from shared.blob_layout import transcript_blob_name
 
         assert stack.azurite is not None
         blob_name = str(report.status_answer.get("blobName"))

@@ -10,12 +10,13 @@ status, to a :class:`CallEventHandler`; the download worker tells it when a reco
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
 from opentelemetry.trace import SpanKind
 
-from shared.ledger import Column, OperationRecord, utc_now
+from shared.clock import as_utc, utc_now
+from shared.ledger import Column, OperationRecord
 from shared.logevents import log_event
 from shared.telemetry import continue_trace
 
@@ -116,9 +117,7 @@ async def tell_download_settled(
     try:
         job = DownloadJob.from_message(message)
         if outcome is None:
-            received = job.received_at
-            received = received if received.tzinfo else received.replace(tzinfo=UTC)
-            waited = ((now or datetime.now(UTC)) - received).total_seconds()
+            waited = ((now or utc_now()) - as_utc(job.received_at)).total_seconds()
             if not last_delivery and waited < hang_up_wait_seconds:
                 return
         elif not (outcome.call_id and outcome.operation_id):

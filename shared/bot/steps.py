@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from shared.clock import utc_now
 from shared.graph.errors import GraphClientError, GraphError
 from shared.ledger import (
     ABANDONED_REASON,
@@ -20,7 +21,6 @@ from shared.ledger import (
     OperationLedger,
     OperationRecord,
     OperationStatus,
-    utc_now,
 )
 from shared.logevents import log_event
 from shared.prompts import SHIPPED, prompt_uri

@@ -8,7 +8,6 @@ from shared.download.fetch import (
     new_http_client,
 )
 from shared.download.outcome import DownloadOutcome
-from shared.download.store import blob_name_for
 from shared.download.url_guard import RecordingUrlRefused, UrlPolicy, check_recording_url
 from shared.download.worker import process_job
 
@@ -20,7 +19,6 @@ __all__ = [
     "TerminalDownloadError",
     "TransientDownloadError",
     "UrlPolicy",
-    "blob_name_for",
     "check_recording_url",
     "new_http_client",
     "process_job",

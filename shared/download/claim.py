@@ -13,7 +13,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from shared.ledger import Column, Lease, Transition, utc_now
+from shared.clock import utc_now
+from shared.ledger import Column, Lease, Transition
 
 if TYPE_CHECKING:
     from shared.jobs import DownloadJob

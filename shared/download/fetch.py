@@ -12,7 +12,6 @@ what the worker does with the job:
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -184,18 +183,3 @@ async def open_recording(
         except httpx.TransportError as error:
             raise classify_transport_error(error) from None
     raise TerminalDownloadError(f"recording location redirected more than {MAX_REDIRECTS} times")
-
-
-class Stopwatch:
-    """Elapsed wall time for log lines (not for decisions a test asserts on)."""
-
-    def __init__(self) -> None:
-        self._started = time.monotonic()
-
-    @property
-    def elapsed_ms(self) -> int:
-        return round((time.monotonic() - self._started) * 1000)
-
-    @property
-    def elapsed_seconds(self) -> float:
-        return time.monotonic() - self._started

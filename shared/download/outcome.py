@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 from typing import Literal
 
-from shared.download.fetch import Stopwatch
+from shared.clock import Stopwatch
 from shared.ledger import OperationLedger
 from shared.logevents import log_event
 from shared.telemetry import count_outcome

@@ -1,4 +1,4 @@
-"""Writing a recording into the ``recordings`` container: name, blocks, metadata, expiry tag.
+"""Writing a recording into the ``recordings`` container: blocks, one conditional commit.
 
 A body up to one block (4 MiB: every recordResponse recording) is held in memory and written in
 one conditional Put Blob once it has arrived intact; a larger one is staged as blocks while it
@@ -9,16 +9,12 @@ never sees a partial blob, and memory holds at most one block whatever the recor
 from __future__ import annotations
 
 import hashlib
-import math
-import re
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING
-from urllib.parse import quote, unquote
 
-from shared.graph.ids import normalize_id
+from shared.blob_layout import RecordingFacts, parse_tag_time
 from shared.ledger import Column, OperationRecord
 
 if TYPE_CHECKING:
@@ -26,133 +22,6 @@ if TYPE_CHECKING:
     from azure.storage.blob.aio import BlobClient, ContainerClient
 
 BLOCK_SIZE = 4 * 1024 * 1024
-OCTET_STREAM = "application/octet-stream"
-WAV = "audio/wav"
-# The index tag the cleanup queries (``"expiresAt" < '<now>'``): fixed-width UTC, so string order
-# is time order.
-EXPIRES_AT_TAG = "expiresAt"
-EXPIRES_AT_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-# A recording's transcript (opt-in) is ``<recording blob name>.transcript.json``.
-TRANSCRIPT_SUFFIX = ".transcript.json"
-# Blob index tag values allow letters, digits, space and + - . / : = _ only.
-_TAG_VALUE = re.compile(r"[A-Za-z0-9 +\-./:=_]{0,256}")
-
-
-def blob_name_for(call_id: str, operation_id: str) -> str:
-    """Where a recording is stored: one name per operation, so a duplicate job finds it.
-
-    Ids are put in canonical form (Graph writes GUIDs with and without hyphens) and anything that
-    is not a plain id character is percent-encoded, so an id cannot add path segments.
-    """
-    return f"{_segment(call_id)}/{_segment(operation_id)}.wav"
-
-
-def transcript_blob_name(recording_blob_name: str) -> str:
-    """Where a recording's transcript is stored: beside it, deleted with it."""
-    return recording_blob_name + TRANSCRIPT_SUFFIX
-
-
-def ids_from_blob_name(name: str) -> tuple[str, str] | None:
-    """``(call_id, operation_id)`` from a name made by :func:`blob_name_for` (or its
-    :func:`transcript_blob_name`), or None."""
-    call_part, slash, rest = name.removesuffix(TRANSCRIPT_SUFFIX).partition("/")
-    operation_part = rest.rsplit(".", 1)[0] if "." in rest else rest
-    if not slash or not call_part or not operation_part or "/" in operation_part:
-        return None
-    return unquote(call_part), unquote(operation_part)
-
-
-def _segment(value: str) -> str:
-    return quote(normalize_id(value), safe="-_")
-
-
-def format_tag_time(moment: datetime, *, round_up: bool = True) -> str:
-    """A UTC time as a fixed-width, sortable ``expiresAt`` tag value, in whole seconds.
-
-    An expiry is rounded up and "now" in a query rounded down: either way a recording is never
-    deleted before its time.
-    """
-    moment = moment.astimezone(UTC)
-    whole = moment.replace(microsecond=0)
-    if round_up and whole < moment:
-        whole += timedelta(seconds=1)
-    return whole.strftime(EXPIRES_AT_FORMAT)
-
-
-def expiry_for(downloaded_at: datetime, retention_minutes: float) -> datetime:
-    """When a recording downloaded at ``downloaded_at`` must be gone (whole seconds, rounded up)."""
-    moment = downloaded_at + timedelta(minutes=retention_minutes)
-    return datetime.fromtimestamp(math.ceil(moment.timestamp()), tz=UTC)
-
-
-def content_type_for(declared: str | None, first_bytes: bytes) -> str:
-    """The declared content type, or one sniffed from the bytes when Graph says octet-stream."""
-    media_type = (declared or "").split(";", 1)[0].strip().lower()
-    if media_type and media_type != OCTET_STREAM:
-        return declared.strip() if declared else media_type
-    if len(first_bytes) >= 12 and first_bytes[:4] == b"RIFF" and first_bytes[8:12] == b"WAVE":
-        return WAV
-    return OCTET_STREAM
-
-
-def _ascii(value: str) -> str:
-    # Metadata travels as HTTP headers: ASCII only. Percent-encoding keeps it readable and exact.
-    return quote(value, safe=" -_.:/+=@")
-
-
-@dataclass(frozen=True)
-class RecordingFacts:
-    """What is known about a stored recording; becomes blob metadata, tags and ledger columns."""
-
-    call_id: str
-    operation_id: str
-    client_context: str | None
-    result_code: int | None
-    result_subcode: int | None
-    size_bytes: int
-    sha256: str
-    content_type: str
-    downloaded_at: datetime
-    expires_at: datetime
-
-    def metadata(self) -> dict[str, str]:
-        values = {
-            "callid": self.call_id,
-            "operationid": self.operation_id,
-            "clientcontext": self.client_context,
-            "resultcode": None if self.result_code is None else str(self.result_code),
-            "resultsubcode": None if self.result_subcode is None else str(self.result_subcode),
-            "sizebytes": str(self.size_bytes),
-            "sha256": self.sha256,
-            "downloadedat": self.downloaded_at.isoformat(),
-            "expiresat": format_tag_time(self.expires_at),
-        }
-        return {name: _ascii(value) for name, value in values.items() if value is not None}
-
-    def tags(self) -> dict[str, str]:
-        return _recording_tags(format_tag_time(self.expires_at), self.call_id, self.operation_id)
-
-
-def _recording_tags(expires_at: str, call_id: str, operation_id: str) -> dict[str, str]:
-    tags = {EXPIRES_AT_TAG: expires_at}
-    # Ids are GUIDs in practice; an id a tag cannot hold is simply left out of the tags.
-    for name, value in (("callId", call_id), ("operationId", operation_id)):
-        if _TAG_VALUE.fullmatch(value):
-            tags[name] = value
-    return tags
-
-
-def tags_from_metadata(metadata: Mapping[str, str]) -> dict[str, str] | None:
-    """The index tags a recording was written with, rebuilt from its metadata (no tags read).
-
-    None when the metadata does not carry them all (a blob this app did not write).
-    """
-    values = {
-        name: unquote(metadata.get(name) or "") for name in ("expiresat", "callid", "operationid")
-    }
-    if not all(values.values()):
-        return None
-    return _recording_tags(values["expiresat"], values["callid"], values["operationid"])
 
 
 class RecordingTooLarge(Exception):
@@ -283,14 +152,7 @@ async def find_stored(container: ContainerClient, blob_name: str) -> StoredRecor
     except ResourceNotFoundError:
         return None
     metadata = properties.metadata or {}
-    expires_at: datetime | None = None
-    if "expiresat" in metadata:
-        try:
-            expires_at = datetime.strptime(metadata["expiresat"], EXPIRES_AT_FORMAT).replace(
-                tzinfo=UTC
-            )
-        except ValueError:
-            expires_at = None
+    expires_at = parse_tag_time(metadata["expiresat"]) if "expiresat" in metadata else None
     return StoredRecording(
         blob_name=blob_name,
         size_bytes=int(properties.size),

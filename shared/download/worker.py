@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING
 
+from shared.blob_layout import RecordingFacts, blob_name_for, content_type_for, expiry_for
+from shared.clock import Stopwatch, as_utc, utc_now
 from shared.download.claim import ClaimLost, DownloadClaim
 from shared.download.fetch import (
     DownloadError,
     DownloadRetry,
-    Stopwatch,
     TerminalDownloadError,
     TransientDownloadError,
     guard,
@@ -26,12 +27,8 @@ from shared.download.fetch import (
 from shared.download.outcome import DownloadOutcome, Outcome, log_outcome, settle_invalid
 from shared.download.store import (
     BlockWriter,
-    RecordingFacts,
     RecordingTooLarge,
     StoredRecording,
-    blob_name_for,
-    content_type_for,
-    expiry_for,
     find_stored,
     stored_from_row,
 )
@@ -39,7 +36,12 @@ from shared.download.url_guard import Resolver, UrlPolicy, resolve_host
 from shared.erasure import erase_if_erased
 from shared.graph.ids import GRAPH_ID_RULE, is_graph_id
 from shared.hostconfig import max_dequeue_count
-from shared.ledger import Lease, OperationLedger, OperationStatus, Transition, utc_now
+from shared.ledger import (
+    Lease,
+    OperationLedger,
+    OperationStatus,
+    Transition,
+)
 from shared.logevents import log_event
 from shared.telemetry import continue_trace, count_outcome, record_stored_latency, span
 
@@ -386,10 +388,7 @@ class _Download:
     ) -> DownloadOutcome:
         latency_ms = None
         if committed_at is not None:
-            received = self.job.received_at
-            if received.tzinfo is None:
-                received = received.replace(tzinfo=UTC)
-            latency_ms = round((committed_at - received).total_seconds() * 1000)
+            latency_ms = round((committed_at - as_utc(self.job.received_at)).total_seconds() * 1000)
             record_stored_latency(latency_ms)
         result = DownloadOutcome(
             outcome=outcome,

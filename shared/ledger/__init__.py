@@ -24,7 +24,6 @@ from shared.ledger.rows import (
     job_result,
     result_fields,
     table_key,
-    utc_now,
 )
 from shared.ledger.table import LedgerTable
 from shared.ledger.transitions import OperationLedger
@@ -49,5 +48,4 @@ __all__ = [
     "job_result",
     "result_fields",
     "table_key",
-    "utc_now",
 ]

@@ -10,7 +10,7 @@ import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -132,10 +132,6 @@ def table_key(value: str) -> str:
 def claim_partition(call_id: str) -> str:
     """The partition of a call's claim rows (once-per-call steps, download claims)."""
     return CLAIM_PARTITION_PREFIX + table_key(call_id)
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 # Columns the status API never shows: keys, and who holds the download.

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from shared.clock import utc_now
 from shared.graph.ids import normalize_id
 from shared.logevents import log_event
 
@@ -35,7 +36,6 @@ from shared.ledger.rows import (
     new_operation_row,
     table_key,
     to_record,
-    utc_now,
 )
 
 log = logging.getLogger("shared.ledger")

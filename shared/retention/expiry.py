@@ -13,12 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-# The blob convention (name, expiresAt tag) is the download worker's: one definition, in store.
-from shared.download.store import (
-    EXPIRES_AT_TAG,
-    format_tag_time,
-    ids_from_blob_name,
-)
+from shared.blob_layout import EXPIRES_AT_TAG, format_tag_time, ids_from_blob_name
 from shared.ledger import (
     ROW_KIND_OPERATION,
     OperationLedger,

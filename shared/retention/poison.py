@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 # The blob convention (name, expiresAt tag) is the download worker's: one definition, in store.
+from shared.clock import as_utc
 from shared.ledger import (
     POISONED_REASON,
     OperationLedger,
@@ -33,9 +34,7 @@ def _inserted_before(message: QueueMessage, cutoff: datetime) -> bool:
     inserted = message.inserted_on
     if inserted is None:
         return True  # no insertion time: treat as old rather than keep a token indefinitely
-    if inserted.tzinfo is None:
-        inserted = inserted.replace(tzinfo=UTC)
-    return inserted < cutoff
+    return as_utc(inserted) < cutoff
 
 
 async def _purge_one(

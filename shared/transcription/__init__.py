@@ -1,10 +1,9 @@
 """Opt-in transcription of stored recordings (Azure AI Speech fast transcription).
 
-The job model (:mod:`.job`) loads with the first job, not with this package. The erasure code
-deletes a recording's transcript with :func:`transcript_blob_name`.
+The job model (:mod:`.job`) loads with the first job, not with this package. The transcript's
+name is the blob layout's (:mod:`shared.blob_layout`).
 """
 
-from shared.download.store import TRANSCRIPT_SUFFIX, transcript_blob_name
 from shared.transcription.speech import (
     API_VERSION,
     COGNITIVE_SERVICES_SCOPE,
@@ -17,11 +16,9 @@ from shared.transcription.worker import TranscriptionOutcome, process_transcript
 __all__ = [
     "API_VERSION",
     "COGNITIVE_SERVICES_SCOPE",
-    "TRANSCRIPT_SUFFIX",
     "SpeechClient",
     "TerminalTranscriptionError",
     "TranscriptionOutcome",
     "TransientTranscriptionError",
     "process_transcription",
-    "transcript_blob_name",
 ]

@@ -19,10 +19,15 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
 from shared.backoff import Backoff
-from shared.download.fetch import Stopwatch
-from shared.download.store import tags_from_metadata, transcript_blob_name
+from shared.blob_layout import (
+    WAV_HEADER_BYTES,
+    looks_like_wav,
+    tags_from_metadata,
+    transcript_blob_name,
+)
+from shared.clock import Stopwatch, utc_now
 from shared.hostconfig import max_dequeue_count
-from shared.ledger import OperationLedger, utc_now
+from shared.ledger import OperationLedger
 from shared.logevents import log_event
 from shared.telemetry import continue_trace, count_outcome, span
 from shared.transcription.speech import (
@@ -45,7 +50,6 @@ log = logging.getLogger(__name__)
 
 Outcome = Literal["transcribed", "already_transcribed", "failed", "invalid"]
 TRANSCRIPT_CONTENT_TYPE = "application/json"
-WAV_HEADER_BYTES = 44  # RIFF/WAVE with a PCM fmt chunk; anything shorter carries no sound
 DEFAULT_BACKOFF = Backoff(attempts=4, retry_after_cap_seconds=30.0, budget_seconds=120.0)
 
 
@@ -314,7 +318,7 @@ async def _wav_stream(downloader: StorageStreamDownloader[bytes]) -> AsyncIterat
         first += chunk
         if len(first) >= 12:
             break
-    if len(first) < 12 or first[:4] != b"RIFF" or first[8:12] != b"WAVE":
+    if not looks_like_wav(first):
         raise TerminalTranscriptionError("the recording is not a WAV file (no RIFF/WAVE header)")
 
     async def rest() -> AsyncIterator[bytes]:
