@@ -17,8 +17,10 @@ How to add a queue worker (say, an event publisher):
    :class:`JobKind` (the event name of its span and log line, its logger, its metric stage) and
    ``line`` the fields its log line adds.
 3. The errors: subclasses of :class:`TransientJobError` and :class:`TerminalJobError`.
-4. The delivery: a :class:`QueueJob` subclass with ``run`` (the body; inline retries through
-   :meth:`QueueJob.with_retries`) and ``record_failure`` (where a failure is recorded).
+4. The delivery: a dataclass deriving from :class:`QueueJob` (its fields the collaborators)
+   with ``run`` (the body; inline retries through :meth:`QueueJob.with_retries`),
+   ``record_failure`` (where a failure is recorded) and, if something must be given back,
+   ``close``.
 5. The worker function calls :func:`run_job` with the parser, a factory of its ``QueueJob`` and
    the host's ``dequeue_count``; its blueprint lets a :class:`TransientJobError` propagate.
 """
