@@ -6,7 +6,7 @@ import azure.functions as func
 
 from shared.bot.hooks import tell_download_settled
 from shared.download import TransientDownloadError, process_job
-from shared.hostconfig import max_dequeue_count
+from shared.hostconfig import is_last_delivery
 from shared.queues import DOWNLOAD_QUEUE
 from shared.services import ready_services
 
@@ -35,13 +35,12 @@ async def download_recording(msg: func.QueueMessage) -> None:
         )
     except TransientDownloadError:
         # Still retrying: the bot hangs up anyway once BOT_HANG_UP_WAIT_SECONDS are over.
-        last = msg.dequeue_count is not None and msg.dequeue_count >= max_dequeue_count()
         await tell_download_settled(
             services.call_events(),
             body,
             None,
             hang_up_wait_seconds=services.settings.hang_up_wait_seconds,
-            last_delivery=last,
+            last_delivery=is_last_delivery(msg.dequeue_count),
         )
         raise
     # Stored or failed: the bot flow may now thank the caller and hang up (once per call).

@@ -1,18 +1,30 @@
-"""One backoff policy for every retry loop the app writes itself (Graph, recording downloads).
+"""One backoff policy for every retry loop the app writes itself (Graph, the queue workers).
 
 Full jitter (uniform in ``[0, min(cap, base * 2**(attempt-1))]``) spreads the retries of many
 instances hit by the same outage; a server's ``Retry-After`` wins when it is given, capped so a
 hostile or mistaken header cannot park a request. ``sleep`` and ``jitter`` are collaborators so
-tests run without waiting and with known delays. The storage clients retry inside the Azure SDK
-(configured in :mod:`shared.storage`), not here.
+tests run without waiting and with known delays. :meth:`Backoff.retry` is the loop itself, for
+callers whose attempts either return or raise a retryable error (the queue workers' inline
+retries); the Graph client decides per answer and keeps its own. The storage clients retry
+inside the Azure SDK (configured in :mod:`shared.storage`), not here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from shared.logevents import log_event
+
+if TYPE_CHECKING:
+    from shared.clock import Stopwatch
+
+T = TypeVar("T")
+E = TypeVar("E", bound=Exception)
 
 
 @dataclass(frozen=True)
@@ -39,3 +51,40 @@ class Backoff:
     def fits(self, elapsed_seconds: float, delay: float) -> bool:
         """Whether waiting ``delay`` more still ends within the budget."""
         return elapsed_seconds + delay <= self.budget_seconds
+
+    async def retry(
+        self,
+        attempt: Callable[[int], Awaitable[T]],
+        *,
+        retryable: type[E],
+        since: Stopwatch,
+        log: logging.Logger,
+        event: str,
+        **fields: Any,
+    ) -> T:
+        """``attempt(1)``, ``attempt(2)``... until one returns; the last ``retryable`` propagates.
+
+        A failed attempt is logged (``<event> attempt failed``); the next waits :meth:`delay`
+        (the error's ``retry_after`` wins) unless that would end past the budget, counted from
+        ``since``. Other errors propagate at once.
+        """
+        last: E | None = None
+        for number in range(1, self.attempts + 1):
+            if last is not None:
+                delay = self.delay(number, getattr(last, "retry_after", None))
+                if not self.fits(since.elapsed_seconds, delay):
+                    break
+                await self.sleep(delay)
+            try:
+                return await attempt(number)
+            except retryable as error:
+                last = error
+                log_event(
+                    log,
+                    f"{event} attempt failed",
+                    **fields,
+                    attempt=number,
+                    reason=getattr(error, "reason", str(error)),
+                )
+        assert last is not None
+        raise last

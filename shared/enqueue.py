@@ -10,24 +10,17 @@ worker downloads each recording once).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from opentelemetry.trace import SpanKind
-
-from shared.logevents import log_event
+from shared.queue_jobs import create_missing_queue, send_job
 from shared.queues import DOWNLOAD_QUEUE, JOB_TIME_TO_LIVE
-from shared.telemetry import current_traceparent, span
 
 if TYPE_CHECKING:
     from azure.storage.queue.aio import QueueClient
 
     from shared.jobs import DownloadJob
-
-log = logging.getLogger(__name__)
 
 # Past this the sender is better served by a 503 and a retry than by waiting on the queue
 # (the storage client's own timeouts and retries can add up to much more).
@@ -77,8 +70,6 @@ async def enqueue_jobs(
     A queue that does not exist is created, after ``on_missing_queue`` (the webhook provisions
     the whole account there: a missing queue means a fresh one), and the send tried again.
     """
-    from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-
     time_to_live = int(JOB_TIME_TO_LIVE.total_seconds())
     creating = asyncio.Lock()
     created = False
@@ -89,29 +80,20 @@ async def enqueue_jobs(
             if not created:
                 if on_missing_queue is not None:
                     await on_missing_queue()
-                with contextlib.suppress(ResourceExistsError):
-                    await queue.create_queue()
+                await create_missing_queue(queue)
                 created = True
-                log_event(log, "queue created", level=logging.WARNING, queue=queue.queue_name)
-
-    async def send(job: DownloadJob) -> None:
-        # One producer span per job; its context travels in the message, so the worker's spans
-        # are its children: one trace from the notification to the stored recording.
-        with span(f"{DOWNLOAD_QUEUE} send", kind=SpanKind.PRODUCER, **job.log_fields()):
-            message = job.with_traceparent(current_traceparent()).to_message()
-            try:
-                await queue.send_message(message, time_to_live=time_to_live)
-            except ResourceNotFoundError as error:
-                if getattr(error, "error_code", None) != "QueueNotFound":
-                    raise
-                await create_queue_once()
-                await queue.send_message(message, time_to_live=time_to_live)
 
     result = Enqueued()
 
     async def settle(index: int, job: DownloadJob) -> None:
         try:
-            await send(job)
+            await send_job(
+                queue,
+                job,
+                queue_name=DOWNLOAD_QUEUE,
+                time_to_live=time_to_live,
+                create_queue=create_queue_once,
+            )
         except Exception as error:  # any failure means "not on the queue"
             result.refused[index] = describe_error(error)
         else:

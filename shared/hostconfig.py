@@ -30,3 +30,8 @@ def max_dequeue_count() -> int:
     except (OSError, ValueError, KeyError, TypeError):
         return _HOST_DEFAULT_MAX_DEQUEUE_COUNT
     return int(value) if isinstance(value, int) else _HOST_DEFAULT_MAX_DEQUEUE_COUNT
+
+
+def is_last_delivery(dequeue_count: int | None) -> bool:
+    """Whether a failing delivery is the message's last: the host poisons it next (unknown: no)."""
+    return dequeue_count is not None and dequeue_count >= max_dequeue_count()

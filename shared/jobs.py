@@ -16,12 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer, 
 
 from shared.graph.ids import normalize_id, parse_resource_url
 from shared.graph.models import CommsNotification, RecordOperation
+from shared.queue_jobs import InvalidJobMessage
 
 # W3C Trace Context, version 00: version-traceid-parentid-flags, lowercase hex.
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 
-class InvalidJobError(ValueError):
+class InvalidJobError(InvalidJobMessage):
     """A queue message that is not a download job (the message says which field, never secrets)."""
 
 

@@ -27,6 +27,7 @@ from shared.download.url_guard import (
     resolve_host,
     same_origin,
 )
+from shared.queue_jobs import JobError, TerminalJobError, TransientJobError
 from shared.retry_after import parse_retry_after
 
 # httpx loads where a request is made: the webhook, which imports this, never needs it.
@@ -47,20 +48,15 @@ _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _TRANSIENT_STATUSES = frozenset({408, 425, 429})
 
 
-class DownloadError(Exception):
+class DownloadError(JobError):
     """A download attempt failed; ``reason`` is safe to log and store (never a token or URL)."""
 
-    def __init__(self, reason: str, *, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
 
-
-class TransientDownloadError(DownloadError):
+class TransientDownloadError(DownloadError, TransientJobError):
     """Worth retrying: the worker retries inline, then raises it so the host redelivers."""
 
 
-class TerminalDownloadError(DownloadError):
+class TerminalDownloadError(DownloadError, TerminalJobError):
     """Retrying cannot help: the failure is recorded and the message settled."""
 
 

@@ -1,15 +1,17 @@
 """The download worker's core: one queue message in, one recording stored (or one clear failure).
 
 Plain Python taking its collaborators as arguments, so tests drive it without the Functions host.
-The blueprint builds the collaborators and lets :class:`TransientDownloadError` propagate: queue
-triggers have no function-level retry policy, so raising is how a message comes back after the
-visibility timeout and, after ``maxDequeueCount`` deliveries, lands on the poison queue.
+The delivery's skeleton (invalid messages, the trace, terminal and transient errors, the last
+delivery, the outcome's log line) is :func:`shared.queue_jobs.run_job`; this module is the
+download itself. The blueprint lets :class:`TransientDownloadError` propagate: queue triggers
+have no function-level retry policy, so raising is how a message comes back after the visibility
+timeout and, after ``maxDequeueCount`` deliveries, lands on the poison queue.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -17,14 +19,13 @@ from shared.blob_layout import RecordingFacts, blob_name_for, content_type_for, 
 from shared.clock import Stopwatch, as_utc, utc_now
 from shared.download.claim import ClaimLost, DownloadClaim
 from shared.download.fetch import (
-    DownloadError,
     DownloadRetry,
     TerminalDownloadError,
     TransientDownloadError,
     guard,
     open_recording,
 )
-from shared.download.outcome import DownloadOutcome, Outcome, log_outcome, settle_invalid
+from shared.download.outcome import DownloadOutcome, Outcome
 from shared.download.store import (
     BlockWriter,
     RecordingTooLarge,
@@ -35,15 +36,14 @@ from shared.download.store import (
 from shared.download.url_guard import Resolver, UrlPolicy, resolve_host
 from shared.erasure import erase_if_erased
 from shared.graph.ids import GRAPH_ID_RULE, is_graph_id
-from shared.hostconfig import max_dequeue_count
 from shared.ledger import (
     Lease,
     OperationLedger,
     OperationStatus,
     Transition,
 )
-from shared.logevents import log_event
-from shared.telemetry import continue_trace, count_outcome, record_stored_latency, span
+from shared.queue_jobs import QueueJob, run_job
+from shared.telemetry import count_outcome, record_stored_latency, span
 
 # httpx loads where a request is made: the webhook, which imports this, never needs it.
 if TYPE_CHECKING:
@@ -53,8 +53,6 @@ if TYPE_CHECKING:
 
     from shared.jobs import DownloadJob
     from shared.settings import Settings
-
-log = logging.getLogger(__name__)
 
 DEFAULT_RETRY = DownloadRetry()
 
@@ -77,86 +75,84 @@ async def process_job(
     Returns how the message was settled; raises :class:`TransientDownloadError` when the message
     should be delivered again later.
     """
+
+    async def record_invalid(call_id: str, operation_id: str, reason: str) -> None:
+        await ledger.mark_failed(call_id, operation_id, f"invalid job: {reason}")
+        count_outcome("failed", stage="invalid_job")
+
+    def start(job: DownloadJob, watch: Stopwatch) -> _Download:
+        return _Download(
+            job, watch, settings, http, container, ledger, clock, retry, resolve, transcriptions
+        )
+
+    return await run_job(
+        message_text,
+        parse=_parse,
+        start=start,
+        outcome_type=DownloadOutcome,
+        dequeue_count=dequeue_count,
+        record_invalid=record_invalid,
+    )
+
+
+def _parse(message_text: str | bytes) -> DownloadJob:
     from shared.jobs import DownloadJob, InvalidJobError
 
-    watch = Stopwatch()
-    try:
-        job = DownloadJob.from_message(message_text)
-    except InvalidJobError as invalid:
-        return await settle_invalid(message_text, str(invalid), ledger, watch)
+    job = DownloadJob.from_message(message_text)
     bad_ids = [name for name in ("call_id", "operation_id") if not is_graph_id(getattr(job, name))]
     if bad_ids:
         # The webhook refuses such ids; a message written another way still gets its row.
-        reason = f"{' and '.join(bad_ids)} not {GRAPH_ID_RULE}"
-        return await settle_invalid(message_text, reason, ledger, watch)
-
-    run = _Download(job, settings, http, container, ledger, clock, retry, resolve, watch)
-    run.transcriptions = transcriptions
-    # The webhook's trace goes on here: one trace id from the notification to "stored".
-    with continue_trace(
-        job.traceparent, "recording download", dequeue_count=dequeue_count, **job.log_fields()
-    ):
-        try:
-            # The job is the record of the completion notification: the "downloading" write
-            # carries its facts and is the download claim too, so the webhook's hot path needs
-            # no ledger round trip. The row it returns also says whether anything is left to
-            # do: no blob read first.
-            lease = await run.claim_or_wait()
-            status = lease.row.record.status
-            if status is OperationStatus.ERASED:
-                return run.erased()  # erased before its download started: nothing to fetch
-            if status is OperationStatus.STORED:
-                return await run.already_stored(
-                    stored_from_row(lease.row.record, run.blob_name), row=lease.row
-                )
-            if status is OperationStatus.EXPIRED:
-                return run.gone()  # its retention is over: never store it again
-            if lease.tried_before:
-                # An earlier holder may have committed the blob just before it stopped.
-                existing = await find_stored(container, run.blob_name)
-                if existing is not None:
-                    return await run.already_stored(existing)
-            return await run.download()
-        except TerminalDownloadError as terminal:
-            return await run.failed(terminal.reason)
-        except TransientDownloadError as transient:
-            await run.give_back(transient, dequeue_count)
-            raise
-        finally:
-            await run.claim.release()
+        raise InvalidJobError(f"{' and '.join(bad_ids)} not {GRAPH_ID_RULE}")
+    return job
 
 
-class _Download:
+@dataclass(eq=False)
+class _Download(QueueJob["DownloadJob", DownloadOutcome]):
     """The steps of one job, sharing its collaborators."""
 
-    def __init__(
-        self,
-        job: DownloadJob,
-        settings: Settings,
-        http: httpx.AsyncClient,
-        container: ContainerClient,
-        ledger: OperationLedger,
-        clock: Callable[[], datetime],
-        retry: DownloadRetry,
-        resolve: Resolver,
-        watch: Stopwatch,
-    ) -> None:
-        self.job = job
-        self.settings = settings
-        self.http = http
-        self.container = container
-        self.ledger = ledger
-        self.clock = clock
-        self.retry = retry
-        self.resolve = resolve
-        self.watch = watch
+    outcome_type = DownloadOutcome
+
+    settings: Settings
+    http: httpx.AsyncClient
+    container: ContainerClient
+    ledger: OperationLedger
+    clock: Callable[[], datetime]
+    retry: DownloadRetry
+    resolve: Resolver
+    transcriptions: QueueClient | None
+
+    def __post_init__(self) -> None:
         self.policy = UrlPolicy.from_settings(
-            settings.allow_insecure_recording_urls, settings.recording_allowed_host_suffixes
+            self.settings.allow_insecure_recording_urls,
+            self.settings.recording_allowed_host_suffixes,
         )
-        self.blob_name = blob_name_for(job.call_id, job.operation_id)
-        self.attempts = 0
-        self.transcriptions: QueueClient | None = None
-        self.claim = DownloadClaim(ledger, clock=clock)
+        self.blob_name = blob_name_for(self.job.call_id, self.job.operation_id)
+        self.claim = DownloadClaim(self.ledger, clock=self.clock)
+
+    async def run(self) -> DownloadOutcome:
+        # The job is the record of the completion notification: the "downloading" write
+        # carries its facts and is the download claim too, so the webhook's hot path needs
+        # no ledger round trip. The row it returns also says whether anything is left to
+        # do: no blob read first.
+        lease = await self.claim_or_wait()
+        status = lease.row.record.status
+        if status is OperationStatus.ERASED:
+            return self.erased()  # erased before its download started: nothing to fetch
+        if status is OperationStatus.STORED:
+            return await self.already_stored(
+                stored_from_row(lease.row.record, self.blob_name), row=lease.row
+            )
+        if status is OperationStatus.EXPIRED:
+            return self.gone()  # its retention is over: never store it again
+        if lease.tried_before:
+            # An earlier holder may have committed the blob just before it stopped.
+            existing = await find_stored(self.container, self.blob_name)
+            if existing is not None:
+                return await self.already_stored(existing)
+        return await self.download()
+
+    async def close(self) -> None:
+        await self.claim.release()
 
     async def claim_or_wait(self) -> Lease:
         """Hold the download lease, or the row that says there is nothing left to do.
@@ -184,28 +180,7 @@ class _Download:
 
     async def download(self) -> DownloadOutcome:
         """Attempts with inline retries; the last transient error propagates."""
-        last: DownloadError | None = None
-        for attempt in range(1, self.retry.attempts + 1):
-            if last is not None:
-                delay = self.retry.delay(attempt, last.retry_after)
-                if not self.retry.fits(self.watch.elapsed_seconds, delay):
-                    break
-                await self.retry.sleep(delay)
-            self.attempts = attempt
-            try:
-                return await self._attempt()
-            except TransientDownloadError as transient:
-                last = transient
-                log_event(
-                    log,
-                    "recording download attempt failed",
-                    call_id=self.job.call_id,
-                    operation_id=self.job.operation_id,
-                    attempt=attempt,
-                    reason=transient.reason,
-                )
-        assert last is not None
-        raise last
+        return await self.with_retries(self.retry, lambda _number: self._attempt())
 
     async def _attempt(self) -> DownloadOutcome:
         from azure.core.exceptions import AzureError
@@ -347,28 +322,7 @@ class _Download:
     def gone(self) -> DownloadOutcome:
         return self._settled("expired", failure_reason="the recording's retention is over")
 
-    async def failed(self, reason: str) -> DownloadOutcome:
-        await self._mark_failed(reason)
-        count_outcome("failed", stage="download")
-        return self._settled("failed", failure_reason=reason)
-
-    async def give_back(self, error: TransientDownloadError, dequeue_count: int | None) -> None:
-        """The message goes back to the queue; on its last delivery the ledger says why."""
-        last_delivery = dequeue_count is not None and dequeue_count >= max_dequeue_count()
-        if last_delivery:
-            await self._mark_failed(f"{error.reason} (gave up after {dequeue_count} deliveries)")
-            count_outcome("poisoned", stage="download")
-        log_outcome(
-            logging.WARNING,
-            "poisoned" if last_delivery else "retry_later",
-            self.job.call_id,
-            self.job.operation_id,
-            attempts=self.attempts,
-            duration_ms=self.watch.elapsed_ms,
-            reason=error.reason,
-        )
-
-    async def _mark_failed(self, reason: str) -> None:
+    async def record_failure(self, reason: str) -> None:
         """``failed``; a lease this delivery holds is given back in the same write."""
         transition = await self.ledger.mark_failed(
             self.job.call_id, self.job.operation_id, reason, after=self.claim.held_row
@@ -390,31 +344,15 @@ class _Download:
         if committed_at is not None:
             latency_ms = round((committed_at - as_utc(self.job.received_at)).total_seconds() * 1000)
             record_stored_latency(latency_ms)
-        result = DownloadOutcome(
-            outcome=outcome,
-            call_id=self.job.call_id,
-            operation_id=self.job.operation_id,
+        return self.settled(
+            outcome,
             blob_name=blob_name,
             size_bytes=size_bytes,
             sha256=sha256,
             content_type=content_type,
             failure_reason=failure_reason,
-            attempts=self.attempts,
-            duration_ms=self.watch.elapsed_ms,
             latency_ms=latency_ms,
         )
-        log_outcome(
-            logging.WARNING if outcome == "failed" else logging.INFO,
-            outcome,
-            result.call_id,
-            result.operation_id,
-            size_bytes=size_bytes,
-            attempts=result.attempts,
-            duration_ms=result.duration_ms,
-            latency_ms=latency_ms,
-            reason=failure_reason,
-        )
-        return result
 
 
 def _content_length(response: httpx.Response) -> int | None:

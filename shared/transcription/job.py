@@ -6,17 +6,13 @@ long as the recording itself is kept; past that there is nothing left to transcr
 
 from __future__ import annotations
 
-import contextlib
-import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared.logevents import log_event
+from shared.queue_jobs import InvalidJobMessage, send_job
 from shared.queues import TRANSCRIPTION_QUEUE
-from shared.telemetry import current_traceparent, span
 
 if TYPE_CHECKING:
     from azure.storage.queue.aio import QueueClient
@@ -24,10 +20,7 @@ if TYPE_CHECKING:
     from shared.settings import Settings
 
 
-log = logging.getLogger(__name__)
-
-
-class InvalidTranscriptionJobError(ValueError):
+class InvalidTranscriptionJobError(InvalidJobMessage):
     """A queue message that is not a transcription job (the message says which field)."""
 
 
@@ -45,6 +38,12 @@ class TranscriptionJob(BaseModel):
 
     def to_message(self) -> str:
         return self.model_dump_json()
+
+    def with_traceparent(self, traceparent: str | None) -> TranscriptionJob:
+        """This job carrying ``traceparent`` (unchanged when there is none)."""
+        if traceparent is None or traceparent == self.traceparent:
+            return self
+        return self.model_copy(update={"traceparent": traceparent})
 
     @classmethod
     def from_message(cls, text: str | bytes) -> TranscriptionJob:
@@ -79,8 +78,6 @@ async def queue_transcription(
     """
     if not settings.transcription_enabled or queue is None:
         return False
-    from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-
     job = TranscriptionJob(
         call_id=call_id,
         operation_id=operation_id,
@@ -90,15 +87,5 @@ async def queue_transcription(
     )
     # A job outliving the recording could only fail: it expires from the queue with it.
     time_to_live = int(timedelta(minutes=settings.recording_retention_minutes).total_seconds())
-    with span(f"{TRANSCRIPTION_QUEUE} send", kind=SpanKind.PRODUCER, **job.log_fields()):
-        message = job.model_copy(update={"traceparent": current_traceparent()}).to_message()
-        try:
-            await queue.send_message(message, time_to_live=max(time_to_live, 1))
-        except ResourceNotFoundError as error:
-            if getattr(error, "error_code", None) != "QueueNotFound":
-                raise
-            with contextlib.suppress(ResourceExistsError):
-                await queue.create_queue()
-            log_event(log, "queue created", level=logging.WARNING, queue=queue.queue_name)
-            await queue.send_message(message, time_to_live=max(time_to_live, 1))
+    await send_job(queue, job, queue_name=TRANSCRIPTION_QUEUE, time_to_live=max(time_to_live, 1))
     return True

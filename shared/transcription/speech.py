@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from shared.queue_jobs import JobError, TerminalJobError, TransientJobError
 from shared.retry_after import parse_retry_after
 
 # httpx loads where a request is made: the webhook, which imports this, never needs it.
@@ -35,20 +36,15 @@ TIMEOUT_SECONDS = {"connect": 5.0, "read": 90.0, "write": 30.0, "pool": 5.0}
 _MAX_DETAIL = 300
 
 
-class TranscriptionError(Exception):
+class TranscriptionError(JobError):
     """Speech did not transcribe the recording; ``reason`` is safe to log and to record."""
 
-    def __init__(self, reason: str, *, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
 
-
-class TransientTranscriptionError(TranscriptionError):
+class TransientTranscriptionError(TranscriptionError, TransientJobError):
     """Worth trying again later: throttling, a service or network failure."""
 
 
-class TerminalTranscriptionError(TranscriptionError):
+class TerminalTranscriptionError(TranscriptionError, TerminalJobError):
     """Trying again cannot help: bad audio, an unsupported locale, a refused token."""
 
 

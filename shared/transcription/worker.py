@@ -16,7 +16,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from shared.backoff import Backoff
 from shared.blob_layout import (
@@ -26,16 +26,14 @@ from shared.blob_layout import (
     transcript_blob_name,
 )
 from shared.clock import Stopwatch, utc_now
-from shared.hostconfig import max_dequeue_count
 from shared.ledger import OperationLedger
-from shared.logevents import log_event
-from shared.telemetry import continue_trace, count_outcome, span
+from shared.queue_jobs import JobKind, JobOutcome, QueueJob, run_job
+from shared.telemetry import count_outcome, span
 from shared.transcription.speech import (
     FastTranscription,
     MultipartAudio,
     SpeechClient,
     TerminalTranscriptionError,
-    TranscriptionError,
     TransientTranscriptionError,
     definition_for,
 )
@@ -46,26 +44,25 @@ if TYPE_CHECKING:
     from shared.settings import Settings
     from shared.transcription.job import TranscriptionJob
 
-log = logging.getLogger(__name__)
-
 Outcome = Literal["transcribed", "already_transcribed", "failed", "invalid"]
 TRANSCRIPT_CONTENT_TYPE = "application/json"
 DEFAULT_BACKOFF = Backoff(attempts=4, retry_after_cap_seconds=30.0, budget_seconds=120.0)
 
+TRANSCRIPTION = JobKind(
+    event="recording transcription", logger=logging.getLogger(__name__), stage="transcription"
+)
+
 
 @dataclass(frozen=True)
-class TranscriptionOutcome:
-    """How one message was settled (a transient failure raises instead)."""
+class TranscriptionOutcome(JobOutcome):
+    """How one transcription message was settled (a transient failure raises instead)."""
 
-    outcome: Outcome
-    call_id: str | None
-    operation_id: str | None
+    kind: ClassVar[JobKind] = TRANSCRIPTION
+    line: ClassVar[tuple[str, ...]] = ("audio_deleted", "attempts", "duration_ms")
+
     transcript_blob_name: str | None = None
     text: str | None = None
     audio_deleted: bool = False
-    failure_reason: str | None = None
-    attempts: int = 0
-    duration_ms: int = 0
 
 
 async def process_transcription(
@@ -80,59 +77,38 @@ async def process_transcription(
     dequeue_count: int | None = None,
 ) -> TranscriptionOutcome:
     """Transcribe the recording a job names, once; raises when the message should come back."""
-    from shared.transcription.job import InvalidTranscriptionJobError, TranscriptionJob
+    from shared.transcription.job import TranscriptionJob
 
-    watch = Stopwatch()
-    try:
-        job = TranscriptionJob.from_message(message_text)
-    except InvalidTranscriptionJobError as invalid:
-        log_event(
-            log,
-            "recording transcription",
-            level=logging.ERROR,
-            outcome="invalid",
-            reason=str(invalid),
-        )
-        return TranscriptionOutcome("invalid", None, None, failure_reason=str(invalid))
-    run = _Transcription(job, settings, speech, container, ledger, clock, backoff, watch)
-    with continue_trace(
-        job.traceparent, "recording transcription", dequeue_count=dequeue_count, **job.log_fields()
-    ):
-        try:
-            return await run.execute()
-        except TerminalTranscriptionError as terminal:
-            return await run.failed(terminal.reason)
-        except TransientTranscriptionError as transient:
-            await run.give_back(transient, dequeue_count)
-            raise
+    def start(job: TranscriptionJob, watch: Stopwatch) -> _Transcription:
+        return _Transcription(job, watch, settings, speech, container, ledger, clock, backoff)
+
+    return await run_job(
+        message_text,
+        parse=TranscriptionJob.from_message,
+        start=start,
+        outcome_type=TranscriptionOutcome,
+        dequeue_count=dequeue_count,
+    )
 
 
-class _Transcription:
+@dataclass(eq=False)
+class _Transcription(QueueJob["TranscriptionJob", TranscriptionOutcome]):
     """The steps of one job, sharing its collaborators."""
 
-    def __init__(
-        self,
-        job: TranscriptionJob,
-        settings: Settings,
-        speech: SpeechClient,
-        container: ContainerClient,
-        ledger: OperationLedger,
-        clock: Callable[[], datetime],
-        backoff: Backoff,
-        watch: Stopwatch,
-    ) -> None:
-        self.job = job
-        self.settings = settings
-        self.speech = speech
-        self.ledger = ledger
-        self.clock = clock
-        self.backoff = backoff
-        self.watch = watch
-        self.audio = container.get_blob_client(job.blob_name)
-        self.transcript = container.get_blob_client(transcript_blob_name(job.blob_name))
-        self.attempts = 0
+    outcome_type = TranscriptionOutcome
 
-    async def execute(self) -> TranscriptionOutcome:
+    settings: Settings
+    speech: SpeechClient
+    container: ContainerClient
+    ledger: OperationLedger
+    clock: Callable[[], datetime]
+    backoff: Backoff
+
+    def __post_init__(self) -> None:
+        self.audio = self.container.get_blob_client(self.job.blob_name)
+        self.transcript = self.container.get_blob_client(transcript_blob_name(self.job.blob_name))
+
+    async def run(self) -> TranscriptionOutcome:
         from azure.core.exceptions import AzureError, ResourceNotFoundError
 
         try:
@@ -165,35 +141,17 @@ class _Transcription:
         self, size: int, first_read: StorageStreamDownloader[bytes]
     ) -> FastTranscription:
         """Attempts with backoff (Retry-After wins); the last transient error propagates."""
-        last: TranscriptionError | None = None
-        for attempt in range(1, self.backoff.attempts + 1):
-            if last is not None:
-                delay = self.backoff.delay(attempt, last.retry_after)
-                if not self.backoff.fits(self.watch.elapsed_seconds, delay):
-                    break
-                await self.backoff.sleep(delay)
-            self.attempts = attempt
-            try:
-                read = first_read if attempt == 1 else await self.audio.download_blob()
-                audio = await _wav_stream(read)
-                body = MultipartAudio(
-                    definition_for(self.settings.transcription_locales), audio, size
+
+        async def attempt(number: int) -> FastTranscription:
+            read = first_read if number == 1 else await self.audio.download_blob()
+            audio = await _wav_stream(read)
+            body = MultipartAudio(definition_for(self.settings.transcription_locales), audio, size)
+            with span("speech transcribe", attempt=number, size_bytes=size):
+                return await self.speech.transcribe(
+                    body, locales=self.settings.transcription_locales
                 )
-                with span("speech transcribe", attempt=attempt, size_bytes=size):
-                    return await self.speech.transcribe(
-                        body, locales=self.settings.transcription_locales
-                    )
-            except TransientTranscriptionError as transient:
-                last = transient
-                log_event(
-                    log,
-                    "recording transcription attempt failed",
-                    **self.job.log_fields(),
-                    attempt=attempt,
-                    reason=transient.reason,
-                )
-        assert last is not None
-        raise last
+
+        return await self.with_retries(self.backoff, attempt)
 
     async def write(self, result: FastTranscription, audio_metadata: dict[str, str]) -> bool:
         """The transcript blob, with the recording's tags and metadata; False if already there."""
@@ -246,68 +204,15 @@ class _Transcription:
             first=outcome == "transcribed",
         )
         count_outcome(outcome, stage="transcription")
-        return self._logged(
-            TranscriptionOutcome(
-                outcome,
-                self.job.call_id,
-                self.job.operation_id,
-                transcript_blob_name=self.transcript.blob_name,
-                text=result.text if result else None,
-                audio_deleted=deleted_at is not None,
-                attempts=self.attempts,
-                duration_ms=self.watch.elapsed_ms,
-            )
+        return self.settled(
+            outcome,
+            transcript_blob_name=self.transcript.blob_name,
+            text=result.text if result else None,
+            audio_deleted=deleted_at is not None,
         )
 
-    async def failed(self, reason: str) -> TranscriptionOutcome:
+    async def record_failure(self, reason: str) -> None:
         await self.ledger.mark_transcription_failed(self.job.call_id, self.job.operation_id, reason)
-        count_outcome("failed", stage="transcription")
-        return self._logged(
-            TranscriptionOutcome(
-                "failed",
-                self.job.call_id,
-                self.job.operation_id,
-                failure_reason=reason,
-                attempts=self.attempts,
-                duration_ms=self.watch.elapsed_ms,
-            )
-        )
-
-    async def give_back(self, error: TranscriptionError, dequeue_count: int | None) -> None:
-        """The message goes back to the queue; on its last delivery the ledger says why."""
-        last_delivery = dequeue_count is not None and dequeue_count >= max_dequeue_count()
-        if last_delivery:
-            await self.ledger.mark_transcription_failed(
-                self.job.call_id,
-                self.job.operation_id,
-                f"{error.reason} (gave up after {dequeue_count} deliveries)",
-            )
-            count_outcome("poisoned", stage="transcription")
-        log_event(
-            log,
-            "recording transcription",
-            level=logging.WARNING,
-            outcome="poisoned" if last_delivery else "retry_later",
-            **self.job.log_fields(),
-            attempts=self.attempts,
-            duration_ms=self.watch.elapsed_ms,
-            reason=error.reason,
-        )
-
-    def _logged(self, result: TranscriptionOutcome) -> TranscriptionOutcome:
-        log_event(
-            log,
-            "recording transcription",
-            level=logging.WARNING if result.outcome == "failed" else logging.INFO,
-            outcome=result.outcome,
-            call_id=result.call_id,
-            operation_id=result.operation_id,
-            audio_deleted=result.audio_deleted,
-            attempts=result.attempts,
-            duration_ms=result.duration_ms,
-            reason=result.failure_reason,
-        )
-        return result
 
 
 async def _wav_stream(downloader: StorageStreamDownloader[bytes]) -> AsyncIterator[bytes]:
