@@ -571,29 +571,29 @@ async def test_registered_function_stores_settles_and_raises(
     assert await invoke("download_recording", func.QueueMessage(body=b"\xff\xfe")) is None
 
 
-# -- the claim and the conditional commit, one class at a time -------------------------------
+# -- the lease and the conditional commit, one class at a time -------------------------------
 
 
-async def test_a_crashed_holders_claim_expires_and_is_taken_over_once(storage: Any) -> None:
-    from shared.download.claim import CLAIM_TIME_TO_LIVE, ClaimLost, DownloadClaim
+async def test_a_crashed_holders_lease_expires_and_is_taken_over_once(storage: Any) -> None:
+    from shared.ledger import LEASE_TIME_TO_LIVE, DownloadLease, LeaseLost
 
     clock = Clock(NOW)
     ledger = OperationLedger(storage.table, clock=clock)
     job, name = make_job(), "c/o.wav"
-    crashed, duplicate, third = (DownloadClaim(ledger, clock=clock) for _ in range(3))
+    crashed, duplicate, third = (DownloadLease(ledger, clock=clock) for _ in range(3))
 
-    async def take(claim: DownloadClaim) -> bool:
-        return (await claim.take(job, blob_name=name, create_first=True)).held
+    async def take(lease: DownloadLease) -> bool:
+        return (await lease.take(job, blob_name=name, create_first=True)).held
 
     assert await take(crashed)
-    clock.now += CLAIM_TIME_TO_LIVE / 2
+    clock.now += LEASE_TIME_TO_LIVE / 2
     assert not await take(duplicate)
-    clock.now += CLAIM_TIME_TO_LIVE  # the holder never renewed: its lease ran out
+    clock.now += LEASE_TIME_TO_LIVE  # the holder never renewed: its lease ran out
     taken_over = await duplicate.take(job, blob_name=name, create_first=False)
     assert taken_over.held
     assert taken_over.tried_before
     assert not await take(third)
-    with pytest.raises(ClaimLost):
+    with pytest.raises(LeaseLost):
         await crashed.keep_alive()
     await crashed.release()  # must not release the new holder's lease
     assert not await take(third)
@@ -608,15 +608,15 @@ async def test_a_crashed_holders_claim_expires_and_is_taken_over_once(storage: A
 
 async def test_the_lease_is_renewed_on_the_rows_latest_etag(storage: Any) -> None:
     """An erasure written mid-download does not cost the holder its lease, nor undo the erasure."""
-    from shared.download.claim import CLAIM_RENEW_AFTER, DownloadClaim
+    from shared.ledger import LEASE_RENEW_AFTER, DownloadLease
 
     clock = Clock(NOW)
     ledger = OperationLedger(storage.table, clock=clock)
     job = make_job()
-    holder, other = DownloadClaim(ledger, clock=clock), DownloadClaim(ledger, clock=clock)
+    holder, other = DownloadLease(ledger, clock=clock), DownloadLease(ledger, clock=clock)
     assert (await holder.take(job, blob_name="c/o.wav", create_first=False)).held
     await ledger.mark_erased(job.call_id, job.operation_id)
-    clock.now += CLAIM_RENEW_AFTER
+    clock.now += LEASE_RENEW_AFTER
     await holder.keep_alive()  # the ETag changed under it: read again, still ours
     assert holder.held
     lease = await other.take(job, blob_name="c/o.wav", create_first=True)
@@ -735,15 +735,15 @@ async def test_a_holder_that_stopped_after_its_commit_is_not_downloaded_again(
 ) -> None:
     """The blob was committed, then the instance died before "stored": the taker finds it."""
     from shared.blob_layout import RecordingFacts
-    from shared.download.claim import CLAIM_TIME_TO_LIVE, DownloadClaim
     from shared.download.store import BlockWriter
+    from shared.ledger import LEASE_TIME_TO_LIVE, DownloadLease
 
     rec = sim.add_recording(duration_seconds=1)
     job = make_job(rec)
     name = blob_name_for(job.call_id, job.operation_id)
     ledger = OperationLedger(storage.table)
-    before = NOW - CLAIM_TIME_TO_LIVE * 2
-    crashed = DownloadClaim(ledger, clock=lambda: before)
+    before = NOW - LEASE_TIME_TO_LIVE * 2
+    crashed = DownloadLease(ledger, clock=lambda: before)
     assert (await crashed.take(job, blob_name=name, create_first=True)).held
     writer = BlockWriter(storage.container.get_blob_client(name), max_bytes=1024)
     await writer.write(b"RIFF....WAVEfmt ")

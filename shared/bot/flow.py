@@ -36,6 +36,7 @@ from shared.graph.models import (
     RecordOperation,
 )
 from shared.ledger import (
+    RECORDING_FATE_KNOWN,
     OperationStatus,
 )
 from shared.logevents import log_event
@@ -54,7 +55,6 @@ from shared.bot.steps import (
     GRAPH_BUDGET_SECONDS,
     HANG_UP_CLAIM,
     RECORD_CLAIM,
-    SETTLED_STATUSES,
     SILENCE_SUBCODES,
     THANK_YOU_CONTEXT,
     attempt_context,
@@ -204,7 +204,7 @@ class BotFlow(ConfirmSteps):
                     attempts=attempt,
                 )
             if operation.status == "completed" and (
-                record is None or record.status not in SETTLED_STATUSES
+                record is None or record.status not in RECORDING_FATE_KNOWN
             ):
                 # Hanging up now could lose the recording (the platform discards it once the
                 # call ends): the worker continues once it is stored or failed.
@@ -234,9 +234,9 @@ class BotFlow(ConfirmSteps):
             record = await self._ledger.get(call_id, operation_id)
             if record is None or attempt_in(record) is None:
                 return
-            if record.status not in SETTLED_STATUSES and not overdue:
+            if record.status not in RECORDING_FATE_KNOWN and not overdue:
                 return
-            if overdue and record.status not in SETTLED_STATUSES:
+            if overdue and record.status not in RECORDING_FATE_KNOWN:
                 log_event(
                     log,
                     "bot flow: recording still not stored; moving on anyway",

@@ -15,7 +15,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from shared.ledger import Column, OperationLedger, OperationRecord, OperationStatus
+from shared.ledger import STILL_RECORDING, Column, OperationLedger, OperationRecord
 from shared.logevents import log_event
 
 if TYPE_CHECKING:
@@ -25,8 +25,6 @@ log = logging.getLogger(__name__)
 
 # Past this a call the bot left open has long been ended by the caller or the platform.
 OPEN_CALL_WINDOW = timedelta(minutes=30)
-# Recording (or about to): not the cleanup's to move on; the abandon step settles those.
-_STILL_RECORDING = (OperationStatus.REQUESTED, OperationStatus.RUNNING)
 
 
 def _attempt(record: OperationRecord) -> int:
@@ -61,7 +59,8 @@ async def settle_open_calls(
             continue
         latest = max(rows, key=_attempt)
         updated = latest.get("UpdatedAt")
-        if latest.status in _STILL_RECORDING or not isinstance(updated, datetime):
+        # Still recording: not the cleanup's to move on here; its abandon step settles those.
+        if latest.status in STILL_RECORDING or not isinstance(updated, datetime):
             continue
         if updated >= now - wait:
             continue

@@ -17,10 +17,10 @@ from shared.clock import utc_now
 from shared.graph.errors import GraphClientError, GraphError
 from shared.ledger import (
     ABANDONED_REASON,
+    STILL_RECORDING,
     Column,
     OperationLedger,
     OperationRecord,
-    OperationStatus,
 )
 from shared.logevents import log_event
 from shared.prompts import SHIPPED, prompt_uri
@@ -51,15 +51,7 @@ RECORD_AGAIN_TONE = "tone2"
 # Graph drops a call not answered within 15 s, and the webhook gives the bot flow 5 s for a
 # whole payload: each Graph request gets a few seconds, retries included.
 GRAPH_BUDGET_SECONDS = 4.0
-UNSETTLED_STATUSES = (OperationStatus.REQUESTED, OperationStatus.RUNNING)
 FINAL_STATUSES = ("completed", "failed")
-# Where the recording's fate is known: the after-recording step may run.
-SETTLED_STATUSES = (
-    OperationStatus.STORED,
-    OperationStatus.FAILED,
-    OperationStatus.EXPIRED,
-    OperationStatus.ERASED,
-)
 # The caller said nothing: 8510 initial silence timeout, 8503 audio inactive (Graph's subcodes).
 SILENCE_SUBCODES = frozenset({8510, 8503})
 # The bot's recordings carry their attempt in the clientContext Graph echoes back.
@@ -249,7 +241,7 @@ class CallSteps:
         ended = call.result_info.message if call.result_info else None
         settled = []
         for record in await self._ledger.list_call(call_id):
-            if record.status not in UNSETTLED_STATUSES:
+            if record.status not in STILL_RECORDING:
                 continue
             transition = await self._ledger.mark_abandoned(
                 call_id, record.operation_id, ABANDONED_REASON, call_end_message=ended

@@ -1,6 +1,5 @@
 """The download worker: stream a recording from its location into Blob Storage, exactly once."""
 
-from shared.download.claim import DownloadClaim
 from shared.download.fetch import (
     DownloadRetry,
     TerminalDownloadError,
@@ -12,7 +11,6 @@ from shared.download.url_guard import RecordingUrlRefused, UrlPolicy, check_reco
 from shared.download.worker import process_job
 
 __all__ = [
-    "DownloadClaim",
     "DownloadOutcome",
     "DownloadRetry",
     "RecordingUrlRefused",

@@ -72,9 +72,9 @@ class DownloadRetry(Backoff):
     max_seconds: float = 4.0
     retry_after_cap_seconds: float = 5.0
     # How long a duplicate delivery waits for another instance's download before handing the
-    # message back; longer than the claim's lifetime so a crashed holder's claim expires meanwhile.
-    claim_wait_seconds: float = 25.0
-    claim_poll_seconds: float = 0.2
+    # message back; longer than the lease's lifetime so a crashed holder's lease expires meanwhile.
+    lease_wait_seconds: float = 25.0
+    lease_poll_seconds: float = 0.2
 
 
 def classify_status(response: httpx.Response) -> DownloadError:

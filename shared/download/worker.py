@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 
 from shared.blob_layout import RecordingFacts, blob_name_for, content_type_for, expiry_for
 from shared.clock import Stopwatch, as_utc, utc_now
-from shared.download.claim import ClaimLost, DownloadClaim
 from shared.download.fetch import (
     DownloadRetry,
     TerminalDownloadError,
@@ -37,7 +36,9 @@ from shared.download.url_guard import Resolver, UrlPolicy, resolve_host
 from shared.erasure import erase_if_erased
 from shared.graph.ids import GRAPH_ID_RULE, is_graph_id
 from shared.ledger import (
-    Lease,
+    DownloadLease,
+    LeaseAttempt,
+    LeaseLost,
     OperationLedger,
     OperationStatus,
     Transition,
@@ -127,14 +128,14 @@ class _Download(QueueJob["DownloadJob", DownloadOutcome]):
             self.settings.recording_allowed_host_suffixes,
         )
         self.blob_name = blob_name_for(self.job.call_id, self.job.operation_id)
-        self.claim = DownloadClaim(self.ledger, clock=self.clock)
+        self.lease = DownloadLease(self.ledger, clock=self.clock)
 
     async def run(self) -> DownloadOutcome:
         # The job is the record of the completion notification: the "downloading" write
-        # carries its facts and is the download claim too, so the webhook's hot path needs
-        # no ledger round trip. The row it returns also says whether anything is left to
-        # do: no blob read first.
-        lease = await self.claim_or_wait()
+        # carries its facts and takes the download lease too, so the webhook's hot path
+        # needs no ledger round trip. The row it returns also says whether anything is left
+        # to do: no blob read first.
+        lease = await self.lease_or_wait()
         status = lease.row.record.status
         if status is OperationStatus.ERASED:
             return self.erased()  # erased before its download started: nothing to fetch
@@ -152,9 +153,9 @@ class _Download(QueueJob["DownloadJob", DownloadOutcome]):
         return await self.download()
 
     async def close(self) -> None:
-        await self.claim.release()
+        await self.lease.release()
 
-    async def claim_or_wait(self) -> Lease:
+    async def lease_or_wait(self) -> LeaseAttempt:
         """Hold the download lease, or the row that says there is nothing left to do.
 
         A duplicate delivery waits (bounded) rather than downloading a second time: when the
@@ -167,15 +168,15 @@ class _Download(QueueJob["DownloadJob", DownloadOutcome]):
         # row yet: create it blind, one request. Either guess only costs a request.
         create_first = self.job.client_context is None
         while True:
-            lease = await self.claim.take(
+            lease = await self.lease.take(
                 self.job, blob_name=self.blob_name, create_first=create_first
             )
-            if lease.held or lease.settled:
+            if lease.held or lease.nothing_left:
                 return lease
             create_first = False
-            if self.watch.elapsed_seconds >= self.retry.claim_wait_seconds:
+            if self.watch.elapsed_seconds >= self.retry.lease_wait_seconds:
                 raise TransientDownloadError("another delivery is still downloading this recording")
-            poll = self.retry.claim_poll_seconds
+            poll = self.retry.lease_poll_seconds
             await self.retry.sleep(poll * (0.5 + self.retry.jitter() / 2))
 
     async def download(self) -> DownloadOutcome:
@@ -198,7 +199,7 @@ class _Download(QueueJob["DownloadJob", DownloadOutcome]):
                     raise TerminalDownloadError(_too_large(max_bytes, declared))
                 async for chunk in response.aiter_bytes():
                     await writer.write(chunk)
-                    await self.claim.keep_alive()
+                    await self.lease.keep_alive()
                 if declared is not None and response.num_bytes_downloaded != declared:
                     raise TransientDownloadError(
                         f"recording body ended after {response.num_bytes_downloaded} of "
@@ -222,9 +223,9 @@ class _Download(QueueJob["DownloadJob", DownloadOutcome]):
                 committed = await writer.commit(facts)
         except RecordingTooLarge:
             raise TerminalDownloadError(_too_large(max_bytes, None)) from None
-        except ClaimLost:
+        except LeaseLost:
             raise TransientDownloadError(
-                "download claim expired and was taken over by another delivery"
+                "download lease expired and was taken over by another delivery"
             ) from None
         except AzureError as error:
             raise TransientDownloadError(
@@ -248,9 +249,9 @@ class _Download(QueueJob["DownloadJob", DownloadOutcome]):
                 stored_at=facts.downloaded_at,
                 expires_at=facts.expires_at,
                 # Carry the ETag of this delivery's last write (its lease): no read first.
-                after=self.claim.held_row,
+                after=self.lease.held_row,
             )
-        self.claim.settled(transition)
+        self.lease.wrote(transition)
         # The row as read after the commit: an erasure that came first wins (shared/erasure.py).
         if await erase_if_erased(transition, container=self.container, blob_name=self.blob_name):
             return self.erased()
@@ -282,9 +283,9 @@ class _Download(QueueJob["DownloadJob", DownloadOutcome]):
                 sha256=existing.sha256,
                 content_type=existing.content_type,
                 expires_at=existing.expires_at,
-                after=self.claim.held_row,
+                after=self.lease.held_row,
             )
-            self.claim.settled(transition)
+            self.lease.wrote(transition)
         if await erase_if_erased(
             transition, container=self.container, blob_name=existing.blob_name
         ):
@@ -325,9 +326,9 @@ class _Download(QueueJob["DownloadJob", DownloadOutcome]):
     async def record_failure(self, reason: str) -> None:
         """``failed``; a lease this delivery holds is given back in the same write."""
         transition = await self.ledger.mark_failed(
-            self.job.call_id, self.job.operation_id, reason, after=self.claim.held_row
+            self.job.call_id, self.job.operation_id, reason, after=self.lease.held_row
         )
-        self.claim.settled(transition)
+        self.lease.wrote(transition)
 
     def _settled(
         self,

@@ -1,19 +1,30 @@
 """The operations ledger: one Table Storage row per record operation, moved only forward.
 
-- :mod:`.rows`: columns, statuses, keys, the record the app sees;
-- :mod:`.table`: reading and advancing rows (ETag-guarded, forward-only), once-per-call claims;
-- :mod:`.lease`: the download lease, held on the operation's own row;
+The ledger is the only writer of a row's status and of its download lease:
+
+- :mod:`.rows`: columns, statuses and their groups, keys, the record the app sees;
+- :mod:`.table`: reading rows, the one ETag-guarded conflict retry every write goes through,
+  forward-only moves, once-per-call claims;
+- :mod:`.lease`: the download lease (:class:`DownloadLease`), held on the operation's own row;
 - :mod:`.transitions`: :class:`OperationLedger`, one ``mark_*`` per thing that happens.
 """
 
-from shared.ledger.lease import Lease
+from shared.ledger.lease import (
+    LEASE_RENEW_AFTER,
+    LEASE_TIME_TO_LIVE,
+    DownloadLease,
+    LeaseAttempt,
+    LeaseLost,
+)
 from shared.ledger.rows import (
     ABANDONED_REASON,
-    CLAIM_PARTITION_PREFIX,
     NO_COMPLETION_REASON,
+    NOTHING_LEFT_TO_DOWNLOAD,
     POISONED_REASON,
+    RECORDING_FATE_KNOWN,
     ROW_KIND_CLAIM,
     ROW_KIND_OPERATION,
+    STILL_RECORDING,
     TRANSCRIBED,
     TRANSCRIPTION_FAILED,
     Column,
@@ -25,20 +36,27 @@ from shared.ledger.rows import (
     result_fields,
     table_key,
 )
-from shared.ledger.table import LedgerTable
+from shared.ledger.table import LedgerConflict, LedgerTable
 from shared.ledger.transitions import OperationLedger
 
 __all__ = [
     "ABANDONED_REASON",
-    "CLAIM_PARTITION_PREFIX",
+    "LEASE_RENEW_AFTER",
+    "LEASE_TIME_TO_LIVE",
+    "NOTHING_LEFT_TO_DOWNLOAD",
     "NO_COMPLETION_REASON",
     "POISONED_REASON",
+    "RECORDING_FATE_KNOWN",
     "ROW_KIND_CLAIM",
     "ROW_KIND_OPERATION",
+    "STILL_RECORDING",
     "TRANSCRIBED",
     "TRANSCRIPTION_FAILED",
     "Column",
-    "Lease",
+    "DownloadLease",
+    "LeaseAttempt",
+    "LeaseLost",
+    "LedgerConflict",
     "LedgerTable",
     "OperationLedger",
     "OperationRecord",

@@ -1,13 +1,13 @@
 """Ledger rows: their columns, statuses and keys, and the record the rest of the app sees.
 
-One Table Storage row per record operation (partition = call, row = operation), and claim rows
-in partitions of their own. A status only ever moves forward (:data:`RANK`).
+One Table Storage row per record operation (partition = call, row = operation), and the
+once-per-call claim rows in partitions of their own. A status only ever moves forward
+(:data:`RANK`); the groups of statuses the rest of the app asks about are named here, once.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,20 +21,16 @@ if TYPE_CHECKING:
     from shared.graph.models import ResultInfo
     from shared.jobs import DownloadJob
 
-log = logging.getLogger("shared.ledger")
-
-
 ROW_KIND_OPERATION = "operation"
 ROW_KIND_CLAIM = "claim"
-MAX_CONFLICT_RETRIES = 8
 # Table keys may not hold / \\ # ? or control characters, and stop at 1 KiB; "%" is escaped too
 # so that the escaping cannot be forged.
 _FORBIDDEN_KEY_CHARS = str.maketrans(
     {c: f"%{ord(c):02X}" for c in "/\\#?%" + "".join(map(chr, [*range(32), *range(127, 160)]))}
 )
 _MAX_KEY_LENGTH = 256
-# Claims live in partitions of their own: no operation id, whatever it looks like, can collide
-# with a claim row, and a claim row is never mistaken for an operation.
+# Once-per-call claims live in partitions of their own: no operation id, whatever it looks like,
+# can collide with a claim row, and a claim row is never mistaken for an operation.
 CLAIM_PARTITION_PREFIX = "~claims~"
 
 
@@ -115,6 +111,22 @@ STATUS_VALUES = frozenset(status.value for status in OperationStatus)
 # Each status stamps its own time column, e.g. ``StoredAt``.
 STAMP = {status: f"{status.value.capitalize()}At" for status in OperationStatus}
 
+STILL_RECORDING = frozenset({OperationStatus.REQUESTED, OperationStatus.RUNNING})
+"""Graph is recording (or about to): no completion has come yet. Only the call's end (the bot)
+or the cleanup's abandon step, when none came in time, settles these; nothing moves the call on
+while its latest recording is here."""
+
+NOTHING_LEFT_TO_DOWNLOAD = frozenset(
+    {OperationStatus.STORED, OperationStatus.EXPIRED, OperationStatus.ERASED}
+)
+"""No delivery downloads this recording again: it is stored, or its retention or an erasure
+ended it. A delivery that finds its row here stops waiting for the download lease. (``failed``
+is not here: a later delivery of the same completion may still store the recording.)"""
+
+RECORDING_FATE_KNOWN = frozenset({OperationStatus.FAILED} | NOTHING_LEFT_TO_DOWNLOAD)
+"""The download is over one way or the other (stored, failed, expired, erased): the bot's
+after-recording step (thank-you, hang-up) may run."""
+
 
 def table_key(value: str) -> str:
     """A Table Storage key for an id: canonical form, characters Tables forbid escaped.
@@ -130,7 +142,7 @@ def table_key(value: str) -> str:
 
 
 def claim_partition(call_id: str) -> str:
-    """The partition of a call's claim rows (once-per-call steps, download claims)."""
+    """The partition of a call's once-per-call claim rows (e.g. "answer", "hang-up")."""
     return CLAIM_PARTITION_PREFIX + table_key(call_id)
 
 

@@ -1,8 +1,9 @@
 """Reading and advancing ledger rows: the storage mechanics, ETag-guarded and forward-only.
 
 Many instances write the same row (the API, the webhook, the worker, the bot flow, the cleanup),
-possibly with events out of order or twice. Every write is a read-modify-write guarded by the
-row's ETag, and a transition that would move a row backwards is ignored, so the final state does
+possibly with events out of order or twice. Every write goes through one conflict retry
+(:meth:`LedgerTable._rewrite`): decide on the row, write on its ETag, decide again if someone
+wrote first. A transition that would move a row backwards is ignored, so the final state does
 not depend on the order events arrive in.
 """
 
@@ -10,19 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from shared.clock import utc_now
 from shared.graph.ids import normalize_id
-from shared.logevents import log_event
-
-if TYPE_CHECKING:
-    from azure.data.tables.aio import TableClient
-
-
 from shared.ledger.rows import (
-    MAX_CONFLICT_RETRIES,
     RANK,
     ROW_KIND_CLAIM,
     ROW_KIND_OPERATION,
@@ -37,8 +32,67 @@ from shared.ledger.rows import (
     table_key,
     to_record,
 )
+from shared.logevents import log_event
+
+if TYPE_CHECKING:
+    from azure.data.tables.aio import TableClient
 
 log = logging.getLogger("shared.ledger")
+
+MAX_CONFLICT_RETRIES = 8
+
+R = TypeVar("R")
+
+
+class LedgerConflict(RuntimeError):
+    """A row kept changing under concurrent writers: the write gave up after a few tries."""
+
+    def __init__(self, partition: str, row: str) -> None:
+        super().__init__(
+            f"ledger row {partition}/{row} kept changing under concurrent writers; giving up"
+        )
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A row as a writer last saw it: read, or as its own last write left it.
+
+    ``etag`` None: the row is taken to exist without being read, and a merge into it goes
+    unconditionally (``If-Match: *``).
+    """
+
+    fields: Mapping[str, Any]
+    etag: str | None
+
+    @property
+    def record(self) -> OperationRecord:
+        return to_record(self.fields)
+
+    def transition(self, *, changed: bool) -> Transition:
+        return Transition(self.record, changed=changed, etag=self.etag)
+
+
+# A row believed to exist, not read: the merge goes without a condition.
+UNREAD = Seen({}, None)
+
+
+@dataclass(frozen=True)
+class Keep(Generic[R]):
+    """Write nothing: the transition ends with ``result``."""
+
+    result: R
+
+
+@dataclass(frozen=True)
+class Write(Generic[R]):
+    """Create the row with ``columns`` (there is none) or merge them into it on its ETag;
+    ``then`` turns the row after the write into the transition's result."""
+
+    columns: Mapping[str, Any]
+    then: Callable[[Seen], R]
+
+
+Decide = Callable[[Seen | None], Keep[R] | Write[R]]
 
 
 class LedgerTable:
@@ -47,11 +101,6 @@ class LedgerTable:
     def __init__(self, table: TableClient, *, clock: Callable[[], datetime] = utc_now) -> None:
         self._table = table
         self._clock = clock
-
-    @property
-    def table(self) -> TableClient:
-        """The table client, for bulk work that reads many rows at once (the cleanup)."""
-        return self._table
 
     async def get(self, call_id: str, operation_id: str) -> OperationRecord | None:
         from azure.core.exceptions import ResourceNotFoundError
@@ -74,6 +123,70 @@ class LedgerTable:
         ]
         return sorted(records, key=lambda r: r.get("CreatedAt") or self._clock())
 
+    async def _rewrite(
+        self,
+        call_id: str,
+        operation_id: str,
+        decide: Decide[R],
+        *,
+        known: Seen | None = None,
+        absent: bool = False,
+    ) -> R:
+        """The one conflict retry every transition goes through: decide on the row, write on its
+        ETag, and decide again on what is there if someone wrote it first.
+
+        The row is read unless the caller knows it: ``known`` (its own last write, or
+        :data:`UNREAD`) or ``absent`` (no row expected: the write is a blind create). ``decide``
+        sees the row (None when there is none) and says what to write. A create that finds the
+        row created (409) or a merge that finds it changed (412) reads it again; a merge that
+        finds it gone (404) decides again on no row. After :data:`MAX_CONFLICT_RETRIES` tries it
+        gives up with :class:`LedgerConflict`.
+        """
+        from azure.core import MatchConditions
+        from azure.core.exceptions import (
+            ResourceExistsError,
+            ResourceModifiedError,
+            ResourceNotFoundError,
+        )
+        from azure.data.tables import UpdateMode
+
+        partition, row = table_key(call_id), table_key(operation_id)
+        current, read = known, known is None and not absent
+        for _ in range(MAX_CONFLICT_RETRIES):
+            if read:
+                try:
+                    entity = await self._table.get_entity(partition, row)
+                except ResourceNotFoundError:
+                    current = None
+                else:
+                    current = Seen(dict(entity), entity.metadata["etag"])
+            read = True
+            step = decide(current)
+            if isinstance(step, Keep):
+                return step.result
+            written = {"PartitionKey": partition, "RowKey": row, **step.columns}
+            try:
+                if current is None:
+                    response = await self._table.create_entity(written)
+                    after = written
+                else:
+                    response = await self._table.update_entity(
+                        written,
+                        mode=UpdateMode.MERGE,
+                        etag=current.etag,
+                        match_condition=MatchConditions.IfNotModified
+                        if current.etag is not None
+                        else MatchConditions.Unconditionally,
+                    )
+                    after = {**current.fields, **written}
+            except (ResourceExistsError, ResourceModifiedError):
+                continue  # another writer came first: read theirs and decide again
+            except ResourceNotFoundError:
+                current, read = None, False  # removed meanwhile (the cleanup): there is no row
+                continue
+            return step.then(Seen(after, etag_of(response)))
+        raise LedgerConflict(partition, row)
+
     async def advance(
         self,
         call_id: str,
@@ -86,109 +199,61 @@ class LedgerTable:
         ``fields`` are extra columns (PascalCase, e.g. ``BlobName=...``); ``None`` values are
         skipped. A write that does not move the row forward changes nothing at all.
         """
-        from azure.core.exceptions import (
-            ResourceExistsError,
-            ResourceNotFoundError,
-        )
-
-        partition, row = table_key(call_id), table_key(operation_id)
-        extra = {name: value for name, value in fields.items() if value is not None}
-        for _ in range(MAX_CONFLICT_RETRIES):
-            now = self._clock()
-            try:
-                current = await self._table.get_entity(partition, row)
-            except ResourceNotFoundError:
-                entity = new_operation_row(call_id, operation_id, status, now, **extra)
-                try:
-                    created = await self._table.create_entity(entity)
-                except ResourceExistsError:
-                    continue  # another writer created it first: read theirs and try again
-                log_event(
-                    log,
-                    "ledger",
-                    call_id=entity["CallId"],
-                    operation_id=entity["OperationId"],
-                    status=status.value,
-                    was="new",
-                )
-                return Transition(to_record(entity), changed=True, etag=etag_of(created))
-
-            as_read = to_record(current)
-            if RANK[status] <= RANK[as_read.status]:
-                return Transition(as_read, changed=False, etag=current.metadata["etag"])
-            moved = await self._merge_forward(
-                partition, row, as_read, current.metadata["etag"], status, now, extra
-            )
-            if moved is not None:
-                return moved
-            # Someone else moved it (or the cleanup removed it): read it again.
-        raise RuntimeError(
-            f"ledger row {partition}/{row} kept changing under concurrent writers; giving up"
+        return await self._rewrite(
+            call_id, operation_id, self._forward(call_id, operation_id, status, fields)
         )
 
     async def advance_from(
         self, known: Transition, status: OperationStatus, **fields: Any
     ) -> Transition:
-        """:meth:`advance` from a row this instance just wrote, without reading it again.
+        """:meth:`advance` from a row this instance just wrote (or read), without reading it again.
 
         ``known`` is that write's outcome (its status and ETag). The merge is conditional on the
-        ETag: if anyone wrote the row since (an erasure, a duplicate), it falls back to
-        :meth:`advance`, which reads the row and stays forward-only.
+        ETag: if anyone wrote the row since (an erasure, a duplicate), the row is read and the
+        write stays forward-only.
         """
         record = known.record
-        if known.etag is not None and RANK[status] > RANK[record.status]:
-            extra = {name: value for name, value in fields.items() if value is not None}
-            partition, row = table_key(record.call_id), table_key(record.operation_id)
-            moved = await self._merge_forward(
-                partition, row, record, known.etag, status, self._clock(), extra
-            )
-            if moved is not None:
-                return moved
-        return await self.advance(record.call_id, record.operation_id, status, **fields)
-
-    async def _merge_forward(
-        self,
-        partition: str,
-        row: str,
-        record: OperationRecord,
-        etag: str | None,
-        status: OperationStatus,
-        now: datetime,
-        extra: Mapping[str, Any],
-    ) -> Transition | None:
-        """Merge ``status`` (stamped ``now``) and ``extra`` into the row ``record`` shows, on its
-        ``etag``; None when the row was written (or removed) since."""
-        from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
-        from azure.data.tables import UpdateMode
-
-        update = {
-            "PartitionKey": partition,
-            "RowKey": row,
-            "Status": status.value,
-            "UpdatedAt": now,
-            STAMP[status]: now,
-            **extra,
-        }
-        try:
-            updated = await self._table.update_entity(
-                update,
-                mode=UpdateMode.MERGE,
-                etag=etag,
-                match_condition=MatchConditions.IfNotModified,
-            )
-        except (ResourceModifiedError, ResourceNotFoundError):
-            return None
-        log_event(
-            log,
-            "ledger",
-            call_id=record.call_id,
-            operation_id=record.operation_id,
-            status=status.value,
-            was=record.status.value,
+        forward = known.etag is not None and RANK[status] > RANK[record.status]
+        return await self._rewrite(
+            record.call_id,
+            record.operation_id,
+            self._forward(record.call_id, record.operation_id, status, fields),
+            known=Seen(record.fields, known.etag) if forward else None,
         )
-        merged = {**dict(record.fields), **update}
-        return Transition(to_record(merged), changed=True, etag=etag_of(updated))
+
+    def _forward(
+        self, call_id: str, operation_id: str, status: OperationStatus, fields: Mapping[str, Any]
+    ) -> Decide[Transition]:
+        """The forward move to ``status`` with ``fields``: a new row, or a merge if it is ahead."""
+        extra = {name: value for name, value in fields.items() if value is not None}
+
+        def moved(was: str) -> Callable[[Seen], Transition]:
+            def then(after: Seen) -> Transition:
+                record = after.record
+                log_event(
+                    log,
+                    "ledger",
+                    call_id=record.call_id,
+                    operation_id=record.operation_id,
+                    status=status.value,
+                    was=was,
+                )
+                return Transition(record, changed=True, etag=after.etag)
+
+            return then
+
+        def decide(current: Seen | None) -> Keep[Transition] | Write[Transition]:
+            now = self._clock()
+            if current is None:
+                row = new_operation_row(call_id, operation_id, status, now, **extra)
+                return Write(row, moved("new"))
+            previous = current.record.status
+            if RANK[status] <= RANK[previous]:
+                return Keep(current.transition(changed=False))
+            columns = {"Status": status.value, "UpdatedAt": now, STAMP[status]: now, **extra}
+            return Write(columns, moved(previous.value))
+
+        return decide
 
     # ----------------------------------------------------------------- once-per-call claims
 

@@ -1,7 +1,9 @@
 """The ledger in the domain's words: one method per thing that happens to a recording.
 
-Each ``mark_*`` is an :meth:`~shared.ledger.table.LedgerTable.advance` with the columns that event
-records; callers never spell column names.
+Each ``mark_*`` is a forward move (:meth:`~shared.ledger.table.LedgerTable.advance`) with the
+columns that event records, or, for the transcription's columns beside the status, a merge through
+the same conflict retry; callers never spell column names. The download lease is
+:class:`~shared.ledger.lease.DownloadLease`'s.
 """
 
 from __future__ import annotations
@@ -12,27 +14,22 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.graph.ids import normalize_id
-from shared.logevents import log_event
-
-if TYPE_CHECKING:
-    from shared.graph.models import ResultInfo
-    from shared.jobs import DownloadJob
-
-from shared.ledger.lease import Lease, take_lease, write_lease
 from shared.ledger.rows import (
-    MAX_CONFLICT_RETRIES,
+    ROW_KIND_OPERATION,
     TRANSCRIBED,
     TRANSCRIPTION_FAILED,
     Column,
     OperationStatus,
     Transition,
     is_operation_row,
-    job_result,
     result_columns,
-    table_key,
     to_record,
 )
-from shared.ledger.table import LedgerTable
+from shared.ledger.table import UNREAD, Keep, LedgerTable, Seen, Write
+from shared.logevents import log_event
+
+if TYPE_CHECKING:
+    from shared.graph.models import ResultInfo
 
 log = logging.getLogger("shared.ledger")
 
@@ -129,50 +126,6 @@ class OperationLedger(LedgerTable):
             },
         )
 
-    async def mark_downloading(
-        self,
-        job: DownloadJob,
-        *,
-        blob_name: str,
-        holder: str,
-        now: datetime,
-        lease_until: datetime,
-        create_first: bool,
-    ) -> Lease:
-        """The worker took the job: ``downloading``, and ``holder``'s download lease, one write.
-
-        It records the completion's facts too (when it arrived, its result, its clientContext),
-        so the webhook's hot path needs no ledger round trip. The row it returns says whether
-        anything is left to do (shared/ledger/lease.py). ``now`` is the holder's clock, which
-        its lease times (``lease_until``, other holders' leases) are compared on.
-        """
-        return await take_lease(
-            self._table,
-            job.call_id,
-            job.operation_id,
-            holder=holder,
-            until=lease_until,
-            now=now,
-            create_first=create_first,
-            fields={
-                Column.BLOB_NAME: blob_name,
-                Column.COMPLETED_AT: job.received_at,
-                Column.CLIENT_CONTEXT: job.client_context,
-                Column.TENANT_ID: job.tenant_id,
-                **result_columns(job_result(job)),
-            },
-        )
-
-    async def renew_download_lease(
-        self, known: Transition, holder: str, until: datetime
-    ) -> Transition | None:
-        """The row with ``holder``'s lease renewed, or None if another holder took it over."""
-        return await write_lease(self._table, known, holder, until)
-
-    async def release_download_lease(self, known: Transition, holder: str) -> None:
-        """Give the lease back early (the message goes back to the queue)."""
-        await write_lease(self._table, known, holder, None)
-
     async def mark_stored(
         self,
         call_id: str,
@@ -201,7 +154,46 @@ class OperationLedger(LedgerTable):
             return await self.advance_from(after, OperationStatus.STORED, **columns)
         return await self.advance(call_id, operation_id, OperationStatus.STORED, **columns)
 
-    async def mark_expired(self, call_id: str, operation_id: str) -> Transition:
+    async def stored_past_expiry(
+        self, *, now: datetime, limit: int
+    ) -> dict[tuple[str, str], Transition]:
+        """``stored`` rows whose ``ExpiresAt`` has passed, each with its ETag, by (call id,
+        operation id) in canonical form (``normalize_id``): one query page per 1 000 rows, so
+        that :meth:`mark_expired` needs no read."""
+        query = "Kind eq @kind and Status eq @stored and ExpiresAt lt @now"
+        parameters = {
+            "kind": ROW_KIND_OPERATION,
+            "stored": OperationStatus.STORED.value,
+            "now": now,
+        }
+        rows: dict[tuple[str, str], Transition] = {}
+        async for entity in self._table.query_entities(
+            query,
+            parameters=parameters,
+            results_per_page=min(limit, 1000),
+            # What a record needs, no more: a page holds up to 1 000 rows.
+            select=["PartitionKey", "RowKey", "Kind", "CallId", "OperationId", "Status"],
+        ):
+            etag = entity.metadata.get("etag")
+            if etag:
+                record = to_record(entity)
+                rows[(record.call_id, record.operation_id)] = Transition(
+                    record, changed=False, etag=etag
+                )
+            if len(rows) >= limit:
+                break
+        return rows
+
+    async def mark_expired(
+        self, call_id: str, operation_id: str, *, seen: Transition | None = None
+    ) -> Transition:
+        """The recording's retention is over and its blob is gone.
+
+        ``seen``: the row as :meth:`stored_past_expiry` found it; the write is then one merge on
+        its ETag, and only a row written since (another run, an erasure) is read again.
+        """
+        if seen is not None:
+            return await self.advance_from(seen, OperationStatus.EXPIRED)
         return await self.advance(call_id, operation_id, OperationStatus.EXPIRED)
 
     async def mark_erased(self, call_id: str, operation_id: str) -> Transition:
@@ -252,30 +244,17 @@ class OperationLedger(LedgerTable):
         self, call_id: str, operation_id: str, fields: Mapping[str, Any]
     ) -> None:
         """Merge columns into an existing row without reading it; nothing when there is no row."""
-        from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceNotFoundError
-        from azure.data.tables import UpdateMode
+        extra = {name: value for name, value in fields.items() if value is not None}
 
-        partition, row = table_key(call_id), table_key(operation_id)
-        update = {
-            "PartitionKey": partition,
-            "RowKey": row,
-            "UpdatedAt": self._clock(),
-            **{name: value for name, value in fields.items() if value is not None},
-        }
-        try:
-            await self._table.update_entity(
-                update, mode=UpdateMode.MERGE, match_condition=MatchConditions.Unconditionally
-            )
-        except ResourceNotFoundError:
-            return
-        log_event(
-            log,
-            "ledger",
-            call_id=normalize_id(call_id),
-            operation_id=normalize_id(operation_id),
-            transcription_status=fields.get(Column.TRANSCRIPTION_STATUS),
-        )
+        def then(after: Seen) -> None:
+            _log_transcription(normalize_id(call_id), normalize_id(operation_id), extra)
+
+        def decide(current: Seen | None) -> Keep[None] | Write[None]:
+            if current is None:
+                return Keep(None)
+            return Write({"UpdatedAt": self._clock(), **extra}, then)
+
+        await self._rewrite(call_id, operation_id, decide, known=UNREAD)
 
     async def _merge_transcription(
         self, call_id: str, operation_id: str, fields: Mapping[str, Any]
@@ -285,41 +264,28 @@ class OperationLedger(LedgerTable):
         Forward-only like :meth:`advance`: ``transcribed`` is final, and only a failure may be
         overwritten (by a later delivery that succeeded).
         """
-        from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
-        from azure.data.tables import UpdateMode
-
-        partition, row = table_key(call_id), table_key(operation_id)
         extra = {name: value for name, value in fields.items() if value is not None}
-        for _ in range(MAX_CONFLICT_RETRIES):
-            try:
-                current = await self._table.get_entity(partition, row)
-            except ResourceNotFoundError:
-                return None
-            if not is_operation_row(current):
-                return None
-            if current.get(Column.TRANSCRIPTION_STATUS) == TRANSCRIBED:
-                return Transition(to_record(current), changed=False)
-            update = {"PartitionKey": partition, "RowKey": row, "UpdatedAt": self._clock(), **extra}
-            try:
-                await self._table.update_entity(
-                    update,
-                    mode=UpdateMode.MERGE,
-                    etag=current.metadata["etag"],
-                    match_condition=MatchConditions.IfNotModified,
-                )
-            except ResourceModifiedError:
-                continue
-            except ResourceNotFoundError:
-                return None
-            log_event(
-                log,
-                "ledger",
-                call_id=current.get("CallId", partition),
-                operation_id=current.get("OperationId", row),
-                transcription_status=extra[Column.TRANSCRIPTION_STATUS],
-            )
-            return Transition(to_record({**dict(current), **update}), changed=True)
-        raise RuntimeError(
-            f"ledger row {partition}/{row} kept changing under concurrent writers; giving up"
-        )
+
+        def then(after: Seen) -> Transition:
+            record = after.record
+            _log_transcription(record.call_id, record.operation_id, extra)
+            return after.transition(changed=True)
+
+        def decide(current: Seen | None) -> Keep[Transition | None] | Write[Transition | None]:
+            if current is None or not is_operation_row(current.fields):
+                return Keep(None)
+            if current.fields.get(Column.TRANSCRIPTION_STATUS) == TRANSCRIBED:
+                return Keep(current.transition(changed=False))
+            return Write({"UpdatedAt": self._clock(), **extra}, then)
+
+        return await self._rewrite(call_id, operation_id, decide)
+
+
+def _log_transcription(call_id: str, operation_id: str, fields: Mapping[str, Any]) -> None:
+    log_event(
+        log,
+        "ledger",
+        call_id=call_id,
+        operation_id=operation_id,
+        transcription_status=fields.get(Column.TRANSCRIPTION_STATUS),
+    )

@@ -1,7 +1,7 @@
 """Step 1: delete the recordings whose ``expiresAt`` tag has passed, and mark their rows ``expired``.
 
 A tag query finds them (the cost grows with the number expired, never with the number stored);
-batch deletes remove them; each row gets one ETag-guarded merge.
+batch deletes remove them; the ledger marks each row with one ETag-guarded merge.
 """
 
 from __future__ import annotations
@@ -14,26 +14,14 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.blob_layout import EXPIRES_AT_TAG, format_tag_time, ids_from_blob_name
-from shared.ledger import (
-    ROW_KIND_OPERATION,
-    OperationLedger,
-    OperationStatus,
-    table_key,
-)
+from shared.graph.ids import normalize_id
+from shared.ledger import OperationLedger
 from shared.logevents import log_event
+from shared.retention.summary import BATCH_DELETE_MAX, CleanupSummary, bounded_gather
 
 if TYPE_CHECKING:
     from azure.core.pipeline import PipelineRequest
-    from azure.data.tables.aio import TableClient
     from azure.storage.blob.aio import ContainerClient
-
-
-from shared.retention.summary import (
-    BATCH_DELETE_MAX,
-    EXPIRED_AT,
-    CleanupSummary,
-    bounded_gather,
-)
 
 log = logging.getLogger("shared.retention")
 
@@ -137,31 +125,6 @@ async def expire_recordings(
     await mark_rows_expired(ledger, targets, now=now, limit=limit, summary=summary)
 
 
-async def _stored_rows_past_expiry(
-    table: TableClient, *, now: datetime, limit: int
-) -> dict[tuple[str, str], str]:
-    """ETags of ``stored`` rows whose ``ExpiresAt`` has passed: one query page per 1 000 rows."""
-    etags: dict[tuple[str, str], str] = {}
-    query = "Kind eq @kind and Status eq @stored and ExpiresAt lt @now"
-    parameters = {
-        "kind": ROW_KIND_OPERATION,
-        "stored": OperationStatus.STORED.value,
-        "now": now,
-    }
-    async for entity in table.query_entities(
-        query,
-        parameters=parameters,
-        results_per_page=min(limit, 1000),
-        select=["PartitionKey", "RowKey"],
-    ):
-        etag = entity.metadata.get("etag")
-        if etag:
-            etags[(entity["PartitionKey"], entity["RowKey"])] = etag
-        if len(etags) >= limit:
-            break
-    return etags
-
-
 async def mark_rows_expired(
     ledger: OperationLedger,
     targets: Sequence[tuple[str, str, str]],
@@ -175,48 +138,22 @@ async def mark_rows_expired(
     One query reads the ETags of every ``stored`` row past its expiry (1 000 per page); each of
     those rows then gets one merge guarded by its ETag (If-Match), so a row that changed since
     (another run marked it, or a later status such as an erasure was written) is never
-    overwritten: the write fails with 412 and the row goes through the ledger's read-then-write
-    ``mark_expired``, which only ever moves a row forward. Rows the query did not return (no row,
-    or a row that never reached ``stored``) take that path directly. Writes run 16 at a time.
+    overwritten: the write fails with 412 and the ledger reads the row and decides again, only
+    ever moving it forward. Rows the query did not return (no row, or a row that never reached
+    ``stored``) take that read-then-write path directly. Writes run 16 at a time.
     """
     if not targets:
         return
-    # The ledger's table client (OperationLedger keeps it private; a public ``table`` property
-    # on the ledger would make this read cleaner).
-    table: TableClient = ledger.table
     try:
-        etags = await _stored_rows_past_expiry(table, now=now, limit=max(limit, len(targets)))
+        seen = await ledger.stored_past_expiry(now=now, limit=max(limit, len(targets)))
     except Exception as error:
-        # Without the ETags every row still gets its guarded read-then-write below.
+        # Without the ETags every row still gets its guarded read-then-write.
         log.warning("cleanup: ledger query for expired rows failed (%s)", type(error).__name__)
-        etags = {}
+        seen = {}
 
     async def mark(call_id: str, operation_id: str) -> bool:
-        from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
-        from azure.data.tables import UpdateMode
-
-        partition, row = table_key(call_id), table_key(operation_id)
-        etag = etags.get((partition, row))
-        if etag is not None:
-            try:
-                await table.update_entity(
-                    {
-                        "PartitionKey": partition,
-                        "RowKey": row,
-                        "Status": OperationStatus.EXPIRED.value,
-                        "UpdatedAt": now,
-                        EXPIRED_AT: now,
-                    },
-                    mode=UpdateMode.MERGE,
-                    etag=etag,
-                    match_condition=MatchConditions.IfNotModified,
-                )
-            except (ResourceModifiedError, ResourceNotFoundError):
-                pass  # changed since the query: decide on a fresh read
-            else:
-                return True
-        transition = await ledger.mark_expired(call_id, operation_id)
+        row = seen.get((normalize_id(call_id), normalize_id(operation_id)))
+        transition = await ledger.mark_expired(call_id, operation_id, seen=row)
         return transition.changed
 
     results = await bounded_gather(

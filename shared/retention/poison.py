@@ -7,7 +7,6 @@ import logging
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-# The blob convention (name, expiresAt tag) is the download worker's: one definition, in store.
 from shared.clock import as_utc
 from shared.ledger import (
     POISONED_REASON,
@@ -15,17 +14,11 @@ from shared.ledger import (
     job_result,
 )
 from shared.logevents import log_event
+from shared.retention.summary import POISON_PAGE, POISON_VISIBILITY_SECONDS, CleanupSummary
 
 if TYPE_CHECKING:
     from azure.storage.queue import QueueMessage
     from azure.storage.queue.aio import QueueClient
-
-
-from shared.retention.summary import (
-    POISON_PAGE,
-    POISON_VISIBILITY_SECONDS,
-    CleanupSummary,
-)
 
 log = logging.getLogger("shared.retention")
 

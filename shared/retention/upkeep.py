@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import logging
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
 from shared.ledger import (
     NO_COMPLETION_REASON,
@@ -13,17 +12,8 @@ from shared.ledger import (
     OperationLedger,
     OperationStatus,
 )
-
-# The blob convention (name, expiresAt tag) is the download worker's: one definition, in store.
 from shared.logevents import log_event
-
-if TYPE_CHECKING:
-    pass
-
-from shared.retention.summary import (
-    CleanupSummary,
-    bounded_gather,
-)
+from shared.retention.summary import CleanupSummary, bounded_gather
 
 log = logging.getLogger("shared.retention")
 
