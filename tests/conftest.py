@@ -96,6 +96,13 @@ def start_simulator() -> Iterator[Callable[..., GraphSimulator]]:
         simulator.stop()
 
 
+@pytest.fixture(scope="module")
+def sim(start_simulator: Callable[..., GraphSimulator]) -> GraphSimulator:
+    """The module's Graph simulator with its defaults; a module that needs other options (a
+    callback URL, a time scale) defines its own ``sim``."""
+    return start_simulator()
+
+
 class GivenSettings(Settings):
     """The app's settings from the values given alone: the process environment is not read."""
 
@@ -199,7 +206,7 @@ async def webhook(
 ) -> StorageClients:
     """The app configured against the simulator's keys, with empty storage.
 
-    ``sim`` is the requesting module's own simulator fixture.
+    ``sim`` is the requesting module's simulator: its own fixture, or else the suite's default.
     """
     configure(INBOUND_OPENID_CONFIGURATION_URL=sim.openid_configuration_url)
     return storage

@@ -29,6 +29,7 @@ from shared.settings import Settings, get_settings
 from tests.support.clock import Clock
 from tests.support.counting import CountingTransport
 from tests.support.functions import invoke
+from tests.support.recordings import blob_names
 
 S = OperationStatus
 T0 = datetime(2030, 1, 7, 9, 30, tzinfo=UTC)
@@ -78,10 +79,6 @@ async def stored_row(
         BlobName=blob_name(call_id, operation_id),
         ExpiresAt=expires_at,
     )
-
-
-async def blob_names(storage: Any) -> set[str]:
-    return {blob.name async for blob in storage.container.list_blobs()}
 
 
 async def cleanup(

@@ -19,21 +19,11 @@ from shared.blob_layout import EXPIRES_AT_FORMAT
 from shared.ledger import OperationLedger, OperationStatus
 from shared.settings import get_settings
 from tests.support.functions import http_request, invoke, json_body
+from tests.support.recordings import recording_status as status
 
 S = OperationStatus
 CALL = "57dab8b1-894c-409a-b240-bd8beae78896"
 OPERATION = "0fe0623f-d628-42ed-b4bd-8ac290072cc5"
-
-
-async def status(call_id: str, operation_id: str) -> Any:
-    return await invoke(
-        "recording_status",
-        http_request(
-            "GET",
-            f"http://localhost/api/recordings/{call_id}/{operation_id}",
-            route_params={"callId": call_id, "operationId": operation_id},
-        ),
-    )
 
 
 async def store(
