@@ -3,11 +3,28 @@ a client asks (``GET /api/recordings/{callId}/{operationId}``, through the regis
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import azure.functions as func
 
+from shared.blob_layout import EXPIRES_AT_FORMAT
 from tests.support.functions import http_request, invoke
+
+
+async def put_recording(
+    storage: Any, call_id: str, operation_id: str, expires_at: datetime, data: bytes = b"RIFF"
+) -> str:
+    """Upload a recording the way the worker does (naming, metadata, expiry tag); its name."""
+    name = f"{call_id}/{operation_id}.wav"
+    await storage.container.upload_blob(
+        name,
+        data,
+        overwrite=True,
+        metadata={"callid": call_id, "operationid": operation_id},
+        tags={"expiresAt": expires_at.astimezone(UTC).strftime(EXPIRES_AT_FORMAT)},
+    )
+    return name
 
 
 async def blob_names(storage: Any) -> set[str]:
