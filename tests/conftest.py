@@ -1,8 +1,13 @@
-"""Shared fixtures: a real Azurite per test session, app settings per test, clean storage."""
+"""Shared fixtures: a real Azurite per test session, app settings per test, clean storage.
+
+Also the suite's split: every test is marked ``app``, ``devtools`` or ``infra`` by where it lives,
+so ``pytest -m app`` runs the app's own tests apart from those of its tools and its Bicep.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -18,6 +23,56 @@ if TYPE_CHECKING:
 
 BOT_APP_ID = "a5c1f5ad-0b6f-4f0c-9a5e-1b2c3d4e5f60"
 TENANT_ID = "00000000-0000-0000-0000-00000000cafe"  # fictitious: the simulator's default
+
+TESTS = Path(__file__).resolve().parent
+SUITES = ("app", "devtools", "infra")
+# Where a test lives says which suite it belongs to. A folder of tests is named here, or its tests
+# get no suite and collection fails: a new folder is classified on purpose, not by accident.
+SUITE_OF_FOLDER = {
+    "e2e": "app",
+    "graphsim": "devtools",
+    "localhost": "devtools",
+    "teams_app": "devtools",
+    "infra": "infra",
+}
+# Modules directly under tests/ test the app unless they test a tool around it.
+DEVTOOLS_MODULES = frozenset(
+    {
+        "test_benchmarks_smoke",
+        "test_demo",
+        "test_docs_commands",
+        "test_provision",
+        "test_requirements_lock",
+    }
+)
+
+
+def suite_of(path: Path) -> str | None:
+    """The suite of the test module at ``path``; None for a folder not in SUITE_OF_FOLDER."""
+    parts = path.resolve().relative_to(TESTS).parts
+    if len(parts) > 1:
+        return SUITE_OF_FOLDER.get(parts[0])
+    return "devtools" if path.stem in DEVTOOLS_MODULES else "app"
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by these marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    stale = sorted(name for name in DEVTOOLS_MODULES if not (TESTS / f"{name}.py").is_file())
+    if stale:
+        raise pytest.UsageError(f"tests/conftest.py DEVTOOLS_MODULES names no module: {stale}")
+    unsorted = []
+    for item in items:
+        suite = suite_of(item.path)
+        if suite is not None:
+            item.add_marker(suite)
+        marked = {mark.name for mark in item.iter_markers() if mark.name in SUITES}
+        if len(marked) != 1:
+            unsorted.append(f"{item.nodeid} ({', '.join(sorted(marked)) or 'no suite'})")
+    if unsorted:
+        raise pytest.UsageError(
+            "every test belongs to exactly one of the suites app, devtools, infra "
+            "(SUITE_OF_FOLDER and DEVTOOLS_MODULES in tests/conftest.py): " + "; ".join(unsorted)
+        )
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +94,13 @@ def start_simulator() -> Iterator[Callable[..., GraphSimulator]]:
     yield start
     for simulator in reversed(running):
         simulator.stop()
+
+
+@pytest.fixture(scope="module")
+def sim(start_simulator: Callable[..., GraphSimulator]) -> GraphSimulator:
+    """The module's Graph simulator with its defaults; a module that needs other options (a
+    callback URL, a time scale) defines its own ``sim``."""
+    return start_simulator()
 
 
 class GivenSettings(Settings):
@@ -144,7 +206,7 @@ async def webhook(
 ) -> StorageClients:
     """The app configured against the simulator's keys, with empty storage.
 
-    ``sim`` is the requesting module's own simulator fixture.
+    ``sim`` is the requesting module's simulator: its own fixture, or else the suite's default.
     """
     configure(INBOUND_OPENID_CONFIGURATION_URL=sim.openid_configuration_url)
     return storage

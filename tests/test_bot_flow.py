@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,13 +16,8 @@ from typing import Any
 
 import azure.functions as func
 import pytest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from devtools.graphsim import GraphSimulator
-from devtools.loopback import LoopbackServer
 from shared.bot.flow import BotFlow, attempt_of
 from shared.graph.models import CommsNotification, RecordOperation
 from shared.jobs import DownloadJob
@@ -32,55 +26,14 @@ from shared.queues import JOB_TIME_TO_LIVE
 from shared.services import Services
 from tests.conftest import TENANT_ID, use_simulator_identity
 from tests.support.functions import http_request, invoke
+from tests.support.inbox import Inbox, serve_inbox
 
 THANK_YOU = "https://cdn.example/thank-you.wav"
 
 
-class Inbox:
-    """The bot's callback on loopback: keeps every notification, answers 202."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.received: list[dict[str, Any]] = []
-        self.prompts_served: list[str] = []
-        self.base_url = ""
-
-    def take(self, start: int) -> list[dict[str, Any]]:
-        with self.lock:
-            return list(self.received[start:])
-
-
 @pytest.fixture
 def inbox() -> Iterator[Inbox]:
-    box = Inbox()
-
-    async def callback(request: Request) -> Response:
-        body = await request.json()
-        with box.lock:
-            box.received.extend(body.get("value", []))
-        return Response(status_code=202)
-
-    async def prompt(request: Request) -> Response:
-        # The app's own prompt route, as Graph fetches it (the simulator checks the format).
-        name = request.path_params["name"]
-        with box.lock:
-            box.prompts_served.append(name)
-        served = await invoke(
-            "prompt",
-            http_request("GET", str(request.url), route_params={"name": name}),
-        )
-        return Response(
-            served.get_body(), status_code=served.status_code, media_type=served.mimetype
-        )
-
-    app = Starlette(
-        routes=[
-            Route("/api/calls", callback, methods=["POST"]),
-            Route("/api/prompts/{name}.wav", prompt, methods=["GET"]),
-        ]
-    )
-    with LoopbackServer(app) as server:
-        box.base_url = server.base_url
+    with serve_inbox(prompts=True) as box:
         yield box
 
 
@@ -393,7 +346,7 @@ async def test_full_call_through_the_webhook(
 ) -> None:
     """The same call with the real webhook function (JWT checked, routing, job) in the loop."""
     from shared.services import app_services
-    from tests.support.functions import http_request, invoke
+    from tests.support.functions import invoke
 
     sim = bot_env
     configure(INBOUND_OPENID_CONFIGURATION_URL=sim.openid_configuration_url)
@@ -451,7 +404,7 @@ async def test_legacy_first_notification_is_204_then_the_graph_one_is_answered(
     """Teams docs, protocol determination: the legacy-format first notification gets 204, and the
     platform sends it again in the Graph format, which the bot answers."""
     from tests.data import legacy_notification
-    from tests.support.functions import http_request, invoke
+    from tests.support.functions import invoke
 
     sim = bot_env
     configure(INBOUND_OPENID_CONFIGURATION_URL=sim.openid_configuration_url)
@@ -491,7 +444,7 @@ async def test_legacy_first_notification_is_204_then_the_graph_one_is_answered(
 async def test_a_body_that_only_looks_partly_legacy_is_still_a_400(
     bot_env: GraphSimulator, storage: Any, configure: Callable[..., Services]
 ) -> None:
-    from tests.support.functions import http_request, invoke
+    from tests.support.functions import invoke
 
     configure(INBOUND_OPENID_CONFIGURATION_URL=bot_env.openid_configuration_url)
     response = await invoke(

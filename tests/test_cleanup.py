@@ -29,6 +29,7 @@ from shared.settings import Settings, get_settings
 from tests.support.clock import Clock
 from tests.support.counting import CountingTransport
 from tests.support.functions import invoke
+from tests.support.recordings import blob_names, put_recording
 
 S = OperationStatus
 T0 = datetime(2030, 1, 7, 9, 30, tzinfo=UTC)
@@ -51,21 +52,6 @@ def blob_name(call_id: str, operation_id: str) -> str:
     return f"{call_id}/{operation_id}.wav"
 
 
-async def put_recording(
-    storage: Any, call_id: str, operation_id: str, expires_at: datetime, data: bytes = b"RIFF"
-) -> str:
-    """Upload a recording the way the worker does (naming, metadata, expiry tag)."""
-    name = blob_name(call_id, operation_id)
-    await storage.container.upload_blob(
-        name,
-        data,
-        overwrite=True,
-        metadata={"callid": call_id, "operationid": operation_id},
-        tags={"expiresAt": expires_at.astimezone(UTC).strftime(EXPIRES_AT_FORMAT)},
-    )
-    return name
-
-
 async def stored_row(
     ledger: OperationLedger, call_id: str, operation_id: str, expires_at: datetime
 ) -> None:
@@ -78,10 +64,6 @@ async def stored_row(
         BlobName=blob_name(call_id, operation_id),
         ExpiresAt=expires_at,
     )
-
-
-async def blob_names(storage: Any) -> set[str]:
-    return {blob.name async for blob in storage.container.list_blobs()}
 
 
 async def cleanup(

@@ -35,31 +35,15 @@ from shared.download import (
 from shared.jobs import DownloadJob
 from shared.ledger import OperationLedger, OperationStatus
 from shared.services import app_services
-from tests.support.clock import Clock
+from tests.support.clock import Clock, Sleeps
 from tests.support.functions import invoke
 
 NOW = datetime(2026, 11, 23, 12, 0, 0, 250_000, tzinfo=UTC)
 
 
-@pytest.fixture(scope="module")
-def sim(start_simulator: Callable[..., GraphSimulator]) -> GraphSimulator:
-    return start_simulator()
-
-
-class Sleeps:
-    """Backoff sleeps, recorded and shortened: tests assert on the delays asked for, not time."""
-
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.delays.append(seconds)
-        await asyncio.sleep(0.001)
-
-
 @pytest.fixture
 def sleeps() -> Sleeps:
-    return Sleeps()
+    return Sleeps(pause=0.001)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,19 +20,10 @@ from shared.download.worker import process_job
 from shared.jobs import DownloadJob
 from shared.ledger import OperationLedger, OperationStatus, Transition
 from shared.settings import get_settings
-from tests.conftest import BOT_APP_ID
 from tests.support.functions import http_request, invoke, json_body
 
 S = OperationStatus
 NOW = datetime(2026, 11, 29, 21, 0, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[GraphSimulator]:
-    simulator = GraphSimulator(bot_app_id=BOT_APP_ID)
-    simulator.start()
-    yield simulator
-    simulator.stop()
 
 
 def ids() -> tuple[str, str]:

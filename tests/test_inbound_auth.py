@@ -8,7 +8,6 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -68,11 +67,6 @@ class CountingTransport(httpx.AsyncBaseTransport):
 
     def count(self, suffix: str) -> int:
         return sum(1 for path in self.paths if path.endswith(suffix))
-
-
-@pytest.fixture(scope="module")
-def sim(start_simulator: Callable[..., GraphSimulator]) -> GraphSimulator:
-    return start_simulator()
 
 
 @pytest.fixture

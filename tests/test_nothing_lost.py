@@ -36,11 +36,6 @@ from tests.support.functions import http_request, invoke, json_body
 URL = "http://localhost:7071/api/calls"
 
 
-@pytest.fixture(scope="module")
-def sim(start_simulator: Callable[..., GraphSimulator]) -> GraphSimulator:
-    return start_simulator()
-
-
 def guid() -> str:
     return str(uuid.uuid4())
 

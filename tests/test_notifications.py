@@ -74,11 +74,6 @@ def _no_secret_in_any_log_of_the_module() -> Iterator[None]:
     assert not JWT_PATTERN.search(everything), "a JWT reached the log"
 
 
-@pytest.fixture(scope="module")
-def sim(start_simulator: Callable[..., GraphSimulator]) -> GraphSimulator:
-    return start_simulator()
-
-
 def token(sim: GraphSimulator, claims: dict[str, Any] | None = None, **options: Any) -> str:
     issued = sim.sign_token(claims, **options)
     ISSUED_SECRETS.add(issued)

@@ -15,39 +15,22 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from shared.blob_layout import EXPIRES_AT_FORMAT
 from shared.ledger import OperationLedger, OperationStatus
 from shared.settings import get_settings
 from tests.support.functions import http_request, invoke, json_body
+from tests.support.recordings import put_recording
+from tests.support.recordings import recording_status as status
 
 S = OperationStatus
 CALL = "57dab8b1-894c-409a-b240-bd8beae78896"
 OPERATION = "0fe0623f-d628-42ed-b4bd-8ac290072cc5"
 
 
-async def status(call_id: str, operation_id: str) -> Any:
-    return await invoke(
-        "recording_status",
-        http_request(
-            "GET",
-            f"http://localhost/api/recordings/{call_id}/{operation_id}",
-            route_params={"callId": call_id, "operationId": operation_id},
-        ),
-    )
-
-
 async def store(
     storage: Any, call_id: str, operation_id: str, data: bytes, expires_at: datetime
 ) -> str:
     """Upload a recording with the worker's conventions and move its row to stored."""
-    name = f"{call_id}/{operation_id}.wav"
-    await storage.container.upload_blob(
-        name,
-        data,
-        overwrite=True,
-        metadata={"callid": call_id, "operationid": operation_id},
-        tags={"expiresAt": expires_at.astimezone(UTC).strftime(EXPIRES_AT_FORMAT)},
-    )
+    name = await put_recording(storage, call_id, operation_id, expires_at, data)
     ledger = OperationLedger(storage.table)
     await ledger.advance(call_id, operation_id, S.REQUESTED, ClientContext="ctx-1")
     await ledger.advance(call_id, operation_id, S.COMPLETED, ResultCode=200, ResultSubcode=8515)

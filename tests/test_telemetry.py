@@ -16,7 +16,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,14 +31,9 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from devtools.azurite import free_port
 from devtools.graphsim import GraphSimulator
-from devtools.loopback import LoopbackServer
 from shared import telemetry
 from shared.jobs import DownloadJob
 from shared.ledger import OperationLedger, OperationStatus
@@ -48,6 +42,7 @@ from shared.services import Services
 from shared.storage import StorageClients
 from tests.data import source_document as doc
 from tests.support.functions import http_request, invoke
+from tests.support.inbox import Inbox, serve_inbox
 
 from .conftest import BOT_APP_ID, use_simulator_identity
 
@@ -116,32 +111,9 @@ def log_records() -> Iterator[list[logging.LogRecord]]:
     root.setLevel(previous)
 
 
-class Inbox:
-    """The simulator's callback on loopback: keeps every notification it is sent."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.received: list[dict[str, Any]] = []
-        self.base_url = ""
-
-    def take(self, start: int) -> list[dict[str, Any]]:
-        with self.lock:
-            return list(self.received[start:])
-
-
 @pytest.fixture(scope="module")
 def inbox() -> Iterator[Inbox]:
-    box = Inbox()
-
-    async def callback(request: Request) -> Response:
-        body = await request.json()
-        with box.lock:
-            box.received.extend(body.get("value", []))
-        return Response(status_code=202)
-
-    app = Starlette(routes=[Route("/api/calls", callback, methods=["POST"])])
-    with LoopbackServer(app) as server:
-        box.base_url = server.base_url
+    with serve_inbox() as box:
         yield box
 
 

@@ -6,7 +6,6 @@ transcript together; throttling then success; permanent failures recorded with t
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import uuid
@@ -34,15 +33,11 @@ from shared.transcription import (
 )
 from shared.transcription.job import TranscriptionJob
 from tests.conftest import use_simulator_identity
-from tests.support.clock import Clock
-from tests.support.functions import http_request, invoke, json_body
+from tests.support.clock import Clock, Sleeps
+from tests.support.functions import invoke, json_body
+from tests.support.recordings import blob_names, recording_status
 
 TRANSCRIBE_PATH = "/speechtotext/transcriptions:transcribe"
-
-
-@pytest.fixture(scope="module")
-def sim(start_simulator: Callable[..., GraphSimulator]) -> GraphSimulator:
-    return start_simulator()
 
 
 @pytest.fixture
@@ -65,15 +60,6 @@ async def transcribing(
 async def clean(transcribing: GraphSimulator, storage: Any) -> Any:
     await storage.transcription_queue.clear_messages()
     return storage
-
-
-class Sleeps:
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.delays.append(seconds)
-        await asyncio.sleep(0)
 
 
 def speech_requests(sim: GraphSimulator) -> int:
@@ -104,21 +90,10 @@ async def next_transcription_message(storage: Any) -> bytes:
 
 
 async def status(call_id: str, operation_id: str) -> dict[str, Any]:
-    response = await invoke(
-        "recording_status",
-        http_request(
-            "GET",
-            f"http://localhost/api/recordings/{call_id}/{operation_id}",
-            route_params={"callId": call_id, "operationId": operation_id},
-        ),
-    )
+    response = await recording_status(call_id, operation_id)
     assert response.status_code == 200
     body: dict[str, Any] = json_body(response)
     return body
-
-
-async def blob_names(storage: Any) -> set[str]:
-    return {blob.name async for blob in storage.container.list_blobs()}
 
 
 async def store_directly(storage: Any, data: bytes) -> TranscriptionJob:

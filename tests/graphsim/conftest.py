@@ -17,8 +17,9 @@ from starlette.routing import Route
 
 from devtools.graphsim import GraphSimulator
 from devtools.loopback import LoopbackServer
+from tests.conftest import BOT_APP_ID
 
-BOT_APP_ID = "a5c1f5ad-0b6f-4f0c-9a5e-1b2c3d4e5f60"
+CALLS = "/communications/calls"
 
 
 @dataclass
@@ -95,6 +96,24 @@ def answer_body(
         "acceptedModalities": ["audio"],
         "mediaConfig": {"@odata.type": media},
     }
+
+
+def answered_call(
+    sim: GraphSimulator,
+    bot: Bot,
+    graph: httpx.Client,
+    *,
+    answer: dict[str, Any] | None = None,
+    **options: Any,
+) -> str:
+    """A call placed to the bot and answered (``answer``, else :func:`answer_body`), returned
+    once the bot was told it is established; ``options`` are the simulator's for the call."""
+    call_id = sim.place_call(callback_url=bot.url, **options)
+    bot.wait_for(is_state("incoming"))
+    body = answer if answer is not None else answer_body(bot.url)
+    assert graph.post(f"{CALLS}/{call_id}/answer", json=body).status_code == 202
+    bot.wait_for(is_state("established"))
+    return call_id
 
 
 def is_state(state: str) -> Callable[[dict[str, Any]], bool]:

@@ -13,9 +13,9 @@ import pytest
 from devtools.graphsim import GraphSimulator
 from tests.data import source_document
 
-from .conftest import Bot, answer_body, is_operation, is_state
+from .conftest import CALLS, Bot, answer_body, is_operation, is_state
+from .conftest import answered_call as _answer
 
-CALLS = "/communications/calls"
 SOURCE_EXAMPLE_REQUEST: dict[str, Any] = source_document.REQUEST
 
 
@@ -35,14 +35,6 @@ def slow_graph(slow_sim: GraphSimulator) -> Iterator[httpx.Client]:
 
 def _compact(identifier: str) -> str:
     return identifier.replace("-", "").upper()
-
-
-def _answer(sim: GraphSimulator, bot: Bot, graph: httpx.Client, **options: Any) -> str:
-    call_id = sim.place_call(callback_url=bot.url, **options)
-    bot.wait_for(is_state("incoming"))
-    assert graph.post(f"{CALLS}/{call_id}/answer", json=answer_body(bot.url)).status_code == 202
-    bot.wait_for(is_state("established"))
-    return call_id
 
 
 def _record(graph: httpx.Client, call_id: str, **overrides: Any) -> dict[str, Any]:

@@ -19,9 +19,8 @@ from devtools.graphsim import GraphSimulator
 from devtools.graphsim.recordings import wav_header
 from devtools.loopback import LoopbackServer
 
-from .conftest import Bot, answer_body, is_operation, is_state
-
-CALLS = "/communications/calls"
+from .conftest import CALLS, Bot, is_operation, is_state
+from .conftest import answered_call as _established
 
 
 def _wav(rate: int = 16_000, channels: int = 1, bits: int = 16) -> bytes:
@@ -49,14 +48,6 @@ def prompts() -> Iterator[str]:
 
 def _prompt(uri: str) -> dict[str, Any]:
     return {"@odata.type": "#microsoft.graph.mediaPrompt", "mediaInfo": {"uri": uri}}
-
-
-def _established(sim: GraphSimulator, bot: Bot, graph: httpx.Client, **options: Any) -> str:
-    call_id = sim.place_call(callback_url=bot.url, **options)
-    bot.wait_for(is_state("incoming"))
-    assert graph.post(f"{CALLS}/{call_id}/answer", json=answer_body(bot.url)).status_code == 202
-    bot.wait_for(is_state("established"))
-    return call_id
 
 
 def _operations(bot: Bot) -> list[dict[str, Any]]:

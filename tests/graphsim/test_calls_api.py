@@ -9,9 +9,7 @@ import pytest
 
 from devtools.graphsim import GraphSimulator
 
-from .conftest import Bot, answer_body, is_state
-
-CALLS = "/communications/calls"
+from .conftest import CALLS, Bot, answer_body, is_state
 
 
 def _established_call(sim: GraphSimulator, bot: Bot, graph: httpx.Client) -> str:

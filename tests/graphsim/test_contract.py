@@ -47,9 +47,8 @@ from msgraph.generated.models.subscribe_to_tone_operation import (
 from devtools.graphsim import GraphSimulator
 from devtools.loopback import LoopbackServer
 
-from .conftest import BOT_APP_ID, Bot, answer_body, is_operation, is_state
+from .conftest import BOT_APP_ID, CALLS, Bot, answer_body, is_operation, is_state
 
-CALLS = "/communications/calls"
 NOTIFICATION_ANNOTATIONS = frozenset({"@odata.id", "@odata.etag"})
 CHANGE_TYPES = frozenset({"created", "updated", "deleted"})
 PROMPT = {

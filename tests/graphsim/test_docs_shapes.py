@@ -14,22 +14,18 @@ import pytest
 
 from devtools.graphsim import GraphSimulator
 
-from .conftest import Bot, answer_body, is_operation, is_state
+from .conftest import CALLS, Bot, answer_body, answered_call, is_operation, is_state
 
-CALLS = "/communications/calls"
 PROMPT = {"@odata.type": "#microsoft.graph.mediaPrompt", "mediaInfo": {"uri": "https://p/a.wav"}}
 
 
 def _established(sim: GraphSimulator, bot: Bot, graph: httpx.Client, **options: Any) -> str:
-    call_id = sim.place_call(callback_url=bot.url, **options)
-    bot.wait_for(is_state("incoming"))
+    """Answered as the answer page's example does: with media to fetch ahead."""
     body = answer_body(bot.url)
     body["mediaConfig"]["preFetchMedia"] = [
         {"uri": "https://cdn.contoso.com/beep.wav", "resourceId": "f8971b04"}
     ]
-    assert graph.post(f"{CALLS}/{call_id}/answer", json=body).status_code == 202
-    bot.wait_for(is_state("established"))
-    return call_id
+    return answered_call(sim, bot, graph, answer=body, **options)
 
 
 def _call_notifications(bot: Bot) -> list[dict[str, Any]]:

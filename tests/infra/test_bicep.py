@@ -168,6 +168,49 @@ def lookup(obj: dict[str, Any], key: str) -> Any:
     return matches[0]
 
 
+def not_empty(name: str) -> dict[str, Any]:
+    """The parsed form of ``!empty(name)``."""
+    return {
+        "operator": {
+            "type": "not",
+            "operands": {
+                "bool_value": {"function": {"type": "empty", "parameters": {"item_to_test": name}}}
+            },
+        }
+    }
+
+
+def role_definition(node: Any) -> Any:
+    """The role id X of ``subscriptionResourceId('Microsoft.Authorization/roleDefinitions', X)``."""
+    (call,) = functions_in(node, "subscription_resource_id")
+    assert node == {"function": call}, f"a role definition id is that call alone: {node}"
+    arguments = call["parameters"]
+    assert arguments["resource_type"] == "Microsoft.Authorization/roleDefinitions"
+    assert arguments["resource_name_2"] is None
+    assert arguments["subscription_id"] is None
+    return arguments["resource_name_1"]
+
+
+@functools.cache
+def bicepparam() -> dict[str, str]:
+    """main.bicepparam's assignments: parameter name to its expression, comments left out.
+
+    pycep cannot parse a .bicepparam file; an assignment is ``param name = expression`` on one
+    line, or over several lines until its brackets close.
+    """
+    assigned: dict[str, str] = {}
+    lines = iter((INFRA / "main.bicepparam").read_text().splitlines())
+    for line in lines:
+        match = re.fullmatch(r"param (\w+) = (.+)", line.split(" //", 1)[0].strip())
+        if not match:
+            continue
+        expression = match.group(2)
+        while expression.count("[") > expression.count("]"):
+            expression += " " + next(lines).strip()
+        assigned[match.group(1)] = expression
+    return assigned
+
+
 def has_default(spec: dict[str, Any]) -> bool:
     """pycep gives every parameter a ``default`` key: None when the Bicep has none."""
     return spec.get("default") is not None
@@ -190,13 +233,12 @@ SETTINGS_ALIASES = {field.alias for field in Settings.model_fields.values() if f
 
 def test_every_module_is_wired_and_every_reference_resolves() -> None:
     """No orphaned module file (it would never deploy) and no module path that does not exist."""
-    import re
-
     referenced: set[pathlib.Path] = set()
     for path in BICEP_FILES:
-        for target in re.findall(r"^module\s+\w+\s+'([^']+)'", path.read_text(), re.MULTILINE):
+        for name, mod in parse(path.relative_to(INFRA).as_posix()).get("modules", {}).items():
+            target = mod["detail"]["path"]
             resolved = (path.parent / target).resolve()
-            assert resolved.is_file(), f"{path.name} references missing {target}"
+            assert resolved.is_file(), f"{path.name}: module {name} references missing {target}"
             referenced.add(resolved)
     orphans = [
         path.relative_to(INFRA).as_posix()
@@ -262,12 +304,15 @@ def test_every_main_parameter_has_a_description() -> None:
 
 def test_resource_names_come_from_a_resource_token() -> None:
     token = main()["variables"]["resourceToken"]["value"]
-    unique = functions_in(token, "unique_string") or functions_in(token, "uniqueString")
-    assert unique, token
-    rendered = json.dumps(unique[0])
-    assert "subscription" in rendered
-    assert "environmentName" in rendered
-    assert "location" in rendered
+    # toLower(uniqueString(subscription().id, environmentName, location))
+    assert token["function"]["type"] == "to_lower"
+    unique = token["function"]["parameters"]["string_to_change"]["function"]
+    assert unique["type"] == "unique_string"
+    assert [dotted(argument) for argument in unique["parameters"].values()] == [
+        "subscription().id",
+        "environmentName",
+        "location",
+    ]
     abbreviations = json.loads((INFRA / "abbreviations.json").read_text())
     names = [
         body(mod)["params"]["name"]
@@ -340,8 +385,7 @@ def test_location_is_limited_to_flex_consumption_regions() -> None:
     assert all(re.fullmatch(r"[a-z0-9]+", region) for region in allowed)
     assert not has_default(spec), "azd asks for the region; no silent default"
     assert decorator(spec, "metadata") == {"azd": {"type": "location"}}
-    bicepparam = (INFRA / "main.bicepparam").read_text()
-    assert "param location = readEnvironmentVariable('AZURE_LOCATION')" in bicepparam
+    assert bicepparam()["location"] == "readEnvironmentVariable('AZURE_LOCATION')"
 
 
 def test_azd_minimum_version_covers_the_graph_extension() -> None:
@@ -385,14 +429,16 @@ def test_storage_account_sets_no_create_only_properties() -> None:
     """A redeployment over an account made without them would fail; the defaults encrypt."""
     doc = parse("modules/storage.bicep")
     _, account = one_resource(doc, "Microsoft.Storage/storageAccounts")
-    rendered = json.dumps(body(account))
+    set_here = {
+        key.lower() for item in walk(body(account)) if isinstance(item, dict) for key in item
+    }
     for create_only in (
         "requireInfrastructureEncryption",
         "keyType",
         "isHnsEnabled",
         "isSftpEnabled",
     ):
-        assert create_only not in rendered, create_only
+        assert create_only.lower() not in set_here, create_only
 
 
 def test_blob_soft_delete_is_off() -> None:
@@ -462,20 +508,27 @@ def test_storage_roles_for_the_identity_and_optional_deployer() -> None:
     inner = assignment["config"]["config"]
     assert inner["scope"] == "account"
     assert inner["properties"]["principalId"] == "principalId"
+    assert role_definition(inner["properties"]["roleDefinitionId"]) == "roleId"
     calls = module_calls(main(), "modules/storage-roles.bicep")
     by_principal = {dotted(body(c)["params"]["principalId"]): c for c in calls.values()}
     identity_call = by_principal["identity.outputs.principalId"]
     assert body(identity_call)["params"]["principalType"] == "ServicePrincipal"
     assert condition(identity_call) is None
     deployer_call = by_principal["principalId"]
-    assert "principalId" in json.dumps(condition(deployer_call)), "deployer roles are optional"
+    assert condition(deployer_call) == not_empty("principalId"), "deployer roles are optional"
     assert main()["parameters"]["principalId"]["default"] == ""
 
 
 def dotted(node: Any) -> str | None:
-    """``a.b.c`` for a property-accessor chain (pycep nests them either way), else None."""
+    """``a.b.c`` for a property-accessor chain (pycep nests them either way), else None.
+
+    A call without arguments reads ``name()`` (pycep's snake_case name): ``subscription().id``.
+    """
     if isinstance(node, str):
         return node
+    function = node.get("function") if isinstance(node, dict) else None
+    if isinstance(function, dict) and not any((function.get("parameters") or {}).values()):
+        return f"{function['type']}()"
     if isinstance(node, dict) and node.get("operator", {}).get("type") == "property_accessor":
         operands = node["operator"]["operands"]
         left, right = dotted(operands["operand_1"]), dotted(operands["operand_2"])
@@ -495,18 +548,20 @@ def test_application_insights_local_auth_disabled_and_metrics_publisher() -> Non
     props = body(insights)["properties"]
     assert lookup(props, "DisableLocalAuth") is True
     workspace_name, _ = one_resource(doc, "Microsoft.OperationalInsights/workspaces")
-    assert workspace_name in json.dumps(lookup(props, "WorkspaceResourceId"))
+    assert dotted(lookup(props, "WorkspaceResourceId")) == f"{workspace_name}.id"
     assert doc["variables"]["metricsPublisherRoleId"]["value"] == ROLE_MONITORING_METRICS_PUBLISHER
     roles = resources(doc, "Microsoft.Authorization/roleAssignments")
     by_principal = {body(r)["properties"]["principalId"]: r for r in roles.values()}
     assert set(by_principal) == {"publisherPrincipalId", "deployerPrincipalId"}
     for role in by_principal.values():
         assert body(role)["scope"] == name
-        assert "metricsPublisherRoleId" in json.dumps(body(role)["properties"]["roleDefinitionId"])
+        assert role_definition(body(role)["properties"]["roleDefinitionId"]) == (
+            "metricsPublisherRoleId"
+        )
     # The app's identity always; the deployer (azd's AZURE_PRINCIPAL_ID) when given.
     assert condition(by_principal["publisherPrincipalId"]) is None
     deployer = by_principal["deployerPrincipalId"]
-    assert "deployerPrincipalId" in json.dumps(condition(deployer))
+    assert condition(deployer) == not_empty("deployerPrincipalId")
     assert body(deployer)["properties"]["principalType"] == "deployerPrincipalType"
     passed = body(one_module("modules/monitoring.bicep"))["params"]
     assert dotted(passed["publisherPrincipalId"]) == "identity.outputs.principalId"
@@ -533,7 +588,9 @@ def test_function_app_site() -> None:
     assert config["kind"] == "functionapp,linux"
     assert config["identity"]["type"] == "UserAssigned"
     assert list(config["identity"]["userAssignedIdentities"]) == ["'${identityId}'"]
-    assert "azd-service-name" in json.dumps(config["tags"])
+    # union(tags, {'azd-service-name': azdServiceName}): azd finds the app by that tag.
+    (tags,) = functions_in(config["tags"], "union")
+    assert list(tags["parameters"].values()) == ["tags", {"'azd-service-name'": "azdServiceName"}]
     props = config["properties"]
     assert props["httpsOnly"] is True
     assert props["siteConfig"]["minTlsVersion"] == "1.2"
@@ -601,10 +658,7 @@ def test_always_ready_instances_for_the_webhook_and_the_download_worker() -> Non
         assert main_spec["default"] == 1, count
         assert decorator(main_spec, "min_value") == 0, count
         assert decorator(doc["parameters"][count], "min_value") == 0, count
-        bicepparam = (INFRA / "main.bicepparam").read_text()
-        assert re.search(
-            rf"param {count} = int\(readEnvironmentVariable\('\w+', '1'\)\)", bicepparam
-        )
+        assert re.fullmatch(r"int\(readEnvironmentVariable\('\w+', '1'\)\)", bicepparam()[count])
 
 
 def test_basic_publishing_credentials_disabled() -> None:
@@ -776,7 +830,7 @@ def test_tenant_allow_list_defaults_to_the_deploying_tenant() -> None:
         )
         == 1
     )
-    assert "param inboundAllowedTenants" not in (INFRA / "main.bicepparam").read_text()
+    assert "inboundAllowedTenants" not in bicepparam()
 
 
 def test_numeric_setting_bounds_match_settings() -> None:
@@ -867,17 +921,55 @@ def test_the_created_app_is_the_bot_everywhere() -> None:
 
 
 def _looks_up_by_value(app_role_id: Any, graph_name: str, role_value: str) -> bool:
-    filters = functions_in(app_role_id, "filter")
-    if len(filters) != 1:
-        return False
-    params = filters[0]["parameters"]
-    source = params["input_array"]["operator"]["operands"]
-    lambda_expr = json.dumps(params["expression"])
-    return (
-        source == {"operand_1": graph_name, "operand_2": "appRoles"}
-        and params["expression"]["type"] == "lambda_expression"
-        and '"value"' in lambda_expr
-        and json.dumps(role_value) in lambda_expr
+    """``filter(<graph>.appRoles, role => role.value == '<role_value>')[0].id``.
+
+    pycep reads ``role.value == x`` as ``role.(value == x)``: the shape below is that reading.
+    """
+    by_value = {
+        "type": "lambda_expression",
+        "detail": {
+            "var_1": "role",
+            "expression": {
+                "operator": {
+                    "type": "property_accessor",
+                    "operands": {
+                        "operand_1": "role",
+                        "operand_2": {
+                            "operator": {
+                                "type": "equals",
+                                "operands": {"operand_1": "value", "operand_2": role_value},
+                            }
+                        },
+                    },
+                }
+            },
+        },
+    }
+    found = {
+        "function": {
+            "type": "filter",
+            "parameters": {
+                "input_array": {
+                    "operator": {
+                        "type": "property_accessor",
+                        "operands": {"operand_1": graph_name, "operand_2": "appRoles"},
+                    }
+                },
+                "expression": by_value,
+            },
+        }
+    }
+    first = {
+        "operator": {"type": "index_accessor", "operands": {"operand_1": found, "operand_2": 0}}
+    }
+    return bool(
+        app_role_id
+        == {
+            "operator": {
+                "type": "property_accessor",
+                "operands": {"operand_1": first, "operand_2": "id"},
+            }
+        }
     )
 
 
@@ -959,7 +1051,7 @@ def test_azure_bot_is_single_tenant_with_teams_calling_on_by_default() -> None:
     call = one_module("modules/bot.bicep")
     assert condition(call) == "deployBot"
     assert main()["parameters"]["deployBot"]["default"] is True
-    assert "DEPLOY_BOT', 'true'" in (INFRA / "main.bicepparam").read_text()
+    assert bicepparam()["deployBot"] == "bool(readEnvironmentVariable('DEPLOY_BOT', 'true'))"
     params = body(call)["params"]
     assert dotted(params["appHostName"]) == "functionApp.outputs.hostName"
     assert main()["parameters"]["botMessagingEndpoint"]["default"] == ""
@@ -967,11 +1059,15 @@ def test_azure_bot_is_single_tenant_with_teams_calling_on_by_default() -> None:
 
 def test_no_managed_identity_bot_path_remains() -> None:
     """No Microsoft document shows a managed identity taking Teams calls as the bot."""
-    for path in [*BICEP_FILES, INFRA / "main.bicepparam"]:
-        text = path.read_text()
-        assert "UserAssignedMSI" not in text, path.name
-        assert "msaAppMSIResourceId" not in text, path.name
-    assert "managedIdentity'" not in (INFRA / "modules/functionapp.bicep").read_text()
+    templates = {
+        path.name: json.dumps(parse(path.relative_to(INFRA).as_posix())) for path in BICEP_FILES
+    }
+    for name, rendered in {**templates, "main.bicepparam": json.dumps(bicepparam())}.items():
+        assert "UserAssignedMSI" not in rendered, name
+        assert "msaAppMSIResourceId" not in rendered, name
+    # Nor is managedIdentity a value the Function App is given (GRAPH_CREDENTIAL_MODE or other).
+    values = [item for item in walk(parse("modules/functionapp.bicep")) if isinstance(item, str)]
+    assert "managedIdentity" not in values
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1154,7 +1250,9 @@ def test_graph_tenant_errors_alert_on_7503_7504_7505() -> None:
         assert f'"{code}"' in query
     assert "customDimensions.graph_code" in query
     # The Graph client logs Graph's error code under that name.
-    assert '"graph_code": self.code' in SHARED_SOURCE
+    from shared.graph.errors import GraphError
+
+    assert GraphError(403, "7504", "refused").log_fields()["graph_code"] == "7504"
 
 
 def test_queries_read_only_events_and_fields_the_app_writes() -> None:
@@ -1220,7 +1318,7 @@ def test_speech_account_is_keyless_with_a_custom_subdomain() -> None:
     assert props["disableLocalAuth"] is True
     assert props["customSubDomainName"] == "name"  # the account's own (unique) name
     assert "listKeys" not in json.dumps(doc)
-    assert "cognitiveservices.azure.com" in json.dumps(doc["outputs"]["endpoint"])
+    assert doc["outputs"]["endpoint"]["value"] == "https://${name}.cognitiveservices.azure.com"
 
 
 def test_the_app_identity_is_speech_user_on_the_account_only() -> None:
@@ -1231,7 +1329,7 @@ def test_the_app_identity_is_speech_user_on_the_account_only() -> None:
     props = config["properties"]
     assert props["principalId"] == "principalId"
     assert props["principalType"] == "ServicePrincipal"
-    assert ROLE_COGNITIVE_SERVICES_SPEECH_USER in json.dumps(doc)
+    assert role_definition(props["roleDefinitionId"]) == "speechUserRoleId"
     assert doc["variables"]["speechUserRoleId"]["value"] == ROLE_COGNITIVE_SERVICES_SPEECH_USER
 
 
@@ -1248,10 +1346,27 @@ def test_transcription_settings_are_set_only_with_an_endpoint() -> None:
     assert settings["TRANSCRIPTION_ENDPOINT"] == "transcriptionEndpoint"
     doc = parse("modules/functionapp.bicep")
     (config,) = resources(doc, "Microsoft.Web/sites/config").values()
-    rendered = json.dumps(body(config)["properties"])
-    assert "transcriptionSettings" in rendered
-    assert "transcriptionEndpoint" in rendered  # empty(transcriptionEndpoint) ? {} : ...
+    (merged,) = functions_in(body(config)["properties"], "union")
+    only_with_an_endpoint = {
+        "operator": {
+            "type": "conditional",
+            "operands": {
+                "condition": {
+                    "function": {
+                        "type": "empty",
+                        "parameters": {"item_to_test": "transcriptionEndpoint"},
+                    }
+                },
+                "true_value": {},
+                "false_value": "transcriptionSettings",
+            },
+        }
+    }
+    assert only_with_an_endpoint in merged["parameters"].values()
+    # main.bicep: transcription ? speech.outputs.endpoint : ''
     passed = body(one_module("modules/functionapp.bicep"))["params"]
-    endpoint = json.dumps(passed["transcriptionEndpoint"])
-    assert "transcription" in endpoint
-    assert "speech" in endpoint
+    endpoint = passed["transcriptionEndpoint"]["operator"]
+    assert endpoint["type"] == "conditional"
+    assert endpoint["operands"]["condition"] == "transcription"
+    assert dotted(endpoint["operands"]["true_value"]) == "speech.outputs.endpoint"
+    assert endpoint["operands"]["false_value"] == ""

@@ -8,6 +8,7 @@ or by what the code under test sleeps.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 DEFAULT_START = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -38,3 +39,17 @@ class Clock:
         """Records the wait and moves time by it, without waiting."""
         self.sleeps.append(seconds)
         self.advance(seconds)
+
+
+class Sleeps:
+    """An async ``sleep`` for code that waits on the real clock (backoff between retries): each
+    delay asked for is recorded, and only ``pause`` seconds are actually waited, so tests assert
+    on the delays, not on time passing."""
+
+    def __init__(self, *, pause: float = 0.0) -> None:
+        self.delays: list[float] = []
+        self.pause = pause
+
+    async def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+        await asyncio.sleep(self.pause)
