@@ -6,7 +6,6 @@ batch deletes remove them; the ledger marks each row with one ETag-guarded merge
 
 from __future__ import annotations
 
-import functools
 import logging
 import uuid
 from collections.abc import Sequence
@@ -17,7 +16,7 @@ from shared.blob_layout import EXPIRES_AT_TAG, format_tag_time, ids_from_blob_na
 from shared.graph.ids import normalize_id
 from shared.ledger import OperationLedger
 from shared.logevents import log_event
-from shared.retention.summary import BATCH_DELETE_MAX, CleanupSummary, bounded_gather
+from shared.retention.summary import BATCH_DELETE_MAX, CleanupSummary, for_each_row
 
 if TYPE_CHECKING:
     from azure.core.pipeline import PipelineRequest
@@ -151,27 +150,21 @@ async def mark_rows_expired(
         log.warning("cleanup: ledger query for expired rows failed (%s)", type(error).__name__)
         seen = {}
 
-    async def mark(call_id: str, operation_id: str) -> bool:
+    async def mark(target: tuple[str, str, str]) -> bool:
+        _, call_id, operation_id = target
         row = seen.get((normalize_id(call_id), normalize_id(operation_id)))
         transition = await ledger.mark_expired(call_id, operation_id, seen=row)
         return transition.changed
 
-    results = await bounded_gather(
-        [functools.partial(mark, call_id, operation_id) for _, call_id, operation_id in targets]
+    marked = await for_each_row(
+        targets,
+        mark,
+        ids=lambda target: (target[1], target[2]),
+        summary=summary,
+        failure="cleanup: recording deleted but ledger not updated",
     )
-    for (name, call_id, operation_id), result in zip(targets, results, strict=True):
-        if isinstance(result, BaseException):
-            summary.errors += 1
-            log_event(
-                log,
-                "cleanup: recording deleted but ledger not updated",
-                level=logging.ERROR,
-                call_id=call_id,
-                operation_id=operation_id,
-                error=type(result).__name__,
-            )
-            continue
-        if result:
+    for (name, call_id, operation_id), changed in marked:
+        if changed:
             summary.rows_marked_expired += 1
         log_event(
             log, "cleanup: recording expired", call_id=call_id, operation_id=operation_id, blob=name

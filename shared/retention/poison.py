@@ -14,7 +14,12 @@ from shared.ledger import (
     job_result,
 )
 from shared.logevents import log_event
-from shared.retention.summary import POISON_PAGE, POISON_VISIBILITY_SECONDS, CleanupSummary
+from shared.retention.summary import (
+    POISON_PAGE,
+    POISON_VISIBILITY_SECONDS,
+    CleanupSummary,
+    note_failure,
+)
 
 if TYPE_CHECKING:
     from azure.storage.queue import QueueMessage
@@ -60,15 +65,13 @@ async def _purge_one(
             )
         except Exception as error:
             # Keep the message: the failure is not recorded yet, the next run tries again.
-            summary.errors += 1
             summary.poison_messages_kept += 1
-            log_event(
-                log,
+            note_failure(
+                summary,
                 "cleanup: poisoned job not recorded",
-                level=logging.ERROR,
+                error,
                 call_id=job.call_id,
                 operation_id=job.operation_id,
-                error=type(error).__name__,
             )
             return
         if transition.changed:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-# The blob convention (name, expiresAt tag) is the download worker's: one definition, in store.
-from shared.ledger import (
-    OperationLedger,
-)
+from shared.ledger import OperationLedger
+from shared.retention.expiry import expire_recordings
+from shared.retention.poison import purge_poison_messages
+from shared.retention.summary import CleanupLimits, CleanupSummary
+from shared.retention.upkeep import abandon_stale_operations, trim_ledger
 
 if TYPE_CHECKING:
     from azure.storage.blob.aio import ContainerClient
@@ -18,22 +20,13 @@ if TYPE_CHECKING:
 
     from shared.settings import Settings
 
-from shared.retention.expiry import (
-    expire_recordings,
-)
-from shared.retention.poison import (
-    purge_poison_messages,
-)
-from shared.retention.summary import (
-    CleanupLimits,
-    CleanupSummary,
-)
-from shared.retention.upkeep import (
-    abandon_stale_operations,
-    trim_ledger,
-)
-
 log = logging.getLogger("shared.retention")
+
+
+class Step(Protocol):
+    """One bounded step of a run: what it may do is bound in; when and its counts are given."""
+
+    def __call__(self, *, now: datetime, summary: CleanupSummary) -> Awaitable[None]: ...
 
 
 async def run_cleanup(
@@ -47,52 +40,38 @@ async def run_cleanup(
 ) -> CleanupSummary:
     """One cleanup run: every step, each bounded, then one summary log line."""
     limits = limits or CleanupLimits()
+    minutes = timedelta(minutes=1)
+    steps: dict[str, Step] = {
+        "expire_recordings": functools.partial(
+            expire_recordings, container, ledger, limit=limits.expired_recordings
+        ),
+        "purge_poison_messages": functools.partial(
+            purge_poison_messages,
+            poison_queue,
+            ledger,
+            max_age=settings.poison_message_max_age_minutes * minutes,
+            limit=limits.poison_messages,
+        ),
+        "abandon_stale_operations": functools.partial(
+            abandon_stale_operations,
+            ledger,
+            after=settings.abandon_running_after_minutes * minutes,
+            limit=limits.abandoned_operations,
+        ),
+        "trim_ledger": functools.partial(
+            trim_ledger,
+            ledger,
+            horizon=timedelta(days=settings.ledger_retention_days),
+            limit=limits.ledger_rows,
+        ),
+    }
     now = clock()
     summary = CleanupSummary()
-    steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
-        (
-            "expire_recordings",
-            lambda: expire_recordings(
-                container, ledger, now=now, limit=limits.expired_recordings, summary=summary
-            ),
-        ),
-        (
-            "purge_poison_messages",
-            lambda: purge_poison_messages(
-                poison_queue,
-                ledger,
-                now=now,
-                max_age=timedelta(minutes=settings.poison_message_max_age_minutes),
-                limit=limits.poison_messages,
-                summary=summary,
-            ),
-        ),
-        (
-            "abandon_stale_operations",
-            lambda: abandon_stale_operations(
-                ledger,
-                now=now,
-                after=timedelta(minutes=settings.abandon_running_after_minutes),
-                limit=limits.abandoned_operations,
-                summary=summary,
-            ),
-        ),
-        (
-            "trim_ledger",
-            lambda: trim_ledger(
-                ledger,
-                now=now,
-                horizon=timedelta(days=settings.ledger_retention_days),
-                limit=limits.ledger_rows,
-                summary=summary,
-            ),
-        ),
-    ]
-    for name, step in steps:
+    for name, step in steps.items():
         # One step failing (storage hiccup) must not stop the others: the tokens in the poison
         # queue and the expired recordings are independent obligations.
         try:
-            await step()
+            await step(now=now, summary=summary)
         except Exception as error:
             summary.errors += 1
             summary.failed_steps.append(name)

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
-# The blob convention (name, expiresAt tag) is the download worker's: one definition, in store.
-
-if TYPE_CHECKING:
-    pass
-
+from shared.logevents import log_event
 
 log = logging.getLogger("shared.retention")
+
+Row = TypeVar("Row")
+Result = TypeVar("Result")
 
 BATCH_DELETE_MAX = 256  # the Blob Batch API's limit per request
 
@@ -23,8 +23,6 @@ LEDGER_CONCURRENCY = 16
 # that hand-back fails, and then the message reappears well before the next run.
 POISON_VISIBILITY_SECONDS = 30
 POISON_PAGE = 32  # the Queue service's maximum per receive
-# The column the ledger stamps when a row becomes expired (its ``{Status}At`` convention).
-EXPIRED_AT = "ExpiredAt"
 
 
 @dataclass(frozen=True)
@@ -78,3 +76,50 @@ async def bounded_gather(
             return await call()
 
     return list(await asyncio.gather(*(one(call) for call in calls), return_exceptions=True))
+
+
+def note_failure(
+    summary: CleanupSummary,
+    event: str,
+    error: BaseException,
+    *,
+    call_id: str,
+    operation_id: str,
+) -> None:
+    """One failed write of a step: counted in the run's errors, one line naming the operation.
+
+    The error's type only: an SDK error's text can quote a response body.
+    """
+    summary.errors += 1
+    log_event(
+        log,
+        event,
+        level=logging.ERROR,
+        call_id=call_id,
+        operation_id=operation_id,
+        error=type(error).__name__,
+    )
+
+
+async def for_each_row(
+    rows: Sequence[Row],
+    action: Callable[[Row], Awaitable[Result]],
+    *,
+    ids: Callable[[Row], tuple[str, str]],
+    summary: CleanupSummary,
+    failure: str,
+) -> list[tuple[Row, Result]]:
+    """``action`` on every row, :data:`LEDGER_CONCURRENCY` at a time; the rows it succeeded on.
+
+    A row whose action failed is noted (:func:`note_failure`, event ``failure``) and left for the
+    next run: one row's failure never stops the others.
+    """
+    results = await bounded_gather([functools.partial(action, row) for row in rows])
+    done: list[tuple[Row, Result]] = []
+    for row, result in zip(rows, results, strict=True):
+        if isinstance(result, BaseException):
+            call_id, operation_id = ids(row)
+            note_failure(summary, failure, result, call_id=call_id, operation_id=operation_id)
+        else:
+            done.append((row, result))
+    return done

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 from datetime import datetime, timedelta
 
@@ -13,7 +12,7 @@ from shared.ledger import (
     OperationStatus,
 )
 from shared.logevents import log_event
-from shared.retention.summary import CleanupSummary, bounded_gather
+from shared.retention.summary import CleanupSummary, for_each_row
 
 log = logging.getLogger("shared.retention")
 
@@ -39,26 +38,17 @@ async def abandon_stale_operations(
     )
     if len(stale) >= limit:
         summary.limits_reached.append("abandoned_operations")
-    results = await bounded_gather(
-        [
-            functools.partial(
-                ledger.mark_abandoned, record.call_id, record.operation_id, NO_COMPLETION_REASON
-            )
-            for record in stale
-        ]
+    settled = await for_each_row(
+        stale,
+        lambda record: ledger.mark_abandoned(
+            record.call_id, record.operation_id, NO_COMPLETION_REASON
+        ),
+        ids=lambda record: (record.call_id, record.operation_id),
+        summary=summary,
+        failure="cleanup: operation not settled as abandoned",
     )
-    for record, result in zip(stale, results, strict=True):
-        if isinstance(result, BaseException):
-            summary.errors += 1
-            log_event(
-                log,
-                "cleanup: operation not settled as abandoned",
-                level=logging.ERROR,
-                call_id=record.call_id,
-                operation_id=record.operation_id,
-                error=type(result).__name__,
-            )
-        elif result.changed:
+    for record, result in settled:
+        if result.changed:
             summary.operations_abandoned += 1
             log_event(
                 log,
