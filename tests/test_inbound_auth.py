@@ -45,7 +45,7 @@ from shared.auth.inbound import (
     LEEWAY_SECONDS,
     UNKNOWN_KID_REFETCH_INTERVAL_SECONDS,
 )
-from shared.settings import DEFAULT_ALLOWED_ISSUERS
+from shared.settings_model import DEFAULT_ALLOWED_ISSUERS
 from tests.conftest import BOT_APP_ID
 from tests.support.clock import Clock
 
