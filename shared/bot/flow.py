@@ -26,23 +26,7 @@ handler: it is logged with the call id, and the other notifications of the paylo
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
-
-from shared.graph.ids import normalize_id
-from shared.graph.models import (
-    Call,
-    CommsNotification,
-    PlayPromptOperation,
-    RecordOperation,
-)
-from shared.ledger import (
-    OperationStatus,
-)
-from shared.logevents import log_event
-from shared.prompts import prompt_uri
-
-if TYPE_CHECKING:
-    pass
+from typing import TypeVar
 
 from shared.bot.confirm import ConfirmSteps
 from shared.bot.steps import (
@@ -62,6 +46,18 @@ from shared.bot.steps import (
     attempt_of,
     media_info,
 )
+from shared.graph.ids import normalize_id
+from shared.graph.models import (
+    Call,
+    CommsNotification,
+    PlayPromptOperation,
+    RecordOperation,
+)
+from shared.ledger import (
+    OperationStatus,
+)
+from shared.logevents import log_event
+from shared.prompts import prompt_uri
 
 __all__ = [
     "AFTER_RECORDING_CLAIM",
@@ -78,6 +74,18 @@ __all__ = [
 
 
 log = logging.getLogger(__name__)
+_Resource = TypeVar("_Resource", Call, PlayPromptOperation)
+
+
+def _addressed(
+    notification: CommsNotification, kind: type[_Resource], refused: str
+) -> tuple[str, _Resource] | None:
+    """The call id and the resource, or None (logged as ``refused``) when they are not there."""
+    resource = notification.resource_data
+    if notification.call_id is None or not isinstance(resource, kind):
+        log_event(log, refused, level=logging.WARNING, resource=notification.resource_url)
+        return None
+    return notification.call_id, resource
 
 
 class BotFlow(ConfirmSteps):
@@ -88,16 +96,10 @@ class BotFlow(ConfirmSteps):
     async def on_call_notification(
         self, notification: CommsNotification, *, tenant_id: str | None
     ) -> None:
-        call = notification.resource_data
-        call_id = notification.call_id
-        if call_id is None or not isinstance(call, Call):
-            log_event(
-                log,
-                "bot flow: not a call notification",
-                level=logging.WARNING,
-                resource=notification.resource_url,
-            )
+        addressed = _addressed(notification, Call, "bot flow: not a call notification")
+        if addressed is None:
             return
+        call_id, call = addressed
         state = (call.state or "").lower()
         change = notification.change_type.lower()
         try:
@@ -124,16 +126,12 @@ class BotFlow(ConfirmSteps):
     async def on_prompt_notification(
         self, notification: CommsNotification, *, tenant_id: str | None
     ) -> None:
-        prompt = notification.resource_data
-        call_id = notification.call_id
-        if call_id is None or not isinstance(prompt, PlayPromptOperation):
-            log_event(
-                log,
-                "bot flow: not a playPrompt notification",
-                level=logging.WARNING,
-                resource=notification.resource_url,
-            )
+        addressed = _addressed(
+            notification, PlayPromptOperation, "bot flow: not a playPrompt notification"
+        )
+        if addressed is None:
             return
+        call_id, prompt = addressed
         context = prompt.client_context or ""
         if (
             context.startswith((CONFIRM_CONTEXT, CONFIRM_WAIT_CONTEXT))
