@@ -11,7 +11,7 @@ import time
 
 import azure.functions as func
 
-from shared.auth import InboundAuthError
+from shared.auth.errors import InboundAuthError
 from shared.logevents import log_event
 from shared.notifications import NotStored, read_notifications, route_notifications
 from shared.notifications.reading import LegacyCallNotification

@@ -24,11 +24,10 @@ from devtools.azurite import free_port
 from devtools.graphsim import GraphSimulator
 from devtools.graphsim.keys import SigningKey, notification_claims
 from devtools.loopback import LoopbackServer
-from shared.auth import (
+from shared.auth.errors import (
     BadSignature,
     DisallowedAlgorithm,
     InboundAuthError,
-    InboundTokenValidator,
     SigningKeysUnavailable,
     TenantMissing,
     TenantNotAllowed,
@@ -44,6 +43,7 @@ from shared.auth.inbound import (
     CONFIGURATION_MAX_AGE_SECONDS,
     LEEWAY_SECONDS,
     UNKNOWN_KID_REFETCH_INTERVAL_SECONDS,
+    InboundTokenValidator,
 )
 from shared.settings_model import DEFAULT_ALLOWED_ISSUERS
 from tests.conftest import BOT_APP_ID
