@@ -24,7 +24,8 @@ from starlette.routing import Route
 
 from devtools.graphsim import GraphSimulator
 from devtools.loopback import LoopbackServer
-from shared.bot.flow import BotFlow, attempt_of
+from shared.bot.flow import BotFlow
+from shared.bot.steps import attempt_of
 from shared.graph.models import CommsNotification, RecordOperation
 from shared.jobs import DownloadJob
 from shared.ledger import OperationLedger, OperationStatus

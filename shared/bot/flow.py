@@ -31,20 +31,14 @@ from typing import TypeVar
 from shared.bot.confirm import ConfirmSteps
 from shared.bot.steps import (
     AFTER_RECORDING_CLAIM,
-    ANSWER_CLAIM,
     CONFIRM_CONTEXT,
     CONFIRM_WAIT_CONTEXT,
     FINAL_STATUSES,
-    GRAPH_BUDGET_SECONDS,
-    HANG_UP_CLAIM,
-    RECORD_CLAIM,
     SETTLED_STATUSES,
     SILENCE_SUBCODES,
     THANK_YOU_CONTEXT,
-    attempt_context,
     attempt_in,
     attempt_of,
-    media_info,
 )
 from shared.graph.ids import normalize_id
 from shared.graph.models import (
@@ -58,20 +52,6 @@ from shared.ledger import (
 )
 from shared.logevents import log_event
 from shared.prompts import prompt_uri
-
-__all__ = [
-    "AFTER_RECORDING_CLAIM",
-    "ANSWER_CLAIM",
-    "GRAPH_BUDGET_SECONDS",
-    "HANG_UP_CLAIM",
-    "RECORD_CLAIM",
-    "THANK_YOU_CONTEXT",
-    "BotFlow",
-    "attempt_context",
-    "attempt_of",
-    "media_info",
-]
-
 
 log = logging.getLogger(__name__)
 _Resource = TypeVar("_Resource", Call, PlayPromptOperation)
