@@ -33,7 +33,7 @@ async def cleanup(timer: func.TimerRequest) -> None:
         clock=utc_now,
     )
     settings = services.settings
-    if settings.auto_answer and settings.callback_base_url:
+    if settings.bot_flow_enabled:
         # Calls the bot left open (their download never settled): thank-you and hang-up now.
         await settle_open_calls(
             services.ledger,

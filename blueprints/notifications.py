@@ -11,17 +11,21 @@ import time
 
 import azure.functions as func
 
-from shared.auth import InboundAuthError
+from shared.auth.errors import InboundAuthError
 from shared.logevents import log_event
 from shared.notifications import NotStored, read_notifications, route_notifications
 from shared.notifications.reading import LegacyCallNotification
-from shared.problems import Problem
+from shared.problems import Problem, unavailable
 from shared.services import app_services
 from shared.settings import SettingsError
 from shared.telemetry import mark_error, notification_received, span
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
+
+# What Graph is asked to wait before resending: a fix of the settings takes an operator longer.
+RETRY_AFTER_SECONDS = 5
+SETTINGS_RETRY_AFTER_SECONDS = 30
 
 
 @bp.route(route="calls", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
@@ -59,10 +63,9 @@ async def _handle(req: func.HttpRequest) -> func.HttpResponse:
         # 503, not a crash: Graph retries, and the notification is not lost while an operator
         # fixes the setting. The detail stays generic on this anonymous endpoint; the log names it.
         log.error("POST /api/calls cannot run: %s", error)
-        problem = Problem(
-            503,
+        problem = unavailable(
             "the app's settings are invalid; see the logs or GET /api/health",
-            headers={"Retry-After": "30"},
+            retry_after=SETTINGS_RETRY_AFTER_SECONDS,
         )
         return answer(problem.to_response(), "misconfigured")
     try:
@@ -101,18 +104,16 @@ async def _handle(req: func.HttpRequest) -> func.HttpResponse:
         )
     except NotStored as error:
         return answer(
-            Problem(503, str(error), headers={"Retry-After": "5"}).to_response(),
-            "not_stored",
+            unavailable(str(error), retry_after=RETRY_AFTER_SECONDS).to_response(), "not_stored"
         )
     except Exception as error:
         # Never a bare 500: the sender retries a 503, and nothing it sent is lost meanwhile.
         log.error("POST /api/calls failed unexpectedly (%s)", type(error).__name__)
         log.debug("POST /api/calls failure", exc_info=True)
         return answer(
-            Problem(
-                503,
+            unavailable(
                 "the notification could not be processed; retry later",
-                headers={"Retry-After": "5"},
+                retry_after=RETRY_AFTER_SECONDS,
             ).to_response(),
             "error",
             error=type(error).__name__,

@@ -12,7 +12,7 @@ import logging
 import azure.functions as func
 
 from shared.logevents import log_event
-from shared.problems import Problem
+from shared.problems import not_found
 from shared.prompts import SHIPPED, WAV_MEDIA_TYPE, shipped_prompt
 
 bp = func.Blueprint()
@@ -27,8 +27,7 @@ async def prompt(req: func.HttpRequest) -> func.HttpResponse:
     data = shipped_prompt(name)
     if data is None:
         log_event(log, "prompt: unknown name", name=name)
-        return Problem(
-            404,
+        return not_found(
             f"no prompt {name[:60]!r}; the app ships {', '.join(sorted(SHIPPED))}",
             "Prompt not found",
         ).to_response()

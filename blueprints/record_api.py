@@ -12,7 +12,7 @@ from shared.edge import (
 )
 from shared.enqueue import QueueUnavailable
 from shared.graph.errors import GraphError
-from shared.problems import Problem, json_response
+from shared.problems import Problem, json_response, unavailable
 from shared.record_response import start_recording
 from shared.services import ready_services
 
@@ -48,5 +48,5 @@ async def start_record_response(req: func.HttpRequest) -> func.HttpResponse:
         detail = (
             f"Graph recorded, but its download job could not be queued ({type(error).__name__})"
         )
-        return Problem(503, detail, "Storage unavailable").to_response()
+        return unavailable(detail, retry_after=None, title="Storage unavailable").to_response()
     return json_response(started.to_json(), status=202, headers={"Location": started.status_path})

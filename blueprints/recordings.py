@@ -17,7 +17,7 @@ from shared.edge import check_id, storage_failure
 from shared.erasure import erase_call, erase_operation
 from shared.graph.ids import normalize_id
 from shared.logevents import log_event
-from shared.problems import Problem, json_response
+from shared.problems import Problem, json_response, not_found
 from shared.recording_access import operation_status
 from shared.services import ready_services
 
@@ -41,11 +41,7 @@ async def recording_status(req: func.HttpRequest) -> func.HttpResponse:
         record = await services.ledger.get(call_id, operation_id)
         if record is None:
             log_event(log, "status: unknown", call_id=call_id, operation_id=operation_id)
-            return Problem(
-                404,
-                f"no record operation {operation_id} is known for call {call_id}",
-                "Recording operation not found",
-            ).to_response()
+            return _unknown_operation(call_id, operation_id).to_response()
         body = await operation_status(
             record,
             blob_service=services.storage.blob_service,
@@ -113,11 +109,7 @@ async def erase_recording(req: func.HttpRequest) -> func.HttpResponse:
         ).to_response()
     if erased is None:
         log_event(log, "erasure: unknown", call_id=call_id, operation_id=operation_id)
-        return Problem(
-            404,
-            f"no record operation {operation_id} is known for call {call_id}",
-            "Recording operation not found",
-        ).to_response()
+        return _unknown_operation(call_id, operation_id).to_response()
     return func.HttpResponse(status_code=204)
 
 
@@ -138,8 +130,15 @@ async def erase_call_recordings(req: func.HttpRequest) -> func.HttpResponse:
         return storage_failure(error, "erasure: storage unavailable", call_id=call_id).to_response()
     if erased is None:
         log_event(log, "erasure: unknown call", call_id=call_id)
-        return Problem(
-            404, f"no record operation is known for call {call_id}", "Call not found"
+        return not_found(
+            f"no record operation is known for call {call_id}", "Call not found"
         ).to_response()
     log_event(log, "erasure: call", call_id=call_id, operations=len(erased))
     return func.HttpResponse(status_code=204)
+
+
+def _unknown_operation(call_id: str, operation_id: str) -> Problem:
+    return not_found(
+        f"no record operation {operation_id} is known for call {call_id}",
+        "Recording operation not found",
+    )

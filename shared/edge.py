@@ -22,13 +22,14 @@ from shared.graph.errors import (
 )
 from shared.graph.ids import GRAPH_ID_RULE, is_graph_id
 from shared.logevents import log_event
-from shared.problems import Problem, validation_problem
+from shared.problems import Problem, unavailable, validation_problem
 
 if TYPE_CHECKING:
     from shared.graph.models import RecordResponseRequest
 
 
 DEFAULT_RETRY_AFTER_SECONDS = 5
+STORAGE_RETRY_AFTER_SECONDS = 5
 log = logging.getLogger(__name__)
 
 
@@ -90,13 +91,12 @@ def problem_for_graph_error(error: GraphError) -> Problem:
         )
     if isinstance(error, GraphThrottledError | GraphUnavailableError):
         retry_after = math.ceil(error.retry_after or DEFAULT_RETRY_AFTER_SECONDS)
-        return Problem(
-            503,
+        return unavailable(
             f"Graph is throttling or unavailable after {error.attempts} attempt(s) ({said}); "
             f"retry after {retry_after} s",
-            "Graph unavailable",
-            extensions,
-            {"Retry-After": str(retry_after)},
+            retry_after=retry_after,
+            title="Graph unavailable",
+            extensions=extensions,
         )
     if isinstance(error, GraphClientError) and error.status is not None:
         return Problem(
@@ -119,11 +119,6 @@ def is_storage_failure(error: BaseException) -> bool:
     return isinstance(error, AzureError)
 
 
-def storage_unavailable() -> Problem:
-    """Storage did not answer: the caller should retry shortly."""
-    return Problem(503, "storage is unavailable; retry shortly", headers={"Retry-After": "5"})
-
-
 def storage_failure(error: Exception, event: str, **ids: str | None) -> Problem:
     """The 503 for a storage failure, logged as ``event`` with ``ids``; anything else re-raised.
 
@@ -132,4 +127,6 @@ def storage_failure(error: Exception, event: str, **ids: str | None) -> Problem:
     if not is_storage_failure(error):
         raise error
     log_event(log, event, level=logging.ERROR, **ids, error=type(error).__name__)
-    return storage_unavailable()
+    return unavailable(
+        "storage is unavailable; retry shortly", retry_after=STORAGE_RETRY_AFTER_SECONDS
+    )

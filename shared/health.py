@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.settings import SettingsError
 from shared.storage import StorageClients
 
 if TYPE_CHECKING:
     from shared.prompts import PromptChecks
-    from shared.services import Services
 
 CHECK_TIMEOUT_SECONDS = 3.0
 
@@ -65,10 +64,20 @@ async def check_prompts(prompt_checks: PromptChecks) -> str:
     return "; ".join(wrong) or "ok"
 
 
-async def health_report(services: Callable[[], Services]) -> tuple[bool, dict[str, Any]]:
-    """Whether the app can work, and each check's result (``services`` may raise SettingsError)."""
+class Checked(Protocol):
+    """What the report checks: the storage clients and the prompts' format checks."""
+
+    @property
+    def storage(self) -> StorageClients: ...
+
+    @property
+    def prompt_checks(self) -> PromptChecks: ...
+
+
+async def health_report(checked: Callable[[], Checked]) -> tuple[bool, dict[str, Any]]:
+    """Whether the app can work, and each check's result (``checked`` may raise SettingsError)."""
     try:
-        ready = services()
+        ready = checked()
     except SettingsError as error:
         return False, {"status": "unhealthy", "checks": {"settings": str(error)}}
     storage, prompts = await asyncio.gather(

@@ -7,6 +7,7 @@ internals.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -43,6 +44,23 @@ class Problem(Exception):
             mimetype=PROBLEM_CONTENT_TYPE,
             headers=self.headers or None,
         )
+
+
+def unavailable(
+    detail: str,
+    *,
+    retry_after: float | None,
+    title: str | None = None,
+    extensions: dict[str, Any] | None = None,
+) -> Problem:
+    """A 503: send the request again, after ``retry_after`` seconds when there is a promise."""
+    headers = {} if retry_after is None else {"Retry-After": str(math.ceil(retry_after))}
+    return Problem(503, detail, title, extensions or {}, headers)
+
+
+def not_found(detail: str, title: str) -> Problem:
+    """A 404 whose title names what is missing and whose detail names the ids asked for."""
+    return Problem(404, detail, title)
 
 
 def validation_problem(

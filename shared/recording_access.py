@@ -110,6 +110,27 @@ async def read_url(
     return ReadUrl(url=f"{blob.url}?{token}", expires_on=expires_on)
 
 
+async def recording_url(
+    record: OperationRecord,
+    *,
+    blob_service: BlobServiceClient,
+    container_name: str,
+    now: datetime,
+    ttl: timedelta,
+) -> ReadUrl | None:
+    """A read URL of the row's recording, never past its ``ExpiresAt``; None without a blob."""
+    if not record.blob_name:
+        return None
+    return await read_url(
+        blob_service,
+        container_name,
+        record.blob_name,
+        now=now,
+        ttl=ttl,
+        not_after=column_time(record.get(Column.EXPIRES_AT)),
+    )
+
+
 async def operation_status(
     record: OperationRecord,
     *,
@@ -128,13 +149,8 @@ async def operation_status(
             body["transcript"] = text
     if record.get(Column.AUDIO_DELETED_AT):
         return body  # TRANSCRIPTION_KEEP_AUDIO=false: only the transcript was kept
-    url = await read_url(
-        blob_service,
-        container_name,
-        record.blob_name,
-        now=now,
-        ttl=url_ttl,
-        not_after=column_time(record.get("ExpiresAt")),
+    url = await recording_url(
+        record, blob_service=blob_service, container_name=container_name, now=now, ttl=url_ttl
     )
     if url is not None:
         body["recordingUrl"] = url.url

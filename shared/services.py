@@ -18,9 +18,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from shared.ledger import OperationLedger
+from shared.bot.hooks import CallEventHandler, LoggingCallEventHandler
+from shared.clock import utc_now
+from shared.erasure import erase_operation
+from shared.ledger import OperationLedger, OperationRecord
+from shared.recording_access import recording_url
 from shared.settings import get_settings
 from shared.storage import Resource, StorageClients
 
@@ -28,7 +33,6 @@ if TYPE_CHECKING:
     import httpx
 
     from shared.auth.inbound import InboundTokenValidator
-    from shared.bot.hooks import CallEventHandler
     from shared.graph.client import GraphCallsClient
     from shared.prompts import PromptChecks
     from shared.settings import Settings
@@ -114,10 +118,41 @@ class Services:
         return self._prompt_checks
 
     def call_events(self) -> CallEventHandler:
-        """Where the webhook hands call and prompt notifications: the bot flow, when enabled."""
-        from shared.bot.hooks import call_event_handler
+        """Where call and prompt notifications go: the bot flow when enabled, else a log line.
 
-        return call_event_handler(self)
+        The one place that decides whether the bot flow handles call events.
+        """
+        if not self.settings.bot_flow_enabled:
+            return LoggingCallEventHandler()
+        from shared.bot.flow import BotFlow
+
+        return BotFlow(
+            self.graph,
+            self.ledger,
+            self.settings,
+            queue=self.storage.queue,
+            playback_url=self._playback_url,
+            erase=self._erase,
+        )
+
+    # The confirmation's collaborators reach the blob client only when called: a webhook that
+    # never plays a recording back or erases one never loads the Blob SDK.
+
+    async def _playback_url(self, record: OperationRecord) -> str | None:
+        """A short-lived read URL of a stored recording, for Graph to play it to the caller."""
+        url = await recording_url(
+            record,
+            blob_service=self.storage.blob_service,
+            container_name=self.storage.container_name,
+            now=utc_now(),
+            ttl=timedelta(minutes=self.settings.status_url_ttl_minutes),
+        )
+        return url.url if url else None
+
+    async def _erase(self, call_id: str, operation_id: str) -> object:
+        return await erase_operation(
+            call_id, operation_id, ledger=self.ledger, container=self.storage.container
+        )
 
     async def ready_call_events(self) -> CallEventHandler:
         """:meth:`call_events`, with the ledger's table created first when the bot flow is on.

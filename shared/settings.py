@@ -2,8 +2,9 @@
 
 Values come from the environment (app settings in Azure, ``local.settings.json`` ``Values`` under
 ``func start``). The model itself (:mod:`shared.settings_model`, pydantic-settings) loads with the
-first read, so importing ``function_app`` stays cheap. A missing or malformed value raises
-:class:`SettingsError` naming the variable and what is expected.
+first read, so importing ``function_app`` stays cheap; this module imports it, never the other way
+round. A missing or malformed value raises :class:`SettingsError` naming the variable and what is
+expected.
 """
 
 from __future__ import annotations
@@ -12,12 +13,9 @@ import functools
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from shared.settings_model import Settings as Settings
+    from pydantic import ValidationError
 
-DEFAULT_OPENID_CONFIGURATION_URL = "https://api.aps.skype.com/v1/.well-known/OpenIdConfiguration"
-DEFAULT_ALLOWED_ISSUERS = ("https://graph.microsoft.com", "https://api.botframework.com")
-DEFAULT_GRAPH_BASE_URL = "https://graph.microsoft.com/v1.0"
-DEFAULT_CLEANUP_SCHEDULE = "0 */5 * * * *"
+    from shared.settings_model import Settings as Settings
 
 
 class SettingsError(RuntimeError):
@@ -26,9 +24,23 @@ class SettingsError(RuntimeError):
 
 def load_settings() -> Settings:
     """Read the settings from the environment now (tests call this after changing it)."""
-    from shared.settings_model import read_settings
+    from pydantic import ValidationError
 
-    return read_settings()
+    from shared.settings_model import Settings
+
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise SettingsError(_describe(error)) from None
+
+
+def _describe(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors():
+        name = ".".join(str(part) for part in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        problems.append(f"{name}: {message}" if name else message)
+    return "Invalid app settings: " + "; ".join(problems)
 
 
 @functools.cache

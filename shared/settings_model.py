@@ -1,5 +1,6 @@
 """Every setting the app reads, in one place: the pydantic-settings model behind
-:mod:`shared.settings`, which loads it on first use (importing ``function_app`` loads no pydantic).
+:mod:`shared.settings`, which loads it on first use (importing ``function_app`` loads no pydantic)
+and turns its validation errors into ``SettingsError``. This module imports nothing of the app's.
 """
 
 from __future__ import annotations
@@ -8,23 +9,13 @@ import re
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import (
-    AliasChoices,
-    Field,
-    SecretStr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from shared.settings import (
-    DEFAULT_ALLOWED_ISSUERS,
-    DEFAULT_CLEANUP_SCHEDULE,
-    DEFAULT_GRAPH_BASE_URL,
-    DEFAULT_OPENID_CONFIGURATION_URL,
-    SettingsError,
-)
+DEFAULT_OPENID_CONFIGURATION_URL = "https://api.aps.skype.com/v1/.well-known/OpenIdConfiguration"
+DEFAULT_ALLOWED_ISSUERS = ("https://graph.microsoft.com", "https://api.botframework.com")
+DEFAULT_GRAPH_BASE_URL = "https://graph.microsoft.com/v1.0"
+DEFAULT_CLEANUP_SCHEDULE = "0 */5 * * * *"
 
 GraphCredentialMode = Literal["managedIdentity", "federated", "localAppRegistration"]
 CommaList = Annotated[tuple[str, ...], NoDecode]
@@ -285,20 +276,3 @@ class Settings(BaseSettings):
     def bot_flow_enabled(self) -> bool:
         """The bot answers and records calls (it needs the URL Graph calls back)."""
         return bool(self.auto_answer and self.callback_base_url)
-
-
-def _describe(error: ValidationError) -> str:
-    problems = []
-    for item in error.errors():
-        name = ".".join(str(part) for part in item["loc"])
-        message = item["msg"].removeprefix("Value error, ")
-        problems.append(f"{name}: {message}" if name else message)
-    return "Invalid app settings: " + "; ".join(problems)
-
-
-def read_settings() -> Settings:
-    """The settings the environment holds now; :class:`SettingsError` names what is wrong."""
-    try:
-        return Settings()
-    except ValidationError as error:
-        raise SettingsError(_describe(error)) from None

@@ -23,7 +23,6 @@ from shared.queues import (
     TRANSCRIPTION_POISON_QUEUE,
     TRANSCRIPTION_QUEUE,
 )
-from shared.settings import SettingsError
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
@@ -119,122 +118,94 @@ class StorageClients:
             self._credential = ManagedIdentityCredential(client_id=self.settings.storage_client_id)
         return self._credential
 
-    def _service_uri(self, kind: str) -> str:
-        uri = getattr(self.settings, f"storage_{kind}_service_uri")
-        if not uri:
-            raise SettingsError(
-                f"AzureWebJobsStorage__{kind}ServiceUri: required when AzureWebJobsStorage "
-                "(a connection string) is not set"
+    def _client(self, client_type: Any, kind: str, *args: Any, **options: Any) -> Any:
+        """A ``client_type`` for the ``kind`` service, the way the settings say to reach it.
+
+        With a connection string it is used as is; otherwise (identity-based storage) the
+        settings' validator has made sure the service URIs are set.
+        """
+        if not self.settings.uses_identity_based_storage:
+            return client_type.from_connection_string(
+                self.settings.storage_connection_string, *args, **options
             )
-        return str(uri)
+        uri = getattr(self.settings, f"storage_{kind}_service_uri")
+        return client_type(uri, *args, credential=self._managed_identity(), **options)
+
+    def _cached(self, key: str, build: Callable[[], Any]) -> Any:
+        if key not in self._cache:
+            self._cache[key] = build()
+        return self._cache[key]
 
     def _queue(self, name: str) -> QueueClient:
         from azure.storage.queue import TextBase64EncodePolicy
         from azure.storage.queue.aio import QueueClient
 
         # The queue trigger reads base64 (host.json messageEncoding); write what it reads.
-        encode, decode = TextBase64EncodePolicy(), _lenient_base64_decoder()
-        connection = self.settings.storage_connection_string
-        if connection:
-            return QueueClient.from_connection_string(
-                connection,
+        client: QueueClient = self._cached(
+            f"queue:{name}",
+            lambda: self._client(
+                QueueClient,
+                "queue",
                 name,
-                message_encode_policy=encode,
-                message_decode_policy=decode,
+                message_encode_policy=TextBase64EncodePolicy(),
+                message_decode_policy=_lenient_base64_decoder(),
                 **_client_options(),
                 **_storage_retry_options(),
-            )
-        return QueueClient(
-            self._service_uri("queue"),
-            name,
-            credential=self._managed_identity(),
-            message_encode_policy=encode,
-            message_decode_policy=decode,
-            **_client_options(),
-            **_storage_retry_options(),
+            ),
         )
+        return client
 
     @property
     def queue(self) -> QueueClient:
-        if "queue" not in self._cache:
-            self._cache["queue"] = self._queue(self.queue_name)
-        client: QueueClient = self._cache["queue"]
-        return client
+        return self._queue(self.queue_name)
 
     @property
     def poison_queue(self) -> QueueClient:
-        if "poison" not in self._cache:
-            self._cache["poison"] = self._queue(self.poison_queue_name)
-        client: QueueClient = self._cache["poison"]
-        return client
+        return self._queue(self.poison_queue_name)
 
     @property
     def transcription_queue(self) -> QueueClient:
         """``recording-transcriptions`` (used only when transcription is enabled)."""
-        if "transcriptions" not in self._cache:
-            self._cache["transcriptions"] = self._queue(TRANSCRIPTION_QUEUE)
-        client: QueueClient = self._cache["transcriptions"]
-        return client
+        return self._queue(TRANSCRIPTION_QUEUE)
 
     @property
     def transcription_poison_queue(self) -> QueueClient:
-        if "transcriptions_poison" not in self._cache:
-            self._cache["transcriptions_poison"] = self._queue(TRANSCRIPTION_POISON_QUEUE)
-        client: QueueClient = self._cache["transcriptions_poison"]
-        return client
+        return self._queue(TRANSCRIPTION_POISON_QUEUE)
 
     @property
     def blob_service(self) -> BlobServiceClient:
-        if "blob" not in self._cache:
-            from azure.storage.blob.aio import BlobServiceClient
+        from azure.storage.blob.aio import BlobServiceClient
 
-            connection = self.settings.storage_connection_string
-            if connection:
-                self._cache["blob"] = BlobServiceClient.from_connection_string(
-                    connection, **_client_options(), **_storage_retry_options()
-                )
-            else:
-                self._cache["blob"] = BlobServiceClient(
-                    self._service_uri("blob"),
-                    credential=self._managed_identity(),
-                    **_client_options(),
-                    **_storage_retry_options(),
-                )
-        client: BlobServiceClient = self._cache["blob"]
+        client: BlobServiceClient = self._cached(
+            "blob",
+            lambda: self._client(
+                BlobServiceClient, "blob", **_client_options(), **_storage_retry_options()
+            ),
+        )
         return client
 
     @property
     def container(self) -> ContainerClient:
         # Built once: each download and each status read uses it (a client costs its pipeline).
-        if "container" not in self._cache:
-            self._cache["container"] = self.blob_service.get_container_client(self.container_name)
-        client: ContainerClient = self._cache["container"]
+        client: ContainerClient = self._cached(
+            "container", lambda: self.blob_service.get_container_client(self.container_name)
+        )
         return client
 
     @property
     def table_service(self) -> TableServiceClient:
-        if "table" not in self._cache:
-            from azure.data.tables.aio import TableServiceClient
+        from azure.data.tables.aio import TableServiceClient
 
-            connection = self.settings.storage_connection_string
-            if connection:
-                self._cache["table"] = TableServiceClient.from_connection_string(
-                    connection, **_client_options()
-                )
-            else:
-                self._cache["table"] = TableServiceClient(
-                    endpoint=self._service_uri("table"),
-                    credential=self._managed_identity(),
-                    **_client_options(),
-                )
-        client: TableServiceClient = self._cache["table"]
+        client: TableServiceClient = self._cached(
+            "table", lambda: self._client(TableServiceClient, "table", **_client_options())
+        )
         return client
 
     @property
     def table(self) -> TableClient:
-        if "table_client" not in self._cache:
-            self._cache["table_client"] = self.table_service.get_table_client(self.table_name)
-        client: TableClient = self._cache["table_client"]
+        client: TableClient = self._cached(
+            "table_client", lambda: self.table_service.get_table_client(self.table_name)
+        )
         return client
 
     def _creators(self) -> dict[Resource, Callable[[], Awaitable[Any]]]:

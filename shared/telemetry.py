@@ -127,23 +127,24 @@ def _tracer_for(provider: TracerProvider) -> Tracer:
 @contextmanager
 def span(name: str, *, kind: SpanKind = SpanKind.INTERNAL, **attributes: Any) -> Iterator[Span]:
     """A child span of the current one; an exception marks it as an error and propagates."""
-    with _guarded(
-        tracer().start_as_current_span(
-            name,
-            kind=kind,
-            attributes=span_attributes(attributes),
-            record_exception=False,
-            set_status_on_exception=False,
-        )
-    ) as current:
+    with _started(name, kind=kind, attributes=attributes) as current:
         yield current
 
 
 @contextmanager
-def _guarded(started: Any) -> Iterator[Span]:
+def _started(
+    name: str, *, kind: SpanKind, attributes: Mapping[str, Any], **options: Any
+) -> Iterator[Span]:
     # An exception's text can carry request details (a URL, a header), so a span records only
     # its type: the log line of the outcome says the rest, in words chosen for it.
-    with started as current:
+    with tracer().start_as_current_span(
+        name,
+        kind=kind,
+        attributes=span_attributes(attributes),
+        record_exception=False,
+        set_status_on_exception=False,
+        **options,
+    ) as current:
         try:
             yield current
         except BaseException as error:
@@ -177,17 +178,7 @@ def continue_trace(
             yield current
         return
     links = [Link(here)] if here.is_valid and here.trace_id != sent.trace_id else []
-    with _guarded(
-        tracer().start_as_current_span(
-            name,
-            context=parent,
-            kind=kind,
-            links=links,
-            attributes=span_attributes(attributes),
-            record_exception=False,
-            set_status_on_exception=False,
-        )
-    ) as current:
+    with _started(name, kind=kind, attributes=attributes, context=parent, links=links) as current:
         yield current
 
 

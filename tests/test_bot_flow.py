@@ -18,7 +18,8 @@ import azure.functions as func
 import pytest
 
 from devtools.graphsim import GraphSimulator
-from shared.bot.flow import BotFlow, attempt_of
+from shared.bot.flow import BotFlow
+from shared.bot.steps import attempt_of
 from shared.graph.models import CommsNotification, RecordOperation
 from shared.jobs import DownloadJob
 from shared.ledger import OperationLedger, OperationStatus

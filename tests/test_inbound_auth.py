@@ -23,11 +23,10 @@ from devtools.azurite import free_port
 from devtools.graphsim import GraphSimulator
 from devtools.graphsim.keys import SigningKey, notification_claims
 from devtools.loopback import LoopbackServer
-from shared.auth import (
+from shared.auth.errors import (
     BadSignature,
     DisallowedAlgorithm,
     InboundAuthError,
-    InboundTokenValidator,
     SigningKeysUnavailable,
     TenantMissing,
     TenantNotAllowed,
@@ -43,8 +42,9 @@ from shared.auth.inbound import (
     CONFIGURATION_MAX_AGE_SECONDS,
     LEEWAY_SECONDS,
     UNKNOWN_KID_REFETCH_INTERVAL_SECONDS,
+    InboundTokenValidator,
 )
-from shared.settings import DEFAULT_ALLOWED_ISSUERS
+from shared.settings_model import DEFAULT_ALLOWED_ISSUERS
 from tests.conftest import BOT_APP_ID
 from tests.support.clock import Clock
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from shared.problems import Problem
+from shared.problems import Problem, unavailable
 
 # With no keys at all every request would otherwise wait for a dead endpoint; after a failure we
 # answer 503 at once for a few seconds.
@@ -44,11 +44,11 @@ class InboundAuthError(Exception):
                 {"failure": self.failure},
                 {"WWW-Authenticate": challenge},
             )
-        return Problem(
-            self.status,
+        # The only other status is SigningKeysUnavailable's 503.
+        return unavailable(
             self.detail,
+            retry_after=NO_KEYS_RETRY_AFTER_SECONDS,
             extensions={"failure": self.failure},
-            headers={"Retry-After": str(int(NO_KEYS_RETRY_AFTER_SECONDS))},
         )
 
 

@@ -26,8 +26,19 @@ handler: it is logged with the call id, and the other notifications of the paylo
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TypeVar
 
+from shared.bot.confirm import ConfirmSteps
+from shared.bot.steps import (
+    AFTER_RECORDING_CLAIM,
+    CONFIRM_CONTEXT,
+    CONFIRM_WAIT_CONTEXT,
+    FINAL_STATUSES,
+    SILENCE_SUBCODES,
+    THANK_YOU_CONTEXT,
+    attempt_in,
+    attempt_of,
+)
 from shared.graph.ids import normalize_id
 from shared.graph.models import (
     Call,
@@ -42,42 +53,19 @@ from shared.ledger import (
 from shared.logevents import log_event
 from shared.prompts import prompt_uri
 
-if TYPE_CHECKING:
-    pass
-
-from shared.bot.confirm import ConfirmSteps
-from shared.bot.steps import (
-    AFTER_RECORDING_CLAIM,
-    ANSWER_CLAIM,
-    CONFIRM_CONTEXT,
-    CONFIRM_WAIT_CONTEXT,
-    FINAL_STATUSES,
-    GRAPH_BUDGET_SECONDS,
-    HANG_UP_CLAIM,
-    RECORD_CLAIM,
-    SILENCE_SUBCODES,
-    THANK_YOU_CONTEXT,
-    attempt_context,
-    attempt_in,
-    attempt_of,
-    media_info,
-)
-
-__all__ = [
-    "AFTER_RECORDING_CLAIM",
-    "ANSWER_CLAIM",
-    "GRAPH_BUDGET_SECONDS",
-    "HANG_UP_CLAIM",
-    "RECORD_CLAIM",
-    "THANK_YOU_CONTEXT",
-    "BotFlow",
-    "attempt_context",
-    "attempt_of",
-    "media_info",
-]
-
-
 log = logging.getLogger(__name__)
+_Resource = TypeVar("_Resource", Call, PlayPromptOperation)
+
+
+def _addressed(
+    notification: CommsNotification, kind: type[_Resource], refused: str
+) -> tuple[str, _Resource] | None:
+    """The call id and the resource, or None (logged as ``refused``) when they are not there."""
+    resource = notification.resource_data
+    if notification.call_id is None or not isinstance(resource, kind):
+        log_event(log, refused, level=logging.WARNING, resource=notification.resource_url)
+        return None
+    return notification.call_id, resource
 
 
 class BotFlow(ConfirmSteps):
@@ -88,16 +76,10 @@ class BotFlow(ConfirmSteps):
     async def on_call_notification(
         self, notification: CommsNotification, *, tenant_id: str | None
     ) -> None:
-        call = notification.resource_data
-        call_id = notification.call_id
-        if call_id is None or not isinstance(call, Call):
-            log_event(
-                log,
-                "bot flow: not a call notification",
-                level=logging.WARNING,
-                resource=notification.resource_url,
-            )
+        addressed = _addressed(notification, Call, "bot flow: not a call notification")
+        if addressed is None:
             return
+        call_id, call = addressed
         state = (call.state or "").lower()
         change = notification.change_type.lower()
         try:
@@ -124,16 +106,12 @@ class BotFlow(ConfirmSteps):
     async def on_prompt_notification(
         self, notification: CommsNotification, *, tenant_id: str | None
     ) -> None:
-        prompt = notification.resource_data
-        call_id = notification.call_id
-        if call_id is None or not isinstance(prompt, PlayPromptOperation):
-            log_event(
-                log,
-                "bot flow: not a playPrompt notification",
-                level=logging.WARNING,
-                resource=notification.resource_url,
-            )
+        addressed = _addressed(
+            notification, PlayPromptOperation, "bot flow: not a playPrompt notification"
+        )
+        if addressed is None:
             return
+        call_id, prompt = addressed
         context = prompt.client_context or ""
         if (
             context.startswith((CONFIRM_CONTEXT, CONFIRM_WAIT_CONTEXT))

@@ -4,26 +4,25 @@ The webhook routes call and prompt notifications, and record operations that rea
 status, to a :class:`CallEventHandler`; the download worker tells it when a recording is settled
 (:func:`tell_download_settled`), since the bot hangs up only once the recording is safe. With
 ``BOT_AUTO_ANSWER`` on and ``CALLBACK_BASE_URL`` set that is the
-:class:`~shared.bot.flow.BotFlow`; otherwise a handler that only logs.
+:class:`~shared.bot.flow.BotFlow`; otherwise a handler that only logs. The composition root
+(``shared/services.py``) decides which, and builds it.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 from opentelemetry.trace import SpanKind
 
 from shared.clock import as_utc, utc_now
-from shared.ledger import Column, OperationRecord
 from shared.logevents import log_event
 from shared.telemetry import continue_trace
 
 if TYPE_CHECKING:
     from shared.download.outcome import DownloadOutcome
     from shared.graph.models import CommsNotification, RecordOperation
-    from shared.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -142,46 +141,3 @@ async def tell_download_settled(
             level=logging.ERROR,
             error=type(error).__name__,
         )
-
-
-def call_event_handler(services: Services) -> CallEventHandler:
-    """The one place that decides whether the bot flow handles call events."""
-    settings = services.settings
-    if settings.bot_flow_enabled:
-        from shared.bot.flow import BotFlow
-
-        return BotFlow(
-            services.graph,
-            services.ledger,
-            settings,
-            queue=services.storage.queue,
-            playback_url=lambda record: _playback_url(services, record),
-            erase=lambda call_id, operation_id: _erase(services, call_id, operation_id),
-        )
-    return LoggingCallEventHandler()
-
-
-async def _playback_url(services: Services, record: OperationRecord) -> str | None:
-    """A short-lived read URL of a stored recording, for Graph to play it back to the caller."""
-    from shared.recording_access import read_url
-
-    if not record.blob_name:
-        return None
-    expires = record.get(Column.EXPIRES_AT)
-    url = await read_url(
-        services.storage.blob_service,
-        services.storage.container_name,
-        record.blob_name,
-        now=utc_now(),
-        ttl=timedelta(minutes=services.settings.status_url_ttl_minutes),
-        not_after=expires if isinstance(expires, datetime) else None,
-    )
-    return url.url if url else None
-
-
-async def _erase(services: Services, call_id: str, operation_id: str) -> object:
-    from shared.erasure import erase_operation
-
-    return await erase_operation(
-        call_id, operation_id, ledger=services.ledger, container=services.storage.container
-    )

@@ -366,12 +366,8 @@ class GraphCallsClient:
         try:
             return model.model_validate(response.json())
         except (ValueError, ValidationError):
-            raise GraphResponseError(
-                response.status_code,
-                "InvalidResponse",
-                f"Graph's {action} reply is not a valid {model.__name__}",
-                request_id=response.headers.get("request-id"),
-                client_request_id=response.request.headers.get("client-request-id"),
+            raise _invalid_response(
+                response, f"Graph's {action} reply is not a valid {model.__name__}"
             ) from None
 
     def _operation_id(self, response: httpx.Response, body_id: str | None, action: str) -> str:
@@ -379,11 +375,18 @@ class GraphCallsClient:
         ids = parse_resource_url(location) if location else None
         operation_id = (ids.operation_id if ids else None) or body_id
         if not operation_id:
-            raise GraphResponseError(
-                response.status_code,
-                "InvalidResponse",
-                f"Graph's {action} reply names no operation (no Location header, no id)",
-                request_id=response.headers.get("request-id"),
-                client_request_id=response.request.headers.get("client-request-id"),
+            raise _invalid_response(
+                response, f"Graph's {action} reply names no operation (no Location header, no id)"
             )
         return normalize_id(operation_id)
+
+
+def _invalid_response(response: httpx.Response, message: str) -> GraphResponseError:
+    """A successful status whose body or headers are not what the call promises."""
+    return GraphResponseError(
+        response.status_code,
+        "InvalidResponse",
+        message,
+        request_id=response.headers.get("request-id"),
+        client_request_id=response.request.headers.get("client-request-id"),
+    )

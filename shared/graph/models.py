@@ -98,13 +98,8 @@ TimeoutSeconds = Annotated[int, Field(ge=1, le=120)]
 class RecordResponseRequest(GraphModel):
     """Body of ``POST /communications/calls/{id}/recordResponse``, with the documented limits."""
 
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        frozen=False,
-        defer_build=True,
-    )
+    # The rest of GraphModel's config is inherited: an API caller's unknown field is refused.
+    model_config = ConfigDict(extra="forbid")
 
     prompts: list[MediaPrompt] = Field(default_factory=list, max_length=MAX_PROMPTS)
     barge_in_allowed: bool = False
