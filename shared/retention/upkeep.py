@@ -1,4 +1,5 @@
-"""Steps 3 and 4: settle operations no completion will come for, and trim the ledger's horizon."""
+"""Steps 3 to 5: settle operations no completion will come for, trim the ledger's horizon, and
+sweep audit rows past theirs."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from shared.audit import AuditTrail
 from shared.ledger import (
     NO_COMPLETION_REASON,
     ROW_KIND_CLAIM,
@@ -18,7 +20,7 @@ from shared.ledger import (
 from shared.logevents import log_event
 
 if TYPE_CHECKING:
-    pass
+    from azure.data.tables.aio import TableClient
 
 from shared.retention.summary import (
     CleanupSummary,
@@ -95,3 +97,22 @@ async def trim_ledger(
     summary.ledger_rows_deleted += rows
     if rows + claims >= limit:
         summary.limits_reached.append("ledger_rows")
+
+
+async def sweep_audit(
+    table: TableClient,
+    *,
+    now: datetime,
+    horizon: timedelta,
+    limit: int,
+    summary: CleanupSummary,
+) -> None:
+    """Delete audit rows recorded more than ``horizon`` ago (AUDIT_RETENTION_DAYS).
+
+    Audit rows have no ``UpdatedAt``, so :func:`trim_ledger` never takes them: they outlive the
+    operations they describe.
+    """
+    removed = await AuditTrail(table).sweep(now - horizon, limit=limit)
+    summary.audit_rows_deleted += removed
+    if removed >= limit:
+        summary.limits_reached.append("audit_rows")
