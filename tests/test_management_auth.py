@@ -525,3 +525,20 @@ def test_the_simulator_cli_prints_a_token_with_the_chosen_roles(
     assert claims["roles"] == ["Recordings.Read", "Recordings.Erase"]
     assert claims["aud"] == sim.bot_app_id
     assert claims["iss"] == f"https://login.microsoftonline.com/{sim.tenant_id}/v2.0"
+
+
+def test_the_example_settings_take_the_simulators_tokens_and_keys() -> None:
+    from devtools.graphsim.cli import build_parser
+
+    example = json.loads((ROOT / "local.settings.example.json").read_text())["Values"]
+    args = build_parser().parse_args(["serve"])
+    assert example["MANAGEMENT_TENANT_ID"] == args.tenant_id
+    assert example["MANAGEMENT_OPENID_CONFIGURATION_URL"] == (
+        f"http://127.0.0.1:{args.port}/{args.tenant_id}/v2.0/.well-known/openid-configuration"
+    )
+    # Local development opts in to keys, explicitly; the code's default (and Azure's) is off.
+    assert example["MANAGEMENT_FUNCTION_KEYS"] == "true"
+    assert (
+        settings_from({"AzureWebJobsStorage": "x", "BOT_APP_ID": "b"}).management_function_keys
+        is False
+    )
