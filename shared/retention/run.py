@@ -30,7 +30,6 @@ from shared.retention.summary import (
 )
 from shared.retention.upkeep import (
     abandon_stale_operations,
-    sweep_audit,
     trim_ledger,
 )
 
@@ -85,16 +84,6 @@ async def run_cleanup(
                 now=now,
                 horizon=timedelta(days=settings.ledger_retention_days),
                 limit=limits.ledger_rows,
-                summary=summary,
-            ),
-        ),
-        (
-            "sweep_audit",
-            lambda: sweep_audit(
-                ledger.table,
-                now=now,
-                horizon=timedelta(days=settings.audit_retention_days),
-                limit=limits.audit_rows,
                 summary=summary,
             ),
         ),

@@ -35,7 +35,6 @@ class CleanupLimits:
     poison_messages: int = 256
     abandoned_operations: int = 256
     ledger_rows: int = 1024
-    audit_rows: int = 1024
 
 
 @dataclass
@@ -54,7 +53,6 @@ class CleanupSummary:
     operations_abandoned: int = 0
     ledger_rows_deleted: int = 0
     claim_rows_deleted: int = 0
-    audit_rows_deleted: int = 0
     errors: int = 0
     limits_reached: list[str] = field(default_factory=list)
     failed_steps: list[str] = field(default_factory=list)

@@ -1,5 +1,4 @@
-"""Steps 3 to 5: settle operations no completion will come for, trim the ledger's horizon, and
-sweep audit rows past theirs."""
+"""Steps 3 and 4: settle operations no completion will come for, and trim the ledger's horizon."""
 
 from __future__ import annotations
 
@@ -8,7 +7,6 @@ import logging
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from shared.audit import AuditTrail
 from shared.ledger import (
     NO_COMPLETION_REASON,
     ROW_KIND_CLAIM,
@@ -20,7 +18,7 @@ from shared.ledger import (
 from shared.logevents import log_event
 
 if TYPE_CHECKING:
-    from azure.data.tables.aio import TableClient
+    pass
 
 from shared.retention.summary import (
     CleanupSummary,
@@ -97,22 +95,3 @@ async def trim_ledger(
     summary.ledger_rows_deleted += rows
     if rows + claims >= limit:
         summary.limits_reached.append("ledger_rows")
-
-
-async def sweep_audit(
-    table: TableClient,
-    *,
-    now: datetime,
-    horizon: timedelta,
-    limit: int,
-    summary: CleanupSummary,
-) -> None:
-    """Delete audit rows recorded more than ``horizon`` ago (AUDIT_RETENTION_DAYS).
-
-    Audit rows have no ``UpdatedAt``, so :func:`trim_ledger` never takes them: they outlive the
-    operations they describe.
-    """
-    removed = await AuditTrail(table).sweep(now - horizon, limit=limit)
-    summary.audit_rows_deleted += removed
-    if removed >= limit:
-        summary.limits_reached.append("audit_rows")
