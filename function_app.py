@@ -2,6 +2,7 @@
 
 import azure.functions as func
 
+from blueprints.audit import bp as audit
 from blueprints.cleanup import bp as cleanup
 from blueprints.downloads import bp as downloads
 from blueprints.health import bp as health
@@ -28,3 +29,4 @@ app.register_functions(recordings)
 app.register_functions(cleanup)
 app.register_functions(downloads)
 app.register_functions(transcriptions)
+app.register_functions(audit)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import azure.functions as func
 
+from shared.audit import Action
+from shared.auth.management import Role
 from shared.edge import (
     check_id,
     is_storage_failure,
@@ -12,6 +14,7 @@ from shared.edge import (
 )
 from shared.enqueue import QueueUnavailable
 from shared.graph.errors import GraphError
+from shared.management_edge import MANAGEMENT_AUTH_LEVEL, guarded
 from shared.problems import Problem, json_response, unavailable
 from shared.record_response import start_recording
 from shared.services import ready_services
@@ -22,8 +25,9 @@ bp = func.Blueprint()
 @bp.route(
     route="calls/{callId}/recordResponse",
     methods=["POST"],
-    auth_level=func.AuthLevel.FUNCTION,
+    auth_level=MANAGEMENT_AUTH_LEVEL,
 )
+@guarded(Role.RECORD, Action.START)
 async def start_record_response(req: func.HttpRequest) -> func.HttpResponse:
     try:
         call_id = check_id("callId", req.route_params.get("callId"))

@@ -12,11 +12,14 @@ from datetime import timedelta
 
 import azure.functions as func
 
+from shared.audit import Action
+from shared.auth.management import Role
 from shared.clock import utc_now
 from shared.edge import check_id, storage_failure
 from shared.erasure import erase_call, erase_operation
 from shared.graph.ids import normalize_id
 from shared.logevents import log_event
+from shared.management_edge import MANAGEMENT_AUTH_LEVEL, guarded
 from shared.problems import Problem, json_response, not_found
 from shared.recording_access import operation_status
 from shared.services import ready_services
@@ -26,8 +29,9 @@ log = logging.getLogger(__name__)
 
 
 @bp.route(
-    route="recordings/{callId}/{operationId}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION
+    route="recordings/{callId}/{operationId}", methods=["GET"], auth_level=MANAGEMENT_AUTH_LEVEL
 )
+@guarded(Role.READ, Action.STATUS)
 async def recording_status(req: func.HttpRequest) -> func.HttpResponse:
     try:
         call_id = check_id("callId", req.route_params.get("callId"))
@@ -64,7 +68,8 @@ async def recording_status(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(body, headers={"Cache-Control": "no-store"})
 
 
-@bp.route(route="recordings", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@bp.route(route="recordings", methods=["GET"], auth_level=MANAGEMENT_AUTH_LEVEL)
+@guarded(Role.READ, Action.LIST)
 async def list_recordings(req: func.HttpRequest) -> func.HttpResponse:
     try:
         call_id = check_id("callId", req.params.get("callId"), where="query")
@@ -88,8 +93,9 @@ async def list_recordings(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(
     route="recordings/{callId}/{operationId}",
     methods=["DELETE"],
-    auth_level=func.AuthLevel.FUNCTION,
+    auth_level=MANAGEMENT_AUTH_LEVEL,
 )
+@guarded(Role.ERASE, Action.ERASE)
 async def erase_recording(req: func.HttpRequest) -> func.HttpResponse:
     try:
         call_id = check_id("callId", req.route_params.get("callId"))
@@ -113,7 +119,8 @@ async def erase_recording(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse(status_code=204)
 
 
-@bp.route(route="recordings", methods=["DELETE"], auth_level=func.AuthLevel.FUNCTION)
+@bp.route(route="recordings", methods=["DELETE"], auth_level=MANAGEMENT_AUTH_LEVEL)
+@guarded(Role.ERASE, Action.ERASE_CALL)
 async def erase_call_recordings(req: func.HttpRequest) -> func.HttpResponse:
     try:
         call_id = check_id("callId", req.params.get("callId"), where="query")

@@ -173,6 +173,29 @@ param botDisplayName string = 'Record response bot'
 param botMessagingEndpoint string = ''
 
 // ---------------------------------------------------------------------------------------------
+// Management API: Entra ID tokens with the bot app's roles, audit trail (docs/security.md)
+// ---------------------------------------------------------------------------------------------
+
+@description('MANAGEMENT_FUNCTION_KEYS: off in Azure (default), so every management route needs an Entra ID token for api://<bot app id> carrying the route\'s app role. True turns them back into function-key routes: development only.')
+param managementFunctionKeys bool = false
+
+@description('AUDIT_RETENTION_DAYS: days the audit rows of the management API are kept; at least ledgerRetentionDays.')
+@minValue(1)
+param auditRetentionDays int = 90
+
+@description('Object id of a user, group or managed identity (service principal) to assign one management API role at deployment; empty assigns none. Needs the created app registration (botAppId empty).')
+param managementRoleAssigneePrincipalId string = ''
+
+@description('The management API role assigned to managementRoleAssigneePrincipalId.')
+@allowed([
+  'Recordings.Read'
+  'Recordings.Record'
+  'Recordings.Erase'
+  'Recordings.Audit'
+])
+param managementRoleAssigned string = 'Recordings.Read'
+
+// ---------------------------------------------------------------------------------------------
 // App settings (names and defaults are those of shared/settings.py)
 // ---------------------------------------------------------------------------------------------
 
@@ -283,6 +306,8 @@ module botIdentity 'modules/bot-identity.bicep' = if (empty(botAppId)) {
     uniqueName: 'record-response-bot-${resourceToken}'
     displayName: botDisplayName
     managedIdentityPrincipalId: identity.outputs.principalId
+    managementRoleAssigneePrincipalId: managementRoleAssigneePrincipalId
+    managementRoleAssigned: managementRoleAssigned
   }
 }
 
@@ -394,6 +419,8 @@ module functionApp 'modules/functionapp.bicep' = {
     transcriptionEndpoint: transcription ? speech!.outputs.endpoint : ''
     transcriptionLocales: transcriptionLocales
     transcriptionKeepAudio: transcriptionKeepAudio
+    managementFunctionKeys: managementFunctionKeys
+    auditRetentionDays: auditRetentionDays
   }
   // The host reaches storage and Application Insights with the identity as soon as it starts.
   dependsOn: [
@@ -449,6 +476,8 @@ output CALLING_WEBHOOK_URL string = 'https://${functionApp.outputs.hostName}/api
 output MANAGED_IDENTITY_CLIENT_ID string = identity.outputs.clientId
 output MANAGED_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
 output BOT_APP_ID string = effectiveBotAppId
+// What callers of the management API request tokens for (az account get-access-token --resource).
+output MANAGEMENT_API_RESOURCE string = 'api://${effectiveBotAppId}'
 output AZURE_BOT_RESOURCE_ID string = deployBot ? bot!.outputs.id : ''
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output AZURE_STORAGE_BLOB_ENDPOINT string = storage.outputs.blobEndpoint

@@ -158,3 +158,19 @@ param transcriptionLocales = []
 
 // transcriptionKeepAudio: false deletes each recording once its transcript is stored.
 param transcriptionKeepAudio = true
+
+// --- Management API (docs/security.md) -------------------------------------------------------
+
+// MANAGEMENT_FUNCTION_KEYS: false in Azure, so every management route needs an Entra ID token for
+// api://<bot app id> with the route's app role; true (function keys) is for development only.
+param managementFunctionKeys = false
+
+// AUDIT_RETENTION_DAYS: days the audit rows (who read, started or erased what) are kept.
+param auditRetentionDays = 90
+
+// managementRoleAssigneePrincipalId: object id of a user, group or managed identity that gets
+// managementRoleAssigned at deployment ('' assigns none; MANAGEMENT_ROLE_ASSIGNEE in azd).
+param managementRoleAssigneePrincipalId = readEnvironmentVariable('MANAGEMENT_ROLE_ASSIGNEE', '')
+
+// managementRoleAssigned: Recordings.Read, Recordings.Record, Recordings.Erase or Recordings.Audit.
+param managementRoleAssigned = readEnvironmentVariable('MANAGEMENT_ROLE', 'Recordings.Read')

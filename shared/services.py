@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     import httpx
 
     from shared.auth.inbound import InboundTokenValidator
+    from shared.auth.management import ManagementAuth
     from shared.graph.client import GraphCallsClient
     from shared.prompts import PromptChecks
     from shared.settings import Settings
@@ -175,6 +176,17 @@ class Services:
             await self._speech.aclose()
             self._speech = None
         await self.storage.close()
+
+    @property
+    def management_auth(self) -> ManagementAuth:
+        """Who may call the management routes: Entra ID tokens with app roles (its key cache)."""
+        auth: ManagementAuth | None = getattr(self, "_management_auth", None)
+        if auth is None:
+            from shared.auth.management import management_auth_from_settings
+
+            auth = management_auth_from_settings(self.settings)
+            self._management_auth = auth
+        return auth
 
 
 class _Slot:

@@ -276,3 +276,48 @@ class Settings(BaseSettings):
     def bot_flow_enabled(self) -> bool:
         """The bot answers and records calls (it needs the URL Graph calls back)."""
         return bool(self.auto_answer and self.callback_base_url)
+
+    # --- Management API: Entra ID tokens with app roles, audit trail (docs/security.md) ---
+    # The tenant whose Entra ID tokens the management routes accept (default GRAPH_TENANT_ID).
+    management_tenant_id: str | None = Field(default=None, alias="MANAGEMENT_TENANT_ID")
+    # Where the tenant's signing keys are published; unset = Entra's v2.0 OpenID configuration
+    # of that tenant. The local simulator serves one on 127.0.0.1.
+    management_openid_configuration_url: str | None = Field(
+        default=None, alias="MANAGEMENT_OPENID_CONFIGURATION_URL"
+    )
+    # Development only (the local host, the simulator): the management routes take a function
+    # key, checked by the host. Read again at indexing, where it picks the routes' auth level.
+    management_function_keys: bool = Field(default=False, alias="MANAGEMENT_FUNCTION_KEYS")
+    # How long audit rows stay: longer than the ledger rows they describe.
+    audit_retention_days: float = Field(default=90, gt=0, alias="AUDIT_RETENTION_DAYS")
+
+    @field_validator("management_openid_configuration_url")
+    @classmethod
+    def _management_keys_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("must be an absolute http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _audit_outlives_the_ledger(self) -> Settings:
+        if self.audit_retention_days < self.ledger_retention_days:
+            raise ValueError(
+                "AUDIT_RETENTION_DAYS must be at least LEDGER_RETENTION_DAYS: the audit of an "
+                "operation outlives its ledger row"
+            )
+        return self
+
+    @property
+    def management_tenant(self) -> str | None:
+        """The tenant whose tokens the management API accepts (None: tokens not configured)."""
+        return self.management_tenant_id or self.graph_tenant_id
+
+    @property
+    def management_keys_url(self) -> str | None:
+        """The OpenID configuration that names the management tokens' signing keys."""
+        if self.management_openid_configuration_url:
+            return self.management_openid_configuration_url
+        tenant = self.management_tenant
+        if tenant is None:
+            return None
+        return f"https://login.microsoftonline.com/{tenant}/v2.0/.well-known/openid-configuration"

@@ -6,6 +6,7 @@ so ``pytest -m app`` runs the app's own tests apart from those of its tools and 
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,11 @@ if TYPE_CHECKING:
     from shared.storage import StorageClients
 
 BOT_APP_ID = "a5c1f5ad-0b6f-4f0c-9a5e-1b2c3d4e5f60"
+# The app is indexed with function keys on (the management routes at function level, as under
+# the local host), whichever test imports it first; each test's settings then decide, and the
+# route tests call the management routes without a token (tests/test_management_auth.py has the
+# tokens). Read when function_app is imported: set before any test runs.
+os.environ.setdefault("MANAGEMENT_FUNCTION_KEYS", "true")
 TENANT_ID = "00000000-0000-0000-0000-00000000cafe"  # fictitious: the simulator's default
 
 TESTS = Path(__file__).resolve().parent
@@ -150,6 +156,7 @@ def app_env(monkeypatch: pytest.MonkeyPatch, azurite: Azurite) -> dict[str, str]
         "AzureWebJobsStorage": azurite.connection_string,
         "BOT_APP_ID": BOT_APP_ID,
         "ALLOW_INSECURE_RECORDING_URLS": "true",
+        "MANAGEMENT_FUNCTION_KEYS": "true",
     }
     for name, value in values.items():
         monkeypatch.setenv(name, value)

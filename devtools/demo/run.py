@@ -144,10 +144,14 @@ class Report:
 
 
 class StatusApi:
-    """The app's status API, with the function key in a header (never in a URL)."""
+    """The app's status API as a downstream service calls it: an Entra token with the
+    Recordings.Read role (the simulator's), plus the function key when the host checks keys
+    (MANAGEMENT_FUNCTION_KEYS=true); both in headers, never in a URL."""
 
-    def __init__(self, base_url: str, function_key: str | None) -> None:
+    def __init__(self, base_url: str, function_key: str | None, token: str | None = None) -> None:
         headers = {"x-functions-key": function_key} if function_key else {}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         self._client = httpx.Client(base_url=base_url, headers=headers, timeout=HTTP_TIMEOUT)
 
     def get(self, call_id: str, operation_id: str) -> dict[str, Any] | None:
@@ -200,7 +204,9 @@ def run_demo(stack: LocalStack, progress: Progress) -> Report:
             raise AssertionError(f"GET /api/health answered {health.status_code}")
         step.detail = f"{how} on {stack.app_url}, /api/health 200"
 
-    status_api = StatusApi(stack.app_url, stack.function_key)
+    status_api = StatusApi(
+        stack.app_url, stack.function_key, simulator.management_token("Recordings.Read")
+    )
     try:
         _follow_one_call(stack, progress, status_api, report)
     finally:
@@ -497,7 +503,7 @@ def print_report(progress: Progress, report: Report) -> None:
         say(f"  silent caller        {report.reprompt}")
     if report.transcript:
         say(f"  transcript           “{report.transcript}”")
-    say("  status API answer (GET /api/recordings/{callId}/{operationId}, with the function key):")
+    say("  status API answer (GET /api/recordings/{callId}/{operationId}, Recordings.Read token):")
     for line in json.dumps(redacted(report.status_answer), indent=2).splitlines():
         say(f"    {line}")
     say(f"  expired              {report.expired_at} (blob deleted by the cleanup timer)")

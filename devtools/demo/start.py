@@ -57,9 +57,12 @@ Watch it:
   {graphsim} inspect{sim_flag} deliveries --call-id <call id>
   {graphsim} inspect{sim_flag} requests --call-id <call id>
   {graphsim} hangup{sim_flag} <call id>
-Ask the app (function key: LOCAL_FUNCTION_KEY, or the one printed above at start):
-  curl -H "x-functions-key: $KEY" "{stack.app_url}/api/recordings?callId=<call id>"
-  curl -H "x-functions-key: $KEY" {stack.app_url}/api/recordings/<call id>/<operation id>
+Ask the app with a token for its API carrying the role the route needs (docs/security.md):
+  TOKEN=$({graphsim} token{sim_flag} --role Recordings.Read --role Recordings.Audit)
+  curl -H "Authorization: Bearer $TOKEN" -H "x-functions-key: $KEY" "{stack.app_url}/api/recordings?callId=<call id>"
+  curl -H "Authorization: Bearer $TOKEN" -H "x-functions-key: $KEY" {stack.app_url}/api/recordings/<call id>/<operation id>/audit
+  ($KEY: LOCAL_FUNCTION_KEY or the one printed above; needed while MANAGEMENT_FUNCTION_KEYS=true,
+  where the key alone also works and is audited as "function key")
 """
 
 

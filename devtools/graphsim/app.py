@@ -20,6 +20,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from .calls import CallEngine, check_keys
+from .entra import EntraApiTokens
 from .keys import (
     GRAPH_AUDIENCE,
     JWT_BEARER,
@@ -61,6 +62,8 @@ class SimContext:
     # Refuse Graph tokens whose appid is not the bot's (the federated path), with 403.
     require_bot_app_token: bool = False
     graph_base_url: Callable[[], str] | None = None
+    # Entra tokens for the bot's own API (the management routes).
+    entra: EntraApiTokens | None = None
 
 
 def graph_error(
@@ -138,6 +141,42 @@ def build_app(
 
     async def jwks(request: Request) -> Response:
         return JSONResponse(ctx.keys.jwks())
+
+    def entra_tokens() -> EntraApiTokens:
+        if ctx.entra is None:
+            raise RuntimeError("the simulator was built without Entra API tokens")
+        return ctx.entra
+
+    async def entra_openid_configuration(request: Request) -> Response:
+        tenant = request.path_params["tenant"]
+        return JSONResponse(entra_tokens().openid_configuration(ctx.base_url(), tenant))
+
+    async def entra_jwks(request: Request) -> Response:
+        return JSONResponse(entra_tokens().jwks())
+
+    async def control_entra_token(request: Request) -> Response:
+        """A token for the bot's API with the roles (and ids) the body names: tests, demo."""
+        body = await _json(request)
+        options: dict[str, Any] = {"roles": [str(r) for r in body.get("roles") or []]}
+        for name, option in (
+            ("objectId", "object_id"),
+            ("appId", "app_id"),
+            ("tenantId", "tenant_id"),
+            ("audience", "audience"),
+            ("version", "version"),
+        ):
+            if body.get(name):
+                options[option] = str(body[name])
+        if body.get("lifetimeSeconds") is not None:
+            options["lifetime_seconds"] = int(body["lifetimeSeconds"])
+        tokens = entra_tokens()
+        return JSONResponse(
+            {
+                "access_token": tokens.token(**options),
+                "token_type": "Bearer",
+                "expires_in": options.get("lifetime_seconds", tokens.lifetime_seconds),
+            }
+        )
 
     async def managed_identity_token(request: Request) -> Response:
         # App Service protocol as azure-identity/msal speak it: GET with api-version and
@@ -597,6 +636,8 @@ def build_app(
         Route("/v1/keys", jwks),
         Route("/msi/token", managed_identity_token),
         Route("/{tenant}/oauth2/v2.0/token", entra_token, methods=["POST"]),
+        Route("/{tenant}/v2.0/.well-known/openid-configuration", entra_openid_configuration),
+        Route("/{tenant}/discovery/v2.0/keys", entra_jwks),
         Route(f"{call_path}/answer", answer, methods=["POST"]),
         Route(f"{call_path}/reject", reject, methods=["POST"]),
         Route(f"{call_path}/subscribeToTone", subscribe_to_tone, methods=["POST"]),
@@ -620,6 +661,7 @@ def build_app(
         Route("/_sim/recordings/{recording_id}", control_recording, methods=["GET", "DELETE"]),
         Route("/_sim/keys/rotate", control_rotate, methods=["POST"]),
         Route("/_sim/faults", control_faults, methods=["POST"]),
+        Route("/_sim/entra/token", control_entra_token, methods=["POST"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
 

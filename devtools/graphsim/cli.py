@@ -228,6 +228,27 @@ def _rotate(args: argparse.Namespace) -> int:
     return 0 if response.status_code == 200 else 1
 
 
+def _token(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"roles": args.role or []}
+    for name, value in (
+        ("objectId", args.object_id),
+        ("appId", args.app_id),
+        ("tenantId", args.tenant_id),
+        ("audience", args.audience),
+        ("version", args.version),
+        ("lifetimeSeconds", args.lifetime_seconds),
+    ):
+        if value is not None:
+            body[name] = value
+    response = httpx.post(f"{args.sim}/_sim/entra/token", json=body, timeout=10)
+    if response.status_code != 200:
+        print(response.text, file=sys.stderr)
+        return 1
+    # The bare token on stdout, for TOKEN=$(python -m devtools.graphsim token ...).
+    print(response.json()["access_token"])
+    return 0
+
+
 def _keys_argument(value: str) -> str:
     try:
         check_keys(value)
@@ -361,6 +382,24 @@ def build_parser() -> argparse.ArgumentParser:
     rotate = client("rotate-key", "rotate the notification signing key")
     rotate.add_argument("--drop-old", action="store_true", help="stop publishing the old key")
     rotate.set_defaults(func=_rotate)
+
+    token = client(
+        "token",
+        "print an Entra access token for the bot's API (management routes) with chosen roles",
+    )
+    token.add_argument(
+        "--role",
+        action="append",
+        help="an app role: Recordings.Read, Recordings.Record, Recordings.Erase, "
+        "Recordings.Audit (repeat for several; none = a token without roles)",
+    )
+    token.add_argument("--object-id", help="the caller's object id (oid)")
+    token.add_argument("--app-id", help="the caller's client id (azp/appid)")
+    token.add_argument("--tenant-id", help="the token's tenant (default: the simulator's)")
+    token.add_argument("--audience", help="default: the bot's app id (v2), api://<id> (v1)")
+    token.add_argument("--version", choices=["1.0", "2.0"], help="token version (default 2.0)")
+    token.add_argument("--lifetime-seconds", type=int)
+    token.set_defaults(func=_token)
     return parser
 
 

@@ -20,6 +20,7 @@ import uvicorn
 
 from .app import SimContext, build_app, parse_api_fault
 from .calls import CallEngine, EngineSettings, check_keys, id_key
+from .entra import EntraApiTokens
 from .keys import GraphTokenIssuer, KeyRing, SigningKey, notification_claims
 from .models import SCENARIOS, Call, CallOptions, Delivery, Operation, RequestRecord
 from .recordings import Recording, RecordingStore, parse_fault
@@ -136,6 +137,7 @@ class GraphSimulator:
             tenant_id, managed_identity_client_id, principal_id=managed_identity_principal_id
         )
         self.recordings_store = RecordingStore(lambda: self._base_url)
+        self.entra = EntraApiTokens(tenant_id, bot_app_id)
         self.identity_header = identity_header or secrets.token_urlsafe(24)
         self.engine = CallEngine(
             EngineSettings(
@@ -168,6 +170,7 @@ class GraphSimulator:
             tenant_id=tenant_id,
             require_bot_app_token=require_bot_app_token,
             graph_base_url=lambda: self.graph_base_url,
+            entra=self.entra,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: uvicorn.Server | None = None
@@ -312,6 +315,22 @@ class GraphSimulator:
         return f"{self._base_url}/v1/.well-known/OpenIdConfiguration"
 
     @property
+    def management_openid_configuration_url(self) -> str:
+        """The tenant's Entra-style OpenID configuration (keys of the management API's tokens)."""
+        return f"{self._base_url}/{self.tenant_id}/v2.0/.well-known/openid-configuration"
+
+    def management_env(self) -> dict[str, str]:
+        """Settings that make the app accept this simulator's tokens for its management API."""
+        return {
+            "MANAGEMENT_TENANT_ID": self.tenant_id,
+            "MANAGEMENT_OPENID_CONFIGURATION_URL": self.management_openid_configuration_url,
+        }
+
+    def management_token(self, *roles: str, **options: Any) -> str:
+        """An Entra access token for the bot's API carrying ``roles`` (see EntraApiTokens)."""
+        return self.entra.token(roles=roles, **options)
+
+    @property
     def jwks_url(self) -> str:
         return f"{self._base_url}/v1/keys"
 
@@ -370,6 +389,7 @@ class GraphSimulator:
                 "BOT_APP_ID": self.bot_app_id,
                 "ALLOW_INSECURE_RECORDING_URLS": "true",
                 **self.managed_identity_env(),
+                **self.management_env(),
             },
             # The federated credential path (not in "env": the app's default mode is unchanged).
             "federatedEnv": self.federated_env(),

@@ -117,6 +117,13 @@ param transcriptionLocales array = []
 @description('TRANSCRIPTION_KEEP_AUDIO.')
 param transcriptionKeepAudio bool = true
 
+@description('MANAGEMENT_FUNCTION_KEYS: false (default) requires an Entra ID token with the bot app\'s roles on every management route; true makes them function-key routes (development only).')
+param managementFunctionKeys bool = false
+
+@description('AUDIT_RETENTION_DAYS: days the management API\'s audit rows are kept (at least LEDGER_RETENTION_DAYS).')
+@minValue(1)
+param auditRetentionDays int = 90
+
 // Flex Consumption scales each non-HTTP function on its own instances, so the download worker gets
 // its own always-ready entry, named function:<name> after the function's name in function_app.py
 // (tests/infra checks that the name is registered). A count of 0 leaves the entry out.
@@ -235,6 +242,11 @@ var appSettings = {
   CLEANUP_SCHEDULE: cleanupSchedule
   LEDGER_RETENTION_DAYS: string(ledgerRetentionDays)
   POISON_MESSAGE_MAX_AGE_MINUTES: string(poisonMessageMaxAgeMinutes)
+  // The management API takes Entra ID tokens of this tenant for the bot's app, with its roles
+  // (docs/security.md); function keys stay off unless managementFunctionKeys says otherwise.
+  MANAGEMENT_TENANT_ID: tenant().tenantId
+  MANAGEMENT_FUNCTION_KEYS: string(managementFunctionKeys)
+  AUDIT_RETENTION_DAYS: string(auditRetentionDays)
 }
 
 // The app registration and tenant the federated credential mode needs.

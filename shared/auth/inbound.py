@@ -118,14 +118,15 @@ class InboundTokenValidator:
         self,
         *,
         openid_configuration_url: str,
-        audience: str,
+        audience: str | Sequence[str],
         allowed_issuers: Sequence[str],
         allowed_tenants: Sequence[str] = (),
         clock: Callable[[], float] = time.time,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._configuration_url = openid_configuration_url
-        self._audience = audience
+        # One audience, or several accepted alike (the management API's URI and client id).
+        self._audience = audience if isinstance(audience, str) else list(audience)
         self._issuers = frozenset(allowed_issuers)
         self._tenants = frozenset(tenant.lower() for tenant in allowed_tenants)
         self._clock = clock

@@ -85,6 +85,8 @@ DEFAULT_CHECKED = {
     "RECORDING_ALLOWED_HOST_SUFFIXES",
     "TRANSCRIPTION_LOCALES",
     "TRANSCRIPTION_KEEP_AUDIO",
+    "MANAGEMENT_FUNCTION_KEYS",
+    "AUDIT_RETENTION_DAYS",
 }
 
 
@@ -861,12 +863,16 @@ def test_graph_extension_is_configured() -> None:
 
 def test_bot_app_registration_trusts_the_managed_identity_and_has_no_secret() -> None:
     doc = parse("modules/bot-identity.bicep")
-    app_name, app = one_resource(doc, "Microsoft.Graph/applications")
+    # Two declarations of the one app: the second sets identifierUris once the app id exists
+    # (tests/infra/test_management_api.py checks that it repeats the first).
+    apps = resources(doc, "Microsoft.Graph/applications")
+    assert set(apps) == {"botApp", "botAppIdentifierUri"}
+    app_name, app = "botApp", apps["botApp"]
     config = body(app)
     assert config["uniqueName"] == "uniqueName"
     assert config["displayName"] == "displayName"
     assert config["signInAudience"] == "AzureADMyOrg", "single tenant"
-    rendered = json.dumps(config)
+    rendered = json.dumps(apps)
     for credential in ("passwordCredentials", "keyCredentials"):
         assert credential not in rendered, "no secret or certificate on the bot's app"
 
