@@ -15,13 +15,13 @@ from datetime import timedelta
 
 import azure.functions as func
 
+from blueprints.guard import MANAGEMENT_AUTH_LEVEL, guarded
 from shared.audit import Action, AuditTrail
 from shared.auth.management import Role
 from shared.clock import utc_now
 from shared.edge import check_id, storage_failure
 from shared.graph.ids import normalize_id
 from shared.logevents import log_event
-from shared.management_edge import MANAGEMENT_AUTH_LEVEL, guarded
 from shared.problems import Problem, json_response
 from shared.services import ready_services
 

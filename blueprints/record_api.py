@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
+from blueprints.guard import MANAGEMENT_AUTH_LEVEL, guarded
 from shared.audit import Action
 from shared.auth.management import Role
 from shared.edge import (
@@ -14,7 +15,6 @@ from shared.edge import (
 )
 from shared.enqueue import QueueUnavailable
 from shared.graph.errors import GraphError
-from shared.management_edge import MANAGEMENT_AUTH_LEVEL, guarded
 from shared.problems import Problem, json_response, unavailable
 from shared.record_response import start_recording
 from shared.services import ready_services

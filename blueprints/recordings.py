@@ -12,6 +12,7 @@ from datetime import timedelta
 
 import azure.functions as func
 
+from blueprints.guard import MANAGEMENT_AUTH_LEVEL, guarded
 from shared.audit import Action
 from shared.auth.management import Role
 from shared.clock import utc_now
@@ -19,7 +20,6 @@ from shared.edge import check_id, storage_failure
 from shared.erasure import erase_call, erase_operation
 from shared.graph.ids import normalize_id
 from shared.logevents import log_event
-from shared.management_edge import MANAGEMENT_AUTH_LEVEL, guarded
 from shared.problems import Problem, json_response, not_found
 from shared.recording_access import operation_status
 from shared.services import ready_services
