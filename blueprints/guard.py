@@ -24,7 +24,7 @@ import azure.functions as func
 
 from shared.audit import Action, AuditEntry, AuditTrail, log_audit
 from shared.auth.management import FUNCTION_KEYS_INDEXED, Caller, Refused, Role
-from shared.logevents import log_event
+from shared.logevents import log_event, log_failure
 from shared.services import app_services
 from shared.storage import Resource
 
@@ -112,6 +112,6 @@ async def _audit(
         # The action happened: its answer stands, and the log event (at ERROR) carries the
         # whole entry, so the trail has no hole an operator cannot see.
         log_audit(entry, recorded=False)
-        log_event(log, "audit: row not written", level=logging.ERROR, error=type(error).__name__)
+        log_failure(log, "audit: row not written", error)
         return
     log_audit(entry, recorded=True)

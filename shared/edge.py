@@ -21,7 +21,7 @@ from shared.graph.errors import (
     GraphUnavailableError,
 )
 from shared.graph.ids import GRAPH_ID_RULE, is_graph_id
-from shared.logevents import log_event
+from shared.logevents import log_failure
 from shared.problems import Problem, unavailable, validation_problem
 
 if TYPE_CHECKING:
@@ -126,7 +126,7 @@ def storage_failure(error: Exception, event: str, **ids: str | None) -> Problem:
     """
     if not is_storage_failure(error):
         raise error
-    log_event(log, event, level=logging.ERROR, **ids, error=type(error).__name__)
+    log_failure(log, event, error, **ids)
     return unavailable(
         "storage is unavailable; retry shortly", retry_after=STORAGE_RETRY_AFTER_SECONDS
     )

@@ -105,6 +105,15 @@ def log_event(log: logging.Logger, event: str, *, level: int = logging.INFO, **f
 QUIET_LIBRARIES = ("azure", "httpx", "httpcore")
 
 
+def log_failure(log: logging.Logger, event: str, error: BaseException, **fields: Any) -> None:
+    """An error line for ``event``: the error's type only, never its text.
+
+    An SDK error's text can quote a request or a response body (a token, a queue message's
+    contents); its type says enough to act on, and the traceback goes to debug where it is needed.
+    """
+    log_event(log, event, level=logging.ERROR, **fields, error=type(error).__name__)
+
+
 def quiet_library_loggers(level: int = logging.WARNING) -> None:
     """Raise the chatty libraries' loggers to ``level`` (called once, at start-up)."""
     for name in QUIET_LIBRARIES:

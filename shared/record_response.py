@@ -21,7 +21,7 @@ from shared.clock import utc_now
 from shared.enqueue import enqueue_jobs
 from shared.graph.ids import normalize_id
 from shared.ledger import OperationLedger, OperationStatus
-from shared.logevents import log_event
+from shared.logevents import log_event, log_failure
 
 if TYPE_CHECKING:
     from azure.storage.queue.aio import QueueClient
@@ -126,13 +126,12 @@ async def start_recording(
         # Graph is already recording: failing the request now would make the caller start a
         # second one. The completion notification writes the row later anyway.
         ledger_status = None
-        log_event(
+        log_failure(
             log,
             "recordResponse ledger write failed",
-            level=logging.ERROR,
+            error,
             call_id=call_key,
             operation_id=operation_id,
-            error=type(error).__name__,
         )
     log_event(
         log,

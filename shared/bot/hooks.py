@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 from opentelemetry.trace import SpanKind
 
 from shared.clock import as_utc, utc_now
-from shared.logevents import log_event
+from shared.logevents import log_event, log_failure
 from shared.telemetry import continue_trace
 
 if TYPE_CHECKING:
@@ -135,9 +135,4 @@ async def tell_download_settled(
     except InvalidJobError:
         return
     except Exception as error:
-        log_event(
-            log,
-            "bot flow: not told of a settled download",
-            level=logging.ERROR,
-            error=type(error).__name__,
-        )
+        log_failure(log, "bot flow: not told of a settled download", error)

@@ -22,7 +22,7 @@ from shared.ledger import (
     OperationLedger,
     OperationRecord,
 )
-from shared.logevents import log_event
+from shared.logevents import log_event, log_failure
 from shared.prompts import SHIPPED, prompt_uri
 from shared.record_response import start_recording
 from shared.telemetry import count_outcome, ms_since_notification, record_answer_latency
@@ -261,13 +261,12 @@ class CallSteps:
         try:
             await self._ledger.release(call_id, claim)
         except Exception as error:
-            log_event(
+            log_failure(
                 log,
                 "bot flow: claim not released; the step will not be retried",
-                level=logging.ERROR,
+                error,
                 call_id=call_id,
                 claim=claim,
-                error=type(error).__name__,
             )
 
     def _log_failure(self, step: str, call_id: str, error: BaseException) -> None:

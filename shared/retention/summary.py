@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
-from shared.logevents import log_event
+from shared.logevents import log_failure
 
 log = logging.getLogger("shared.retention")
 
@@ -86,19 +86,9 @@ def note_failure(
     call_id: str,
     operation_id: str,
 ) -> None:
-    """One failed write of a step: counted in the run's errors, one line naming the operation.
-
-    The error's type only: an SDK error's text can quote a response body.
-    """
+    """One failed write of a step: counted in the run's errors, one line naming the operation."""
     summary.errors += 1
-    log_event(
-        log,
-        event,
-        level=logging.ERROR,
-        call_id=call_id,
-        operation_id=operation_id,
-        error=type(error).__name__,
-    )
+    log_failure(log, event, error, call_id=call_id, operation_id=operation_id)
 
 
 async def for_each_row(
