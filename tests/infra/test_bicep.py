@@ -1101,7 +1101,9 @@ def test_azure_bot_is_single_tenant_with_teams_calling_on_by_default() -> None:
     assert params["endpointBaseUrl"] == "botEndpointBaseUrl"
     assert main()["parameters"]["botMessagingEndpoint"]["default"] == ""
     assert main()["parameters"]["botEndpointBaseUrl"]["default"] == ""
-    assert bicepparam()["botEndpointBaseUrl"] == "readEnvironmentVariable('BOT_ENDPOINT_BASE_URL', '')"
+    assert (
+        bicepparam()["botEndpointBaseUrl"] == "readEnvironmentVariable('BOT_ENDPOINT_BASE_URL', '')"
+    )
 
 
 def test_no_managed_identity_bot_path_remains() -> None:
