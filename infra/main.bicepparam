@@ -62,7 +62,8 @@ param alwaysReadyDownloadInstanceCount = int(readEnvironmentVariable('ALWAYS_REA
 
 // VNET_ENABLED=true (the azd quickstarts' name): the app joins a delegated subnet and reaches
 // storage (and Speech) only through private endpoints; their public network access is turned off.
-// The webhook stays publicly reachable for Graph. About $22 a month more (three endpoints).
+// The webhook stays publicly reachable for Graph. About $23 a month more (three endpoints, three
+// DNS zones; docs/infrastructure.md).
 param vnetEnabled = bool(readEnvironmentVariable('VNET_ENABLED', 'false'))
 
 // --- Alerts (docs/operations.md) -------------------------------------------------------------
