@@ -94,6 +94,14 @@ param recordingBackstopDays int = 1
 @maxValue(730)
 param logRetentionDays int = 30
 
+@description('Python version of the Function App (Flex Consumption offers 3.10-3.13). The default is the newest version the whole test suite passes on (Makefile SUPPORTED_PYTHONS).')
+@allowed([
+  '3.11'
+  '3.12'
+  '3.13'
+])
+param pythonVersion string = '3.12'
+
 @description('Flex Consumption: most instances the app scales out to.')
 @minValue(1)
 @maxValue(1000)
@@ -116,6 +124,13 @@ param alwaysReadyHttpInstanceCount int = 1
 @minValue(0)
 @maxValue(20)
 param alwaysReadyDownloadInstanceCount int = 1
+
+// ---------------------------------------------------------------------------------------------
+// Private networking (docs/infrastructure.md, "Private networking")
+// ---------------------------------------------------------------------------------------------
+
+@description('Private networking, as the azd Flex Consumption quickstarts offer it (VNET_ENABLED): the Function App joins a delegated subnet and reaches blob, queue and table (and Speech when transcription is on) through private endpoints and private DNS zones; their public network access is turned off. The app\'s own inbound stays public: Graph must reach the calling webhook. Costs per endpoint-hour: see the doc.')
+param vnetEnabled bool = false
 
 // ---------------------------------------------------------------------------------------------
 // Alerts (docs/operations.md says what each one means and what to do)
@@ -169,8 +184,11 @@ param botSkuName string = 'F0'
 @description('Bot display name in Teams; also the display name of the bot\'s app registration.')
 param botDisplayName string = 'Record response bot'
 
-@description('Bot Framework messaging endpoint (https). Empty: https://<app host>/api/messages. This app handles calls only; see docs/infrastructure.md.')
+@description('Bot Framework messaging endpoint (https). Empty: <bot endpoint base>/api/messages. See docs/infrastructure.md.')
 param botMessagingEndpoint string = ''
+
+@description('Base URL the Azure Bot sends calls (/api/calls) and messages (/api/messages) to. Empty (production): https://<this Function App>. A dev environment (docs/teams.md) sets its dev tunnel here, so its own bot calls a laptop and the production bot is never touched.')
+param botEndpointBaseUrl string = ''
 
 // ---------------------------------------------------------------------------------------------
 // Management API: Entra ID tokens with the bot app's roles, audit trail (docs/security.md)
@@ -228,6 +246,54 @@ param botRecordMaxDurationSeconds int = 10
 @description('BOT_RECORD_PROMPT_URI: https URL of a WAV prompt played before the beep; empty plays none.')
 param botRecordPromptUri string = ''
 
+@description('BOT_RECORD_INITIAL_SILENCE_SECONDS: initialSilenceTimeoutInSeconds of each recording.')
+@minValue(1)
+@maxValue(120)
+param botRecordInitialSilenceSeconds int = 5
+
+@description('BOT_RECORD_MAX_SILENCE_SECONDS: maxSilenceTimeoutInSeconds of each recording.')
+@minValue(1)
+@maxValue(120)
+param botRecordMaxSilenceSeconds int = 5
+
+@description('BOT_RECORD_PLAY_BEEP: play a beep before recording.')
+param botRecordPlayBeep bool = true
+
+@description('BOT_RECORD_STOP_TONES: DTMF tones that end a recording.')
+param botRecordStopTones array = [
+  '#'
+]
+
+@description('BOT_REPROMPT_URI: https URL of the WAV played before a new attempt after silence; empty plays the shipped re-prompt, none plays nothing.')
+param botRepromptUri string = ''
+
+@description('BOT_THANK_YOU_PROMPT_URI: https URL of the WAV played once the recording is stored; empty plays the shipped thank-you, none plays nothing.')
+param botThankYouPromptUri string = ''
+
+@description('BOT_RECORD_ATTEMPTS: recordings per call while the caller stays silent (1 = no re-prompt).')
+@minValue(1)
+@maxValue(5)
+param botRecordAttempts int = 2
+
+@description('BOT_HANG_UP_AFTER_RECORDING: hang up after the thank-you.')
+param botHangUpAfterRecording bool = true
+
+@description('BOT_HANG_UP_WAIT_SECONDS: longest wait for the recording to be stored before the bot hangs up anyway.')
+@minValue(0)
+@maxValue(600)
+param botHangUpWaitSeconds int = 60
+
+@description('BOT_CONFIRM_RECORDING: play the recording back and ask "1 to keep, 2 to record again".')
+param botConfirmRecording bool = false
+
+@description('BOT_CONFIRM_PROMPT_URI: https URL of the confirmation question; empty plays the shipped one, none turns the confirmation off.')
+param botConfirmPromptUri string = ''
+
+@description('BOT_CONFIRM_TIMEOUT_SECONDS: how long the bot waits for 1 or 2.')
+@minValue(1)
+@maxValue(19)
+param botConfirmTimeoutSeconds int = 5
+
 @description('RECORDING_RETENTION_MINUTES: the cleanup timer deletes each recording this many minutes after it is stored.')
 @minValue(1)
 param recordingRetentionMinutes int = 60
@@ -242,6 +308,15 @@ param ledgerRetentionDays int = 7
 @description('POISON_MESSAGE_MAX_AGE_MINUTES: age after which the cleanup timer drops poison download jobs.')
 @minValue(1)
 param poisonMessageMaxAgeMinutes int = 5
+
+@description('ABANDON_RUNNING_AFTER_MINUTES: a recording still running this long after its call ended is settled as abandoned.')
+@minValue(1)
+param abandonRunningAfterMinutes int = 10
+
+@description('STATUS_URL_TTL_MINUTES: validity of the read URL the status API returns.')
+@minValue(1)
+@maxValue(60)
+param statusUrlTtlMinutes int = 5
 
 @description('RECORDING_MAX_BYTES: largest recording the download worker accepts.')
 @minValue(1)
@@ -277,6 +352,33 @@ var deploymentContainerName = 'deploymentpackage'
 
 var functionAppName = '${abbrs.webSitesFunctions}${resourceToken}'
 
+// Private networking (vnetEnabled): one private endpoint per storage service the app uses, each
+// with the private DNS zone its host names resolve through, plus Speech's when it is deployed.
+var blobPrivateDnsZoneName = 'privatelink.blob.${environment().suffixes.storage}'
+var queuePrivateDnsZoneName = 'privatelink.queue.${environment().suffixes.storage}'
+var tablePrivateDnsZoneName = 'privatelink.table.${environment().suffixes.storage}'
+var speechPrivateDnsZoneName = 'privatelink.cognitiveservices.azure.com'
+var storagePrivateLinks = [
+  {
+    groupId: 'blob'
+    privateDnsZoneName: blobPrivateDnsZoneName
+  }
+  {
+    groupId: 'queue'
+    privateDnsZoneName: queuePrivateDnsZoneName
+  }
+  {
+    groupId: 'table'
+    privateDnsZoneName: tablePrivateDnsZoneName
+  }
+]
+var storagePrivateDnsZoneNames = [
+  blobPrivateDnsZoneName
+  queuePrivateDnsZoneName
+  tablePrivateDnsZoneName
+]
+var privateDnsZoneNames = transcription ? concat(storagePrivateDnsZoneNames, [speechPrivateDnsZoneName]) : storagePrivateDnsZoneNames
+
 // ---------------------------------------------------------------------------------------------
 // Resources
 // ---------------------------------------------------------------------------------------------
@@ -308,6 +410,7 @@ module botIdentity 'modules/bot-identity.bicep' = if (empty(botAppId)) {
     managedIdentityPrincipalId: identity.outputs.principalId
     managementRoleAssigneePrincipalId: managementRoleAssigneePrincipalId
     managementRoleAssigned: managementRoleAssigned
+    requestJoinGroupCall: grantJoinGroupCall
   }
 }
 
@@ -329,6 +432,47 @@ module storage 'modules/storage.bicep' = {
     downloadQueueName: downloadQueueName
     ledgerTableName: ledgerTableName
     recordingBackstopDays: recordingBackstopDays
+    privateNetworkOnly: vnetEnabled
+  }
+}
+
+module network 'modules/network.bicep' = if (vnetEnabled) {
+  name: 'network'
+  scope: rg
+  params: {
+    name: '${abbrs.networkVirtualNetworks}${resourceToken}'
+    location: location
+    tags: tags
+    privateDnsZoneNames: privateDnsZoneNames
+  }
+}
+
+// No endpoints without private networking: the loop runs over an empty list.
+module storagePrivateEndpoints 'modules/private-endpoint.bicep' = [for link in (vnetEnabled ? storagePrivateLinks : []): {
+  name: 'private-endpoint-${link.groupId}'
+  scope: rg
+  params: {
+    name: '${abbrs.networkPrivateEndpoints}${link.groupId}-${resourceToken}'
+    location: location
+    tags: tags
+    subnetId: network!.outputs.privateEndpointSubnetId
+    targetId: storage.outputs.id
+    groupId: link.groupId
+    privateDnsZoneName: link.privateDnsZoneName
+  }
+}]
+
+module speechPrivateEndpoint 'modules/private-endpoint.bicep' = if (vnetEnabled && transcription) {
+  name: 'private-endpoint-speech'
+  scope: rg
+  params: {
+    name: '${abbrs.networkPrivateEndpoints}speech-${resourceToken}'
+    location: location
+    tags: tags
+    subnetId: network!.outputs.privateEndpointSubnetId
+    targetId: speech!.outputs.id
+    groupId: 'account'
+    privateDnsZoneName: speechPrivateDnsZoneName
   }
 }
 
@@ -402,6 +546,8 @@ module functionApp 'modules/functionapp.bicep' = {
     instanceMemoryMB: instanceMemoryMB
     alwaysReadyHttpInstanceCount: alwaysReadyHttpInstanceCount
     alwaysReadyDownloadInstanceCount: alwaysReadyDownloadInstanceCount
+    pythonVersion: pythonVersion
+    virtualNetworkSubnetId: vnetEnabled ? network!.outputs.appSubnetId : ''
     botAppId: effectiveBotAppId
     inboundOpenIdConfigurationUrl: inboundOpenIdConfigurationUrl
     inboundAllowedIssuers: inboundAllowedIssuers
@@ -410,6 +556,20 @@ module functionApp 'modules/functionapp.bicep' = {
     botAutoAnswer: botAutoAnswer
     botRecordMaxDurationSeconds: botRecordMaxDurationSeconds
     botRecordPromptUri: botRecordPromptUri
+    botRecordInitialSilenceSeconds: botRecordInitialSilenceSeconds
+    botRecordMaxSilenceSeconds: botRecordMaxSilenceSeconds
+    botRecordPlayBeep: botRecordPlayBeep
+    botRecordStopTones: botRecordStopTones
+    botRepromptUri: botRepromptUri
+    botThankYouPromptUri: botThankYouPromptUri
+    botRecordAttempts: botRecordAttempts
+    botHangUpAfterRecording: botHangUpAfterRecording
+    botHangUpWaitSeconds: botHangUpWaitSeconds
+    botConfirmRecording: botConfirmRecording
+    botConfirmPromptUri: botConfirmPromptUri
+    botConfirmTimeoutSeconds: botConfirmTimeoutSeconds
+    abandonRunningAfterMinutes: abandonRunningAfterMinutes
+    statusUrlTtlMinutes: statusUrlTtlMinutes
     recordingRetentionMinutes: recordingRetentionMinutes
     cleanupSchedule: cleanupSchedule
     ledgerRetentionDays: ledgerRetentionDays
@@ -422,10 +582,12 @@ module functionApp 'modules/functionapp.bicep' = {
     managementFunctionKeys: managementFunctionKeys
     auditRetentionDays: auditRetentionDays
   }
-  // The host reaches storage and Application Insights with the identity as soon as it starts.
+  // The host reaches storage and Application Insights with the identity as soon as it starts
+  // (and, with private networking, storage only through its private endpoints).
   dependsOn: [
     appStorageRoles
     monitoring
+    storagePrivateEndpoints
   ]
 }
 
@@ -437,6 +599,7 @@ module speech 'modules/speech.bicep' = if (transcription) {
     location: location
     tags: tags
     principalId: identity.outputs.principalId
+    privateNetworkOnly: vnetEnabled
   }
 }
 
@@ -459,6 +622,7 @@ module bot 'modules/bot.bicep' = if (deployBot) {
     displayName: botDisplayName
     msaAppId: effectiveBotAppId
     appHostName: functionApp.outputs.hostName
+    endpointBaseUrl: botEndpointBaseUrl
     messagingEndpoint: botMessagingEndpoint
   }
 }
@@ -472,12 +636,17 @@ output AZURE_TENANT_ID string = tenant().tenantId
 output AZURE_RESOURCE_GROUP string = rg.name
 output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
 output AZURE_FUNCTION_APP_HOST_NAME string = functionApp.outputs.hostName
-output CALLING_WEBHOOK_URL string = 'https://${functionApp.outputs.hostName}/api/calls'
+output CALLING_WEBHOOK_URL string = deployBot ? bot!.outputs.callingWebhook : 'https://${functionApp.outputs.hostName}/api/calls'
 output MANAGED_IDENTITY_CLIENT_ID string = identity.outputs.clientId
 output MANAGED_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
 output BOT_APP_ID string = effectiveBotAppId
 // What callers of the management API request tokens for (az account get-access-token --resource).
 output MANAGEMENT_API_RESOURCE string = 'api://${effectiveBotAppId}'
+// The postprovision hook (infra/hooks) prints an administrator's consent step when the grant was
+// left out, naming this service principal.
+output BOT_SERVICE_PRINCIPAL_ID string = botServicePrincipalId
+output BOT_DISPLAY_NAME string = botDisplayName
+output GRAPH_PERMISSIONS_GRANTED bool = grantGraphPermissions
 output AZURE_BOT_RESOURCE_ID string = deployBot ? bot!.outputs.id : ''
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output AZURE_STORAGE_BLOB_ENDPOINT string = storage.outputs.blobEndpoint

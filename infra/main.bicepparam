@@ -46,6 +46,9 @@ param maximumInstanceCount = 100
 // Flex Consumption: instance memory, 512, 2048 or 4096 MB.
 param instanceMemoryMB = 2048
 
+// pythonVersion: not set here, so main.bicep's default applies (3.11, 3.12 or 3.13; the newest
+// version the test suite passes on). Override with -p pythonVersion=3.13 on the CLI.
+
 // Always-ready instances of the http group (webhook and API). 1: a call after idle is answered
 // without a cold start. 0: no baseline charge, but the first call after idle may miss Graph's
 // 15-second answer deadline. Cost per instance: docs/infrastructure.md.
@@ -54,6 +57,14 @@ param alwaysReadyHttpInstanceCount = int(readEnvironmentVariable('ALWAYS_READY_H
 // Always-ready instances of the download worker (function:download_recording). 0 risks a cold
 // start between the recording's completion and its download.
 param alwaysReadyDownloadInstanceCount = int(readEnvironmentVariable('ALWAYS_READY_DOWNLOAD_INSTANCES', '1'))
+
+// --- Private networking (docs/infrastructure.md, "Private networking") ---------------------------
+
+// VNET_ENABLED=true (the azd quickstarts' name): the app joins a delegated subnet and reaches
+// storage (and Speech) only through private endpoints; their public network access is turned off.
+// The webhook stays publicly reachable for Graph. About $23 a month more (three endpoints, three
+// DNS zones; docs/infrastructure.md).
+param vnetEnabled = bool(readEnvironmentVariable('VNET_ENABLED', 'false'))
 
 // --- Alerts (docs/operations.md) -------------------------------------------------------------
 
@@ -77,8 +88,9 @@ param alertActionGroupId = readEnvironmentVariable('ALERT_ACTION_GROUP_ID', '')
 param botAppId = readEnvironmentVariable('BOT_ENTRA_APP_ID', '')
 
 // Grant Calls.AccessMedia.All (and Calls.JoinGroupCall.All below) to the bot's service principal
-// with the Graph Bicep extension. Needs AppRoleAssignment.ReadWrite.All + Application.Read.All;
-// set GRANT_GRAPH_PERMISSIONS=false if an administrator grants them separately.
+// with the Graph Bicep extension. Needs Privileged Role Administrator (or Global Administrator);
+// the preprovision hook (infra/hooks) sets GRANT_GRAPH_PERMISSIONS=false when you hold neither,
+// and the postprovision hook prints the administrator's one-line consent step.
 param grantGraphPermissions = bool(readEnvironmentVariable('GRANT_GRAPH_PERMISSIONS', 'true'))
 
 // Calls.JoinGroupCall.All, for a bot invited to group calls or meetings; answering a user's
@@ -95,14 +107,23 @@ param deployBot = bool(readEnvironmentVariable('DEPLOY_BOT', 'true'))
 // Azure Bot SKU: F0 (free) or S1.
 param botSkuName = 'F0'
 
-// Bot display name in Teams (and of its app registration).
-param botDisplayName = 'Record response bot'
+// Bot display name in Teams (and of its app registration). A dev environment names its own bot
+// apart: azd env set BOT_DISPLAY_NAME "Record response bot (dev)".
+param botDisplayName = readEnvironmentVariable('BOT_DISPLAY_NAME', 'Record response bot')
 
-// Bot Framework messaging endpoint; '' uses https://<app host>/api/messages (the Bot Service needs
-// an https endpoint; this app handles calls only, see docs/infrastructure.md).
+// Bot Framework messaging endpoint; '' uses <bot endpoint base>/api/messages (the Bot Service
+// needs an https endpoint; see docs/infrastructure.md).
 param botMessagingEndpoint = ''
 
+// Base URL of the bot's calling webhook and messaging endpoint. '' (production): this environment's
+// Function App. A dev environment sets its dev tunnel (docs/teams.md):
+// azd env set BOT_ENDPOINT_BASE_URL https://<tunnel id>-7071.<region>.devtunnels.ms
+param botEndpointBaseUrl = readEnvironmentVariable('BOT_ENDPOINT_BASE_URL', '')
+
 // --- App settings (names and defaults of shared/settings.py) ----------------------------------
+// The deployment sets every app setting, replacing what was there: change one with
+// `azd env set <SETTING NAME> <value>` and `azd provision` (the settings below read an environment
+// variable of the app setting's own name), never in the portal, where the next provision undoes it.
 
 // INBOUND_OPENID_CONFIGURATION_URL: signing keys of inbound notification tokens.
 param inboundOpenIdConfigurationUrl = 'https://api.aps.skype.com/v1/.well-known/OpenIdConfiguration'
@@ -121,29 +142,71 @@ param inboundAllowedIssuers = [
 param graphBaseUrl = 'https://graph.microsoft.com/v1.0'
 
 // BOT_AUTO_ANSWER: answer incoming calls and start recording automatically.
-param botAutoAnswer = true
+param botAutoAnswer = bool(readEnvironmentVariable('BOT_AUTO_ANSWER', 'true'))
 
 // BOT_RECORD_MAX_DURATION_SECONDS: longest answer recorded (Graph's limit is 120).
-param botRecordMaxDurationSeconds = 10
+param botRecordMaxDurationSeconds = int(readEnvironmentVariable('BOT_RECORD_MAX_DURATION_SECONDS', '10'))
 
 // BOT_RECORD_PROMPT_URI: https URL of a WAV prompt played before the beep; '' plays none.
-param botRecordPromptUri = ''
+param botRecordPromptUri = readEnvironmentVariable('BOT_RECORD_PROMPT_URI', '')
+
+// BOT_RECORD_INITIAL_SILENCE_SECONDS / BOT_RECORD_MAX_SILENCE_SECONDS: silence timeouts (1-120).
+param botRecordInitialSilenceSeconds = int(readEnvironmentVariable('BOT_RECORD_INITIAL_SILENCE_SECONDS', '5'))
+
+// BOT_RECORD_MAX_SILENCE_SECONDS: see above.
+param botRecordMaxSilenceSeconds = int(readEnvironmentVariable('BOT_RECORD_MAX_SILENCE_SECONDS', '5'))
+
+// BOT_RECORD_PLAY_BEEP: a beep before each recording.
+param botRecordPlayBeep = bool(readEnvironmentVariable('BOT_RECORD_PLAY_BEEP', 'true'))
+
+// BOT_RECORD_STOP_TONES: comma-separated DTMF tones that end a recording.
+param botRecordStopTones = split(readEnvironmentVariable('BOT_RECORD_STOP_TONES', '#'), ',')
+
+// BOT_REPROMPT_URI: '' plays the shipped re-prompt, none plays nothing.
+param botRepromptUri = readEnvironmentVariable('BOT_REPROMPT_URI', '')
+
+// BOT_THANK_YOU_PROMPT_URI: '' plays the shipped thank-you, none plays nothing.
+param botThankYouPromptUri = readEnvironmentVariable('BOT_THANK_YOU_PROMPT_URI', '')
+
+// BOT_RECORD_ATTEMPTS: recordings per call while the caller stays silent (1-5).
+param botRecordAttempts = int(readEnvironmentVariable('BOT_RECORD_ATTEMPTS', '2'))
+
+// BOT_HANG_UP_AFTER_RECORDING: hang up after the thank-you.
+param botHangUpAfterRecording = bool(readEnvironmentVariable('BOT_HANG_UP_AFTER_RECORDING', 'true'))
+
+// BOT_HANG_UP_WAIT_SECONDS: longest wait for the recording to be stored before hanging up (0-600).
+param botHangUpWaitSeconds = int(readEnvironmentVariable('BOT_HANG_UP_WAIT_SECONDS', '60'))
+
+// BOT_CONFIRM_RECORDING: play the recording back, then "1 to keep, 2 to record again".
+param botConfirmRecording = bool(readEnvironmentVariable('BOT_CONFIRM_RECORDING', 'false'))
+
+// BOT_CONFIRM_PROMPT_URI: '' plays the shipped question, none turns the confirmation off.
+param botConfirmPromptUri = readEnvironmentVariable('BOT_CONFIRM_PROMPT_URI', '')
+
+// BOT_CONFIRM_TIMEOUT_SECONDS: how long the bot waits for 1 or 2 (1-19).
+param botConfirmTimeoutSeconds = int(readEnvironmentVariable('BOT_CONFIRM_TIMEOUT_SECONDS', '5'))
 
 // RECORDING_RETENTION_MINUTES: the cleanup timer deletes each recording this many minutes after it
 // is stored (exact to the cleanup schedule). The lifecycle rule above is only the backstop.
-param recordingRetentionMinutes = 60
+param recordingRetentionMinutes = int(readEnvironmentVariable('RECORDING_RETENTION_MINUTES', '60'))
 
 // CLEANUP_SCHEDULE: 6-field NCRONTAB of the cleanup timer (every 5 minutes).
-param cleanupSchedule = '0 */5 * * * *'
+param cleanupSchedule = readEnvironmentVariable('CLEANUP_SCHEDULE', '0 */5 * * * *')
 
 // LEDGER_RETENTION_DAYS: days a ledger row (status, no media) is kept.
-param ledgerRetentionDays = 7
+param ledgerRetentionDays = int(readEnvironmentVariable('LEDGER_RETENTION_DAYS', '7'))
 
 // POISON_MESSAGE_MAX_AGE_MINUTES: age after which poison download jobs are dropped.
-param poisonMessageMaxAgeMinutes = 5
+param poisonMessageMaxAgeMinutes = int(readEnvironmentVariable('POISON_MESSAGE_MAX_AGE_MINUTES', '5'))
+
+// ABANDON_RUNNING_AFTER_MINUTES: a recording still running this long after its call ended is abandoned.
+param abandonRunningAfterMinutes = int(readEnvironmentVariable('ABANDON_RUNNING_AFTER_MINUTES', '10'))
+
+// STATUS_URL_TTL_MINUTES: validity of the status API's read URL (1-60).
+param statusUrlTtlMinutes = int(readEnvironmentVariable('STATUS_URL_TTL_MINUTES', '5'))
 
 // RECORDING_MAX_BYTES: largest recording the worker downloads (64 MiB).
-param recordingMaxBytes = 67108864
+param recordingMaxBytes = int(readEnvironmentVariable('RECORDING_MAX_BYTES', '67108864'))
 
 // RECORDING_ALLOWED_HOST_SUFFIXES: host suffixes a recordingLocation may use; [] leaves the code default.
 param recordingAllowedHostSuffixes = []
@@ -163,10 +226,10 @@ param transcriptionKeepAudio = true
 
 // MANAGEMENT_FUNCTION_KEYS: false in Azure, so every management route needs an Entra ID token for
 // api://<bot app id> with the route's app role; true (function keys) is for development only.
-param managementFunctionKeys = false
+param managementFunctionKeys = bool(readEnvironmentVariable('MANAGEMENT_FUNCTION_KEYS', 'false'))
 
 // AUDIT_RETENTION_DAYS: days the audit rows (who read, started or erased what) are kept.
-param auditRetentionDays = 90
+param auditRetentionDays = int(readEnvironmentVariable('AUDIT_RETENTION_DAYS', '90'))
 
 // managementRoleAssigneePrincipalId: object id of a user, group or managed identity that gets
 // managementRoleAssigned at deployment ('' assigns none; MANAGEMENT_ROLE_ASSIGNEE in azd).

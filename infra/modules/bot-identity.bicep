@@ -35,6 +35,9 @@ param managementRoleAssigneePrincipalId string = ''
 ])
 param managementRoleAssigned string = 'Recordings.Read'
 
+@description('Also declare Calls.JoinGroupCall.All among the permissions the app requires.')
+param requestJoinGroupCall bool = false
+
 // Managed identities' tokens are issued by the tenant's v2.0 endpoint; the token exchange audience
 // is api://AzureADTokenExchange in the public cloud (the Graph Bicep extension is public-cloud only).
 var issuer = '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
@@ -88,6 +91,30 @@ var managementApi = {
   ]
 }
 
+// The Graph application permissions the bot requires, declared on the app registration. They are
+// granted separately (graph-permissions.bicep, or an administrator when the deployer may not):
+// declaring them is what gives an administrator the one-step handoff, "Grant admin consent" on
+// the app's API permissions page or `az ad app permission admin-consent --id <app id>`, and
+// what shows anyone later whether consent was given ("Granted for <tenant>" or not).
+var graphAppId = '00000003-0000-0000-c000-000000000000'
+
+resource graph 'Microsoft.Graph/servicePrincipals@v1.0' existing = {
+  appId: graphAppId
+}
+
+var accessMedia = [
+  {
+    id: filter(graph.appRoles, role => role.value == 'Calls.AccessMedia.All')[0].id
+    type: 'Role'
+  }
+]
+var joinGroupCall = requestJoinGroupCall ? [
+  {
+    id: filter(graph.appRoles, role => role.value == 'Calls.JoinGroupCall.All')[0].id
+    type: 'Role'
+  }
+] : []
+
 resource botApp 'Microsoft.Graph/applications@v1.0' = {
   uniqueName: uniqueName
   displayName: displayName
@@ -95,6 +122,12 @@ resource botApp 'Microsoft.Graph/applications@v1.0' = {
   signInAudience: 'AzureADMyOrg'
   appRoles: managementRoles
   api: managementApi
+  requiredResourceAccess: [
+    {
+      resourceAppId: graphAppId
+      resourceAccess: concat(accessMedia, joinGroupCall)
+    }
+  ]
 
   resource managedIdentityCredential 'federatedIdentityCredentials@v1.0' = {
     name: '${botApp.uniqueName}/function-app-managed-identity'
@@ -116,6 +149,12 @@ resource botAppIdentifierUri 'Microsoft.Graph/applications@v1.0' = {
   signInAudience: 'AzureADMyOrg'
   appRoles: managementRoles
   api: managementApi
+  requiredResourceAccess: [
+    {
+      resourceAppId: graphAppId
+      resourceAccess: concat(accessMedia, joinGroupCall)
+    }
+  ]
   identifierUris: [
     'api://${botApp.appId}'
   ]

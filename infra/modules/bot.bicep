@@ -25,17 +25,21 @@ param msaAppId string
 @description('Host name of the Function App.')
 param appHostName string
 
-@description('Bot Framework messaging endpoint (https). Empty: https://<app host>/api/messages.')
+@description('Base URL of the bot\'s endpoints. Empty: https://<app host>. A dev environment gives its dev tunnel here (docs/teams.md).')
+param endpointBaseUrl string = ''
+
+@description('Bot Framework messaging endpoint (https). Empty: <endpoint base>/api/messages.')
 param messagingEndpoint string
 
-var callingWebhook = 'https://${appHostName}/api/calls'
+var endpointBase = empty(endpointBaseUrl) ? 'https://${appHostName}' : endpointBaseUrl
+var callingWebhook = '${endpointBase}/api/calls'
 
 // The Bot Service requires an endpoint (BotProperties.endpoint is required in its REST API) and
 // Azure Policy's built-in "Bot Service endpoint should be a valid HTTPS URI" audits or denies
 // anything else. Teams sends calls to the calling webhook, never to this endpoint; it only
-// receives Bot Framework activities (app installed, a chat message to the bot). The app has no
-// route for them, so they get 404 and the Bot Service reports them in the channel's health.
-var effectiveMessagingEndpoint = empty(messagingEndpoint) ? 'https://${appHostName}/api/messages' : messagingEndpoint
+// receives Bot Framework activities (app installed, a chat message to the bot), at the app's
+// /api/messages unless messagingEndpoint names another service.
+var effectiveMessagingEndpoint = empty(messagingEndpoint) ? '${endpointBase}/api/messages' : messagingEndpoint
 
 resource bot 'Microsoft.BotService/botServices@2022-09-15' = {
   name: name

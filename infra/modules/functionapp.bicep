@@ -1,4 +1,4 @@
-// Flex Consumption (FC1) plan and the Linux Python 3.12 Function App. Every connection is
+// Flex Consumption (FC1) plan and the Linux Python Function App. Every connection is
 // identity-based through the user-assigned identity; no app setting holds a key or a secret.
 // App setting names below are the exact names shared/settings.py reads (tests/infra checks it).
 
@@ -59,6 +59,17 @@ param alwaysReadyHttpInstanceCount int
 @minValue(0)
 param alwaysReadyDownloadInstanceCount int
 
+@description('Python version (runtime.version).')
+@allowed([
+  '3.11'
+  '3.12'
+  '3.13'
+])
+param pythonVersion string
+
+@description('Resource id of the subnet (delegated to Microsoft.App/environments) the app\'s outbound traffic goes through; empty: no virtual network integration.')
+param virtualNetworkSubnetId string = ''
+
 @description('BOT_APP_ID: the bot\'s app registration (client id). Audience of inbound notification tokens, and the app Graph tokens are obtained for (federated credential).')
 param botAppId string
 
@@ -83,8 +94,63 @@ param botAutoAnswer bool
 @maxValue(120)
 param botRecordMaxDurationSeconds int
 
-@description('BOT_RECORD_PROMPT_URI; empty leaves it unset.')
+@description('BOT_RECORD_PROMPT_URI; empty: the shipped notice.')
 param botRecordPromptUri string
+
+@description('BOT_RECORD_INITIAL_SILENCE_SECONDS.')
+@minValue(1)
+@maxValue(120)
+param botRecordInitialSilenceSeconds int
+
+@description('BOT_RECORD_MAX_SILENCE_SECONDS.')
+@minValue(1)
+@maxValue(120)
+param botRecordMaxSilenceSeconds int
+
+@description('BOT_RECORD_PLAY_BEEP.')
+param botRecordPlayBeep bool
+
+@description('BOT_RECORD_STOP_TONES, one DTMF tone per item.')
+param botRecordStopTones array
+
+@description('BOT_REPROMPT_URI; empty: the shipped re-prompt.')
+param botRepromptUri string
+
+@description('BOT_THANK_YOU_PROMPT_URI; empty: the shipped thank-you.')
+param botThankYouPromptUri string
+
+@description('BOT_RECORD_ATTEMPTS.')
+@minValue(1)
+@maxValue(5)
+param botRecordAttempts int
+
+@description('BOT_HANG_UP_AFTER_RECORDING.')
+param botHangUpAfterRecording bool
+
+@description('BOT_HANG_UP_WAIT_SECONDS.')
+@minValue(0)
+@maxValue(600)
+param botHangUpWaitSeconds int
+
+@description('BOT_CONFIRM_RECORDING.')
+param botConfirmRecording bool
+
+@description('BOT_CONFIRM_PROMPT_URI; empty: the shipped question.')
+param botConfirmPromptUri string
+
+@description('BOT_CONFIRM_TIMEOUT_SECONDS.')
+@minValue(1)
+@maxValue(19)
+param botConfirmTimeoutSeconds int
+
+@description('ABANDON_RUNNING_AFTER_MINUTES.')
+@minValue(1)
+param abandonRunningAfterMinutes int
+
+@description('STATUS_URL_TTL_MINUTES.')
+@minValue(1)
+@maxValue(60)
+param statusUrlTtlMinutes int
 
 @description('RECORDING_RETENTION_MINUTES: the cleanup timer deletes a recording this long after it is stored.')
 @minValue(1)
@@ -172,7 +238,12 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
+    // Inbound stays public even with private networking: Graph posts call notifications to
+    // /api/calls from the internet (the webhook checks their tokens itself).
     publicNetworkAccess: 'Enabled'
+    // Outbound through the delegated subnet when private networking is on (storage and Speech
+    // then resolve to their private endpoints); Graph and the recording hosts stay reachable.
+    virtualNetworkSubnetId: empty(virtualNetworkSubnetId) ? null : virtualNetworkSubnetId
     siteConfig: {
       minTlsVersion: '1.2'
       scmMinTlsVersion: '1.2'
@@ -197,7 +268,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       }
       runtime: {
         name: 'python'
-        version: '3.12'
+        version: pythonVersion
       }
     }
   }
@@ -221,7 +292,10 @@ var hostSettings = {
   PYTHON_ENABLE_OPENTELEMETRY: 'true'
 }
 
-// The app's own settings: every name is an alias of a field of shared.settings.Settings.
+// The app's own settings: every name is an alias of a field of shared.settings.Settings, and
+// every choice has a main.bicep parameter (tests/infra/test_settings_parity.py). This resource
+// replaces the whole set on each deployment: a setting changed only in the portal is lost at the
+// next `azd provision`, so choices are made through the parameters (docs/infrastructure.md).
 var appSettings = {
   AZURE_CLIENT_ID: identityClientId
   BOT_APP_ID: botAppId
@@ -235,6 +309,20 @@ var appSettings = {
   CALLBACK_BASE_URL: 'https://${site.properties.defaultHostName}'
   BOT_AUTO_ANSWER: string(botAutoAnswer)
   BOT_RECORD_MAX_DURATION_SECONDS: string(botRecordMaxDurationSeconds)
+  BOT_RECORD_INITIAL_SILENCE_SECONDS: string(botRecordInitialSilenceSeconds)
+  BOT_RECORD_MAX_SILENCE_SECONDS: string(botRecordMaxSilenceSeconds)
+  BOT_RECORD_PLAY_BEEP: string(botRecordPlayBeep)
+  BOT_RECORD_STOP_TONES: join(botRecordStopTones, ',')
+  BOT_RECORD_ATTEMPTS: string(botRecordAttempts)
+  BOT_HANG_UP_AFTER_RECORDING: string(botHangUpAfterRecording)
+  BOT_HANG_UP_WAIT_SECONDS: string(botHangUpWaitSeconds)
+  BOT_CONFIRM_RECORDING: string(botConfirmRecording)
+  BOT_CONFIRM_TIMEOUT_SECONDS: string(botConfirmTimeoutSeconds)
+  // Prompt URLs: '' means the shipped prompt (the code ignores empty settings), 'none' no prompt.
+  BOT_RECORD_PROMPT_URI: botRecordPromptUri
+  BOT_REPROMPT_URI: botRepromptUri
+  BOT_THANK_YOU_PROMPT_URI: botThankYouPromptUri
+  BOT_CONFIRM_PROMPT_URI: botConfirmPromptUri
   ALLOW_INSECURE_RECORDING_URLS: 'false'
   RECORDING_ALLOWED_HOST_SUFFIXES: join(recordingAllowedHostSuffixes, ',')
   RECORDING_MAX_BYTES: string(recordingMaxBytes)
@@ -247,6 +335,8 @@ var appSettings = {
   MANAGEMENT_TENANT_ID: tenant().tenantId
   MANAGEMENT_FUNCTION_KEYS: string(managementFunctionKeys)
   AUDIT_RETENTION_DAYS: string(auditRetentionDays)
+  ABANDON_RUNNING_AFTER_MINUTES: string(abandonRunningAfterMinutes)
+  STATUS_URL_TTL_MINUTES: string(statusUrlTtlMinutes)
 }
 
 // The app registration and tenant the federated credential mode needs.
@@ -264,11 +354,6 @@ var transcriptionSettings = {
   TRANSCRIPTION_KEEP_AUDIO: string(transcriptionKeepAudio)
 }
 
-// Optional settings are left unset when empty, so the code sees None rather than ''.
-var promptSettings = {
-  BOT_RECORD_PROMPT_URI: botRecordPromptUri
-}
-
 resource siteSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   parent: site
   name: 'appsettings'
@@ -276,7 +361,6 @@ resource siteSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     hostSettings,
     appSettings,
     federatedSettings,
-    empty(botRecordPromptUri) ? {} : promptSettings,
     empty(transcriptionEndpoint) ? {} : transcriptionSettings
   )
 }

@@ -15,6 +15,9 @@ param tags object
 @description('Object (principal) id of the app\'s managed identity.')
 param principalId string
 
+@description('Private networking: public network access off; the app reaches the account through a private endpoint (main.bicep, vnetEnabled).')
+param privateNetworkOnly bool = false
+
 // Cognitive Services Speech User: speech-to-text and text-to-speech data actions only.
 var speechUserRoleId = 'f2dc8367-1007-4938-bd23-fe263f013447'
 
@@ -32,7 +35,10 @@ resource account 'Microsoft.CognitiveServices/accounts@2024-10-01' = {
   properties: {
     customSubDomainName: name
     disableLocalAuth: true
-    publicNetworkAccess: 'Enabled'
+    publicNetworkAccess: privateNetworkOnly ? 'Disabled' : 'Enabled'
+    networkAcls: {
+      defaultAction: privateNetworkOnly ? 'Deny' : 'Allow'
+    }
     restrictOutboundNetworkAccess: true
   }
 }
@@ -48,4 +54,5 @@ resource speechUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 }
 
 output name string = account.name
+output id string = account.id
 output endpoint string = 'https://${name}.cognitiveservices.azure.com'

@@ -37,6 +37,9 @@ param ledgerTableName string
 @minValue(1)
 param recordingBackstopDays int
 
+@description('Private networking: public network access off; the app reaches blob, queue and table through private endpoints (main.bicep, vnetEnabled).')
+param privateNetworkOnly bool = false
+
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: name
   location: location
@@ -53,10 +56,12 @@ resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     defaultToOAuthAuthentication: true
     minimumTlsVersion: 'TLS1_2'
     supportsHttpsTrafficOnly: true
-    publicNetworkAccess: 'Enabled'
+    // Public (identity-only) by default; with private networking, reachable only through the
+    // private endpoints, as the policy "storage accounts should disable public network access" asks.
+    publicNetworkAccess: privateNetworkOnly ? 'Disabled' : 'Enabled'
     networkAcls: {
-      bypass: 'AzureServices'
-      defaultAction: 'Allow'
+      bypass: privateNetworkOnly ? 'None' : 'AzureServices'
+      defaultAction: privateNetworkOnly ? 'Deny' : 'Allow'
     }
     // No `encryption` block: Microsoft-managed keys encrypt every service by default, and the
     // settings one would add here (requireInfrastructureEncryption, queue/table keyType) can only

@@ -87,6 +87,20 @@ DEFAULT_CHECKED = {
     "TRANSCRIPTION_KEEP_AUDIO",
     "MANAGEMENT_FUNCTION_KEYS",
     "AUDIT_RETENTION_DAYS",
+    "BOT_RECORD_INITIAL_SILENCE_SECONDS",
+    "BOT_RECORD_MAX_SILENCE_SECONDS",
+    "BOT_RECORD_PLAY_BEEP",
+    "BOT_RECORD_STOP_TONES",
+    "BOT_REPROMPT_URI",
+    "BOT_THANK_YOU_PROMPT_URI",
+    "BOT_RECORD_ATTEMPTS",
+    "BOT_HANG_UP_AFTER_RECORDING",
+    "BOT_HANG_UP_WAIT_SECONDS",
+    "BOT_CONFIRM_RECORDING",
+    "BOT_CONFIRM_PROMPT_URI",
+    "BOT_CONFIRM_TIMEOUT_SECONDS",
+    "ABANDON_RUNNING_AFTER_MINUTES",
+    "STATUS_URL_TTL_MINUTES",
 }
 
 
@@ -598,7 +612,10 @@ def test_function_app_site() -> None:
     assert props["siteConfig"]["minTlsVersion"] == "1.2"
     assert props["siteConfig"]["ftpsState"] == "Disabled"
     app_config = props["functionAppConfig"]
-    assert app_config["runtime"] == {"name": "python", "version": "3.12"}
+    assert app_config["runtime"] == {"name": "python", "version": "pythonVersion"}
+    assert body(one_module("modules/functionapp.bicep"))["params"]["pythonVersion"] == (
+        "pythonVersion"
+    )
     storage = app_config["deployment"]["storage"]
     assert storage["type"] == "blobContainer"
     assert storage["authentication"] == {
@@ -893,10 +910,27 @@ def test_bot_app_registration_trusts_the_managed_identity_and_has_no_secret() ->
     )
 
     # Its service principal (the Azure Bot and the Graph grant need one).
-    sp_name, sp = one_resource(doc, "Microsoft.Graph/servicePrincipals")
+    principals = resources(doc, "Microsoft.Graph/servicePrincipals")
+    ((sp_name, sp),) = [(n, r) for n, r in principals.items() if not r["existing"]]
     assert dotted(body(sp)["appId"]) == f"{app_name}.appId"
     assert dotted(doc["outputs"]["appId"]["value"]) == f"{app_name}.appId"
     assert dotted(doc["outputs"]["servicePrincipalId"]["value"]) == f"{sp_name}.id"
+
+    # It declares the Graph roles it needs, looked up by value, so an administrator who grants
+    # them later has the app's "Grant admin consent" (or az ad app permission admin-consent).
+    (graph_name,) = [n for n, r in principals.items() if r["existing"]]
+    assert doc["variables"][body(principals[graph_name])["appId"]]["value"] == GRAPH_APP_ID
+    (required,) = config["requiredResourceAccess"]
+    assert required["resourceAppId"] == "graphAppId"
+    (combined,) = functions_in(required["resourceAccess"], "concat")
+    assert list(combined["parameters"].values()) == ["accessMedia", "joinGroupCall"]
+    (access_media,) = variables["accessMedia"]
+    assert access_media["type"] == "Role"
+    assert _looks_up_by_value(access_media["id"], graph_name, "Calls.AccessMedia.All")
+    join = doc["variables"]["joinGroupCall"]["value"]["operator"]["operands"]
+    assert join["condition"] == "requestJoinGroupCall"
+    assert join["false_value"] == []
+    assert _looks_up_by_value(join["true_value"][0]["id"], graph_name, "Calls.JoinGroupCall.All")
 
     # main.bicep: created unless an existing app registration is given, trusting the app's identity.
     call = one_module("modules/bot-identity.bicep")
@@ -906,6 +940,7 @@ def test_bot_app_registration_trusts_the_managed_identity_and_has_no_secret() ->
     params = body(call)["params"]
     assert dotted(params["managedIdentityPrincipalId"]) == "identity.outputs.principalId"
     assert params["uniqueName"].endswith("${resourceToken}")
+    assert params["requestJoinGroupCall"] == "grantJoinGroupCall"
     assert main()["parameters"]["botAppId"]["default"] == ""
 
 
@@ -1037,9 +1072,18 @@ def test_azure_bot_is_single_tenant_with_teams_calling_on_by_default() -> None:
     assert "msaAppMSIResourceId" not in props
     assert decorator(doc["parameters"]["msaAppId"], "min_length") == 36
 
+    # Both endpoints hang off one base: the app's host, or a dev environment's tunnel.
+    base = doc["variables"]["endpointBase"]["value"]["operator"]["operands"]
+    assert base["condition"] == {
+        "function": {"type": "empty", "parameters": {"item_to_test": "endpointBaseUrl"}}
+    }
+    assert base["true_value"] == "https://${appHostName}"
+    assert base["false_value"] == "endpointBaseUrl"
+    assert doc["parameters"]["endpointBaseUrl"]["default"] == ""
+
     # The Bot Service requires an https messaging endpoint even for a calling-only bot.
     endpoint = doc["variables"][props["endpoint"]]["value"]["operator"]["operands"]
-    assert endpoint["true_value"] == "https://${appHostName}/api/messages"
+    assert endpoint["true_value"] == "${endpointBase}/api/messages"
     assert endpoint["false_value"] == "messagingEndpoint"
 
     _, channel = one_resource(doc, "Microsoft.BotService/botServices/channels")
@@ -1051,7 +1095,7 @@ def test_azure_bot_is_single_tenant_with_teams_calling_on_by_default() -> None:
     assert channel_props["properties"]["enableCalling"] is True
     assert channel_props["properties"]["isEnabled"] is True
     webhook = doc["variables"][channel_props["properties"]["callingWebhook"]]["value"]
-    assert webhook == "https://${appHostName}/api/calls"
+    assert webhook == "${endpointBase}/api/calls"
     assert {"id", "callingWebhook", "messagingEndpoint"} <= set(doc["outputs"])
 
     call = one_module("modules/bot.bicep")
@@ -1060,7 +1104,12 @@ def test_azure_bot_is_single_tenant_with_teams_calling_on_by_default() -> None:
     assert bicepparam()["deployBot"] == "bool(readEnvironmentVariable('DEPLOY_BOT', 'true'))"
     params = body(call)["params"]
     assert dotted(params["appHostName"]) == "functionApp.outputs.hostName"
+    assert params["endpointBaseUrl"] == "botEndpointBaseUrl"
     assert main()["parameters"]["botMessagingEndpoint"]["default"] == ""
+    assert main()["parameters"]["botEndpointBaseUrl"]["default"] == ""
+    assert (
+        bicepparam()["botEndpointBaseUrl"] == "readEnvironmentVariable('BOT_ENDPOINT_BASE_URL', '')"
+    )
 
 
 def test_no_managed_identity_bot_path_remains() -> None:
@@ -1096,10 +1145,14 @@ def test_outputs() -> None:
         "AZURE_RESOURCE_GROUP",
     } <= set(outputs)
     assert dotted(outputs["MANAGED_IDENTITY_CLIENT_ID"]["value"]) == "identity.outputs.clientId"
-    assert (
-        outputs["CALLING_WEBHOOK_URL"]["value"]
-        == "https://${functionApp.outputs.hostName}/api/calls"
-    )
+    # The webhook the bot really calls: the app's, or a dev environment's tunnel.
+    webhook = outputs["CALLING_WEBHOOK_URL"]["value"]["operator"]["operands"]
+    assert webhook["condition"] == "deployBot"
+    assert dotted(webhook["true_value"]) == "bot.outputs.callingWebhook"
+    assert webhook["false_value"] == "https://${functionApp.outputs.hostName}/api/calls"
+    # What the postprovision hook needs to hand the Graph consent to an administrator.
+    assert outputs["BOT_SERVICE_PRINCIPAL_ID"]["value"] == "botServicePrincipalId"
+    assert outputs["GRAPH_PERMISSIONS_GRANTED"]["value"] == "grantGraphPermissions"
     bot_id = outputs["AZURE_BOT_RESOURCE_ID"]["value"]["operator"]["operands"]
     assert bot_id["condition"] == "deployBot"
     assert dotted(bot_id["true_value"]) == "bot.outputs.id"
