@@ -148,6 +148,9 @@ param recordingMaxBytes = 67108864
 // RECORDING_ALLOWED_HOST_SUFFIXES: host suffixes a recordingLocation may use; [] leaves the code default.
 param recordingAllowedHostSuffixes = []
 
+// TELEMETRY_SAMPLING_RATIO: share of recordings whose whole trace is kept ('1.0' keeps every one).
+param telemetrySamplingRatio = '1.0'
+
 // --- Transcription (opt-in) ------------------------------------------------------------------
 
 // transcription: true deploys an Azure AI Speech account (keyless) and turns TRANSCRIPTION_* on.

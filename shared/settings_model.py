@@ -286,6 +286,13 @@ class Settings(BaseSettings):
         """The bot answers and records calls (it needs the URL Graph calls back)."""
         return bool(self.auto_answer and self.callback_base_url)
 
+    # --- Telemetry (docs/operations.md) ---
+    # The share of recordings whose whole trace is kept, decided once per trace by its id
+    # (shared.telemetry reads it at start-up, before the settings are loaded).
+    telemetry_sampling_ratio: float = Field(
+        default=1.0, ge=0, le=1, allow_inf_nan=False, alias="TELEMETRY_SAMPLING_RATIO"
+    )
+
 
 def _describe(error: ValidationError) -> str:
     problems = []

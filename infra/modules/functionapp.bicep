@@ -108,6 +108,9 @@ param recordingMaxBytes int
 @description('RECORDING_ALLOWED_HOST_SUFFIXES, one host suffix per item; empty leaves the code default.')
 param recordingAllowedHostSuffixes array
 
+@description('TELEMETRY_SAMPLING_RATIO: share of recordings whose whole trace is kept, 0 to 1 (text: Bicep has no decimals).')
+param telemetrySamplingRatio string
+
 @description('TRANSCRIPTION_ENDPOINT: the Speech account\'s custom-subdomain endpoint; empty leaves transcription off.')
 param transcriptionEndpoint string = ''
 
@@ -235,6 +238,7 @@ var appSettings = {
   CLEANUP_SCHEDULE: cleanupSchedule
   LEDGER_RETENTION_DAYS: string(ledgerRetentionDays)
   POISON_MESSAGE_MAX_AGE_MINUTES: string(poisonMessageMaxAgeMinutes)
+  TELEMETRY_SAMPLING_RATIO: telemetrySamplingRatio
 }
 
 // The app registration and tenant the federated credential mode needs.
