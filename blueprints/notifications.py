@@ -13,6 +13,7 @@ import azure.functions as func
 
 from shared.auth.errors import InboundAuthError
 from shared.logevents import log_event
+from shared.notification_ids import recording_ids
 from shared.notifications import NotStored, read_notifications, route_notifications
 from shared.notifications.reading import LegacyCallNotification
 from shared.problems import Problem, unavailable
@@ -39,6 +40,8 @@ async def notifications(req: func.HttpRequest) -> func.HttpResponse:
 async def _handle(req: func.HttpRequest) -> func.HttpResponse:
     started = time.perf_counter()
     request_id = req.headers.get("client-request-id") or req.headers.get("request-id")
+    # Once the body is read: the ids operators search a call's telemetry by.
+    ids: dict[str, str] = {}
 
     def answer(response: func.HttpResponse, outcome: str, **details: object) -> func.HttpResponse:
         log_event(
@@ -48,6 +51,7 @@ async def _handle(req: func.HttpRequest) -> func.HttpResponse:
             outcome=outcome,
             request_id=request_id,
             elapsed_ms=round((time.perf_counter() - started) * 1000, 1),
+            **ids,
             **details,
         )
         if response.status_code >= 500:
@@ -90,6 +94,7 @@ async def _handle(req: func.HttpRequest) -> func.HttpResponse:
             tenant_id=identity.tenant_id,
             legacy_call_id=legacy.legacy_call_id,
         )
+    ids.update(recording_ids(payload.value))
 
     try:
         report = await route_notifications(

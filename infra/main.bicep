@@ -325,6 +325,9 @@ param recordingMaxBytes int = 67108864
 @description('RECORDING_ALLOWED_HOST_SUFFIXES: host suffixes a recordingLocation may use; empty leaves the code default.')
 param recordingAllowedHostSuffixes array = []
 
+@description('TELEMETRY_SAMPLING_RATIO: share of recordings whose whole trace (webhook to stored) reaches Application Insights, from 0 to 1, as text (Bicep has no decimals). Log events are always kept.')
+param telemetrySamplingRatio string = '1.0'
+
 @description('Transcription (opt-in, docs/transcription.md): deploy an Azure AI Speech account (local auth off, custom subdomain), grant the app Cognitive Services Speech User and set TRANSCRIPTION_*.')
 param transcription bool = false
 
@@ -576,6 +579,7 @@ module functionApp 'modules/functionapp.bicep' = {
     poisonMessageMaxAgeMinutes: poisonMessageMaxAgeMinutes
     recordingMaxBytes: recordingMaxBytes
     recordingAllowedHostSuffixes: recordingAllowedHostSuffixes
+    telemetrySamplingRatio: telemetrySamplingRatio
     transcriptionEndpoint: transcription ? speech!.outputs.endpoint : ''
     transcriptionLocales: transcriptionLocales
     transcriptionKeepAudio: transcriptionKeepAudio

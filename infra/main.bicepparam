@@ -211,6 +211,9 @@ param recordingMaxBytes = int(readEnvironmentVariable('RECORDING_MAX_BYTES', '67
 // RECORDING_ALLOWED_HOST_SUFFIXES: host suffixes a recordingLocation may use; [] leaves the code default.
 param recordingAllowedHostSuffixes = []
 
+// TELEMETRY_SAMPLING_RATIO: share of recordings whose whole trace is kept ('1.0' keeps every one).
+param telemetrySamplingRatio = readEnvironmentVariable('TELEMETRY_SAMPLING_RATIO', '1.0')
+
 // --- Transcription (opt-in) ------------------------------------------------------------------
 
 // transcription: true deploys an Azure AI Speech account (keyless) and turns TRANSCRIPTION_* on.

@@ -8,18 +8,23 @@ worker's spans join the webhook's trace (optional: older messages without it sti
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_serializer, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_serializer,
+    field_validator,
+)
 
 from shared.graph.ids import normalize_id, parse_resource_url
 from shared.graph.models import CommsNotification, RecordOperation
 from shared.queue_jobs import InvalidJobMessage
-
-# W3C Trace Context, version 00: version-traceid-parentid-flags, lowercase hex.
-_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+from shared.trace_context import usable_traceparent
 
 
 class InvalidJobError(InvalidJobMessage):
@@ -47,12 +52,10 @@ class DownloadJob(BaseModel):
 
     @field_validator("traceparent", mode="before")
     @classmethod
-    def _ignore_unusable_traceparent(cls, value: object) -> str | None:
+    def _ignore_unusable_traceparent(cls, value: object, info: ValidationInfo) -> str | None:
         # A trace context is a courtesy: a malformed one is dropped, never a reason to fail a
         # recording's job.
-        if isinstance(value, str) and _TRACEPARENT.fullmatch(value.strip()):
-            return value.strip()
-        return None
+        return usable_traceparent(value, job="download", ids=info.data)
 
     @field_serializer("recording_access_token", when_used="json")
     def _reveal_on_the_queue(self, token: SecretStr) -> str:

@@ -290,6 +290,12 @@ class Settings(BaseSettings):
     management_function_keys: bool = Field(default=False, alias="MANAGEMENT_FUNCTION_KEYS")
     # How long audit rows stay: longer than the ledger rows they describe.
     audit_retention_days: float = Field(default=90, gt=0, alias="AUDIT_RETENTION_DAYS")
+    # --- Telemetry (docs/operations.md) ---
+    # The share of recordings whose whole trace is kept, decided once per trace by its id
+    # (shared.telemetry reads it at start-up, before the settings are loaded).
+    telemetry_sampling_ratio: float = Field(
+        default=1.0, ge=0, le=1, allow_inf_nan=False, alias="TELEMETRY_SAMPLING_RATIO"
+    )
 
     @field_validator("management_openid_configuration_url")
     @classmethod

@@ -38,6 +38,11 @@ log = logging.getLogger(__name__)
 CONNECTION_STRING_SETTING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 INSTRUMENTATION_NAME = "recordresponse"
 TRACEPARENT = "traceparent"
+# The share of recordings' traces kept (shared.trace_sampling).
+SAMPLING_RATIO_SETTING = "TELEMETRY_SAMPLING_RATIO"
+DEFAULT_SAMPLING_RATIO = 1.0
+# The distro's and exporter's own loggers: never exported through themselves.
+EXPORTER_LOGGERS = "azure.monitor.opentelemetry"
 
 # Metric names (Application Insights: customMetrics.name); attributes land in customDimensions.
 ANSWER_LATENCY = "call.answer.latency"
@@ -71,9 +76,12 @@ def configure_from_environment(environ: Mapping[str, str] = os.environ) -> bool:
     from azure.identity import ManagedIdentityCredential
     from azure.monitor.opentelemetry import configure_azure_monitor
 
+    from shared.telemetry_ids import RecordingIdsLogProcessor, RecordingIdsSpanProcessor
+
     # The Functions resource detector only (as the Functions Python worker sets it): the
     # distro's default also probes the VM metadata endpoint, a wasted request at cold start.
     os.environ.setdefault("OTEL_EXPERIMENTAL_RESOURCE_DETECTORS", "azure_functions")
+    ratio = sampling_ratio(environ)
     configure_azure_monitor(
         connection_string=connection_string,
         # Application Insights accepts only Entra tokens (DisableLocalAuth): the app's
@@ -97,10 +105,79 @@ def configure_from_environment(environ: Mapping[str, str] = os.environ) -> bool:
         },
         enable_live_metrics=False,
         enable_performance_counters=False,
+        # By trace id (not the distro's default, by rate span by span); made parent-based below.
+        sampling_ratio=ratio,
+        # The call and operation ids on every span and log item of a recording's trace,
+        # Storage's dependency spans included (their instrumentation knows no ids).
+        span_processors=[RecordingIdsSpanProcessor()],
+        log_record_processors=[RecordingIdsLogProcessor()],
     )
     _configured = True
-    log.info("telemetry: exporting to Application Insights with the managed identity")
+    sampler = _sample_whole_traces(ratio)
+    _keep_the_exporters_own_errors_out_of_its_logs()
+    log.info(
+        "telemetry: exporting to Application Insights with the managed identity, sampler %s",
+        sampler,
+    )
     return True
+
+
+def _sample_whole_traces(ratio: float) -> str:
+    """Make the distro's provider keep or drop each recording's trace whole (see
+    :mod:`shared.trace_sampling`); returns the sampler's description.
+
+    The distro takes no sampler object, only a ratio; its tracer provider reads ``sampler``
+    whenever a tracer is made, and none is made before this runs (the app's own tracer and the
+    Azure SDK's are made on first use).
+    """
+    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+
+    from shared.trace_sampling import whole_trace_sampler
+
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, SdkTracerProvider):
+        log.warning("telemetry: the distro installed no SDK tracer provider; sampling as it chose")
+        return "unknown"
+    provider.sampler = whole_trace_sampler(ratio)
+    return str(provider.sampler.get_description())
+
+
+def _keep_the_exporters_own_errors_out_of_its_logs() -> None:
+    """The exporter logs each failed export; exported as logs, each failure made another
+    record to export: a flush (and the shutdown's) never ended while ingestion refused them.
+    """
+    from opentelemetry.instrumentation.logging.handler import LoggingHandler
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, LoggingHandler):
+            handler.addFilter(_not_from_the_exporter)
+
+
+def _not_from_the_exporter(record: logging.LogRecord) -> bool:
+    return not record.name.startswith(EXPORTER_LOGGERS)
+
+
+def sampling_ratio(environ: Mapping[str, str] = os.environ) -> float:
+    """The share of recordings' traces kept, from ``TELEMETRY_SAMPLING_RATIO`` (default 1.0).
+
+    The settings model refuses a value outside 0..1 (``GET /api/health`` names it); here, at
+    start-up, such a value keeps every trace rather than stopping the app from loading.
+    """
+    raw = (environ.get(SAMPLING_RATIO_SETTING) or "").strip()
+    if not raw:
+        return DEFAULT_SAMPLING_RATIO
+    try:
+        ratio = float(raw)
+    except ValueError:
+        ratio = -1.0
+    if not 0.0 <= ratio <= 1.0:  # NaN fails both comparisons
+        log.warning(
+            "telemetry: %s=%r is not a number from 0 to 1; keeping every trace",
+            SAMPLING_RATIO_SETTING,
+            raw[:40],
+        )
+        return DEFAULT_SAMPLING_RATIO
+    return ratio
 
 
 def use_providers(
@@ -171,7 +248,12 @@ def continue_trace(
     older job, or a sender that traced nothing) this is an ordinary child span.
     """
     here = trace.get_current_span().get_span_context()
-    parent = _propagator.extract({TRACEPARENT: traceparent}) if traceparent else None
+    # Typed as text, yet it comes from a queue message: anything else starts a trace of its own.
+    parent = (
+        _propagator.extract({TRACEPARENT: traceparent})
+        if isinstance(traceparent, str) and traceparent
+        else None
+    )
     sent = trace.get_current_span(parent).get_span_context() if parent is not None else None
     if parent is None or sent is None or not sent.is_valid:
         with span(name, kind=kind, **attributes) as current:

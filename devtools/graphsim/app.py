@@ -24,6 +24,7 @@ from .entra import EntraApiTokens
 from .keys import (
     GRAPH_AUDIENCE,
     JWT_BEARER,
+    MONITOR_AUDIENCE,
     NOTIFICATION_ISSUER,
     TOKEN_EXCHANGE_AUDIENCE,
     GraphTokenIssuer,
@@ -200,6 +201,9 @@ def build_app(
         elif resource == COGNITIVE_SERVICES_AUDIENCE:
             # Fast transcription (Azure AI Speech) with the managed identity.
             token, expires_on = ctx.graph_tokens.issue(COGNITIVE_SERVICES_AUDIENCE)
+        elif resource == MONITOR_AUDIENCE:
+            # Application Insights ingestion with the managed identity (local auth is off).
+            token, expires_on = ctx.graph_tokens.issue(MONITOR_AUDIENCE)
         elif resource == TOKEN_EXCHANGE_AUDIENCE:
             # The federated path: this token is the client assertion for the bot's app.
             token, expires_on = ctx.graph_tokens.issue_exchange_token()
@@ -209,7 +213,8 @@ def build_app(
                     "statusCode": 400,
                     "message": (
                         f"This simulator only issues tokens for {GRAPH_AUDIENCE}, "
-                        f"{COGNITIVE_SERVICES_AUDIENCE} and {TOKEN_EXCHANGE_AUDIENCE}."
+                        f"{COGNITIVE_SERVICES_AUDIENCE}, {MONITOR_AUDIENCE} and "
+                        f"{TOKEN_EXCHANGE_AUDIENCE}."
                     ),
                 },
                 status_code=400,

@@ -24,6 +24,8 @@ GRAPH_AUDIENCE = "https://graph.microsoft.com"
 # The audience of a managed identity's token used as a federated credential (Microsoft's
 # "federatedIdentityCredential" resource: audiences should be api://AzureADTokenExchange).
 TOKEN_EXCHANGE_AUDIENCE = "api://AzureADTokenExchange"
+# Application Insights ingestion (Azure Monitor) with an Entra token.
+MONITOR_AUDIENCE = "https://monitor.azure.com"
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 GRAPH_TOKEN_ROLES = ("Calls.AccessMedia.All", "Calls.Initiate.All", "Calls.JoinGroupCall.All")
 

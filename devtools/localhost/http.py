@@ -18,7 +18,7 @@ import azure.functions as func
 from azure.functions import _abc as functions_abc
 from starlette.applications import Starlette
 from starlette.convertors import Convertor, register_url_convertor
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -155,13 +155,24 @@ def _endpoint(function: HttpFunction, keys: Sequence[str], timeout: timedelta) -
                 path,
             )
             return Response(status_code=401)
+        try:
+            body = await request.body()
+        except ClientDisconnect:
+            # The client is gone: nobody reads an answer, and it is not the host's fault.
+            logger.info(
+                "http function=%s method=%s path=%s status=499 outcome=client_disconnected",
+                function.name,
+                request.method,
+                path,
+            )
+            return Response(status_code=400)
         http_request = func.HttpRequest(
             method=request.method,
             url=str(request.url),
             headers=_request_headers(request),
             params=dict(request.query_params),
             route_params={name: str(value) for name, value in request.path_params.items()},
-            body=await request.body(),
+            body=body,
         )
         try:
             result = await invoke(

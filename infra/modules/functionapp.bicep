@@ -174,6 +174,9 @@ param recordingMaxBytes int
 @description('RECORDING_ALLOWED_HOST_SUFFIXES, one host suffix per item; empty leaves the code default.')
 param recordingAllowedHostSuffixes array
 
+@description('TELEMETRY_SAMPLING_RATIO: share of recordings whose whole trace is kept, 0 to 1 (text: Bicep has no decimals).')
+param telemetrySamplingRatio string
+
 @description('TRANSCRIPTION_ENDPOINT: the Speech account\'s custom-subdomain endpoint; empty leaves transcription off.')
 param transcriptionEndpoint string = ''
 
@@ -337,6 +340,7 @@ var appSettings = {
   AUDIT_RETENTION_DAYS: string(auditRetentionDays)
   ABANDON_RUNNING_AFTER_MINUTES: string(abandonRunningAfterMinutes)
   STATUS_URL_TTL_MINUTES: string(statusUrlTtlMinutes)
+  TELEMETRY_SAMPLING_RATIO: telemetrySamplingRatio
 }
 
 // The app registration and tenant the federated credential mode needs.

@@ -219,7 +219,12 @@ class _Download(QueueJob["DownloadJob", DownloadOutcome]):
                 downloaded_at=downloaded_at,
                 expires_at=expiry_for(downloaded_at, self.settings.recording_retention_minutes),
             )
-            with span("recording commit", blob_name=self.blob_name, size_bytes=writer.size):
+            with span(
+                "recording commit",
+                blob_name=self.blob_name,
+                size_bytes=writer.size,
+                **self.job.log_fields(),
+            ):
                 committed = await writer.commit(facts)
         except RecordingTooLarge:
             raise TerminalDownloadError(_too_large(max_bytes, None)) from None

@@ -9,10 +9,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from shared.queue_jobs import InvalidJobMessage, send_job
 from shared.queues import TRANSCRIPTION_QUEUE
+from shared.trace_context import usable_traceparent
 
 if TYPE_CHECKING:
     from azure.storage.queue.aio import QueueClient
@@ -35,6 +36,12 @@ class TranscriptionJob(BaseModel):
     blob_name: str = Field(min_length=1)
     stored_at: datetime
     traceparent: str | None = None
+
+    @field_validator("traceparent", mode="before")
+    @classmethod
+    def _ignore_unusable_traceparent(cls, value: object, info: ValidationInfo) -> str | None:
+        # Trace context is a courtesy: a job is never discarded for it.
+        return usable_traceparent(value, job="transcription", ids=info.data)
 
     def to_message(self) -> str:
         return self.model_dump_json()

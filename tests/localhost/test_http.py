@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import socket
+import time
 from pathlib import Path
 
 import httpx
@@ -10,7 +12,7 @@ import pytest
 
 from devtools.localhost import HostConfigurationError, LocalFunctionsHost
 from devtools.localhost.http import route_path
-from tests.localhost.conftest import SAMPLE_KEY
+from tests.localhost.conftest import SAMPLE_KEY, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -155,3 +157,31 @@ async def test_real_function_app_health_through_http(app_env: dict[str, str]) ->
             response = await client.get("/api/health")
     assert response.status_code == 200
     assert response.json()["status"] == "healthy"
+
+
+def test_a_client_that_disconnects_mid_body_is_one_log_line_not_a_traceback(
+    host: LocalFunctionsHost, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    address = httpx.URL(host.base_url)
+    with socket.create_connection((address.host, address.port), timeout=5) as client:
+        client.sendall(
+            b"POST /api/items/abc/parts/1 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n"
+            + b"x"
+            * 1000
+        )
+    wait_until(
+        lambda: any("client_disconnected" in r.getMessage() for r in caplog.records),
+        what="the disconnect's log line",
+    )
+    time.sleep(0.2)  # anything logged after the line would show up now
+    host_records = [
+        r for r in caplog.records if r.name.startswith(("devtools", "uvicorn", "starlette"))
+    ]
+    [line] = [r for r in host_records if "client_disconnected" in r.getMessage()]
+    assert "function=" in line.getMessage()
+    assert line.levelno == logging.INFO
+    assert [r.getMessage() for r in host_records if r.exc_info or r.levelno >= logging.ERROR] == []
+    # The host still answers.
+    assert httpx.get(f"{host.base_url}/api/items/x/parts/1", timeout=10).status_code == 200
