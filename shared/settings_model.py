@@ -276,3 +276,17 @@ class Settings(BaseSettings):
     def bot_flow_enabled(self) -> bool:
         """The bot answers and records calls (it needs the URL Graph calls back)."""
         return bool(self.auto_answer and self.callback_base_url)
+
+    # --- Chat messages (Bot Connector -> POST /api/messages; issue 29) ---
+    # Where Bot Framework publishes the keys that sign the activities it posts to the bot.
+    bot_framework_openid_configuration_url: str = Field(
+        default="https://login.botframework.com/v1/.well-known/openidconfiguration",
+        alias="BOT_FRAMEWORK_OPENID_CONFIGURATION_URL",
+    )
+
+    @field_validator("bot_framework_openid_configuration_url")
+    @classmethod
+    def _bot_framework_url_is_http(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must be an absolute http(s) URL")
+        return value
