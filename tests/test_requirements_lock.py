@@ -51,7 +51,9 @@ def test_every_pin_in_requirements_txt_is_the_tested_version() -> None:
 def test_azure_functions_is_pinned_once_per_side_of_python_3_13() -> None:
     # 1.x refuses 3.13 and 2.x requires it: both pins, with the same markers, in both files.
     for text in (REQUIREMENTS, CONSTRAINTS):
-        pins = sorted(_pin(line) for line in text.splitlines() if line.startswith("azure-functions=="))
+        pins = sorted(
+            _pin(line) for line in text.splitlines() if line.startswith("azure-functions==")
+        )
         assert [(marker, version.split(".")[0]) for _, marker, version in pins] == [
             ('python_version < "3.13"', "1"),
             ('python_version >= "3.13"', "2"),
