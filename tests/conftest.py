@@ -41,6 +41,7 @@ DEVTOOLS_MODULES = frozenset(
         "test_benchmarks_smoke",
         "test_demo",
         "test_docs_commands",
+        "test_docs_drift",
         "test_provision",
         "test_requirements_lock",
     }
