@@ -3,7 +3,9 @@ SHELL := /bin/bash
 
 # Python 3.12 (what Azure runs) or 3.11: the first of the two that actually starts is used
 # (a pyenv shim can exist for a version that is not selected, so `command -v` is not enough).
-# Override: make test PYTHON=python3.11. After switching, `make clean` rebuilds the venvs.
+# Override: make test PYTHON=python3.11. After switching, `make clean` rebuilds the venvs, or
+# keep one set per Python: make test PYTHON=python3.13 VENV=.venv313 CHECKOV_VENV=.venv-checkov313
+# (3.13 installs azure-functions 2.x: requirements.txt pins one version per side of 3.13).
 SUPPORTED_PYTHONS := python3.12 python3.11
 ifeq ($(origin PYTHON),undefined)
 PYTHON := $(shell for p in $(SUPPORTED_PYTHONS); do \
@@ -12,9 +14,9 @@ PYTHON := $(shell for p in $(SUPPORTED_PYTHONS); do \
 endif
 CHECK_PYTHON = @test -n "$(PYTHON)" || { echo "Python 3.12 or 3.11 is needed: none of" \
 	"$(SUPPORTED_PYTHONS) starts here; install one or pass PYTHON=/path/to/python3.12" >&2; exit 1; }
-VENV := .venv
+VENV ?= .venv
 PY := $(VENV)/bin/python
-CHECKOV_VENV := .venv-checkov
+CHECKOV_VENV ?= .venv-checkov
 AZURITE := node_modules/.bin/azurite
 
 .PHONY: install test lint typecheck pytest infra-check demo start sim azurite bench lock clean teams-app
@@ -72,7 +74,7 @@ demo: install
 	$(PY) -m devtools.demo $(ARGS)
 
 start: install
-	$(PY) -m devtools.demo.start
+	$(PY) -m devtools.demo.start $(ARGS)
 
 # The Graph simulator on 127.0.0.1:7072 as local.settings.example.json expects it: its bot app
 # id (token audience), its IDENTITY_HEADER (managed-identity endpoint) and the app's webhook on

@@ -6,6 +6,7 @@ from blueprints.audit import bp as audit
 from blueprints.cleanup import bp as cleanup
 from blueprints.downloads import bp as downloads
 from blueprints.health import bp as health
+from blueprints.messages import bp as messages
 from blueprints.notifications import bp as notifications
 from blueprints.prompts import bp as prompts
 from blueprints.record_api import bp as record_api
@@ -30,3 +31,4 @@ app.register_functions(cleanup)
 app.register_functions(downloads)
 app.register_functions(transcriptions)
 app.register_functions(audit)
+app.register_functions(messages)

@@ -12,6 +12,13 @@ requirements.txt has two parts. Above the marker line: the direct dependencies, 
 each pinned with ``==`` to its constraints.txt version. Below it: everything they pull in, written
 by this script from the installed packages' metadata (which must match constraints.txt) for every
 Python version pyproject.toml supports, on Linux (what Azure runs).
+
+A package that needs another version on another Python (``azure-functions`` 2.x requires 3.13,
+1.x refuses it) is pinned twice, in both files, with environment markers: ``name==1.0;
+python_version < "3.13"`` and ``name==2.0; python_version >= "3.13"``. The lock follows the pin
+that applies to the Python it runs on (the installed one); the other pin's dependencies are
+followed when the lock runs on its Python (``make test PYTHON=python3.13``), and both runs must
+write the same file.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from collections.abc import Iterable
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
-from packaging.markers import default_environment
+from packaging.markers import Marker, default_environment
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import NormalizedName, canonicalize_name
@@ -48,17 +55,42 @@ def supported_pythons(pyproject_text: str) -> list[str]:
     return versions
 
 
-def read_pins(constraints_text: str) -> dict[NormalizedName, tuple[str, str]]:
-    """constraints.txt as {canonical name: (name as written, version)}."""
-    pins: dict[NormalizedName, tuple[str, str]] = {}
+def _marker_key(marker: Marker | None) -> str:
+    return "" if marker is None else str(marker)
+
+
+def read_marked_pins(
+    constraints_text: str,
+) -> dict[NormalizedName, dict[str, tuple[str, str]]]:
+    """constraints.txt as {canonical name: {marker ('' for none): (name as written, version)}}."""
+    pins: dict[NormalizedName, dict[str, tuple[str, str]]] = {}
     for number, raw in enumerate(constraints_text.splitlines(), start=1):
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
-        name, sep, version = line.partition("==")
-        if not sep or not version.strip():
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:
+            requirement = None
+        specifiers = list(requirement.specifier) if requirement else []
+        if requirement is None or len(specifiers) != 1 or specifiers[0].operator != "==":
             raise LockError(f"constraints.txt line {number}: expected name==version, got {raw!r}")
-        pins[canonicalize_name(name.strip())] = (name.strip(), version.strip())
+        pins.setdefault(canonicalize_name(requirement.name), {})[
+            _marker_key(requirement.marker)
+        ] = (requirement.name, specifiers[0].version)
+    return pins
+
+
+def read_pins(constraints_text: str) -> dict[NormalizedName, tuple[str, str]]:
+    """constraints.txt as {canonical name: (name as written, version)} for this Python.
+
+    Of a package pinned once per Python range, the pin whose marker applies here.
+    """
+    pins: dict[NormalizedName, tuple[str, str]] = {}
+    for name, by_marker in read_marked_pins(constraints_text).items():
+        for marker, pin in by_marker.items():
+            if not marker or Marker(marker).evaluate():
+                pins[name] = pin
     return pins
 
 
@@ -79,9 +111,9 @@ def split_requirements(requirements_text: str) -> tuple[str, list[Requirement]]:
     return head, direct
 
 
-def _environments(pythons: Iterable[str]) -> list[dict[str, str]]:
-    """Marker environments of the deployment target (Linux, CPython), one per Python version."""
-    environments = []
+def _environments(pythons: Iterable[str]) -> dict[str, dict[str, str]]:
+    """Marker environments of the deployment target (Linux, CPython), by Python version."""
+    environments = {}
     for version in pythons:
         env: dict[str, str] = {k: str(v) for k, v in default_environment().items()}
         env.update(
@@ -93,22 +125,22 @@ def _environments(pythons: Iterable[str]) -> list[dict[str, str]]:
             platform_python_implementation="CPython",
             implementation_name="cpython",
         )
-        environments.append(env)
+        environments[version] = env
     return environments
 
 
-def _applies(requirement: Requirement, extras: Iterable[str], envs: list[dict[str, str]]) -> bool:
-    """Whether ``requirement`` is installed on the target, with ``extras`` of its parent asked for."""
+def _applies_on(
+    requirement: Requirement, extras: Iterable[str], envs: dict[str, dict[str, str]]
+) -> frozenset[str]:
+    """The Pythons on which ``requirement`` is installed, with ``extras`` of its parent asked for."""
     if requirement.marker is None:
-        return True
+        return frozenset(envs)
     marker = requirement.marker
-    per_python = [any(marker.evaluate({**env, "extra": x}) for x in ("", *extras)) for env in envs]
-    if any(per_python) and not all(per_python):
-        raise LockError(
-            f"{requirement} applies to some supported Python versions only: "
-            "pin it with an environment marker by hand"
-        )
-    return all(per_python)
+    return frozenset(
+        version
+        for version, env in envs.items()
+        if any(marker.evaluate({**env, "extra": x}) for x in ("", *extras))
+    )
 
 
 def lock(
@@ -117,6 +149,7 @@ def lock(
     pyproject_text: str,
 ) -> str:
     """requirements.txt as it must be: the same head, then every transitive dependency pinned."""
+    marked_pins = read_marked_pins(constraints_text)
     pins = read_pins(constraints_text)
     head, direct = split_requirements(requirements_text)
     envs = _environments(supported_pythons(pyproject_text))
@@ -125,24 +158,47 @@ def lock(
     for requirement in direct:
         name = canonicalize_name(requirement.name)
         direct_names.add(name)
-        if name not in pins:
+        marker = _marker_key(requirement.marker)
+        where = f"; {marker}" if marker else ""
+        if name not in marked_pins:
             raise LockError(f"{requirement.name} is not in constraints.txt: add its tested pin")
-        expected = f"=={pins[name][1]}"
+        if marker not in marked_pins[name]:
+            raise LockError(
+                f"requirements.txt pins {requirement.name}{where} but constraints.txt has no pin "
+                f"of {requirement.name} with that marker: add the tested one"
+            )
+        expected = f"=={marked_pins[name][marker][1]}"
         if str(requirement.specifier) != expected:
             raise LockError(
                 f"requirements.txt pins {requirement.name}{requirement.specifier or ' (unpinned)'}"
-                f" but constraints.txt, the tested set, has {requirement.name}{expected}"
+                f"{where} but constraints.txt, the tested set, has {requirement.name}{expected}"
             )
+    for name, by_marker in marked_pins.items():
+        if name in direct_names and len(by_marker) > 1:
+            pinned = {_marker_key(r.marker) for r in direct if canonicalize_name(r.name) == name}
+            if missing := sorted(set(by_marker) - pinned):
+                raise LockError(
+                    f"constraints.txt pins {by_marker[missing[0]][0]} for {missing[0]} too: "
+                    "requirements.txt must pin it with the same marker"
+                )
 
     wanted_by: dict[NormalizedName, set[str]] = {}
-    queue: list[tuple[Requirement, str | None]] = [(r, None) for r in direct]
-    visited: set[tuple[NormalizedName, frozenset[str]]] = set()
+    # On which supported Pythons each package is installed: a dependency one parent needs only
+    # on some Pythons is still pinned plainly when another needs it on the rest.
+    wanted_on: dict[NormalizedName, frozenset[str]] = {}
+    everywhere = frozenset(envs)
+    # A direct pin for another Python range is not installed here: its tree is followed there.
+    queue: list[tuple[Requirement, str | None, frozenset[str]]] = [
+        (r, None, everywhere) for r in direct if r.marker is None or r.marker.evaluate()
+    ]
+    visited: set[tuple[NormalizedName, frozenset[str], frozenset[str]]] = set()
     while queue:
-        requirement, parent = queue.pop()
+        requirement, parent, pythons = queue.pop()
         name = canonicalize_name(requirement.name)
         if parent is not None:
             wanted_by.setdefault(name, set()).add(parent)
-        key = (name, frozenset(requirement.extras))
+        wanted_on[name] = wanted_on.get(name, frozenset()) | pythons
+        key = (name, frozenset(requirement.extras), pythons)
         if key in visited:
             continue
         visited.add(key)
@@ -164,8 +220,15 @@ def lock(
             )
         for dependency_text in installed.requires or []:
             dependency = Requirement(dependency_text)
-            if _applies(dependency, requirement.extras, envs):
-                queue.append((dependency, pins[name][0]))
+            applies = _applies_on(dependency, requirement.extras, envs) & pythons
+            if applies:
+                queue.append((dependency, pins[name][0], applies))
+    for name, pythons in sorted(wanted_on.items()):
+        if pythons != everywhere:
+            raise LockError(
+                f"{pins[name][0]} is needed on Python {', '.join(sorted(pythons))} only: "
+                "pin it with an environment marker by hand"
+            )
 
     lines = [head.rstrip("\n"), MARKER]
     for name in sorted(set(wanted_by) - direct_names):

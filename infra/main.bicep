@@ -243,7 +243,7 @@ param botAutoAnswer bool = true
 @maxValue(120)
 param botRecordMaxDurationSeconds int = 10
 
-@description('BOT_RECORD_PROMPT_URI: https URL of a WAV prompt played before the beep; empty plays none.')
+@description('BOT_RECORD_PROMPT_URI: https URL of a WAV prompt played before the beep; empty plays the shipped notice, none plays no prompt.')
 param botRecordPromptUri string = ''
 
 @description('BOT_RECORD_INITIAL_SILENCE_SECONDS: initialSilenceTimeoutInSeconds of each recording.')
@@ -347,7 +347,7 @@ var tags = {
   'azd-env-name': environmentName
 }
 
-// Contract names (DESIGN.md): the code reads exactly these.
+// Contract names (README, "Architecture": storage names): the code reads exactly these.
 var recordingsContainerName = 'recordings'
 var downloadQueueName = 'recording-downloads'
 var ledgerTableName = 'recordingoperations'

@@ -1,4 +1,6 @@
-"""Readiness of the app's dependencies: settings, the three storage services, the prompts.
+"""Readiness of the app's dependencies: settings, the three storage services, the prompts, and
+the Graph permission the recordings need (``graphPermission``: ``ok``, ``permission not granted:
+...``, or ``unknown (...)`` when no token can be had now, which alone does not make it unhealthy).
 
 ``prompts`` is ``ok`` when every prompt configured by URL is one Graph can play (WAV, PCM 16-bit,
 mono, 16 kHz); otherwise it names each setting and what is wrong (shared/prompts.py).
@@ -14,6 +16,7 @@ from shared.settings import SettingsError
 from shared.storage import StorageClients
 
 if TYPE_CHECKING:
+    from shared.graph.permission import GraphPermissionCheck
     from shared.prompts import PromptChecks
 
 CHECK_TIMEOUT_SECONDS = 3.0
@@ -73,6 +76,9 @@ class Checked(Protocol):
     @property
     def prompt_checks(self) -> PromptChecks: ...
 
+    @property
+    def graph_permission(self) -> GraphPermissionCheck: ...
+
 
 async def health_report(checked: Callable[[], Checked]) -> tuple[bool, dict[str, Any]]:
     """Whether the app can work, and each check's result (``checked`` may raise SettingsError)."""
@@ -80,9 +86,15 @@ async def health_report(checked: Callable[[], Checked]) -> tuple[bool, dict[str,
         ready = checked()
     except SettingsError as error:
         return False, {"status": "unhealthy", "checks": {"settings": str(error)}}
-    storage, prompts = await asyncio.gather(
-        check_storage(ready.storage), check_prompts(ready.prompt_checks)
+    storage, prompts, permission = await asyncio.gather(
+        check_storage(ready.storage),
+        check_prompts(ready.prompt_checks),
+        ready.graph_permission.status(),
     )
-    checks = {"settings": "ok", **storage, "prompts": prompts}
-    healthy = all(value == "ok" for value in checks.values())
+    checks = {"settings": "ok", **storage, "prompts": prompts, "graphPermission": permission}
+    # A token endpoint that does not answer now is reported, not held against the instance.
+    healthy = all(
+        value == "ok" or (name == "graphPermission" and value.startswith("unknown"))
+        for name, value in checks.items()
+    )
     return healthy, {"status": "healthy" if healthy else "unhealthy", "checks": checks}

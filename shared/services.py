@@ -31,10 +31,14 @@ from shared.storage import Resource, StorageClients
 
 if TYPE_CHECKING:
     import httpx
+    from azure.core.credentials_async import AsyncTokenCredential
 
     from shared.auth.inbound import InboundTokenValidator
     from shared.auth.management import ManagementAuth
     from shared.graph.client import GraphCallsClient
+    from shared.graph.permission import GraphPermissionCheck
+    from shared.messaging.auth import BotFrameworkTokenValidator
+    from shared.messaging.connector import BotConnectorClient
     from shared.prompts import PromptChecks
     from shared.settings import Settings
     from shared.transcription.speech import SpeechClient
@@ -52,6 +56,10 @@ class Services:
         self._recording_http: httpx.AsyncClient | None = None
         self._speech: SpeechClient | None = None
         self._prompt_checks: PromptChecks | None = None
+        self._bot_credential: AsyncTokenCredential | None = None
+        self._graph_permission: GraphPermissionCheck | None = None
+        self._channel_auth: BotFrameworkTokenValidator | None = None
+        self._bot_connector: BotConnectorClient | None = None
 
     @property
     def ledger(self) -> OperationLedger:
@@ -67,15 +75,47 @@ class Services:
         return self.ledger
 
     @property
+    def bot_credential(self) -> AsyncTokenCredential:
+        """The bot's one credential: its Graph tokens and its Bot Connector tokens."""
+        if self._bot_credential is None:
+            from shared.graph.credentials import graph_credential
+
+            self._bot_credential = graph_credential(self.settings)
+        return self._bot_credential
+
+    @property
     def graph(self) -> GraphCallsClient:
         if self._graph is None:
             from shared.graph.client import GraphCallsClient
-            from shared.graph.credentials import graph_credential
 
-            self._graph = GraphCallsClient(
-                self.settings.graph_base_url, graph_credential(self.settings)
-            )
+            self._graph = GraphCallsClient(self.settings.graph_base_url, self.bot_credential)
         return self._graph
+
+    @property
+    def graph_permission(self) -> GraphPermissionCheck:
+        """Whether the bot's Graph token carries Calls.AccessMedia.All (for /api/health)."""
+        if self._graph_permission is None:
+            from shared.graph.permission import GraphPermissionCheck
+
+            self._graph_permission = GraphPermissionCheck(self.bot_credential)
+        return self._graph_permission
+
+    @property
+    def channel_auth(self) -> BotFrameworkTokenValidator:
+        """The Bot Connector's tokens on /api/messages, with their own key cache."""
+        if self._channel_auth is None:
+            from shared.messaging.auth import channel_validator_from_settings
+
+            self._channel_auth = channel_validator_from_settings(self.settings)
+        return self._channel_auth
+
+    @property
+    def bot_connector(self) -> BotConnectorClient:
+        if self._bot_connector is None:
+            from shared.messaging.connector import BotConnectorClient
+
+            self._bot_connector = BotConnectorClient(self.bot_credential)
+        return self._bot_connector
 
     @property
     def inbound(self) -> InboundTokenValidator:
@@ -166,9 +206,16 @@ class Services:
 
     async def aclose(self) -> None:
         """Close every client this object opened (safe to call twice)."""
+        if self._bot_connector is not None:
+            await self._bot_connector.aclose()
+            self._bot_connector = None
         if self._graph is not None:
-            await self._graph.aclose()
+            await self._graph.aclose()  # closes the bot's credential too
             self._graph = None
+            self._bot_credential = None
+        if self._bot_credential is not None:
+            await self._bot_credential.close()
+            self._bot_credential = None
         if self._recording_http is not None:
             await self._recording_http.aclose()
             self._recording_http = None

@@ -10,6 +10,7 @@ expected.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -30,6 +31,34 @@ def load_settings() -> Settings:
 
     try:
         return Settings()
+    except ValidationError as error:
+        raise SettingsError(_describe(error)) from None
+
+
+def load_settings_from(values: Mapping[str, str]) -> Settings:
+    """The settings an environment holding exactly ``values`` gives (``""`` means unset, as in
+    app settings); what tools that start the app check first, with the app's own message."""
+    from pydantic import ValidationError
+    from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
+
+    from shared.settings_model import Settings
+
+    class Given(Settings):
+        """Reads the values it is given, and no environment or file."""
+
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (init_settings,)
+
+    try:
+        return Given.model_validate({name: value for name, value in values.items() if value != ""})
     except ValidationError as error:
         raise SettingsError(_describe(error)) from None
 

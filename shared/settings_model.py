@@ -327,3 +327,17 @@ class Settings(BaseSettings):
         if tenant is None:
             return None
         return f"https://login.microsoftonline.com/{tenant}/v2.0/.well-known/openid-configuration"
+
+    # --- Chat messages (Bot Connector -> POST /api/messages; issue 29) ---
+    # Where Bot Framework publishes the keys that sign the activities it posts to the bot.
+    bot_framework_openid_configuration_url: str = Field(
+        default="https://login.botframework.com/v1/.well-known/openidconfiguration",
+        alias="BOT_FRAMEWORK_OPENID_CONFIGURATION_URL",
+    )
+
+    @field_validator("bot_framework_openid_configuration_url")
+    @classmethod
+    def _bot_framework_url_is_http(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("must be an absolute http(s) URL")
+        return value

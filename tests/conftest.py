@@ -47,6 +47,8 @@ DEVTOOLS_MODULES = frozenset(
         "test_benchmarks_smoke",
         "test_demo",
         "test_docs_commands",
+        "test_docs_drift",
+        "test_one_line_errors",
         "test_provision",
         "test_requirements_lock",
     }

@@ -29,7 +29,7 @@ from shared.ledger import OperationLedger, OperationStatus, claim_partition
 from shared.services import Services, app_services, close_services, use_services
 from shared.settings import Settings
 from shared.storage import StorageClients
-from tests.conftest import settings_from
+from tests.conftest import settings_from, use_simulator_identity
 from tests.data import source_document as doc
 from tests.support.functions import http_request, invoke, json_body
 
@@ -278,8 +278,9 @@ async def test_a_failure_the_ledger_cannot_record_is_answered_503(
 
 
 async def test_a_fresh_account_stores_the_first_recording(
-    sim: GraphSimulator, configure: Callable[..., Services]
+    sim: GraphSimulator, configure: Callable[..., Services], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    use_simulator_identity(monkeypatch, sim)  # the health check asks for the app's Graph token
     with Azurite() as fresh:
         configure(
             AzureWebJobsStorage=fresh.connection_string,
@@ -293,6 +294,7 @@ async def test_a_fresh_account_stores_the_first_recording(
             "blob": "missing",
             "table": "missing",
             "prompts": "ok",
+            "graphPermission": "ok",
         }
 
         call_id, operation_id = guid(), guid()

@@ -25,21 +25,50 @@ def test_requirements_txt_pins_the_whole_tested_tree() -> None:
     )
 
 
+def _pin(line: str) -> tuple[str, str, str]:
+    """A ``name==version[; marker]`` line as (name, marker, version)."""
+    requirement, _, marker = line.split("#")[0].partition(";")
+    name, version = requirement.split("==")
+    return name.split("[")[0].strip().lower(), marker.strip(), version.strip()
+
+
 def test_every_pin_in_requirements_txt_is_the_tested_version() -> None:
     tested = {
-        line.split("==")[0].lower(): line.split("==")[1].strip()
-        for line in CONSTRAINTS.splitlines()
-        if "==" in line and not line.startswith("#")
+        (name, marker): version
+        for name, marker, version in (
+            _pin(line)
+            for line in CONSTRAINTS.splitlines()
+            if "==" in line and not line.startswith("#")
+        )
     }
-    pinned = [
-        line.split("#")[0].strip()
-        for line in REQUIREMENTS.splitlines()
-        if "==" in line.split("#")[0]
-    ]
+    pinned = [line for line in REQUIREMENTS.splitlines() if "==" in line.split("#")[0]]
     assert len(pinned) > 20  # the transitive part is there, not only the direct dependencies
     for line in pinned:
-        name, version = line.split("==")
-        assert tested[name.split("[")[0].lower()] == version, line
+        name, marker, version = _pin(line)
+        assert tested[name, marker] == version, line
+
+
+def test_azure_functions_is_pinned_once_per_side_of_python_3_13() -> None:
+    # 1.x refuses 3.13 and 2.x requires it: both pins, with the same markers, in both files.
+    for text in (REQUIREMENTS, CONSTRAINTS):
+        pins = sorted(
+            _pin(line) for line in text.splitlines() if line.startswith("azure-functions==")
+        )
+        assert [(marker, version.split(".")[0]) for _, marker, version in pins] == [
+            ('python_version < "3.13"', "1"),
+            ('python_version >= "3.13"', "2"),
+        ]
+
+
+def test_a_marked_pin_missing_from_requirements_txt_is_refused() -> None:
+    one_sided = "".join(
+        line
+        for line in REQUIREMENTS.splitlines(keepends=True)
+        if not (line.startswith("azure-functions==") and ">=" in line)
+    )
+    assert one_sided != REQUIREMENTS
+    with pytest.raises(LockError, match=r"requirements\.txt must pin it with the same marker"):
+        lock(one_sided, CONSTRAINTS, PYPROJECT)
 
 
 def test_a_direct_pin_other_than_the_tested_one_is_refused() -> None:
@@ -66,7 +95,7 @@ def test_a_dependency_absent_from_the_tested_set_is_refused() -> None:
 
 
 def test_the_lock_covers_the_pythons_pyproject_supports() -> None:
-    assert supported_pythons(PYPROJECT) == ["3.11", "3.12"]
+    assert supported_pythons(PYPROJECT) == ["3.11", "3.12", "3.13"]
 
 
 def test_the_package_ships_requirements_txt_and_none_of_the_dev_files() -> None:

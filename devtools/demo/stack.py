@@ -77,12 +77,15 @@ def provision_storage(connection_string: str) -> None:
     """
     import asyncio
 
-    from shared.settings import Settings
+    from shared.settings import load_settings_from
     from shared.storage import StorageClients
 
     async def provision() -> None:
+        # Only these two values: a malformed setting in the environment is the app's to report.
         clients = StorageClients(
-            Settings(AzureWebJobsStorage=connection_string, BOT_APP_ID="provisioning")
+            load_settings_from(
+                {"AzureWebJobsStorage": connection_string, "BOT_APP_ID": "provisioning"}
+            )
         )
         try:
             await clients.ensure_resources()
@@ -110,6 +113,29 @@ def close_app_clients(host: LocalFunctionsHost) -> None:
 
 class StackError(RuntimeError):
     """A part of the local stack did not start; the message says which and why."""
+
+
+class InvalidAppSettings(StackError):
+    """The app's settings do not validate; the message is the app's own one line
+    (``Invalid app settings: NAME: reason``)."""
+
+
+def local_settings_values(path: Path) -> dict[str, str]:
+    """``Values`` of a local.settings.json (strings, as the hosts read them)."""
+    import json
+
+    values = json.loads(path.read_text(encoding="utf-8")).get("Values", {})
+    return {str(name): str(value) for name, value in values.items()}
+
+
+def check_app_settings(values: Mapping[str, str]) -> None:
+    """Raise :class:`InvalidAppSettings` unless the app would accept these settings."""
+    from shared.settings import SettingsError, load_settings_from
+
+    try:
+        load_settings_from(values)
+    except SettingsError as error:
+        raise InvalidAppSettings(str(error)) from None
 
 
 class FuncHost:
@@ -260,6 +286,19 @@ class LocalStack:
             app_url=self.app_url,
             overrides=self._extra_settings,
         )
+        local_settings = ROOT / "local.settings.json"
+        if not local_settings.exists():
+            local_settings = ROOT / "local.settings.example.json"
+        # What the app will read: local.settings.json fills what the environment does not set
+        # (Core Tools reads it always, the local host when asked), the stack's values win.
+        reads_local = self.host_kind == "func" or self._load_local_settings
+        check_app_settings(
+            {
+                **(local_settings_values(local_settings) if reads_local else {}),
+                **os.environ,
+                **self.settings,
+            }
+        )
         if self.host_kind == "func":
             log = self._log or self._stack.enter_context(open(os.devnull, "wb"))  # noqa: SIM115
             env = dict(self.settings)
@@ -270,9 +309,6 @@ class LocalStack:
             self._stack.callback(self.func_host.stop)
             self.func_host.start()
             return "func start"
-        local_settings = ROOT / "local.settings.json"
-        if not local_settings.exists():
-            local_settings = ROOT / "local.settings.example.json"
         host = LocalFunctionsHost(
             port=self.app_port,
             env=self.settings,

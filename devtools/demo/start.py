@@ -16,7 +16,7 @@ import sys
 import threading
 from types import FrameType
 
-from devtools.demo.stack import LocalStack, StackError
+from devtools.demo.stack import InvalidAppSettings, LocalStack, StackError
 
 DEFAULT_APP_PORT = 7071
 DEFAULT_SIMULATOR_PORT = 7072  # the graphsim CLI's default --sim
@@ -91,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         stack.start()
+    except InvalidAppSettings as error:
+        # The app's own one line, as the app itself would report it; nothing else is wrong.
+        print(error, file=sys.stderr)
+        return 1
     except (StackError, OSError, RuntimeError) as error:
         print(f"Could not start: {error}", file=sys.stderr)
         print(

@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from .botconnector import BOT_FRAMEWORK_AUDIENCE, BotConnector
 from .calls import CallEngine, check_keys
 from .entra import EntraApiTokens
 from .keys import (
@@ -65,6 +66,8 @@ class SimContext:
     graph_base_url: Callable[[], str] | None = None
     # Entra tokens for the bot's own API (the management routes).
     entra: EntraApiTokens | None = None
+    # The Bot Connector side of Teams chat (/api/messages): its keys, service URL and replies.
+    bot_connector: BotConnector | None = None
 
 
 def graph_error(
@@ -198,6 +201,9 @@ def build_app(
             resource = resource[: -len("/.default")]
         if resource == GRAPH_AUDIENCE:
             token, expires_on = ctx.graph_tokens.issue(GRAPH_AUDIENCE)
+        elif resource == BOT_FRAMEWORK_AUDIENCE:
+            # The bot's replies to chat activities (a managed-identity bot).
+            token, expires_on = ctx.graph_tokens.issue(BOT_FRAMEWORK_AUDIENCE)
         elif resource == COGNITIVE_SERVICES_AUDIENCE:
             # Fast transcription (Azure AI Speech) with the managed identity.
             token, expires_on = ctx.graph_tokens.issue(COGNITIVE_SERVICES_AUDIENCE)
@@ -213,7 +219,7 @@ def build_app(
                     "statusCode": 400,
                     "message": (
                         f"This simulator only issues tokens for {GRAPH_AUDIENCE}, "
-                        f"{COGNITIVE_SERVICES_AUDIENCE}, {MONITOR_AUDIENCE} and "
+                        f"{BOT_FRAMEWORK_AUDIENCE}, {COGNITIVE_SERVICES_AUDIENCE}, {MONITOR_AUDIENCE} and "
                         f"{TOKEN_EXCHANGE_AUDIENCE}."
                     ),
                 },
@@ -269,19 +275,21 @@ def build_app(
                 f"{JWT_BEARER} and a client_assertion.",
             )
         scopes = field("scope").split()
-        if scopes != [f"{GRAPH_AUDIENCE}/.default"]:
+        audiences = {f"{GRAPH_AUDIENCE}/.default": GRAPH_AUDIENCE}
+        audiences[f"{BOT_FRAMEWORK_AUDIENCE}/.default"] = BOT_FRAMEWORK_AUDIENCE
+        if len(scopes) != 1 or scopes[0] not in audiences:
             return entra_error(
                 400,
                 "invalid_scope",
                 70011,
                 f"The provided value for the input parameter 'scope' is not valid. "
-                f"This simulator issues {GRAPH_AUDIENCE}/.default only.",
+                f"This simulator issues {' and '.join(audiences)} only.",
             )
         problem = ctx.graph_tokens.verify_assertion(field("client_assertion"))
         if problem is not None:
             code, description = problem
             return entra_error(401, "invalid_client", code, description)
-        token, expires_on = ctx.graph_tokens.issue(GRAPH_AUDIENCE, app_id=ctx.bot_app_id)
+        token, expires_on = ctx.graph_tokens.issue(audiences[scopes[0]], app_id=ctx.bot_app_id)
         lifetime = max(0, expires_on - int(time.time()) - 1)
         return JSONResponse(
             {
@@ -667,6 +675,7 @@ def build_app(
         Route("/_sim/keys/rotate", control_rotate, methods=["POST"]),
         Route("/_sim/faults", control_faults, methods=["POST"]),
         Route("/_sim/entra/token", control_entra_token, methods=["POST"]),
+        *(ctx.bot_connector.routes() if ctx.bot_connector is not None else []),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
 

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from .calls import check_keys
+from .keys import GRAPH_TOKEN_ROLES
 from .models import SCENARIOS
 from .recordings import KNOWN_FAULTS
 from .server import DEFAULT_TENANT_ID, GraphSimulator
@@ -64,6 +65,7 @@ def _serve(args: argparse.Namespace) -> int:
         tls_port=args.tls_port,
         require_bot_app_token=args.require_bot_app_token,
         tls_dir=args.tls_dir,
+        graph_token_roles=tuple(r.strip() for r in args.graph_token_roles.split(",") if r.strip()),
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -311,6 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--require-bot-app-token",
         action="store_true",
         help="calls API takes only tokens whose appid is the bot's (the federated path)",
+    )
+    serve.add_argument(
+        "--graph-token-roles",
+        default=",".join(GRAPH_TOKEN_ROLES),
+        help="comma-separated app roles in the app's Graph tokens; leave out "
+        "Calls.AccessMedia.All to see /api/health report it not granted (default %(default)s)",
     )
     serve.add_argument("--print-env", action="store_true", help="print IDENTITY_HEADER too")
     serve.set_defaults(func=_serve)

@@ -141,8 +141,11 @@ class GraphTokenIssuer:
         lifetime_seconds: int = 3600,
         *,
         principal_id: str | None = None,
+        roles: tuple[str, ...] = GRAPH_TOKEN_ROLES,
     ) -> None:
         self.tenant_id = tenant_id
+        # The app roles its tokens carry: a test leaves one out to see "permission not granted".
+        self.roles = roles
         self.client_id = client_id
         # The managed identity's object (principal) id: a federated credential's subject.
         self.principal_id = principal_id or str(uuid.uuid5(uuid.NAMESPACE_URL, client_id))
@@ -177,7 +180,7 @@ class GraphTokenIssuer:
             "sub": principal,
             "tid": self.tenant_id,
             "idtyp": "app",
-            "roles": list(GRAPH_TOKEN_ROLES),
+            "roles": list(self.roles),
             "uti": secrets.token_urlsafe(12),
             "ver": "1.0",
         }
@@ -245,15 +248,17 @@ class GraphTokenIssuer:
             )
         return None
 
-    def claims_of(self, token: str) -> tuple[str | None, dict[str, Any]]:
-        """(None, claims) when the token is a Graph token we issued and still valid, else the
-        reason and no claims."""
+    def claims_of(
+        self, token: str, *, audience: str = GRAPH_AUDIENCE
+    ) -> tuple[str | None, dict[str, Any]]:
+        """(None, claims) when the token is one we issued for ``audience`` (Graph by default)
+        and still valid, else the reason and no claims."""
         try:
             claims = jwt.decode(
                 token,
                 self._key.private_key.public_key(),
                 algorithms=["RS256"],
-                audience=GRAPH_AUDIENCE,
+                audience=audience,
                 issuer=self.issuer,
                 options={"require": ["exp", "iat", "aud", "iss"]},
             )

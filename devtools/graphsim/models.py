@@ -29,7 +29,7 @@ ODATA_SUBSCRIBE_TO_TONE = "#microsoft.graph.subscribeToToneOperation"
 SERVICE_HOSTED = "#microsoft.graph.serviceHostedMediaConfig"
 
 # resultInfo values (code, subcode, message). Record subcodes are the ones Microsoft documents
-# for record operations (DESIGN.md); the messages are the reference pages' where one exists:
+# for record operations (shared/graph/subcodes.py); the messages are the reference pages' where one exists:
 # 8515 (call: recordResponse), 8508 (call: cancelMediaProcessing, spelling included), 0 (call:
 # playPrompt), 5001 (Delete call), 4521/1106 (Delete call, "Call end reason codes" table).
 # 8535/8536 carry the messages of the same media platform's codes in Azure Communication

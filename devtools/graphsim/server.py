@@ -19,9 +19,10 @@ import httpx
 import uvicorn
 
 from .app import SimContext, build_app, parse_api_fault
+from .botconnector import BotConnector
 from .calls import CallEngine, EngineSettings, check_keys, id_key
 from .entra import EntraApiTokens
-from .keys import GraphTokenIssuer, KeyRing, SigningKey, notification_claims
+from .keys import GRAPH_TOKEN_ROLES, GraphTokenIssuer, KeyRing, SigningKey, notification_claims
 from .models import SCENARIOS, Call, CallOptions, Delivery, Operation, RequestRecord
 from .recordings import Recording, RecordingStore, parse_fault
 from .tls import TlsFiles, make_tls_files
@@ -113,6 +114,7 @@ class GraphSimulator:
         tls_port: int | None = 0,
         require_bot_app_token: bool = False,
         tls_dir: str | None = None,
+        graph_token_roles: tuple[str, ...] = GRAPH_TOKEN_ROLES,
     ) -> None:
         if time_scale <= 0:
             raise ValueError("time_scale must be > 0")
@@ -134,7 +136,16 @@ class GraphSimulator:
         self._app: Any = None
         self.keys = KeyRing()
         self.graph_tokens = GraphTokenIssuer(
-            tenant_id, managed_identity_client_id, principal_id=managed_identity_principal_id
+            tenant_id,
+            managed_identity_client_id,
+            principal_id=managed_identity_principal_id,
+            roles=graph_token_roles,
+        )
+        self.bot_connector = BotConnector(
+            bot_app_id,
+            self.graph_tokens,
+            lambda: self._base_url,
+            require_bot_app_token=require_bot_app_token,
         )
         self.recordings_store = RecordingStore(lambda: self._base_url)
         self.entra = EntraApiTokens(tenant_id, bot_app_id)
@@ -171,6 +182,7 @@ class GraphSimulator:
             require_bot_app_token=require_bot_app_token,
             graph_base_url=lambda: self.graph_base_url,
             entra=self.entra,
+            bot_connector=self.bot_connector,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: uvicorn.Server | None = None
@@ -386,6 +398,9 @@ class GraphSimulator:
             "env": {
                 "GRAPH_BASE_URL": self.graph_base_url,
                 "INBOUND_OPENID_CONFIGURATION_URL": self.openid_configuration_url,
+                "BOT_FRAMEWORK_OPENID_CONFIGURATION_URL": (
+                    self.bot_connector.openid_configuration_url
+                ),
                 "BOT_APP_ID": self.bot_app_id,
                 "ALLOW_INSECURE_RECORDING_URLS": "true",
                 **self.managed_identity_env(),

@@ -106,6 +106,17 @@ def _usable_keys(document: Any) -> dict[str, jwt.PyJWK]:
     return keys
 
 
+def _endorsements(document: dict[str, Any]) -> dict[str, frozenset[str]]:
+    """Each key's ``endorsements`` (a list of channel ids), for the keys that carry one."""
+    endorsed: dict[str, frozenset[str]] = {}
+    for entry in document["keys"]:
+        if isinstance(entry, dict) and isinstance(entry.get("endorsements"), list):
+            endorsed[str(entry.get("kid"))] = frozenset(
+                value for value in entry["endorsements"] if isinstance(value, str)
+            )
+    return endorsed
+
+
 class InboundTokenValidator:
     """Validates notification tokens against the platform's published keys (see module doc).
 
@@ -134,6 +145,7 @@ class InboundTokenValidator:
         self._lock = asyncio.Lock()
         self._jwks_uri: str | None = None
         self._keys: dict[str, jwt.PyJWK] = {}
+        self._endorsements: dict[str, frozenset[str]] = {}
         self._configuration_due_at = -math.inf
         self._jwks_refetch_allowed_at = -math.inf
 
@@ -146,6 +158,17 @@ class InboundTokenValidator:
 
     async def validate(self, token: str) -> InboundIdentity:
         """Validate a bare JWT; returns the sender's identity or raises InboundAuthError."""
+        _, claims = await self.verified_claims(token)
+        tenant = claims.get("tid")
+        if not isinstance(tenant, str) or not tenant:
+            raise TenantMissing()
+        if self._tenants and tenant.lower() not in self._tenants:
+            raise TenantNotAllowed()
+        return InboundIdentity(tenant_id=tenant, issuer=str(claims["iss"]), claims=claims)
+
+    async def verified_claims(self, token: str) -> tuple[str, dict[str, Any]]:
+        """The signing key's id and the claims of a JWT whose algorithm, signature, issuer,
+        audience and lifetime are verified; what else a sender must prove is the caller's."""
         import jwt
 
         if len(token) > MAX_TOKEN_LENGTH:
@@ -164,12 +187,12 @@ class InboundTokenValidator:
         key = await self._signing_key(kid)
         claims = self._decode(token, key)
         self._check_lifetime(claims)
-        tenant = claims.get("tid")
-        if not isinstance(tenant, str) or not tenant:
-            raise TenantMissing()
-        if self._tenants and tenant.lower() not in self._tenants:
-            raise TenantNotAllowed()
-        return InboundIdentity(tenant_id=tenant, issuer=str(claims["iss"]), claims=claims)
+        return kid, claims
+
+    def endorsements(self, kid: str) -> frozenset[str] | None:
+        """The channels the published key ``kid`` is endorsed for (Bot Framework's JWKS lists
+        them per key), or None when the key carries no ``endorsements``."""
+        return self._endorsements.get(kid)
 
     # -- token checks ----------------------------------------------------------------------
 
@@ -257,7 +280,8 @@ class InboundTokenValidator:
                     ("https://", "http://")
                 ):
                     raise _FetchFailed("OpenID configuration has no http(s) jwks_uri")
-                keys = _usable_keys(await self._get_json(client, jwks_uri))
+                document = await self._get_json(client, jwks_uri)
+                keys = _usable_keys(document)
         except _FetchFailed as failure:
             if self._keys:
                 self._configuration_due_at = now + STALE_KEYS_RETRY_AFTER_SECONDS
@@ -271,6 +295,7 @@ class InboundTokenValidator:
             log.error("inbound auth: no signing keys: %s", failure)
             raise SigningKeysUnavailable() from None
         self._jwks_uri, self._keys = jwks_uri, keys
+        self._endorsements = _endorsements(document)
         # The unknown-kid limit is left alone: a rotation right after this load must still be
         # picked up by the first token that names the new key.
         self._configuration_due_at = now + CONFIGURATION_MAX_AGE_SECONDS
@@ -288,7 +313,8 @@ class InboundTokenValidator:
             raise SigningKeysUnavailable()
         try:
             async with self._client() as client:
-                keys = _usable_keys(await self._get_json(client, self._jwks_uri))
+                document = await self._get_json(client, self._jwks_uri)
+                keys = _usable_keys(document)
         except _FetchFailed as failure:
             log_event(
                 log,
@@ -299,6 +325,7 @@ class InboundTokenValidator:
             )
             raise SigningKeysUnavailable() from None
         self._keys = keys
+        self._endorsements = _endorsements(document)
         log_event(log, "inbound auth: JWKS refetched", kid=kid, kids=",".join(sorted(keys)))
 
     @contextlib.asynccontextmanager

@@ -7,6 +7,7 @@ the failed check, so the sender sees why; nothing here touches storage.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from shared.graph.ids import GRAPH_ID_RULE, is_graph_id
@@ -22,6 +23,27 @@ MAX_BODY_BYTES = 1024 * 1024
 JSON_MEDIA_TYPE = "application/json"
 _NOT_NOTIFICATIONS = "Not a commsNotifications payload"
 _TOO_DEEP = "body is nested too deeply to be a commsNotifications payload"
+# A commsNotifications payload nests about 8 levels; Graph's deepest resources a few more.
+MAX_NESTING = 64
+
+
+def _deeper_than(data: object, limit: int) -> bool:
+    """Whether JSON ``data`` nests more than ``limit`` arrays/objects (iteratively: no recursion)."""
+    pending: list[tuple[object, int]] = [(data, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, dict):
+            children: Iterable[object] = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > limit:
+            return True
+        pending.extend((child, depth + 1) for child in children)
+    return False
+
+
 # The legacy (Skype Bot Platform for Calling) "Conversation" request: its required fields, as
 # documented in https://github.com/microsoft/BotBuilder-V3/blob/0f36a02e4fd1b6252a964bac90dda419b0cc0df6/en-us/Skype/calling-api-reference.md
 _LEGACY_FIELDS = frozenset({"id", "participants", "callstate"})
@@ -89,6 +111,10 @@ def read_notifications(
         raise Problem(400, f"body is not valid JSON: {error}") from None
     except RecursionError:
         raise Problem(400, _TOO_DEEP) from None
+    # The bound is ours, not the interpreter's: Python 3.13's JSON decoder nests far deeper
+    # before a RecursionError than 3.11/3.12 do.
+    if _deeper_than(data, MAX_NESTING):
+        raise Problem(400, _TOO_DEEP)
     legacy = _legacy_call_notification(data)
     if legacy is not None:
         raise legacy

@@ -52,6 +52,7 @@ NOT_SET_IN_AZURE = {
     "GRAPH_CLIENT_CERTIFICATE_PASSWORD": "localAppRegistration only, refused in Azure",
     "GRAPH_AUTHORITY_CA_FILE": "the local simulator only, refused in Azure",
     "MANAGEMENT_OPENID_CONFIGURATION_URL": "the local simulator only; in Azure the tenant's Entra ID configuration",
+    "BOT_FRAMEWORK_OPENID_CONFIGURATION_URL": "the local simulator only; in Azure Bot Framework's published keys",
     "WEBSITE_INSTANCE_ID": "set by the platform",
     "WEBSITE_SITE_NAME": "set by the platform",
 }
