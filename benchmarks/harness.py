@@ -487,3 +487,100 @@ def cumulative_lines(
             f"  {cumulative * 1000:8.1f} ms  {calls:>6} calls  {name}  ({_short_path(filename)}:{line})"
         )
     return lines
+
+
+def merge_results(run: Run, *, json_path: Path, markdown_path: Path) -> None:
+    """Write some figures into committed results that hold others (``--commit`` with ``--only``).
+
+    The figures of ``run`` replace their own entries, each with the machine and options of its
+    run; every other figure keeps its committed numbers, its table rows and its section.
+    """
+    if not json_path.exists():
+        write_results(run, json_path=json_path, markdown_path=markdown_path)
+        return
+    merge_rendered(
+        run.to_json(),
+        render_markdown(run, analysis=None),
+        json_path=json_path,
+        markdown_path=markdown_path,
+    )
+
+
+def merge_rendered(
+    fresh_json: dict[str, Any], fresh_markdown: str, *, json_path: Path, markdown_path: Path
+) -> None:
+    """:func:`merge_results` from a run's written results.json and BENCHMARKS.md."""
+    data: dict[str, Any] = json.loads(json_path.read_text())
+    machine, options = fresh_json["machine"], fresh_json["options"]
+    for key, entry in fresh_json["figures"].items():
+        data.setdefault("figures", {})[key] = {**entry, "machine": machine, "options": options}
+    json_path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+    keys = set(fresh_json["figures"])
+    fresh = fresh_markdown.splitlines()
+    old = markdown_path.read_text().splitlines() if markdown_path.exists() else []
+
+    def is_row_of(line: str) -> bool:
+        return any(line.startswith(f"| {key} | ") for key in keys)
+
+    summary_end = _summary_end(old)
+    new_rows = [line for line in _summary(fresh) if is_row_of(line)]
+    kept = [line for line in old[:summary_end] if not is_row_of(line)]
+    merged = _without_sections([*kept, *new_rows, *old[summary_end:]], keys)
+    stamp = (
+        f"_From a separate run of figures {', '.join(sorted(keys))}: commit "
+        f"{machine.get('git_commit')}, {machine.get('date')}, load at start "
+        f"{machine.get('load_average_at_start')} (shared machine), options "
+        f"{', '.join(f'{k}={v}' for k, v in options.items())}._"
+    )
+    for section in _sections(fresh, keys):
+        merged += ["", section[0], "", stamp, *section[1:]]
+    markdown_path.write_text("\n".join(merged).rstrip() + "\n")
+
+
+def _summary(lines: list[str]) -> list[str]:
+    start = lines.index("## Summary") if "## Summary" in lines else 0
+    return [line for line in lines[start : _summary_end(lines)] if line.startswith("| ")]
+
+
+def _summary_end(lines: list[str]) -> int:
+    """Index just after the summary table's last row."""
+    start = lines.index("## Summary") if "## Summary" in lines else 0
+    end = start
+    for index in range(start, len(lines)):
+        if lines[index].startswith("| "):
+            end = index + 1
+        elif end > start and not lines[index].strip():
+            break
+    return end
+
+
+def _section_key(line: str) -> str | None:
+    if line.startswith("## ") and ". " in line:
+        key = line[3:].split(". ", 1)[0]
+        return key if key.isdigit() else None
+    return None
+
+
+def _sections(lines: list[str], keys: set[str]) -> list[list[str]]:
+    sections: list[list[str]] = []
+    current: list[str] | None = None
+    for line in lines:
+        if line.startswith("## "):
+            current = [line] if _section_key(line) in keys else None
+            if current is not None:
+                sections.append(current)
+        elif current is not None:
+            current.append(line)
+    return [section[:-1] if section and not section[-1] else section for section in sections]
+
+
+def _without_sections(lines: list[str], keys: set[str]) -> list[str]:
+    kept: list[str] = []
+    skipping = False
+    for line in lines:
+        if line.startswith("## "):
+            skipping = _section_key(line) in keys
+        if not skipping:
+            kept.append(line)
+    return kept

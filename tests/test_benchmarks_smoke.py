@@ -150,8 +150,13 @@ def test_every_figure_is_registered_with_a_run_function() -> None:
 
     from benchmarks.__main__ import FIGURES
 
-    assert sorted(FIGURES) == ["1", "2", "3", "4", "5", "6"]
+    assert sorted(FIGURES) == ["1", "2", "3", "4", "5", "6", "7", "8", "9"]
     assert FIGURES["6"] == "benchmarks.transcription"
+    assert [FIGURES[key] for key in "789"] == [
+        "benchmarks.scale_out",
+        "benchmarks.throttling",
+        "benchmarks.cost",
+    ]
     for module in FIGURES.values():
         assert callable(importlib.import_module(module).run)
 
@@ -177,3 +182,108 @@ async def test_the_transcription_floor_posts_the_apps_multipart_body() -> None:
     assert json.loads(parts["definition"].get_content()) == {"locales": ["en-US"]}
     assert parts["audio"].get_content_type() == "audio/wav"
     assert parts["audio"].get_content() == audio
+
+
+# --------------------------------------------------------------------------- capacity (7, 8, 9)
+
+
+@pytest.fixture(scope="module")
+def capacity_rig() -> Any:
+    from benchmarks.rig import Rig, quiet_logs
+
+    with Rig() as rig, quiet_logs():
+        yield rig
+
+
+@pytest.mark.timeout(300)
+def test_several_instances_store_each_recording_once_in_a_tiny_burst(capacity_rig: Any) -> None:
+    from benchmarks.scale_out import tiny
+
+    figure = tiny(capacity_rig)
+
+    assert figure.error is None
+    metrics = {metric.name: metric for metric in figure.metrics}
+    for processes in ("1 process", "2 processes"):
+        assert metrics[f"lost recordings, {processes}"].samples == [0]
+        assert metrics[f"recordings per second, {processes}"].samples[0] > 0
+    assert [ratio.name for ratio in figure.ratios] == ["recordings per second, 2 processes ÷ 1"]
+
+
+@pytest.mark.timeout(300)
+def test_throttled_calls_are_counted_and_every_request_is_accounted_for(capacity_rig: Any) -> None:
+    from benchmarks.throttling import tiny
+
+    figure = tiny(capacity_rig)
+
+    assert figure.error is None
+    metrics = {metric.name: metric.samples[0] for metric in figure.metrics}
+    assert metrics["calls placed"] >= 1
+    assert metrics["calls-API requests sent"] >= metrics["calls placed"]
+    assert metrics["of which refused (429)"] >= 0
+    assert any(note.startswith("What became of the") for note in figure.notes)
+
+
+@pytest.mark.timeout(300)
+def test_the_cost_figure_prices_every_measured_quantity(capacity_rig: Any) -> None:
+    from benchmarks.cost import tiny
+
+    figure = tiny(capacity_rig)
+
+    costs = [m for m in figure.metrics if m.name.startswith("cost per 1 000 recordings")]
+    assert len(costs) == 8
+    assert all(m.samples[0] >= 0 for m in costs)
+    requests = next(m for m in figure.metrics if m.name.startswith("storage requests per rec"))
+    assert requests.samples[0] >= 6
+
+
+def test_prices_turn_quantities_into_a_cost_per_thousand() -> None:
+    from benchmarks.prices import Quantities, always_ready_monthly, per_thousand
+
+    lines = per_thousand(
+        Quantities(
+            executions=2,
+            alone_seconds=0.1,
+            busy_seconds=0.05,
+            blob_writes=1,
+            blob_other=0,
+            queue_requests=3,
+            table_requests=3,
+            stored_bytes=3_840_000,
+            audio_seconds=120,
+        )
+    )
+
+    by_item = {line.item: line.usd for line in lines}
+    assert by_item["Flex execution, one recording at a time"] == pytest.approx(
+        1000 * 0.1 * 2 * 0.000026
+    )
+    assert by_item["Flex executions"] == pytest.approx(0.0008)
+    assert all(line.price_source for line in lines)
+    assert always_ready_monthly(2) == pytest.approx(2 * 2 * 730 * 3600 * 0.000004)
+
+
+def test_committing_some_figures_keeps_the_others_numbers_rows_and_sections(
+    tmp_path: Path,
+) -> None:
+    from benchmarks.harness import merge_results
+
+    old, new = Figure("1", "Old one"), Figure("7", "New one")
+    old.metric("kept", "ms", [1.0], goal=Goal("<=", 2))
+    new.metric("fresh", "ms", [3.0], goal=Goal("<=", 4))
+    paths = {"json_path": tmp_path / "results.json", "markdown_path": tmp_path / "B.md"}
+    write_results(Run(machine={"date": "then"}, options={}, figures=[old]), **paths)
+
+    merge_results(Run(machine={"date": "now"}, options={"quick": False}, figures=[new]), **paths)
+    merge_results(Run(machine={"date": "now"}, options={"quick": False}, figures=[new]), **paths)
+
+    data = json.loads(paths["json_path"].read_text())
+    assert set(data["figures"]) == {"1", "7"}
+    assert data["machine"]["date"] == "then"
+    assert data["figures"]["7"]["machine"]["date"] == "now"
+    markdown = paths["markdown_path"].read_text()
+    assert markdown.count("| 7 | fresh (median, ms) |") == 1
+    assert markdown.count("## 7. New one") == 1
+    assert "## 1. Old one" in markdown
+    assert "| 1 | kept (median, ms) |" in markdown
+    summary = markdown.split("## 1. Old one")[0]
+    assert summary.index("| 1 | kept") < summary.index("| 7 | fresh")

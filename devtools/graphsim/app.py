@@ -9,7 +9,7 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -34,6 +34,7 @@ from .keys import (
 from .models import SCENARIOS, CallOptions, RequestRecord
 from .recordings import Recording, RecordingStore, parse_fault
 from .speech import COGNITIVE_SERVICES_AUDIENCE, TRANSCRIBE_ACTION, fault_response, transcribe
+from .throttling import CallsThrottle, ThrottleLimit
 from .validation import (
     GraphError,
     validate_answer,
@@ -68,6 +69,8 @@ class SimContext:
     entra: EntraApiTokens | None = None
     # The Bot Connector side of Teams chat (/api/messages): its keys, service URL and replies.
     bot_connector: BotConnector | None = None
+    # Graph's per-app-per-tenant throttling of the calls API (off unless configured).
+    throttle: CallsThrottle = field(default_factory=CallsThrottle)
 
 
 def graph_error(
@@ -389,6 +392,13 @@ def build_app(
                 "The token's appid is not the bot's application id.",
                 ids,
             )
+        if response is None and token_problem is None:
+            retry_after = ctx.throttle.admit(app_id, claims.get("tid"))
+            if retry_after is not None:
+                headers = {"Retry-After": str(retry_after)}
+                response = graph_error(
+                    429, "TooManyRequests", "Too many requests.", ids, headers=headers
+                )
         if response is None:
             if raw and isinstance(body, str):
                 response = graph_error(
@@ -627,6 +637,20 @@ def build_app(
             engine.api_faults.setdefault(action, []).extend(faults)
         return JSONResponse({"action": action, "pending": engine.api_faults[action]})
 
+    async def control_throttle(request: Request) -> Response:
+        if request.method == "POST":
+            body = await _json(request)
+            try:
+                requests = body.get("requests")
+                ctx.throttle.configure(
+                    None
+                    if requests is None
+                    else ThrottleLimit(int(requests), float(body.get("windowSeconds", 1.0)))
+                )
+            except (TypeError, ValueError) as exc:
+                return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse(ctx.throttle.to_json())
+
     async def control_config(request: Request) -> Response:
         # Includes IDENTITY_HEADER: the control API is loopback-only, and the local host and
         # demo read it from here instead of from logs.
@@ -674,6 +698,7 @@ def build_app(
         Route("/_sim/recordings/{recording_id}", control_recording, methods=["GET", "DELETE"]),
         Route("/_sim/keys/rotate", control_rotate, methods=["POST"]),
         Route("/_sim/faults", control_faults, methods=["POST"]),
+        Route("/_sim/throttle", control_throttle, methods=["GET", "POST"]),
         Route("/_sim/entra/token", control_entra_token, methods=["POST"]),
         *(ctx.bot_connector.routes() if ctx.bot_connector is not None else []),
     ]

@@ -24,6 +24,7 @@ from .keys import GRAPH_TOKEN_ROLES
 from .models import SCENARIOS
 from .recordings import KNOWN_FAULTS
 from .server import DEFAULT_TENANT_ID, GraphSimulator
+from .throttling import ThrottleLimit
 
 DEFAULT_SIM = "http://127.0.0.1:7072"
 # The values local.settings.example.json points the app at (tests/graphsim/test_cli.py holds
@@ -67,6 +68,9 @@ def _serve(args: argparse.Namespace) -> int:
         tls_dir=args.tls_dir,
         graph_token_roles=tuple(r.strip() for r in args.graph_token_roles.split(",") if r.strip()),
     )
+    if args.throttle_requests is not None:
+        limit = ThrottleLimit(args.throttle_requests, args.throttle_window_seconds)
+        sim.calls_throttle.configure(limit)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -321,6 +325,13 @@ def build_parser() -> argparse.ArgumentParser:
         "Calls.AccessMedia.All to see /api/health report it not granted (default %(default)s)",
     )
     serve.add_argument("--print-env", action="store_true", help="print IDENTITY_HEADER too")
+    serve.add_argument(
+        "--throttle-requests",
+        type=int,
+        default=None,
+        help="calls-API requests admitted per window, per app and tenant (default: no limit)",
+    )
+    serve.add_argument("--throttle-window-seconds", type=float, default=1.0)
     serve.set_defaults(func=_serve)
 
     def client(name: str, help_text: str) -> argparse.ArgumentParser:

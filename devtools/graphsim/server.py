@@ -25,6 +25,7 @@ from .entra import EntraApiTokens
 from .keys import GRAPH_TOKEN_ROLES, GraphTokenIssuer, KeyRing, SigningKey, notification_claims
 from .models import SCENARIOS, Call, CallOptions, Delivery, Operation, RequestRecord
 from .recordings import Recording, RecordingStore, parse_fault
+from .throttling import CallsThrottle
 from .tls import TlsFiles, make_tls_files
 
 # An obviously fictitious tenant: no real directory has it.
@@ -307,6 +308,11 @@ class GraphSimulator:
             coro.close()
             raise RuntimeError("simulator not started")
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    @property
+    def calls_throttle(self) -> CallsThrottle:
+        """Graph's per-app-per-tenant throttling of the calls API (off until configured)."""
+        return self._ctx.throttle
 
     # -- URLs --------------------------------------------------------------------------------
 
