@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
     from shared.auth.inbound import InboundTokenValidator
     from shared.auth.management import ManagementAuth
+    from shared.events.outbox import EventOutbox
     from shared.graph.client import GraphCallsClient
     from shared.prompts import PromptChecks
     from shared.settings import Settings
@@ -52,6 +53,7 @@ class Services:
         self._recording_http: httpx.AsyncClient | None = None
         self._speech: SpeechClient | None = None
         self._prompt_checks: PromptChecks | None = None
+        self._events: EventOutbox | None = None
 
     @property
     def ledger(self) -> OperationLedger:
@@ -59,7 +61,18 @@ class Services:
         # queues download jobs never needs.
         if self._ledger is None:
             self._ledger = OperationLedger(self.storage.table)
+            # Events on: each step's write carries its event marker and is announced.
+            self._ledger.events = self.events
         return self._ledger
+
+    @property
+    def events(self) -> EventOutbox | None:
+        """The lifecycle events' outbox (EVENTS_ENDPOINT), None when events are off."""
+        if self._events is None and self.settings.events_enabled:
+            from shared.events.wiring import event_outbox
+
+            self._events = event_outbox(self.settings, self.ledger, self.storage)
+        return self._events
 
     async def ready_ledger(self) -> OperationLedger:
         """:attr:`ledger`, with its table created first if missing (once per process)."""
@@ -166,6 +179,9 @@ class Services:
 
     async def aclose(self) -> None:
         """Close every client this object opened (safe to call twice)."""
+        if self._events is not None:
+            await self._events.aclose()  # publishes in flight end first: they use storage
+            self._events = None
         if self._graph is not None:
             await self._graph.aclose()
             self._graph = None

@@ -21,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from .calls import CallEngine, check_keys
 from .entra import EntraApiTokens
+from .eventgrid import EVENTGRID_AUDIENCE, EventGridTopic
 from .keys import (
     GRAPH_AUDIENCE,
     JWT_BEARER,
@@ -65,6 +66,8 @@ class SimContext:
     graph_base_url: Callable[[], str] | None = None
     # Entra tokens for the bot's own API (the management routes).
     entra: EntraApiTokens | None = None
+    # An Event Grid custom topic and its subscriber (the app's lifecycle events).
+    eventgrid: EventGridTopic | None = None
 
 
 def graph_error(
@@ -201,6 +204,9 @@ def build_app(
         elif resource == COGNITIVE_SERVICES_AUDIENCE:
             # Fast transcription (Azure AI Speech) with the managed identity.
             token, expires_on = ctx.graph_tokens.issue(COGNITIVE_SERVICES_AUDIENCE)
+        elif resource == EVENTGRID_AUDIENCE:
+            # Publishing lifecycle events to the Event Grid topic (local auth is off).
+            token, expires_on = ctx.graph_tokens.issue(EVENTGRID_AUDIENCE)
         elif resource == MONITOR_AUDIENCE:
             # Application Insights ingestion with the managed identity (local auth is off).
             token, expires_on = ctx.graph_tokens.issue(MONITOR_AUDIENCE)
@@ -213,7 +219,7 @@ def build_app(
                     "statusCode": 400,
                     "message": (
                         f"This simulator only issues tokens for {GRAPH_AUDIENCE}, "
-                        f"{COGNITIVE_SERVICES_AUDIENCE}, {MONITOR_AUDIENCE} and "
+                        f"{COGNITIVE_SERVICES_AUDIENCE}, {MONITOR_AUDIENCE}, {EVENTGRID_AUDIENCE} and "
                         f"{TOKEN_EXCHANGE_AUDIENCE}."
                     ),
                 },
@@ -667,6 +673,7 @@ def build_app(
         Route("/_sim/keys/rotate", control_rotate, methods=["POST"]),
         Route("/_sim/faults", control_faults, methods=["POST"]),
         Route("/_sim/entra/token", control_entra_token, methods=["POST"]),
+        *(ctx.eventgrid.routes() if ctx.eventgrid is not None else []),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
 
