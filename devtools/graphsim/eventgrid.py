@@ -301,3 +301,32 @@ def _event_problem(event: object) -> str | None:
         if not isinstance(value, str) or not value:
             return f"the required attribute '{name}' is missing or empty."
     return None
+
+
+def event_lines(items: list[dict[str, Any]]) -> list[str]:
+    """One line per received event, in arrival order: time, sequence, type, subject, trace id."""
+    lines = []
+    for item in items:
+        event = item.get("event") or {}
+        received = time.strftime("%H:%M:%S", time.localtime(item.get("receivedAt", 0)))
+        kind = str(event.get("type", "?")).split(".recording.", 1)[-1]
+        traceparent = str(event.get("traceparent") or "")
+        trace = traceparent.split("-")[1] if traceparent.count("-") == 3 else "-"
+        lines.append(
+            f"{received}  seq={event.get('sequence', '?')}  {kind:<30} "
+            f"{event.get('subject', '?')}  trace={trace}"
+        )
+    return lines
+
+
+def list_received(sim_url: str, call_id: str | None, *, as_json: bool) -> int:
+    """The CLI's ``events`` command: what the built-in subscriber received (for one call)."""
+    params = {"callId": call_id} if call_id else {}
+    response = httpx.get(f"{sim_url}{SUBSCRIBER_PATH}/events", params=params, timeout=10)
+    items = response.json().get("events", [])
+    if as_json:
+        print(json.dumps([item["event"] for item in items], indent=2))
+    else:
+        for line in event_lines(items) or ["no events received yet"]:
+            print(line)
+    return 0 if response.status_code == 200 else 1
