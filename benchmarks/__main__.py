@@ -34,6 +34,7 @@ FIGURES = {
     "4": "benchmarks.cold_start",
     "5": "benchmarks.cleanup",
     "6": "benchmarks.transcription",
+    "10": "benchmarks.events",
 }
 
 
