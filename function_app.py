@@ -5,6 +5,7 @@ import azure.functions as func
 from blueprints.audit import bp as audit
 from blueprints.cleanup import bp as cleanup
 from blueprints.downloads import bp as downloads
+from blueprints.events import bp as events
 from blueprints.health import bp as health
 from blueprints.messages import bp as messages
 from blueprints.notifications import bp as notifications
@@ -32,3 +33,4 @@ app.register_functions(downloads)
 app.register_functions(transcriptions)
 app.register_functions(audit)
 app.register_functions(messages)
+app.register_functions(events)

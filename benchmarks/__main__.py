@@ -45,6 +45,7 @@ FIGURES = {
     "7": "benchmarks.scale_out",
     "8": "benchmarks.throttling",
     "9": "benchmarks.cost",
+    "10": "benchmarks.events",
 }
 
 

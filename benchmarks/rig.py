@@ -75,6 +75,9 @@ class SimulatorProcess:
                 # Recordings made for a benchmark must outlive it.
                 "--retention-seconds",
                 "3600",
+                # An https listener: the Event Grid topic (figure 10) takes tokens over TLS only.
+                "--tls-port",
+                "0",
             ],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,

@@ -337,6 +337,33 @@ param transcriptionLocales array = []
 @description('TRANSCRIPTION_KEEP_AUDIO: false deletes each recording as soon as its transcript is stored.')
 param transcriptionKeepAudio bool = true
 
+@description('Recording lifecycle events (opt-in, docs/events.md): deploy an Event Grid custom topic (CloudEvents 1.0, local auth off), grant the app EventGrid Data Sender and set EVENTS_ENDPOINT.')
+param events bool = false
+
+@description('EVENTS_TYPE_PREFIX: reverse-DNS prefix of the event types (<prefix>.recording.<step>.v1).')
+param eventsTypePrefix string = 'org.example.callrecording'
+
+@description('EVENTS_REDRIVE_AFTER_MINUTES: an event still owed this long after its step is re-sent by the sweep.')
+@minValue(1)
+@maxValue(1440)
+param eventsRedriveAfterMinutes int = 5
+
+@description('EVENTS_PUBLISH_TIMEOUT_SECONDS: one publish\'s deadline; past it the event is retried from the recording-events queue.')
+@minValue(1)
+@maxValue(60)
+param eventsPublishTimeoutSeconds int = 10
+
+@description('An optional subscription on the topic: \'\' (none), \'WebHook\' (eventsWebhookUrl) or \'StorageQueue\' (recording-events-delivered in the app\'s storage account); dead letters go to the recording-events-deadletter container.')
+@allowed([
+  ''
+  'WebHook'
+  'StorageQueue'
+])
+param eventsSubscriptionEndpointType string = ''
+
+@description('The webhook of a WebHook subscription (https, answering the CloudEvents validation handshake).')
+param eventsWebhookUrl string = ''
+
 // ---------------------------------------------------------------------------------------------
 // Names
 // ---------------------------------------------------------------------------------------------
@@ -585,6 +612,10 @@ module functionApp 'modules/functionapp.bicep' = {
     transcriptionKeepAudio: transcriptionKeepAudio
     managementFunctionKeys: managementFunctionKeys
     auditRetentionDays: auditRetentionDays
+    eventsEndpoint: events ? eventsTopic!.outputs.endpoint : ''
+    eventsTypePrefix: eventsTypePrefix
+    eventsRedriveAfterMinutes: eventsRedriveAfterMinutes
+    eventsPublishTimeoutSeconds: eventsPublishTimeoutSeconds
   }
   // The host reaches storage and Application Insights with the identity as soon as it starts
   // (and, with private networking, storage only through its private endpoints).
@@ -604,6 +635,22 @@ module speech 'modules/speech.bicep' = if (transcription) {
     tags: tags
     principalId: identity.outputs.principalId
     privateNetworkOnly: vnetEnabled
+  }
+}
+
+module eventsTopic 'modules/events.bicep' = if (events) {
+  name: 'events'
+  scope: rg
+  params: {
+    name: '${abbrs.eventGridTopics}${resourceToken}'
+    location: location
+    tags: tags
+    publisherPrincipalId: identity.outputs.principalId
+    subscriptionEndpointType: eventsSubscriptionEndpointType
+    webhookUrl: eventsWebhookUrl
+    storageAccountName: storage.outputs.name
+    deployAlerts: deployAlerts
+    actionGroupId: alertActionGroupId
   }
 }
 
@@ -657,3 +704,4 @@ output AZURE_STORAGE_BLOB_ENDPOINT string = storage.outputs.blobEndpoint
 output AZURE_STORAGE_QUEUE_ENDPOINT string = storage.outputs.queueEndpoint
 output AZURE_STORAGE_TABLE_ENDPOINT string = storage.outputs.tableEndpoint
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
+output EVENTS_TOPIC_NAME string = events ? eventsTopic!.outputs.name : ''

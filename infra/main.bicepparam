@@ -240,3 +240,21 @@ param managementRoleAssigneePrincipalId = readEnvironmentVariable('MANAGEMENT_RO
 
 // managementRoleAssigned: Recordings.Read, Recordings.Record, Recordings.Erase or Recordings.Audit.
 param managementRoleAssigned = readEnvironmentVariable('MANAGEMENT_ROLE', 'Recordings.Read')
+
+// events: true deploys an Event Grid custom topic (keyless) and turns the lifecycle events on.
+param events = bool(readEnvironmentVariable('EVENTS', 'false'))
+
+// EVENTS_TYPE_PREFIX: reverse-DNS prefix of the event types (your organisation's domain, reversed).
+param eventsTypePrefix = readEnvironmentVariable('EVENTS_TYPE_PREFIX', 'org.example.callrecording')
+
+// EVENTS_REDRIVE_AFTER_MINUTES: an event still owed this long after its step is re-sent.
+param eventsRedriveAfterMinutes = int(readEnvironmentVariable('EVENTS_REDRIVE_AFTER_MINUTES', '5'))
+
+// EVENTS_PUBLISH_TIMEOUT_SECONDS: one publish's deadline before the event goes to its queue.
+param eventsPublishTimeoutSeconds = int(readEnvironmentVariable('EVENTS_PUBLISH_TIMEOUT_SECONDS', '10'))
+
+// eventsSubscriptionEndpointType: a subscription on the topic: '' (none), 'WebHook' or 'StorageQueue'.
+param eventsSubscriptionEndpointType = readEnvironmentVariable('EVENTS_SUBSCRIPTION_ENDPOINT_TYPE', '')
+
+// eventsWebhookUrl: the https webhook of a WebHook subscription.
+param eventsWebhookUrl = readEnvironmentVariable('EVENTS_WEBHOOK_URL', '')

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
     from shared.auth.inbound import InboundTokenValidator
     from shared.auth.management import ManagementAuth
+    from shared.events.outbox import EventOutbox
     from shared.graph.client import GraphCallsClient
     from shared.graph.permission import GraphPermissionCheck
     from shared.messaging.auth import BotFrameworkTokenValidator
@@ -60,6 +61,7 @@ class Services:
         self._graph_permission: GraphPermissionCheck | None = None
         self._channel_auth: BotFrameworkTokenValidator | None = None
         self._bot_connector: BotConnectorClient | None = None
+        self._events: EventOutbox | None = None
 
     @property
     def ledger(self) -> OperationLedger:
@@ -67,7 +69,18 @@ class Services:
         # queues download jobs never needs.
         if self._ledger is None:
             self._ledger = OperationLedger(self.storage.table)
+            # Events on: each step's write carries its event marker and is announced.
+            self._ledger.events = self.events
         return self._ledger
+
+    @property
+    def events(self) -> EventOutbox | None:
+        """The lifecycle events' outbox (EVENTS_ENDPOINT), None when events are off."""
+        if self._events is None and self.settings.events_enabled:
+            from shared.events.wiring import event_outbox
+
+            self._events = event_outbox(self.settings, self.ledger, self.storage)
+        return self._events
 
     async def ready_ledger(self) -> OperationLedger:
         """:attr:`ledger`, with its table created first if missing (once per process)."""
@@ -209,6 +222,9 @@ class Services:
         if self._bot_connector is not None:
             await self._bot_connector.aclose()
             self._bot_connector = None
+        if self._events is not None:
+            await self._events.aclose()  # publishes in flight end first: they use storage
+            self._events = None
         if self._graph is not None:
             await self._graph.aclose()  # closes the bot's credential too
             self._graph = None

@@ -341,3 +341,54 @@ class Settings(BaseSettings):
         if not value.startswith(("https://", "http://")):
             raise ValueError("must be an absolute http(s) URL")
         return value
+
+    # --- Recording lifecycle events: CloudEvents through Event Grid (docs/events.md) ---
+    # The Event Grid custom topic's endpoint (https://<topic>.<region>-1.eventgrid.azure.net/
+    # api/events); unset: no events. The app publishes with its managed identity (no key).
+    events_endpoint: str | None = Field(default=None, alias="EVENTS_ENDPOINT")
+    # Reverse-DNS prefix of every event type: <prefix>.recording.<step>.v1.
+    events_type_prefix: str = Field(
+        default="org.example.callrecording",
+        alias="EVENTS_TYPE_PREFIX",
+        pattern=r"^[a-z][a-z0-9-]*(\.[a-z][a-z0-9-]*)+$",
+    )
+    # The events' source (a URI naming the deployed app); unset: CALLBACK_BASE_URL, else
+    # the Function App's default host name, else urn:recording-bot:local.
+    events_source: str | None = Field(default=None, alias="EVENTS_SOURCE")
+    # An event still owed this long after its step's write is re-sent by the sweep (the
+    # instance that wrote the step stopped, or its publish and queue send both failed).
+    events_redrive_after_minutes: float = Field(
+        default=5, gt=0, le=1440, alias="EVENTS_REDRIVE_AFTER_MINUTES"
+    )
+    # One publish's deadline; past it the event goes to the recording-events queue.
+    events_publish_timeout_seconds: float = Field(
+        default=10, gt=0, le=60, alias="EVENTS_PUBLISH_TIMEOUT_SECONDS"
+    )
+
+    @property
+    def events_enabled(self) -> bool:
+        return bool(self.events_endpoint)
+
+    @property
+    def event_source(self) -> str:
+        """The events' ``source``: the deployed app."""
+        if self.events_source:
+            return self.events_source
+        if self.callback_base_url:
+            return self.callback_base_url.rstrip("/")
+        if self.website_site_name:
+            return f"https://{self.website_site_name}.azurewebsites.net"
+        return "urn:recording-bot:local"
+
+    @field_validator("events_endpoint")
+    @classmethod
+    def _events_endpoint_https(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError(
+                "must be the topic's https endpoint without a query (bearer tokens only go "
+                "over TLS; the local simulator serves one too)"
+            )
+        return value

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from shared.queues import (
     DOWNLOAD_QUEUE,
+    EVENTS_POISON_QUEUE,
+    EVENTS_QUEUE,
     POISON_QUEUE,
     TRANSCRIPTION_POISON_QUEUE,
     TRANSCRIPTION_QUEUE,
@@ -55,6 +57,8 @@ class Resource(StrEnum):
     TABLE = "table"
     TRANSCRIPTION_QUEUE = "transcription_queue"
     TRANSCRIPTION_POISON_QUEUE = "transcription_poison_queue"
+    EVENTS_QUEUE = "events_queue"
+    EVENTS_POISON_QUEUE = "events_poison_queue"
 
 
 ALL_RESOURCES = frozenset(Resource)
@@ -173,6 +177,15 @@ class StorageClients:
         return self._queue(TRANSCRIPTION_POISON_QUEUE)
 
     @property
+    def events_queue(self) -> QueueClient:
+        """``recording-events``: lifecycle events whose first publish failed (EVENTS_ENDPOINT)."""
+        return self._queue(EVENTS_QUEUE)
+
+    @property
+    def events_poison_queue(self) -> QueueClient:
+        return self._queue(EVENTS_POISON_QUEUE)
+
+    @property
     def blob_service(self) -> BlobServiceClient:
         from azure.storage.blob.aio import BlobServiceClient
 
@@ -218,6 +231,8 @@ class StorageClients:
             Resource.TRANSCRIPTION_POISON_QUEUE: (
                 lambda: self.transcription_poison_queue.create_queue()
             ),
+            Resource.EVENTS_QUEUE: lambda: self.events_queue.create_queue(),
+            Resource.EVENTS_POISON_QUEUE: lambda: self.events_poison_queue.create_queue(),
         }
 
     async def ensure_resources(self, resources: Iterable[Resource] = ALL_RESOURCES) -> None:

@@ -150,13 +150,14 @@ def test_every_figure_is_registered_with_a_run_function() -> None:
 
     from benchmarks.__main__ import FIGURES
 
-    assert sorted(FIGURES) == ["1", "2", "3", "4", "5", "6", "7", "8", "9"]
+    assert sorted(FIGURES, key=int) == ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10"]
     assert FIGURES["6"] == "benchmarks.transcription"
     assert [FIGURES[key] for key in "789"] == [
         "benchmarks.scale_out",
         "benchmarks.throttling",
         "benchmarks.cost",
     ]
+    assert FIGURES["10"] == "benchmarks.events"
     for module in FIGURES.values():
         assert callable(importlib.import_module(module).run)
 

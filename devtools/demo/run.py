@@ -141,6 +141,7 @@ class Report:
     reprompt: str | None = None
     status_answer: dict[str, Any] = field(default_factory=dict)
     expired_at: str = ""
+    events: list[str] = field(default_factory=list)
 
 
 class StatusApi:
@@ -480,6 +481,22 @@ def _follow_one_call(
                     raise AssertionError(f"recordings/{name} still exists")
         step.detail = " and ".join(f"recordings/{name}" for name in names) + " gone"
 
+    with progress.step("A subscriber received the recording's events, in order") as step:
+        from devtools.graphsim.eventgrid import event_lines
+
+        def through_expired() -> list[dict[str, Any]] | None:
+            items = simulator.eventgrid.received_events(call_id)
+            steps = [(i["event"].get("data") or {}).get("step") for i in items]
+            return items if "expired" in steps else None
+
+        items = wait_until(through_expired, within=20, what="the expired event")
+        items.sort(key=lambda item: str(item["event"].get("sequence")))
+        report.events = event_lines(items)
+        step.detail = (
+            ", ".join(str((i["event"].get("data") or {}).get("step")) for i in items)
+            + " (Event Grid delivery, CloudEvents 1.0)"
+        )
+
 
 def print_report(progress: Progress, report: Report) -> None:
     say = progress.say
@@ -507,6 +524,10 @@ def print_report(progress: Progress, report: Report) -> None:
     for line in json.dumps(redacted(report.status_answer), indent=2).splitlines():
         say(f"    {line}")
     say(f"  expired              {report.expired_at} (blob deleted by the cleanup timer)")
+    if report.events:
+        say("  events the subscriber received (python -m devtools.graphsim events --call-id ...):")
+        for line in report.events:
+            say(f"    {line}")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

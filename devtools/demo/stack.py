@@ -63,6 +63,8 @@ def app_settings(
         # GRAPH_BASE_URL, INBOUND_OPENID_CONFIGURATION_URL, BOT_APP_ID, IDENTITY_* ...
         **simulator.config()["env"],
         **federated,
+        # Lifecycle events to the simulator's Event Grid topic (its subscriber keeps them).
+        **simulator.events_env(),
         "CALLBACK_BASE_URL": app_url,
         "BOT_AUTO_ANSWER": "true",
         **extra,

@@ -22,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 from .botconnector import BOT_FRAMEWORK_AUDIENCE, BotConnector
 from .calls import CallEngine, check_keys
 from .entra import EntraApiTokens
+from .eventgrid import EVENTGRID_AUDIENCE, EventGridTopic
 from .keys import (
     GRAPH_AUDIENCE,
     JWT_BEARER,
@@ -71,6 +72,8 @@ class SimContext:
     bot_connector: BotConnector | None = None
     # Graph's per-app-per-tenant throttling of the calls API (off unless configured).
     throttle: CallsThrottle = field(default_factory=CallsThrottle)
+    # An Event Grid custom topic and its subscriber (the app's lifecycle events).
+    eventgrid: EventGridTopic | None = None
 
 
 def graph_error(
@@ -210,6 +213,9 @@ def build_app(
         elif resource == COGNITIVE_SERVICES_AUDIENCE:
             # Fast transcription (Azure AI Speech) with the managed identity.
             token, expires_on = ctx.graph_tokens.issue(COGNITIVE_SERVICES_AUDIENCE)
+        elif resource == EVENTGRID_AUDIENCE:
+            # Publishing lifecycle events to the Event Grid topic (local auth is off).
+            token, expires_on = ctx.graph_tokens.issue(EVENTGRID_AUDIENCE)
         elif resource == MONITOR_AUDIENCE:
             # Application Insights ingestion with the managed identity (local auth is off).
             token, expires_on = ctx.graph_tokens.issue(MONITOR_AUDIENCE)
@@ -222,7 +228,7 @@ def build_app(
                     "statusCode": 400,
                     "message": (
                         f"This simulator only issues tokens for {GRAPH_AUDIENCE}, "
-                        f"{BOT_FRAMEWORK_AUDIENCE}, {COGNITIVE_SERVICES_AUDIENCE}, {MONITOR_AUDIENCE} and "
+                        f"{BOT_FRAMEWORK_AUDIENCE}, {COGNITIVE_SERVICES_AUDIENCE}, {MONITOR_AUDIENCE}, {EVENTGRID_AUDIENCE} and "
                         f"{TOKEN_EXCHANGE_AUDIENCE}."
                     ),
                 },
@@ -701,6 +707,7 @@ def build_app(
         Route("/_sim/throttle", control_throttle, methods=["GET", "POST"]),
         Route("/_sim/entra/token", control_entra_token, methods=["POST"]),
         *(ctx.bot_connector.routes() if ctx.bot_connector is not None else []),
+        *(ctx.eventgrid.routes() if ctx.eventgrid is not None else []),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
 

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from .calls import check_keys
+from .eventgrid import list_received
 from .keys import GRAPH_TOKEN_ROLES
 from .models import SCENARIOS
 from .recordings import KNOWN_FAULTS
@@ -419,6 +420,11 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--version", choices=["1.0", "2.0"], help="token version (default 2.0)")
     token.add_argument("--lifetime-seconds", type=int)
     token.set_defaults(func=_token)
+
+    events = client("events", "the lifecycle events the simulated subscriber received, in order")
+    events.add_argument("--call-id")
+    events.add_argument("--json", action="store_true", help="the CloudEvents in full")
+    events.set_defaults(func=lambda args: list_received(args.sim, args.call_id, as_json=args.json))
     return parser
 
 

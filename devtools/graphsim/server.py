@@ -22,6 +22,7 @@ from .app import SimContext, build_app, parse_api_fault
 from .botconnector import BotConnector
 from .calls import CallEngine, EngineSettings, check_keys, id_key
 from .entra import EntraApiTokens
+from .eventgrid import EventGridTopic
 from .keys import GRAPH_TOKEN_ROLES, GraphTokenIssuer, KeyRing, SigningKey, notification_claims
 from .models import SCENARIOS, Call, CallOptions, Delivery, Operation, RequestRecord
 from .recordings import Recording, RecordingStore, parse_fault
@@ -150,6 +151,7 @@ class GraphSimulator:
         )
         self.recordings_store = RecordingStore(lambda: self._base_url)
         self.entra = EntraApiTokens(tenant_id, bot_app_id)
+        self.eventgrid = EventGridTopic(lambda: self._base_url, self.graph_tokens.audience_problem)
         self.identity_header = identity_header or secrets.token_urlsafe(24)
         self.engine = CallEngine(
             EngineSettings(
@@ -184,6 +186,7 @@ class GraphSimulator:
             graph_base_url=lambda: self.graph_base_url,
             entra=self.entra,
             bot_connector=self.bot_connector,
+            eventgrid=self.eventgrid,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: uvicorn.Server | None = None
@@ -414,6 +417,8 @@ class GraphSimulator:
             },
             # The federated credential path (not in "env": the app's default mode is unchanged).
             "federatedEnv": self.federated_env(),
+            # Lifecycle events to the simulated Event Grid topic (not in "env": opt-in).
+            "eventsEnv": self.events_env(),
             "authorityHost": self.authority_host,
             "tlsCaFile": self.tls_ca_file,
             "managedIdentity": {
@@ -421,6 +426,31 @@ class GraphSimulator:
                 "principalId": self.graph_tokens.principal_id,
             },
         }
+
+    @property
+    def events_endpoint(self) -> str | None:
+        """The simulated Event Grid topic's endpoint (on the TLS listener: bearer tokens only go
+        over TLS), or None when the simulator runs without TLS."""
+        authority = self.authority_host
+        return f"{authority}/api/events" if authority is not None else None
+
+    def events_env(self) -> dict[str, str]:
+        """Settings that make the app publish its lifecycle events to this simulator's topic."""
+        if self.events_endpoint is None or self.tls_ca_file is None:
+            return {}
+        return {
+            "EVENTS_ENDPOINT": self.events_endpoint,
+            "GRAPH_AUTHORITY_CA_FILE": self.tls_ca_file,
+        }
+
+    def received_events(self, call_id: str | None = None) -> list[dict[str, Any]]:
+        """The CloudEvents the built-in subscriber received (for ``call_id``), in arrival order."""
+        return [item["event"] for item in self.eventgrid.received_events(call_id)]
+
+    def queue_eventgrid_faults(self, *faults: str) -> None:
+        """Answer the next publishes with these faults (``500``, ``429:S``, ``503:S``)."""
+        with self.eventgrid.lock:
+            self.eventgrid.faults.extend(faults)
 
     def managed_identity_env(self) -> dict[str, str]:
         """Environment variables that point azure-identity's ManagedIdentityCredential here."""

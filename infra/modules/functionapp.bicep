@@ -193,6 +193,22 @@ param managementFunctionKeys bool = false
 @minValue(1)
 param auditRetentionDays int = 90
 
+@description('EVENTS_ENDPOINT: the Event Grid topic\'s endpoint; empty leaves lifecycle events off.')
+param eventsEndpoint string = ''
+
+@description('EVENTS_TYPE_PREFIX.')
+param eventsTypePrefix string = 'org.example.callrecording'
+
+@description('EVENTS_REDRIVE_AFTER_MINUTES.')
+@minValue(1)
+@maxValue(1440)
+param eventsRedriveAfterMinutes int = 5
+
+@description('EVENTS_PUBLISH_TIMEOUT_SECONDS.')
+@minValue(1)
+@maxValue(60)
+param eventsPublishTimeoutSeconds int = 10
+
 // Flex Consumption scales each non-HTTP function on its own instances, so the download worker gets
 // its own always-ready entry, named function:<name> after the function's name in function_app.py
 // (tests/infra checks that the name is registered). A count of 0 leaves the entry out.
@@ -358,6 +374,14 @@ var transcriptionSettings = {
   TRANSCRIPTION_KEEP_AUDIO: string(transcriptionKeepAudio)
 }
 
+// Lifecycle events (opt-in): set only with a topic, so EVENTS_ENDPOINT is the topic's own.
+var eventsSettings = {
+  EVENTS_ENDPOINT: eventsEndpoint
+  EVENTS_TYPE_PREFIX: eventsTypePrefix
+  EVENTS_REDRIVE_AFTER_MINUTES: string(eventsRedriveAfterMinutes)
+  EVENTS_PUBLISH_TIMEOUT_SECONDS: string(eventsPublishTimeoutSeconds)
+}
+
 resource siteSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   parent: site
   name: 'appsettings'
@@ -365,7 +389,8 @@ resource siteSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     hostSettings,
     appSettings,
     federatedSettings,
-    empty(transcriptionEndpoint) ? {} : transcriptionSettings
+    empty(transcriptionEndpoint) ? {} : transcriptionSettings,
+    empty(eventsEndpoint) ? {} : eventsSettings
   )
 }
 

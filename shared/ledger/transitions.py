@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.graph.ids import normalize_id
+from shared.ledger.outbox import TRANSCRIPTION_FAILED_AT, EventMarkers, EventStep
 from shared.ledger.rows import (
     ROW_KIND_OPERATION,
     TRANSCRIBED,
@@ -25,7 +26,7 @@ from shared.ledger.rows import (
     result_columns,
     to_record,
 )
-from shared.ledger.table import UNREAD, Keep, LedgerTable, Seen, Write
+from shared.ledger.table import UNREAD, Keep, Seen, Write
 from shared.logevents import log_event
 
 if TYPE_CHECKING:
@@ -34,8 +35,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("shared.ledger")
 
 
-class OperationLedger(LedgerTable):
-    """The operations ledger: :class:`LedgerTable`'s mechanics, spoken in the domain's words."""
+class OperationLedger(EventMarkers):
+    """The operations ledger: :class:`LedgerTable`'s mechanics, spoken in the domain's words.
+
+    Each step downstream systems hear of writes its event marker in the same write and is
+    announced after it (:mod:`shared.ledger.outbox`).
+    """
 
     async def mark_started(
         self,
@@ -55,7 +60,8 @@ class OperationLedger(LedgerTable):
 
         ``attempt`` numbers the bot's recordings of one call (1, then 2 after a re-prompt...).
         """
-        return await self.advance(
+        failed = status is OperationStatus.FAILED
+        transition = await self.advance(
             call_id,
             operation_id,
             status,
@@ -67,8 +73,12 @@ class OperationLedger(LedgerTable):
                 Column.FAILURE_REASON: failure_reason,
                 Column.ATTEMPT: attempt,
                 **result_columns(result),
+                **(self.event_marker(EventStep.FAILED) if failed else {}),
             },
         )
+        if failed:
+            self.announce(transition, EventStep.FAILED)
+        return transition
 
     async def mark_completed(
         self,
@@ -102,11 +112,17 @@ class OperationLedger(LedgerTable):
             Column.CLIENT_CONTEXT: client_context,
             Column.TENANT_ID: tenant_id,
             **result_columns(result),
+            **self.event_marker(EventStep.FAILED),
         }
         if after is not None:
             columns[Column.DOWNLOAD_HOLDER] = ""
-            return await self.advance_from(after, OperationStatus.FAILED, **columns)
-        return await self.advance(call_id, operation_id, OperationStatus.FAILED, **columns)
+            transition = await self.advance_from(after, OperationStatus.FAILED, **columns)
+        else:
+            transition = await self.advance(
+                call_id, operation_id, OperationStatus.FAILED, **columns
+            )
+        self.announce(transition, EventStep.FAILED)
+        return transition
 
     async def mark_abandoned(
         self,
@@ -116,15 +132,18 @@ class OperationLedger(LedgerTable):
         *,
         call_end_message: str | None = None,
     ) -> Transition:
-        return await self.advance(
+        transition = await self.advance(
             call_id,
             operation_id,
             OperationStatus.ABANDONED,
             **{
                 Column.FAILURE_REASON: reason,
                 Column.CALL_END_MESSAGE: call_end_message[:512] if call_end_message else None,
+                **self.event_marker(EventStep.ABANDONED),
             },
         )
+        self.announce(transition, EventStep.ABANDONED)
+        return transition
 
     async def mark_stored(
         self,
@@ -149,10 +168,16 @@ class OperationLedger(LedgerTable):
             Column.EXPIRES_AT: expires_at,
             # The download is over: its lease goes in the same write.
             Column.DOWNLOAD_HOLDER: "",
+            **self.event_marker(EventStep.STORED),
         }
         if after is not None:
-            return await self.advance_from(after, OperationStatus.STORED, **columns)
-        return await self.advance(call_id, operation_id, OperationStatus.STORED, **columns)
+            transition = await self.advance_from(after, OperationStatus.STORED, **columns)
+        else:
+            transition = await self.advance(
+                call_id, operation_id, OperationStatus.STORED, **columns
+            )
+        self.announce(transition, EventStep.STORED)
+        return transition
 
     async def stored_past_expiry(
         self, *, now: datetime, limit: int
@@ -171,8 +196,11 @@ class OperationLedger(LedgerTable):
             query,
             parameters=parameters,
             results_per_page=min(limit, 1000),
-            # What a record needs, no more: a page holds up to 1 000 rows.
-            select=["PartitionKey", "RowKey", "Kind", "CallId", "OperationId", "Status"],
+            # What a record needs, no more: a page holds up to 1 000 rows. With events on, the
+            # whole row: the expired event is built from the row the merge returns.
+            select=None
+            if self.events is not None
+            else ["PartitionKey", "RowKey", "Kind", "CallId", "OperationId", "Status"],
         ):
             etag = entity.metadata.get("etag")
             if etag:
@@ -192,13 +220,23 @@ class OperationLedger(LedgerTable):
         ``seen``: the row as :meth:`stored_past_expiry` found it; the write is then one merge on
         its ETag, and only a row written since (another run, an erasure) is read again.
         """
+        marker = self.event_marker(EventStep.EXPIRED)
         if seen is not None:
-            return await self.advance_from(seen, OperationStatus.EXPIRED)
-        return await self.advance(call_id, operation_id, OperationStatus.EXPIRED)
+            transition = await self.advance_from(seen, OperationStatus.EXPIRED, **marker)
+        else:
+            transition = await self.advance(
+                call_id, operation_id, OperationStatus.EXPIRED, **marker
+            )
+        self.announce(transition, EventStep.EXPIRED)
+        return transition
 
     async def mark_erased(self, call_id: str, operation_id: str) -> Transition:
         """An operator erased the recording; the row stays (auditable) until the ledger horizon."""
-        return await self.advance(call_id, operation_id, OperationStatus.ERASED)
+        transition = await self.advance(
+            call_id, operation_id, OperationStatus.ERASED, **self.event_marker(EventStep.ERASED)
+        )
+        self.announce(transition, EventStep.ERASED)
+        return transition
 
     async def mark_transcribed(
         self,
@@ -221,24 +259,32 @@ class OperationLedger(LedgerTable):
             Column.AUDIO_DELETED_AT: audio_deleted_at,
             # A failure recorded by an earlier delivery no longer applies.
             Column.TRANSCRIPTION_FAILURE_REASON: "",
+            **self.event_marker(EventStep.TRANSCRIBED),
         }
-        if first:
+        # With events on, the row is read: its event is built from the whole row.
+        if first and self.events is None:
             await self._merge_unread(call_id, operation_id, fields)
             return None
-        return await self._merge_transcription(call_id, operation_id, fields)
+        transition = await self._merge_transcription(call_id, operation_id, fields)
+        self.announce(transition, EventStep.TRANSCRIBED)
+        return transition
 
     async def mark_transcription_failed(
         self, call_id: str, operation_id: str, reason: str
     ) -> Transition | None:
         """The recording could not be transcribed; a transcript already stored wins."""
-        return await self._merge_transcription(
+        marker = self.event_marker(EventStep.TRANSCRIPTION_FAILED)
+        transition = await self._merge_transcription(
             call_id,
             operation_id,
             {
                 Column.TRANSCRIPTION_STATUS: TRANSCRIPTION_FAILED,
                 Column.TRANSCRIPTION_FAILURE_REASON: reason[:1024],
+                **({TRANSCRIPTION_FAILED_AT: self._clock(), **marker} if marker else {}),
             },
         )
+        self.announce(transition, EventStep.TRANSCRIPTION_FAILED)
+        return transition
 
     async def _merge_unread(
         self, call_id: str, operation_id: str, fields: Mapping[str, Any]

@@ -43,6 +43,7 @@ SET_BY_THE_TEMPLATE = {
     "TRANSCRIPTION_ENABLED": "true exactly when the Speech account is deployed (transcription)",
     "TRANSCRIPTION_ENDPOINT": "the deployed Speech account's custom-subdomain endpoint",
     "MANAGEMENT_TENANT_ID": "the deploying tenant: the management API takes its Entra ID tokens",
+    "EVENTS_ENDPOINT": "the deployed Event Grid topic's endpoint (events), else unset",
 }
 # Never set in Azure: alias -> reason.
 NOT_SET_IN_AZURE = {
@@ -55,6 +56,7 @@ NOT_SET_IN_AZURE = {
     "BOT_FRAMEWORK_OPENID_CONFIGURATION_URL": "the local simulator only; in Azure Bot Framework's published keys",
     "WEBSITE_INSTANCE_ID": "set by the platform",
     "WEBSITE_SITE_NAME": "set by the platform",
+    "EVENTS_SOURCE": "defaults to CALLBACK_BASE_URL, the Function App's own https URL",
 }
 # Settings Azure's own defaults differ from the code's on purpose: alias -> reason.
 DIFFERENT_DEFAULT = {

@@ -1,0 +1,73 @@
+"""The event job: one recording step whose event still has to reach Event Grid.
+
+It names the row and the step, nothing else: the worker builds the event from the row, so a job
+sent twice, or long after the step, publishes the same event, and a job whose event already went
+out (the row's marker says ``sent``) does nothing.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from shared.ledger.outbox import EventStep
+from shared.queue_jobs import InvalidJobMessage, send_job
+from shared.queues import EVENT_JOB_TIME_TO_LIVE, EVENTS_QUEUE
+from shared.trace_context import usable_traceparent
+
+if TYPE_CHECKING:
+    from azure.storage.queue.aio import QueueClient
+
+
+class InvalidEventJobError(InvalidJobMessage):
+    """A queue message that is not an event job (the message says which field)."""
+
+
+class EventJob(BaseModel):
+    """Version 1 of the event job message."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
+
+    version: Literal[1] = 1
+    call_id: str = Field(min_length=1)
+    operation_id: str = Field(min_length=1)
+    step: EventStep
+    traceparent: str | None = None
+
+    @field_validator("traceparent", mode="before")
+    @classmethod
+    def _ignore_unusable_traceparent(cls, value: object, info: ValidationInfo) -> str | None:
+        return usable_traceparent(value, job="event", ids=info.data)
+
+    def to_message(self) -> str:
+        return self.model_dump_json()
+
+    def with_traceparent(self, traceparent: str | None) -> EventJob:
+        if traceparent is None or traceparent == self.traceparent:
+            return self
+        return self.model_copy(update={"traceparent": traceparent})
+
+    @classmethod
+    def from_message(cls, text: str | bytes) -> EventJob:
+        try:
+            return cls.model_validate_json(text)
+        except ValidationError as error:
+            fields = sorted(
+                {".".join(str(p) for p in e["loc"]) or "message" for e in error.errors()}
+            )
+            raise InvalidEventJobError(f"not an event job: invalid {', '.join(fields)}") from None
+
+    def log_fields(self) -> dict[str, Any]:
+        return {"call_id": self.call_id, "operation_id": self.operation_id, "step": self.step.value}
+
+
+async def queue_event(queue: QueueClient, call_id: str, operation_id: str, step: EventStep) -> None:
+    """Put ``step``'s event job on ``recording-events`` (the queue is created if missing)."""
+    job = EventJob(call_id=call_id, operation_id=operation_id, step=step)
+    await send_job(
+        queue,
+        job,
+        queue_name=EVENTS_QUEUE,
+        time_to_live=int(EVENT_JOB_TIME_TO_LIVE.total_seconds()),
+    )
