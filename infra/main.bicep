@@ -236,6 +236,11 @@ param transcriptionLocales array = []
 @description('TRANSCRIPTION_KEEP_AUDIO: false deletes each recording as soon as its transcript is stored.')
 param transcriptionKeepAudio bool = true
 
+@description('TRANSCRIPTION_MAX_RESPONSE_BYTES: the most of a Speech answer read, and of the transcript stored from it.')
+@minValue(65536)
+@maxValue(67108864)
+param transcriptionMaxResponseBytes int = 4194304
+
 // ---------------------------------------------------------------------------------------------
 // Names
 // ---------------------------------------------------------------------------------------------
@@ -394,6 +399,7 @@ module functionApp 'modules/functionapp.bicep' = {
     transcriptionEndpoint: transcription ? speech!.outputs.endpoint : ''
     transcriptionLocales: transcriptionLocales
     transcriptionKeepAudio: transcriptionKeepAudio
+    transcriptionMaxResponseBytes: transcriptionMaxResponseBytes
   }
   // The host reaches storage and Application Insights with the identity as soon as it starts.
   dependsOn: [

@@ -286,6 +286,16 @@ class Settings(BaseSettings):
         """The bot answers and records calls (it needs the URL Graph calls back)."""
         return bool(self.auto_answer and self.callback_base_url)
 
+    # --- Transcription answers (issue 25; docs/transcription.md) ---
+    # The most of Speech's answer that is read, and of the transcript stored from it (and read
+    # back by the status API): past it the transcription fails, recorded.
+    transcription_max_response_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=64 * 1024,
+        le=64 * 1024 * 1024,
+        alias="TRANSCRIPTION_MAX_RESPONSE_BYTES",
+    )
+
 
 def _describe(error: ValidationError) -> str:
     problems = []

@@ -117,6 +117,10 @@ param transcriptionLocales array = []
 @description('TRANSCRIPTION_KEEP_AUDIO.')
 param transcriptionKeepAudio bool = true
 
+@description('TRANSCRIPTION_MAX_RESPONSE_BYTES (read whether or not transcription is on).')
+@minValue(65536)
+param transcriptionMaxResponseBytes int
+
 // Flex Consumption scales each non-HTTP function on its own instances, so the download worker gets
 // its own always-ready entry, named function:<name> after the function's name in function_app.py
 // (tests/infra checks that the name is registered). A count of 0 leaves the entry out.
@@ -235,6 +239,7 @@ var appSettings = {
   CLEANUP_SCHEDULE: cleanupSchedule
   LEDGER_RETENTION_DAYS: string(ledgerRetentionDays)
   POISON_MESSAGE_MAX_AGE_MINUTES: string(poisonMessageMaxAgeMinutes)
+  TRANSCRIPTION_MAX_RESPONSE_BYTES: string(transcriptionMaxResponseBytes)
 }
 
 // The app registration and tenant the federated credential mode needs.

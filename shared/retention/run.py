@@ -22,6 +22,7 @@ from shared.retention.expiry import (
     expire_recordings,
 )
 from shared.retention.poison import (
+    TRANSCRIPTIONS,
     purge_poison_messages,
 )
 from shared.retention.summary import (
@@ -44,8 +45,12 @@ async def run_cleanup(
     settings: Settings,
     clock: Callable[[], datetime],
     limits: CleanupLimits | None = None,
+    transcription_poison_queue: QueueClient | None = None,
 ) -> CleanupSummary:
-    """One cleanup run: every step, each bounded, then one summary log line."""
+    """One cleanup run: every step, each bounded, then one summary log line.
+
+    ``transcription_poison_queue``: its poisoned transcription jobs are recorded and purged too.
+    """
     limits = limits or CleanupLimits()
     now = clock()
     summary = CleanupSummary()
@@ -66,6 +71,24 @@ async def run_cleanup(
                 limit=limits.poison_messages,
                 summary=summary,
             ),
+        ),
+        *(
+            [
+                (
+                    "purge_transcription_poison_messages",
+                    lambda: purge_poison_messages(
+                        transcription_poison_queue,
+                        ledger,
+                        now=now,
+                        max_age=timedelta(minutes=settings.poison_message_max_age_minutes),
+                        limit=limits.poison_messages,
+                        summary=summary,
+                        jobs=TRANSCRIPTIONS,
+                    ),
+                )
+            ]
+            if transcription_poison_queue is not None
+            else []
         ),
         (
             "abandon_stale_operations",
