@@ -18,6 +18,7 @@ from shared.ledger.lease import (
 )
 from shared.ledger.rows import (
     ABANDONED_REASON,
+    CALL_GUARD_ROW,
     NO_COMPLETION_REASON,
     NOTHING_LEFT_TO_DOWNLOAD,
     POISONED_REASON,
@@ -42,6 +43,7 @@ from shared.ledger.transitions import OperationLedger
 
 __all__ = [
     "ABANDONED_REASON",
+    "CALL_GUARD_ROW",
     "LEASE_RENEW_AFTER",
     "LEASE_TIME_TO_LIVE",
     "NOTHING_LEFT_TO_DOWNLOAD",

@@ -128,6 +128,13 @@ class _Transcription(QueueJob["TranscriptionJob", TranscriptionOutcome]):
                 # The first read also gives the size and metadata: no separate properties call.
                 downloader = await self.audio.download_blob()
             except ResourceNotFoundError:
+                # Erased since the row was read? Then that is the outcome (one more read, only
+                # on this path).
+                self.row = await self.ledger.transcription_target(
+                    self.job.call_id, self.job.operation_id
+                )
+                if self.row is not None and self.row.record.status is OperationStatus.ERASED:
+                    return await self.erased()
                 raise TerminalTranscriptionError(
                     "the recording is no longer stored (expired or erased)"
                 ) from None
