@@ -158,3 +158,6 @@ param transcriptionLocales = []
 
 // transcriptionKeepAudio: false deletes each recording once its transcript is stored.
 param transcriptionKeepAudio = true
+
+// transcriptionMaxResponseBytes: the most of a Speech answer read, and of the transcript stored.
+param transcriptionMaxResponseBytes = 4194304
