@@ -29,6 +29,7 @@ async def cleanup(timer: func.TimerRequest) -> None:
         container=services.storage.container,
         ledger=services.ledger,
         poison_queue=services.storage.poison_queue,
+        transcription_poison_queue=services.storage.transcription_poison_queue,
         settings=services.settings,
         clock=utc_now,
     )

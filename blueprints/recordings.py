@@ -52,6 +52,7 @@ async def recording_status(req: func.HttpRequest) -> func.HttpResponse:
             container_name=services.storage.container_name,
             now=utc_now(),
             url_ttl=timedelta(minutes=services.settings.status_url_ttl_minutes),
+            transcript_max_bytes=services.settings.transcription_max_response_bytes,
         )
     except Exception as error:
         return storage_failure(

@@ -364,6 +364,11 @@ param eventsSubscriptionEndpointType string = ''
 @description('The webhook of a WebHook subscription (https, answering the CloudEvents validation handshake).')
 param eventsWebhookUrl string = ''
 
+@description('TRANSCRIPTION_MAX_RESPONSE_BYTES: the most of a Speech answer read, and of the transcript stored from it.')
+@minValue(65536)
+@maxValue(67108864)
+param transcriptionMaxResponseBytes int = 4194304
+
 // ---------------------------------------------------------------------------------------------
 // Names
 // ---------------------------------------------------------------------------------------------
@@ -616,6 +621,7 @@ module functionApp 'modules/functionapp.bicep' = {
     eventsTypePrefix: eventsTypePrefix
     eventsRedriveAfterMinutes: eventsRedriveAfterMinutes
     eventsPublishTimeoutSeconds: eventsPublishTimeoutSeconds
+    transcriptionMaxResponseBytes: transcriptionMaxResponseBytes
   }
   // The host reaches storage and Application Insights with the identity as soon as it starts
   // (and, with private networking, storage only through its private endpoints).

@@ -258,3 +258,6 @@ param eventsSubscriptionEndpointType = readEnvironmentVariable('EVENTS_SUBSCRIPT
 
 // eventsWebhookUrl: the https webhook of a WebHook subscription.
 param eventsWebhookUrl = readEnvironmentVariable('EVENTS_WEBHOOK_URL', '')
+
+// transcriptionMaxResponseBytes: the most of a Speech answer read, and of the transcript stored.
+param transcriptionMaxResponseBytes = int(readEnvironmentVariable('TRANSCRIPTION_MAX_RESPONSE_BYTES', '4194304'))

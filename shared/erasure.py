@@ -10,8 +10,18 @@ last:
 - the worker committed after: its ``stored`` write reads the row after the erasure wrote it,
   sees ``erased`` and deletes its own blob.
 
+A call's erasure also covers completions accepted but not yet downloaded, which may have no row
+to mark: it writes the call's guard row (``ErasedAt``) before it lists the call's rows. A
+download's first write goes in one transaction with that guard row (``DownloadLease.take``), so
+it either committed before the guard was written (the listing finds its row) or fails and reads
+the guard (the row is written ``erased``, nothing is downloaded).
+
+The transcription reads the row before it writes a transcript and merges its outcome on that
+ETag: if the row was erased meanwhile it deletes what it wrote; if not, the erasure's deletes
+come after the transcript existed.
+
 The erased row is kept until the ledger horizon (``LEDGER_RETENTION_DAYS``), so an erasure is
-auditable; it carries no recording URL.
+auditable; it keeps the ids and the time of the erasure and carries no recording URL.
 """
 
 from __future__ import annotations
@@ -95,7 +105,11 @@ async def erase_operation(
 async def erase_call(
     call_id: str, *, ledger: OperationLedger, container: ContainerClient
 ) -> list[Erased] | None:
-    """Erase every recording of a call; None when the ledger knows no operation of it."""
+    """Erase every recording of a call; None when the ledger knows no operation of it.
+
+    The call's guard comes first, even then: a completion still waiting on the queue finds it.
+    """
+    await ledger.mark_call_erased(call_id)
     records = await ledger.list_call(call_id)
     if not records:
         return None

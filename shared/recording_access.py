@@ -29,6 +29,8 @@ CLOCK_SKEW = timedelta(minutes=5)
 # A delegation key serves many URLs; renew it well before it lapses (Storage allows 7 days).
 DELEGATION_KEY_LIFETIME = timedelta(hours=6)
 DELEGATION_KEY_MIN_REMAINING = timedelta(hours=1)
+# The most of a transcript the status API reads: TRANSCRIPTION_MAX_RESPONSE_BYTES' default.
+TRANSCRIPT_MAX_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -138,13 +140,20 @@ async def operation_status(
     container_name: str,
     now: datetime,
     url_ttl: timedelta,
+    transcript_max_bytes: int = TRANSCRIPT_MAX_BYTES,
 ) -> dict[str, Any]:
-    """The status API body: the ledger row, plus a read URL while the recording is stored."""
+    """The status API body: the ledger row, plus a read URL while the recording is stored.
+
+    ``transcript_max_bytes`` (``TRANSCRIPTION_MAX_RESPONSE_BYTES``): the most of the transcript
+    read, so the body is bounded whatever the blob holds.
+    """
     body = record.to_json()
     if record.status is not OperationStatus.STORED or not record.blob_name:
         return body
     if record.get(Column.TRANSCRIPTION_STATUS) == TRANSCRIBED:
-        text = await transcript_text(blob_service, container_name, record.blob_name)
+        text = await transcript_text(
+            blob_service, container_name, record.blob_name, max_bytes=transcript_max_bytes
+        )
         if text is not None:
             body["transcript"] = text
     if record.get(Column.AUDIO_DELETED_AT):
@@ -159,20 +168,37 @@ async def operation_status(
 
 
 async def transcript_text(
-    blob_service: BlobServiceClient, container_name: str, recording_blob_name: str
+    blob_service: BlobServiceClient,
+    container_name: str,
+    recording_blob_name: str,
+    *,
+    max_bytes: int = TRANSCRIPT_MAX_BYTES,
 ) -> str | None:
-    """The transcript's full text while its blob exists (None once deleted or unreadable)."""
+    """The transcript's text while its blob exists (None once deleted, unreadable or larger than
+    ``max_bytes``). One range read of at most ``max_bytes``: the worker never writes a larger
+    transcript, and one written another way is not read whole."""
     import json
 
     from azure.core.exceptions import ResourceNotFoundError
 
     blob = blob_service.get_blob_client(container_name, transcript_blob_name(recording_blob_name))
     try:
-        downloader = await blob.download_blob()
-        document = json.loads(await downloader.readall())
+        # One byte more than allowed tells a transcript of exactly max_bytes from a larger one.
+        downloader = await blob.download_blob(offset=0, length=max_bytes + 1)
+        data = await downloader.readall()
     except ResourceNotFoundError:
         return None
-    except ValueError:
+    if len(data) > max_bytes:
+        log_event(
+            log,
+            "status: transcript larger than TRANSCRIPTION_MAX_RESPONSE_BYTES; not shown",
+            level=logging.WARNING,
+            blob=blob.blob_name,
+        )
+        return None
+    try:
+        document = json.loads(data)
+    except (ValueError, RecursionError):
         log_event(log, "status: transcript is not JSON", level=logging.WARNING, blob=blob.blob_name)
         return None
     text = document.get("text") if isinstance(document, dict) else None

@@ -297,6 +297,16 @@ class Settings(BaseSettings):
         default=1.0, ge=0, le=1, allow_inf_nan=False, alias="TELEMETRY_SAMPLING_RATIO"
     )
 
+    # --- Transcription answers (issue 25; docs/transcription.md) ---
+    # The most of Speech's answer that is read, and of the transcript stored from it (and read
+    # back by the status API): past it the transcription fails, recorded.
+    transcription_max_response_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=64 * 1024,
+        le=64 * 1024 * 1024,
+        alias="TRANSCRIPTION_MAX_RESPONSE_BYTES",
+    )
+
     @field_validator("management_openid_configuration_url")
     @classmethod
     def _management_keys_url(cls, value: str | None) -> str | None:

@@ -659,9 +659,10 @@ async def test_one_recording_reads_nothing_before_writing(
     # One conditional Put Blob (a recordResponse fits in one block): nothing else touches it.
     assert [method for method, _, _ in blobs.sent] == ["PUT"]
     # A completion without a clientContext was not started by this app and has no row:
-    # "downloading" with the download lease is one blind create, and "stored" one merge on its
-    # ETag that gives the lease back.
+    # "downloading" with the download lease is one blind create (in one transaction with the
+    # call's erasure guard), and "stored" one merge on its ETag that gives the lease back.
     assert [method for method, _, _ in tables.sent] == ["POST", "PATCH"]
+    assert tables.sent[0][1].endswith("/$batch")
 
 
 @pytest.mark.parametrize("started_by", ["bot", "api"])
@@ -706,8 +707,10 @@ async def test_a_recording_this_app_started_reads_its_row_once(
             retry=retry,
         )
     assert outcome.outcome == "stored"
-    # The row, "downloading" with the lease on its ETag, "stored" on the next one.
-    assert [method for method, _, _ in tables.sent] == ["GET", "PATCH", "PATCH"]
+    # The row and the call's erasure guard (one query), "downloading" with the lease on its ETag
+    # (one transaction with the guard), "stored" on the next one.
+    assert [method for method, _, _ in tables.sent] == ["GET", "POST", "PATCH"]
+    assert tables.sent[1][1].endswith("/$batch")
     row = await ledger_row(storage, job)
     assert row.status is OperationStatus.STORED
     assert row.get("StartedBy") == started_by

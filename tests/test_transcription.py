@@ -374,10 +374,11 @@ async def test_the_queue_is_created_on_first_use(transcribing: GraphSimulator, c
     assert (message["call_id"], message["operation_id"]) == (job.call_id, job.operation_id)
 
 
-async def test_one_transcription_reads_the_recording_once_and_writes_the_ledger_unread(
+async def test_one_transcription_reads_the_recording_once_and_its_row_once(
     transcribing: GraphSimulator, clean: Any
 ) -> None:
-    """The tags come from the recording's metadata; the ledger merge needs no read first."""
+    """The tags come from the recording's metadata; the row is read once, before the work, and
+    the outcome merged on its ETag (an erasure meanwhile is seen, not overwritten)."""
     from azure.data.tables.aio import TableServiceClient
     from azure.storage.blob.aio import BlobServiceClient
 
@@ -405,7 +406,7 @@ async def test_one_transcription_reads_the_recording_once_and_writes_the_ledger_
     assert outcome.outcome == "transcribed"
     # Is there a transcript already; the recording (with its metadata); the transcript.
     assert [method for method, _, _ in blobs.sent] == ["HEAD", "GET", "PUT"]
-    assert [method for method, _, _ in tables.sent] == ["PATCH"]
+    assert [method for method, _, _ in tables.sent] == ["GET", "PATCH"]
     recording = f"{job.call_id}/{job.operation_id}.wav"
     audio_blob, text_blob = (
         storage.container.get_blob_client(name)

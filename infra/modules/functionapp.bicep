@@ -209,6 +209,10 @@ param eventsRedriveAfterMinutes int = 5
 @maxValue(60)
 param eventsPublishTimeoutSeconds int = 10
 
+@description('TRANSCRIPTION_MAX_RESPONSE_BYTES (read whether or not transcription is on).')
+@minValue(65536)
+param transcriptionMaxResponseBytes int
+
 // Flex Consumption scales each non-HTTP function on its own instances, so the download worker gets
 // its own always-ready entry, named function:<name> after the function's name in function_app.py
 // (tests/infra checks that the name is registered). A count of 0 leaves the entry out.
@@ -357,6 +361,7 @@ var appSettings = {
   ABANDON_RUNNING_AFTER_MINUTES: string(abandonRunningAfterMinutes)
   STATUS_URL_TTL_MINUTES: string(statusUrlTtlMinutes)
   TELEMETRY_SAMPLING_RATIO: telemetrySamplingRatio
+  TRANSCRIPTION_MAX_RESPONSE_BYTES: string(transcriptionMaxResponseBytes)
 }
 
 // The app registration and tenant the federated credential mode needs.

@@ -18,6 +18,7 @@ from shared.ledger.lease import (
 )
 from shared.ledger.rows import (
     ABANDONED_REASON,
+    CALL_GUARD_ROW,
     NO_COMPLETION_REASON,
     NOTHING_LEFT_TO_DOWNLOAD,
     POISONED_REASON,
@@ -27,6 +28,7 @@ from shared.ledger.rows import (
     STILL_RECORDING,
     TRANSCRIBED,
     TRANSCRIPTION_FAILED,
+    TRANSCRIPTION_POISONED_REASON,
     Column,
     OperationRecord,
     OperationStatus,
@@ -41,6 +43,7 @@ from shared.ledger.transitions import OperationLedger
 
 __all__ = [
     "ABANDONED_REASON",
+    "CALL_GUARD_ROW",
     "LEASE_RENEW_AFTER",
     "LEASE_TIME_TO_LIVE",
     "NOTHING_LEFT_TO_DOWNLOAD",
@@ -52,6 +55,7 @@ __all__ = [
     "STILL_RECORDING",
     "TRANSCRIBED",
     "TRANSCRIPTION_FAILED",
+    "TRANSCRIPTION_POISONED_REASON",
     "Column",
     "DownloadLease",
     "LeaseAttempt",

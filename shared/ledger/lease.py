@@ -4,7 +4,7 @@ The same job can reach two instances at once (a duplicate notification, a redeli
 first attempt still runs). Instances share nothing in memory, so the operation's own ledger row
 says who holds the download (``DownloadHolder``) and until when (``DownloadLeaseUntil``). Taking
 the lease is the ``downloading`` write itself (one conditional write, with the completion's
-facts), renewing it is a small merge while the body streams, and the ``stored`` (or ``failed``)
+facts, in one transaction with the call's erasure guard: :mod:`shared.erasure`), renewing it is a small merge while the body streams, and the ``stored`` (or ``failed``)
 write gives it back. The lease expires so that an instance that dies mid-download does not block
 the recording forever; anyone may take over an expired one, ETag-guarded, so exactly one taker
 wins. One delivery holds one :class:`DownloadLease`, which carries the row's latest ETag so that
@@ -115,6 +115,11 @@ class DownloadLease:
         no row is expected (a completion the app did not start itself), so the write is a blind
         create and a new recording costs one request; otherwise the row is read first. Either
         guess is only a cost: both orders end in the same row.
+
+        The write is guarded by the call's erasure (see :meth:`LedgerTable._rewrite`): it goes in
+        one transaction with the call's guard row, so a call erased before it, even one whose
+        erasure found no row of this operation, ends this delivery with the row ``erased`` and
+        nothing downloaded.
         """
         now = self._clock()
         status = OperationStatus.DOWNLOADING
@@ -153,8 +158,21 @@ class DownloadLease:
                 ),
             )
 
+        def decide_erased(current: Seen | None) -> Keep[LeaseAttempt] | Write[LeaseAttempt]:
+            # The call was erased after this completion was accepted: nothing is downloaded, and
+            # the row says erased with the ids and the time alone (no completion facts).
+            def then(after: Seen) -> LeaseAttempt:
+                return LeaseAttempt(after.transition(changed=True), held=False)
+
+            erased = OperationStatus.ERASED
+            if current is None:
+                return Write(new_operation_row(job.call_id, job.operation_id, erased, now), then)
+            if current.record.status is erased:
+                return Keep(LeaseAttempt(current.transition(changed=False), held=False))
+            return Write({"Status": erased.value, "UpdatedAt": now, STAMP[erased]: now}, then)
+
         attempt = await self._ledger._rewrite(
-            job.call_id, job.operation_id, decide, absent=create_first
+            job.call_id, job.operation_id, decide, absent=create_first, erased=decide_erased
         )
         self.row = attempt.row
         if attempt.held:

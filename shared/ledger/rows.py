@@ -23,6 +23,11 @@ if TYPE_CHECKING:
 
 ROW_KIND_OPERATION = "operation"
 ROW_KIND_CLAIM = "claim"
+ROW_KIND_CALL = "call"
+# The call's erasure guard: one row in the call's own partition, beside its operations, so that a
+# download's first write and the guard can be read in one query and written in one transaction
+# (shared/ledger/lease.py). No operation's key can start with "~" (``table_key`` escapes it).
+CALL_GUARD_ROW = "~call"
 # Table keys may not hold / \\ # ? or control characters, and stop at 1 KiB; "%" is escaped too
 # so that the escaping cannot be forged.
 _FORBIDDEN_KEY_CHARS = str.maketrans(
@@ -75,6 +80,7 @@ TRANSCRIPTION_FAILED = "transcription_failed"
 ABANDONED_REASON = "the call ended before the recording completed; no completion will follow"
 NO_COMPLETION_REASON = "no completion notification arrived"
 POISONED_REASON = "download kept failing; message poisoned"
+TRANSCRIPTION_POISONED_REASON = "transcription job could not be processed; message poisoned"
 
 
 class OperationStatus(StrEnum):
@@ -135,6 +141,8 @@ def table_key(value: str) -> str:
     storage another way (an old or hand-written queue message): overlong keys end in a digest.
     """
     key = normalize_id(value).translate(_FORBIDDEN_KEY_CHARS)
+    if key.startswith("~"):
+        key = "%7E" + key[1:]  # "~" leads the call's guard row (CALL_GUARD_ROW) and nothing else
     if len(key) > _MAX_KEY_LENGTH:
         digest = hashlib.sha256(key.encode()).hexdigest()
         key = f"{key[: _MAX_KEY_LENGTH - 65]}~{digest}"
@@ -191,6 +199,40 @@ class OperationRecord:
             key = name[0].lower() + name[1:]
             body[key] = value.isoformat() if isinstance(value, datetime) else value
         return body
+
+
+@dataclass(frozen=True)
+class CallGuard:
+    """The call's erasure guard row as read: its ETag (None: no row yet) and, once the call was
+    erased, when. Every first write of a download goes in one transaction with it."""
+
+    etag: str | None
+    erased_at: datetime | None = None
+
+    @property
+    def erased(self) -> bool:
+        return self.erased_at is not None
+
+    @classmethod
+    def of(cls, fields: Mapping[str, Any], etag: str) -> CallGuard:
+        erased_at = fields.get(STAMP[OperationStatus.ERASED])
+        return cls(etag, erased_at if isinstance(erased_at, datetime) else None)
+
+
+NO_GUARD = CallGuard(None)
+
+
+def call_guard_row(call_id: str, now: datetime, **fields: Any) -> dict[str, Any]:
+    """The call's guard row (:data:`CALL_GUARD_ROW`); ``fields``: ``ErasedAt`` from an erasure."""
+    return {
+        "PartitionKey": table_key(call_id),
+        "RowKey": CALL_GUARD_ROW,
+        "Kind": ROW_KIND_CALL,
+        "CallId": normalize_id(call_id),
+        # The ledger horizon removes it like any row, by its last update.
+        "UpdatedAt": now,
+        **fields,
+    }
 
 
 @dataclass(frozen=True)

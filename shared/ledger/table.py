@@ -18,13 +18,17 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from shared.clock import utc_now
 from shared.graph.ids import normalize_id
 from shared.ledger.rows import (
+    CALL_GUARD_ROW,
+    NO_GUARD,
     RANK,
     ROW_KIND_CLAIM,
     ROW_KIND_OPERATION,
     STAMP,
+    CallGuard,
     OperationRecord,
     OperationStatus,
     Transition,
+    call_guard_row,
     claim_partition,
     etag_of,
     is_operation_row,
@@ -131,6 +135,7 @@ class LedgerTable:
         *,
         known: Seen | None = None,
         absent: bool = False,
+        erased: Decide[R] | None = None,
     ) -> R:
         """The one conflict retry every transition goes through: decide on the row, write on its
         ETag, and decide again on what is there if someone wrote it first.
@@ -141,6 +146,98 @@ class LedgerTable:
         row created (409) or a merge that finds it changed (412) reads it again; a merge that
         finds it gone (404) decides again on no row. After :data:`MAX_CONFLICT_RETRIES` tries it
         gives up with :class:`LedgerConflict`.
+
+        ``erased``: the write is guarded by the call's erasure (a download's first write). The row
+        is read together with the call's guard row, in one query; while the call is not erased
+        the write goes in one transaction with the guard (created, or touched on the ETag read),
+        so an erasure that writes the guard meanwhile makes it fail and be decided again; once
+        the guard says erased, ``erased`` decides instead. ``absent`` then expects neither row:
+        the transaction creates both, blind.
+        """
+        from azure.core.exceptions import (
+            ResourceExistsError,
+            ResourceModifiedError,
+            ResourceNotFoundError,
+        )
+
+        partition, row = table_key(call_id), table_key(operation_id)
+        guarded = erased is not None
+        current, read = known, known is None and not absent
+        guard = NO_GUARD
+        for _ in range(MAX_CONFLICT_RETRIES):
+            if read and guarded:
+                current, guard = await self._read_guarded(partition, row)
+            elif read:
+                current = await self._read(partition, row)
+            read = True
+            call_erased = guarded and guard.erased
+            step = erased(current) if erased is not None and call_erased else decide(current)
+            if isinstance(step, Keep):
+                return step.result
+            written = {"PartitionKey": partition, "RowKey": row, **step.columns}
+            try:
+                if guarded and not call_erased:
+                    etag = await self._write_guarded(call_id, written, current, guard)
+                else:
+                    etag = await self._write(written, current)
+            except (ResourceExistsError, ResourceModifiedError):
+                continue  # another writer came first: read theirs and decide again
+            except ResourceNotFoundError:
+                if not guarded:
+                    current, read = None, False  # removed meanwhile (the cleanup): no row
+                continue
+            after = written if current is None else {**current.fields, **written}
+            return step.then(Seen(after, etag))
+        raise LedgerConflict(partition, row)
+
+    async def _read(self, partition: str, row: str) -> Seen | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            entity = await self._table.get_entity(partition, row)
+        except ResourceNotFoundError:
+            return None
+        return Seen(dict(entity), entity.metadata["etag"])
+
+    async def _read_guarded(self, partition: str, row: str) -> tuple[Seen | None, CallGuard]:
+        """The row and its call's guard row, in one partition query."""
+        current, guard = None, NO_GUARD
+        # Spaces around the parentheses: the SDK finds @parameters by splitting on spaces.
+        query = "PartitionKey eq @pk and ( RowKey eq @row or RowKey eq @guard )"
+        parameters = {"pk": partition, "row": row, "guard": CALL_GUARD_ROW}
+        async for entity in self._table.query_entities(query, parameters=parameters):
+            etag = str(entity.metadata["etag"])
+            if entity["RowKey"] == CALL_GUARD_ROW:
+                guard = CallGuard.of(entity, etag)
+            else:
+                current = Seen(dict(entity), etag)
+        return current, guard
+
+    async def _write(self, written: Mapping[str, Any], current: Seen | None) -> str | None:
+        """Create the row, or merge into it on its ETag (unconditionally when it was not read)."""
+        from azure.core import MatchConditions
+        from azure.data.tables import UpdateMode
+
+        if current is None:
+            return etag_of(await self._table.create_entity(written))
+        response = await self._table.update_entity(
+            written,
+            mode=UpdateMode.MERGE,
+            etag=current.etag,
+            match_condition=MatchConditions.IfNotModified
+            if current.etag is not None
+            else MatchConditions.Unconditionally,
+        )
+        return etag_of(response)
+
+    async def _write_guarded(
+        self, call_id: str, written: Mapping[str, Any], current: Seen | None, guard: CallGuard
+    ) -> str | None:
+        """:meth:`_write` and the call's guard row in one entity group transaction.
+
+        The guard is created (no erasure has written it) or touched on the ETag read (none has
+        since): either fails if an erasure came first. Failures come back as the single-row
+        errors :meth:`_rewrite` retries on.
         """
         from azure.core import MatchConditions
         from azure.core.exceptions import (
@@ -148,44 +245,31 @@ class LedgerTable:
             ResourceModifiedError,
             ResourceNotFoundError,
         )
-        from azure.data.tables import UpdateMode
+        from azure.data.tables import TableTransactionError, UpdateMode
 
-        partition, row = table_key(call_id), table_key(operation_id)
-        current, read = known, known is None and not absent
-        for _ in range(MAX_CONFLICT_RETRIES):
-            if read:
-                try:
-                    entity = await self._table.get_entity(partition, row)
-                except ResourceNotFoundError:
-                    current = None
-                else:
-                    current = Seen(dict(entity), entity.metadata["etag"])
-            read = True
-            step = decide(current)
-            if isinstance(step, Keep):
-                return step.result
-            written = {"PartitionKey": partition, "RowKey": row, **step.columns}
-            try:
-                if current is None:
-                    response = await self._table.create_entity(written)
-                    after = written
-                else:
-                    response = await self._table.update_entity(
-                        written,
-                        mode=UpdateMode.MERGE,
-                        etag=current.etag,
-                        match_condition=MatchConditions.IfNotModified
-                        if current.etag is not None
-                        else MatchConditions.Unconditionally,
-                    )
-                    after = {**current.fields, **written}
-            except (ResourceExistsError, ResourceModifiedError):
-                continue  # another writer came first: read theirs and decide again
-            except ResourceNotFoundError:
-                current, read = None, False  # removed meanwhile (the cleanup): there is no row
-                continue
-            return step.then(Seen(after, etag_of(response)))
-        raise LedgerConflict(partition, row)
+        merge = {"mode": UpdateMode.MERGE, "match_condition": MatchConditions.IfNotModified}
+        operations: list[Any] = []
+        if current is None:
+            operations.append(("create", written))
+        else:
+            operations.append(("update", written, {**merge, "etag": current.etag}))
+        touch = call_guard_row(call_id, self._clock())
+        if guard.etag is None:
+            operations.append(("create", {**touch, "CreatedAt": touch["UpdatedAt"]}))
+        else:
+            operations.append(("update", touch, {**merge, "etag": guard.etag}))
+        try:
+            results = await self._table.submit_transaction(operations)
+        except TableTransactionError as error:
+            status = error.status_code
+            if status == 409:
+                raise ResourceExistsError(str(error)) from None
+            if status == 412:
+                raise ResourceModifiedError(str(error)) from None
+            if status == 404:
+                raise ResourceNotFoundError(str(error)) from None
+            raise
+        return etag_of(results[0])
 
     async def advance(
         self,

@@ -17,16 +17,19 @@ from shared.graph.ids import normalize_id
 from shared.ledger.outbox import TRANSCRIPTION_FAILED_AT, EventMarkers, EventStep
 from shared.ledger.rows import (
     ROW_KIND_OPERATION,
+    STAMP,
     TRANSCRIBED,
     TRANSCRIPTION_FAILED,
     Column,
     OperationStatus,
     Transition,
+    call_guard_row,
     is_operation_row,
     result_columns,
+    table_key,
     to_record,
 )
-from shared.ledger.table import UNREAD, Keep, Seen, Write
+from shared.ledger.table import Keep, Seen, Write
 from shared.logevents import log_event
 
 if TYPE_CHECKING:
@@ -238,6 +241,27 @@ class OperationLedger(EventMarkers):
         self.announce(transition, EventStep.ERASED)
         return transition
 
+    async def mark_call_erased(self, call_id: str) -> None:
+        """An operator erased the whole call: its guard row says so, before any row is listed.
+
+        One unconditional merge: whatever it finds, the guard's ETag changes, so a download whose
+        first write was decided on the guard as it was fails and reads it again (``erased``).
+        """
+        from azure.data.tables import UpdateMode
+
+        now = self._clock()
+        row = call_guard_row(call_id, now, **{STAMP[OperationStatus.ERASED]: now})
+        await self._table.upsert_entity(row, mode=UpdateMode.MERGE)
+        log_event(log, "ledger", call_id=normalize_id(call_id), guard="erased")
+
+    async def transcription_target(self, call_id: str, operation_id: str) -> Transition | None:
+        """The row a transcription is for, with its ETag (None: no row); read before the work, so
+        an erased recording is not sent to Speech, and the outcome merges on this ETag."""
+        seen = await self._read(table_key(call_id), table_key(operation_id))
+        if seen is None or not is_operation_row(seen.fields):
+            return None
+        return seen.transition(changed=False)
+
     async def mark_transcribed(
         self,
         call_id: str,
@@ -245,13 +269,13 @@ class OperationLedger(EventMarkers):
         *,
         transcribed_at: datetime,
         audio_deleted_at: datetime | None = None,
-        first: bool = False,
+        seen: Transition | None = None,
     ) -> Transition | None:
         """The transcript is stored (the Status column is not the transcription's to move).
 
-        ``first``: this delivery wrote the transcript (its conditional create succeeded), so no
-        earlier ``transcribed`` can be overwritten: the merge goes unread (``If-Match: *``) and
-        returns None. Otherwise the row is read first and a ``transcribed`` one is left alone.
+        ``seen``: the row as :meth:`transcription_target` read it before the transcript was
+        written; the merge goes on its ETag, so an erasure since then is read, not overwritten.
+        Returns the row (None when there is none): ``erased`` means the transcript must go.
         """
         fields = {
             Column.TRANSCRIPTION_STATUS: TRANSCRIBED,
@@ -261,18 +285,18 @@ class OperationLedger(EventMarkers):
             Column.TRANSCRIPTION_FAILURE_REASON: "",
             **self.event_marker(EventStep.TRANSCRIBED),
         }
-        # With events on, the row is read: its event is built from the whole row.
-        if first and self.events is None:
-            await self._merge_unread(call_id, operation_id, fields)
-            return None
-        transition = await self._merge_transcription(call_id, operation_id, fields)
+        transition = await self._merge_transcription(call_id, operation_id, fields, seen=seen)
         self.announce(transition, EventStep.TRANSCRIBED)
         return transition
 
     async def mark_transcription_failed(
-        self, call_id: str, operation_id: str, reason: str
+        self, call_id: str, operation_id: str, reason: str, *, unless_recorded: bool = False
     ) -> Transition | None:
-        """The recording could not be transcribed; a transcript already stored wins."""
+        """The recording could not be transcribed; a transcript already stored wins.
+
+        ``unless_recorded``: a failure already recorded is kept (the cleanup's poison purge: the
+        worker's own reason says more than "poisoned").
+        """
         marker = self.event_marker(EventStep.TRANSCRIPTION_FAILED)
         transition = await self._merge_transcription(
             call_id,
@@ -282,35 +306,27 @@ class OperationLedger(EventMarkers):
                 Column.TRANSCRIPTION_FAILURE_REASON: reason[:1024],
                 **({TRANSCRIPTION_FAILED_AT: self._clock(), **marker} if marker else {}),
             },
+            keep_failure=unless_recorded,
         )
         self.announce(transition, EventStep.TRANSCRIPTION_FAILED)
         return transition
 
-    async def _merge_unread(
-        self, call_id: str, operation_id: str, fields: Mapping[str, Any]
-    ) -> None:
-        """Merge columns into an existing row without reading it; nothing when there is no row."""
-        extra = {name: value for name, value in fields.items() if value is not None}
-
-        def then(after: Seen) -> None:
-            _log_transcription(normalize_id(call_id), normalize_id(operation_id), extra)
-
-        def decide(current: Seen | None) -> Keep[None] | Write[None]:
-            if current is None:
-                return Keep(None)
-            return Write({"UpdatedAt": self._clock(), **extra}, then)
-
-        await self._rewrite(call_id, operation_id, decide, known=UNREAD)
-
     async def _merge_transcription(
-        self, call_id: str, operation_id: str, fields: Mapping[str, Any]
+        self,
+        call_id: str,
+        operation_id: str,
+        fields: Mapping[str, Any],
+        *,
+        seen: Transition | None = None,
+        keep_failure: bool = False,
     ) -> Transition | None:
         """Merge transcription columns into an existing row (None when there is no row).
 
-        Forward-only like :meth:`advance`: ``transcribed`` is final, and only a failure may be
-        overwritten (by a later delivery that succeeded).
+        Forward-only like :meth:`advance`: ``transcribed`` is final, only a failure may be
+        overwritten (by a later delivery that succeeded), and an ``erased`` row takes nothing.
         """
         extra = {name: value for name, value in fields.items() if value is not None}
+        keep = {TRANSCRIBED, TRANSCRIPTION_FAILED} if keep_failure else {TRANSCRIBED}
 
         def then(after: Seen) -> Transition:
             record = after.record
@@ -320,11 +336,16 @@ class OperationLedger(EventMarkers):
         def decide(current: Seen | None) -> Keep[Transition | None] | Write[Transition | None]:
             if current is None or not is_operation_row(current.fields):
                 return Keep(None)
-            if current.fields.get(Column.TRANSCRIPTION_STATUS) == TRANSCRIBED:
+            if current.record.status is OperationStatus.ERASED:
+                return Keep(current.transition(changed=False))
+            if current.fields.get(Column.TRANSCRIPTION_STATUS) in keep:
                 return Keep(current.transition(changed=False))
             return Write({"UpdatedAt": self._clock(), **extra}, then)
 
-        return await self._rewrite(call_id, operation_id, decide)
+        known = None
+        if seen is not None and seen.etag is not None:
+            known = Seen(seen.record.fields, seen.etag)
+        return await self._rewrite(call_id, operation_id, decide, known=known)
 
 
 def _log_transcription(call_id: str, operation_id: str, fields: Mapping[str, Any]) -> None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from shared.ledger import OperationLedger
 from shared.retention.expiry import expire_recordings
-from shared.retention.poison import purge_poison_messages
+from shared.retention.poison import TRANSCRIPTIONS, purge_poison_messages
 from shared.retention.summary import CleanupLimits, CleanupSummary
 from shared.retention.upkeep import abandon_stale_operations, trim_ledger
 
@@ -37,8 +37,12 @@ async def run_cleanup(
     settings: Settings,
     clock: Callable[[], datetime],
     limits: CleanupLimits | None = None,
+    transcription_poison_queue: QueueClient | None = None,
 ) -> CleanupSummary:
-    """One cleanup run: every step, each bounded, then one summary log line."""
+    """One cleanup run: every step, each bounded, then one summary log line.
+
+    ``transcription_poison_queue``: its poisoned transcription jobs are recorded and purged too.
+    """
     limits = limits or CleanupLimits()
     minutes = timedelta(minutes=1)
     steps: dict[str, Step] = {
@@ -51,6 +55,21 @@ async def run_cleanup(
             ledger,
             max_age=settings.poison_message_max_age_minutes * minutes,
             limit=limits.poison_messages,
+        ),
+        # Poisoned transcription jobs hold no token, but their rows must say what happened.
+        **(
+            {
+                "purge_transcription_poison_messages": functools.partial(
+                    purge_poison_messages,
+                    transcription_poison_queue,
+                    ledger,
+                    max_age=settings.poison_message_max_age_minutes * minutes,
+                    limit=limits.poison_messages,
+                    jobs=TRANSCRIPTIONS,
+                )
+            }
+            if transcription_poison_queue is not None
+            else {}
         ),
         "abandon_stale_operations": functools.partial(
             abandon_stale_operations,

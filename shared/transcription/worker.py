@@ -26,7 +26,8 @@ from shared.blob_layout import (
     transcript_blob_name,
 )
 from shared.clock import Stopwatch, utc_now
-from shared.ledger import OperationLedger
+from shared.erasure import delete_recording_blob
+from shared.ledger import OperationLedger, OperationStatus, Transition
 from shared.queue_jobs import JobKind, JobOutcome, QueueJob, run_job
 from shared.telemetry import count_outcome, span
 from shared.transcription.speech import (
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     from shared.settings import Settings
     from shared.transcription.job import TranscriptionJob
 
-Outcome = Literal["transcribed", "already_transcribed", "failed", "invalid"]
+Outcome = Literal["transcribed", "already_transcribed", "erased", "failed", "invalid"]
 TRANSCRIPT_CONTENT_TYPE = "application/json"
 DEFAULT_BACKOFF = Backoff(attempts=4, retry_after_cap_seconds=30.0, budget_seconds=120.0)
 
@@ -107,17 +108,33 @@ class _Transcription(QueueJob["TranscriptionJob", TranscriptionOutcome]):
     def __post_init__(self) -> None:
         self.audio = self.container.get_blob_client(self.job.blob_name)
         self.transcript = self.container.get_blob_client(transcript_blob_name(self.job.blob_name))
+        # The ledger row as read before anything was written (None: no row).
+        self.row: Transition | None = None
 
     async def run(self) -> TranscriptionOutcome:
         from azure.core.exceptions import AzureError, ResourceNotFoundError
 
         try:
+            # The row first: an erased recording is not sent to Speech, and the outcome is
+            # merged on this ETag, so an erasure from now on is seen (shared/erasure.py).
+            self.row = await self.ledger.transcription_target(
+                self.job.call_id, self.job.operation_id
+            )
+            if self.row is not None and self.row.record.status is OperationStatus.ERASED:
+                return await self.erased()
             if await self.transcript.exists():
                 return await self.settle("already_transcribed")
             try:
                 # The first read also gives the size and metadata: no separate properties call.
                 downloader = await self.audio.download_blob()
             except ResourceNotFoundError:
+                # Erased since the row was read? Then that is the outcome (one more read, only
+                # on this path).
+                self.row = await self.ledger.transcription_target(
+                    self.job.call_id, self.job.operation_id
+                )
+                if self.row is not None and self.row.record.status is OperationStatus.ERASED:
+                    return await self.erased()
                 raise TerminalTranscriptionError(
                     "the recording is no longer stored (expired or erased)"
                 ) from None
@@ -148,7 +165,9 @@ class _Transcription(QueueJob["TranscriptionJob", TranscriptionOutcome]):
             body = MultipartAudio(definition_for(self.settings.transcription_locales), audio, size)
             with span("speech transcribe", attempt=number, size_bytes=size):
                 return await self.speech.transcribe(
-                    body, locales=self.settings.transcription_locales
+                    body,
+                    locales=self.settings.transcription_locales,
+                    max_bytes=self.settings.transcription_max_response_bytes,
                 )
 
         return await self.with_retries(self.backoff, attempt)
@@ -171,10 +190,17 @@ class _Transcription(QueueJob["TranscriptionJob", TranscriptionOutcome]):
         }
         # The expiresAt tag is what the cleanup queries: the transcript goes with its recording.
         # The recording's metadata carries its tags' values, so they are not read separately.
+        data = json.dumps(document, ensure_ascii=False).encode("utf-8")
+        limit = self.settings.transcription_max_response_bytes
+        if len(data) > limit:
+            raise TerminalTranscriptionError(
+                f"the transcript would be {len(data)} bytes, more than "
+                f"TRANSCRIPTION_MAX_RESPONSE_BYTES={limit}"
+            )
         tags = tags_from_metadata(audio_metadata) or await self.audio.get_blob_tags()
         try:
             await self.transcript.upload_blob(
-                json.dumps(document, ensure_ascii=False).encode("utf-8"),
+                data,
                 content_settings=ContentSettings(content_type=TRANSCRIPT_CONTENT_TYPE),
                 metadata=dict(audio_metadata),
                 tags=dict(tags),
@@ -195,14 +221,17 @@ class _Transcription(QueueJob["TranscriptionJob", TranscriptionOutcome]):
             with contextlib.suppress(ResourceNotFoundError):  # an earlier delivery deleted it
                 await self.audio.delete_blob(delete_snapshots="include")
             deleted_at = self.clock()
-        await self.ledger.mark_transcribed(
+        row = await self.ledger.mark_transcribed(
             self.job.call_id,
             self.job.operation_id,
             transcribed_at=self.clock(),
             audio_deleted_at=deleted_at,
-            # This delivery wrote the transcript: nothing earlier can be "transcribed" already.
-            first=outcome == "transcribed",
+            # Merged on the ETag read before the transcript was written: an erasure since then
+            # is read here, and what was just written goes.
+            seen=self.row,
         )
+        if row is not None and row.record.status is OperationStatus.ERASED:
+            return await self.erased()
         count_outcome(outcome, stage="transcription")
         return self.settled(
             outcome,
@@ -210,6 +239,14 @@ class _Transcription(QueueJob["TranscriptionJob", TranscriptionOutcome]):
             text=result.text if result else None,
             audio_deleted=deleted_at is not None,
         )
+
+    async def erased(self) -> TranscriptionOutcome:
+        """The recording was erased: nothing of it stays, whatever this or an earlier delivery
+        wrote (a transcript written after the erasure's own deletes)."""
+        for name in (self.transcript.blob_name, self.job.blob_name):
+            await delete_recording_blob(self.container, name)
+        count_outcome("erased", stage="transcription")
+        return self.settled("erased", failure_reason="the recording was erased")
 
     async def record_failure(self, reason: str) -> None:
         await self.ledger.mark_transcription_failed(self.job.call_id, self.job.operation_id, reason)
