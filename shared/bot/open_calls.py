@@ -4,15 +4,21 @@ The after-recording step (thank-you, hang-up) normally runs when the worker sett
 or once ``BOT_HANG_UP_WAIT_SECONDS`` have passed while it retries. If the worker never runs for a
 recording (its instance died, its message was poisoned before the wait was up), nobody would hang
 up. The cleanup asks here: for each call whose latest bot recording finished recording longer
-than the wait ago, the bot flow is told it is overdue; the flow's own once-per-call claim keeps a
+than the wait ago, the bot flow is told it is overdue; the flow's own once-per-call claims keep a
 call that was already moved on untouched.
+
+The same sweep finishes what Graph refused under throttling, since Graph sends nothing more for
+it: a hang-up refused past its budget gave its claim back, so the flow hangs up now; a
+recordResponse refused past its budget left a failed row of its own (``RECORD_REFUSED_REASON``),
+so the flow records again within the call's attempts, else hangs up. Each run retries each call
+once; past the window the call has long been ended by the caller or the platform.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from shared.ledger import STILL_RECORDING, Column, OperationLedger, OperationRecord
@@ -27,9 +33,15 @@ log = logging.getLogger(__name__)
 OPEN_CALL_WINDOW = timedelta(minutes=30)
 
 
-def _attempt(record: OperationRecord) -> int:
+def _attempt(record: OperationRecord) -> tuple[int, datetime]:
+    """Attempt number, then request time: a refused attempt retried by a later notification
+    (the same number) is superseded by the retry."""
     value = record.get(Column.ATTEMPT)
-    return int(value) if isinstance(value, int) else 1
+    requested = record.get(Column.REQUESTED_AT)
+    return (
+        int(value) if isinstance(value, int) else 1,
+        requested if isinstance(requested, datetime) else datetime.min.replace(tzinfo=UTC),
+    )
 
 
 async def settle_open_calls(
