@@ -31,6 +31,11 @@ log = logging.getLogger(__name__)
 
 # Past this a call the bot left open has long been ended by the caller or the platform.
 OPEN_CALL_WINDOW = timedelta(minutes=30)
+# Rows one sweep reads. Every bot recording of the window is a candidate (whether its call is
+# still open is known only from its claims), and Table Storage returns them in call-id order,
+# not by age: past this many, the same calls come first on every run and the rest are never
+# looked at, so reaching it is logged.
+SWEEP_LIMIT = 1000
 
 
 def _attempt(record: OperationRecord) -> tuple[int, datetime]:
@@ -51,7 +56,7 @@ async def settle_open_calls(
     now: datetime,
     wait: timedelta,
     window: timedelta = OPEN_CALL_WINDOW,
-    limit: int = 64,
+    limit: int = SWEEP_LIMIT,
 ) -> int:
     """Tell the bot flow about each call left open; returns how many calls it was told about."""
     candidates = await ledger.query(
@@ -59,6 +64,14 @@ async def settle_open_calls(
         {"bot": "bot", "ready": now - wait, "since": now - window},
         limit=limit,
     )
+    if len(candidates) >= limit:
+        log_event(
+            log,
+            "cleanup: more bot recordings than one open-call sweep reads; some calls are missed",
+            level=logging.WARNING,
+            limit=limit,
+            window_minutes=window.total_seconds() / 60,
+        )
     calls: dict[str, list[OperationRecord]] = defaultdict(list)
     for record in candidates:
         calls[record.call_id].append(record)
