@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import timedelta
 from typing import Any
+
+import pytest
 
 from shared.bot.open_calls import settle_open_calls
 from shared.ledger import Column, OperationLedger, OperationStatus
@@ -67,3 +70,21 @@ async def test_only_calls_whose_latest_bot_recording_ended_long_enough_ago_are_m
     assert count == 2
     for untouched in (too_old, by_api, still_recording, reprompted, recent):
         assert untouched[0] not in {call for call, _, _ in told.settled}
+
+
+async def test_a_sweep_that_reaches_its_bound_says_so(
+    storage: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock()
+    ledger = OperationLedger(storage.table, clock=clock)
+    start = clock.now
+    clock.now = start - timedelta(minutes=5)
+    for _ in range(3):
+        await row(ledger, S.STORED)
+
+    told = Told()
+    with caplog.at_level(logging.WARNING, logger="shared.bot.open_calls"):
+        await settle_open_calls(ledger, told, now=start, wait=WAIT, limit=2)  # type: ignore[arg-type]
+
+    assert len(told.settled) == 2
+    assert "more bot recordings than one open-call sweep reads" in caplog.text

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from shared.graph.models import (
     MediaInfo,
@@ -40,25 +40,31 @@ from shared.bot.steps import (
 
 log = logging.getLogger("shared.bot.flow")
 
+Asked = Literal["now", "before", "no"]
+
 
 class ConfirmSteps(CallSteps):
     """The confirmation's steps; the after-recording step is :class:`~shared.bot.flow.BotFlow`'s."""
 
-    async def _after_recording(self, call_id: str, *, recorded: bool) -> None:
+    async def _after_recording(
+        self, call_id: str, *, recorded: bool, overdue: bool = False
+    ) -> None:
         """Thank the caller and hang up (:class:`~shared.bot.flow.BotFlow` does it)."""
 
     # ----------------------------------------------------------------- confirm or re-record
 
-    async def _confirm(self, call_id: str, record: OperationRecord) -> bool:
-        """Play the stored recording back and ask; True when the question is on its way."""
+    async def _confirm(self, call_id: str, record: OperationRecord) -> Asked:
+        """Play the stored recording back and ask: "now" when the question is on its way,
+        "before" when it was asked already (another instance, an earlier notification), "no"
+        when there is nothing to ask with."""
         question = prompt_uri(self._settings, "confirm")
         if self._playback_url is None or question is None:
-            return False
+            return "no"
         if not await self._ledger.claim(call_id, f"confirm-{record.operation_id}"):
-            return True  # another instance asked already
+            return "before"
         playback = await self._playback_url(record)
         if playback is None:
-            return False
+            return "no"
         if await self._ledger.claim(call_id, TONES_CLAIM):
             try:
                 await self._graph.subscribe_to_tone(
@@ -82,7 +88,7 @@ class ConfirmSteps(CallSteps):
         log_event(
             log, "bot flow: confirmation asked", call_id=call_id, operation_id=record.operation_id
         )
-        return True
+        return "now"
 
     async def _on_confirm_prompt(self, call_id: str, context: str, status: str) -> None:
         if context.startswith(CONFIRM_WAIT_CONTEXT):
@@ -124,10 +130,13 @@ class ConfirmSteps(CallSteps):
 
     async def _decide(
         self, call_id: str, operation_id: str, tone: str, *, timed_out: bool = False
-    ) -> None:
-        """The caller's answer about one recording (once per recording, whoever sees it)."""
+    ) -> bool:
+        """The caller's answer about one recording (once per recording, whoever sees it).
+
+        False when it was decided already.
+        """
         if not await self._ledger.claim(call_id, f"decided-{operation_id}"):
-            return
+            return False
         record = await self._ledger.get(call_id, operation_id)
         attempt = attempt_in(record) or 1
         again = tone == RECORD_AGAIN_TONE and attempt < self._settings.record_attempts
@@ -142,8 +151,9 @@ class ConfirmSteps(CallSteps):
         )
         if not again:
             await self._after_recording(call_id, recorded=True)
-            return
+            return True
         if self._erase is not None:
             # The caller discarded it: gone at once, not at the end of its retention.
             await self._erase(call_id, operation_id)
         await self._record(call_id, None, attempt=attempt + 1, again=True)
+        return True

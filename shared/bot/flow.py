@@ -34,11 +34,14 @@ from shared.bot.steps import (
     CONFIRM_CONTEXT,
     CONFIRM_WAIT_CONTEXT,
     FINAL_STATUSES,
+    KEEP_TONE,
     SILENCE_SUBCODES,
     THANK_YOU_CONTEXT,
     attempt_in,
     attempt_of,
+    refused_attempt,
 )
+from shared.graph.errors import GraphError
 from shared.graph.ids import normalize_id
 from shared.graph.models import (
     Call,
@@ -48,6 +51,8 @@ from shared.graph.models import (
 )
 from shared.ledger import (
     RECORDING_FATE_KNOWN,
+    Column,
+    OperationRecord,
     OperationStatus,
 )
 from shared.logevents import log_event
@@ -172,6 +177,10 @@ class BotFlow(ConfirmSteps):
                     try:
                         await self._record(call_id, None, attempt=attempt + 1)
                         return
+                    except GraphError as error:
+                        # Its refused row is the call's latest attempt: the sweep moves it on.
+                        self._log_failure("re-prompt", call_id, error)
+                        return
                     except Exception as error:
                         # No notification would ever move this call on: finish it now.
                         self._log_failure("re-prompt", call_id, error)
@@ -214,6 +223,9 @@ class BotFlow(ConfirmSteps):
                 return
             if record.status not in RECORDING_FATE_KNOWN and not overdue:
                 return
+            if overdue and refused_attempt(record):
+                await self._after_refused(call_id, record)
+                return
             if overdue and record.status not in RECORDING_FATE_KNOWN:
                 log_event(
                     log,
@@ -224,19 +236,62 @@ class BotFlow(ConfirmSteps):
                     ledger=record.status.value,
                     wait_seconds=self._settings.hang_up_wait_seconds,
                 )
-            if (
-                record.status is OperationStatus.STORED
-                and self._settings.confirm_recording
-                and await self._confirm(call_id, record)
-            ):
-                return  # the caller's key (or the wait's end) moves the call on
-            await self._after_recording(call_id, recorded=record.status is OperationStatus.STORED)
+            stored = record.status is OperationStatus.STORED
+            if stored and self._settings.confirm_recording:
+                asked = await self._confirm(call_id, record)
+                if asked == "now" or (asked == "before" and not overdue):
+                    return  # the caller's key (or the wait's end) moves the call on
+                if asked == "before" and await self._decide(
+                    call_id, record.operation_id, KEEP_TONE, timed_out=True
+                ):
+                    # Asked long ago and never decided (the wait's prompt was refused...):
+                    # no key means keep, as when the wait ends.
+                    return
+            await self._after_recording(call_id, recorded=stored, overdue=overdue)
         except Exception as error:
             self._log_failure("recording settled", call_id, error)
 
-    async def _after_recording(self, call_id: str, *, recorded: bool) -> None:
-        """Once per call: the thank-you prompt when something was recorded, then hang up."""
+    async def _after_refused(self, call_id: str, record: OperationRecord) -> None:
+        """The sweep found the call's latest attempt refused by Graph: record again, or end it.
+
+        Within ``BOT_RECORD_ATTEMPTS`` the recording is asked for again (with the notice: the
+        caller heard nothing yet); past them the call ends without a thank-you. The refused
+        row's ``FailureReason`` keeps why.
+        """
+        attempt = attempt_in(record) or 1
+        if attempt < self._settings.record_attempts:
+            log_event(
+                log,
+                "bot flow: recording again after Graph refused it",
+                call_id=call_id,
+                attempt=attempt + 1,
+            )
+            await self._record(call_id, None, attempt=attempt + 1, again=True)
+            return
+        log_event(
+            log,
+            "bot flow: Graph refused every recording; ending the call",
+            level=logging.WARNING,
+            call_id=call_id,
+            attempts=attempt,
+            reason=record.get(Column.FAILURE_REASON),
+        )
+        await self._after_recording(call_id, recorded=False, overdue=True)
+
+    async def _after_recording(
+        self, call_id: str, *, recorded: bool, overdue: bool = False
+    ) -> None:
+        """Once per call: the thank-you prompt when something was recorded, then hang up.
+
+        ``overdue`` (the cleanup's sweep, long after the step was due): if the step already ran,
+        the call is still listed because its hang-up was refused and gave its claim back (or
+        the thank-you's completion never came): hang up now. The hang-up's own claim keeps a
+        call already hung up, or ended by the caller, alone.
+        """
         if not await self._ledger.claim(call_id, AFTER_RECORDING_CLAIM):
+            if overdue and self._settings.hang_up_after_recording:
+                await self._hang_up(call_id)
+                return
             log_event(log, "bot flow: after-recording step already done", call_id=call_id)
             return
         thank_you = prompt_uri(self._settings, "thank-you")

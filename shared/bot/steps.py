@@ -14,13 +14,14 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.clock import utc_now
-from shared.graph.errors import GraphClientError, GraphError
+from shared.graph.errors import GraphClientError, GraphError, GraphThrottledError
 from shared.ledger import (
     ABANDONED_REASON,
     STILL_RECORDING,
     Column,
     OperationLedger,
     OperationRecord,
+    OperationStatus,
 )
 from shared.logevents import log_event, log_failure
 from shared.prompts import SHIPPED, prompt_uri
@@ -54,6 +55,8 @@ GRAPH_BUDGET_SECONDS = 4.0
 FINAL_STATUSES = ("completed", "failed")
 # The caller said nothing: 8510 initial silence timeout, 8503 audio inactive (Graph's subcodes).
 SILENCE_SUBCODES = frozenset({8510, 8503})
+# The FailureReason of a bot attempt Graph refused to start (there is no recording to fetch).
+RECORD_REFUSED_REASON = "Graph refused the bot's recordResponse"
 # The bot's recordings carry their attempt in the clientContext Graph echoes back.
 _ATTEMPT_CONTEXT = "bot-attempt-"
 
@@ -143,6 +146,21 @@ class CallSteps:
         )
         try:
             await self._graph.answer(call_id, request, within=self._budget)
+        except GraphThrottledError as error:
+            await self._release(call_id, ANSWER_CLAIM)
+            # Graph's limit for this app is spent past the answer's budget (or the gate knew it
+            # would be and sent nothing): the call stays unanswered and Graph ends it at 15 s,
+            # which costs no request; answering calls the limit cannot carry would only starve
+            # the calls already answered of their recordResponse and hang-up.
+            log_event(
+                log,
+                "bot flow: not answered: Graph is throttling this app",
+                level=logging.WARNING,
+                call_id=call_id,
+                **error.log_fields(),
+                retry_after_s=error.retry_after,
+            )
+            return
         except BaseException:
             await self._release(call_id, ANSWER_CLAIM)
             raise
@@ -195,13 +213,62 @@ class CallSteps:
                 clock=self._clock,
                 attempt=attempt,
             )
-        except BaseException:
+        except BaseException as error:
             # Graph refused (or we were cut short): a later "established" may try again.
             await self._release(call_id, claim)
+            if isinstance(error, GraphError):
+                await self._note_refused(call_id, request, attempt, error)
             raise
         if started.operation.status in FINAL_STATUSES:
             # Graph's reply was final: no notification follows, so continue from here.
             await self.on_record_completed(call_id, started.operation)
+
+    async def _note_refused(
+        self, call_id: str, request: RecordResponseRequest, attempt: int, error: GraphError
+    ) -> None:
+        """Write the refused attempt as a failed bot recording, so the open-call sweep finds it.
+
+        Graph sends no further notification for an answered call that records nothing: without
+        a row the call would stay answered, silent, with no next step. The row (a fresh id, not
+        Graph's: there is no operation) is what the cleanup's sweep moves on later, retrying the
+        recording while attempts are left, else hanging up; its ``FailureReason`` says why.
+        """
+        if isinstance(error, GraphClientError) and error.status == 404:
+            return  # the call is gone: nothing is left open
+        reason = (
+            f"{RECORD_REFUSED_REASON}: {error.status or 'no response'} {error.code} after "
+            f"{error.attempts} attempt(s) within {self._budget:g} s; nothing was recorded"
+        )
+        try:
+            await self._ledger.mark_started(
+                call_id,
+                str(uuid.uuid4()),
+                OperationStatus.FAILED,
+                requested_at=self._clock(),
+                client_context=request.client_context,
+                started_by="bot",
+                max_record_duration_seconds=request.max_record_duration_in_seconds,
+                failure_reason=reason,
+                attempt=attempt,
+            )
+        except Exception as failure:
+            log_failure(
+                log,
+                "bot flow: refused recording not written; nothing will move the call on",
+                failure,
+                call_id=call_id,
+                attempt=attempt,
+            )
+            return
+        count_outcome("failed", stage="record_refused")
+        log_event(
+            log,
+            "bot flow: recordResponse refused; the cleanup retries it or hangs up",
+            level=logging.WARNING,
+            call_id=call_id,
+            attempt=attempt,
+            reason=reason,
+        )
 
     async def _thank(self, call_id: str, uri: str) -> bool:
         """Play the thank-you prompt; True when its completion notification will follow."""
@@ -226,7 +293,7 @@ class CallSteps:
 
     async def _hang_up(self, call_id: str) -> None:
         if not await self._ledger.claim(call_id, HANG_UP_CLAIM):
-            log_event(log, "bot flow: already hung up", call_id=call_id)
+            log_event(log, "bot flow: already hung up, or the call ended", call_id=call_id)
             return
         try:
             await self._graph.hang_up(call_id, within=self._budget)
@@ -234,11 +301,19 @@ class CallSteps:
             if error.status == 404:
                 log_event(log, "bot flow: already gone when hanging up", call_id=call_id)
                 return
+            await self._release(call_id, HANG_UP_CLAIM)
+            raise
+        except BaseException:
+            # Refused (throttled past the budget) or cut short: the claim goes back so the
+            # cleanup's open-call sweep hangs up later; nothing else would.
+            await self._release(call_id, HANG_UP_CLAIM)
             raise
         log_event(log, "bot flow: hung up", call_id=call_id)
 
     async def _settle_unfinished(self, call_id: str, call: Call) -> None:
         ended = call.result_info.message if call.result_info else None
+        # The call is over: the open-call sweep must not hang up (or record) on it again.
+        await self._ledger.claim(call_id, HANG_UP_CLAIM)
         settled = []
         for record in await self._ledger.list_call(call_id):
             if record.status not in STILL_RECORDING:
@@ -277,6 +352,12 @@ class CallSteps:
         if isinstance(error, GraphError):
             extra.update(error.log_fields())
         log_event(log, "bot flow: step failed", level=logging.ERROR, **extra, error=detail)
+
+
+def refused_attempt(record: OperationRecord) -> bool:
+    """Whether the row is a bot attempt Graph refused to start (written by the bot itself)."""
+    reason = record.get(Column.FAILURE_REASON)
+    return isinstance(reason, str) and reason.startswith(RECORD_REFUSED_REASON)
 
 
 def attempt_in(record: OperationRecord | None) -> int | None:

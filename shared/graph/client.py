@@ -33,6 +33,7 @@ from shared.graph.errors import (
     GraphCredentialError,
     GraphError,
     GraphResponseError,
+    GraphThrottledError,
     error_from_response,
 )
 from shared.graph.ids import normalize_id, parse_resource_url
@@ -46,6 +47,7 @@ from shared.graph.models import (
     SubscribeToToneOperation,
     SubscribeToToneRequest,
 )
+from shared.graph.throttle_gate import ThrottleGate
 from shared.logevents import log_event
 from shared.telemetry import set_span_attributes, span
 from shared.tls import client_ssl_context
@@ -95,6 +97,7 @@ class GraphCallsClient:
         retry: Backoff = GRAPH_RETRY,
         attempt_timeout: httpx.Timeout = ATTEMPT_TIMEOUT,
         monotonic: Callable[[], float] = time.monotonic,
+        gate: ThrottleGate | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._credential = credential
@@ -104,6 +107,12 @@ class GraphCallsClient:
         self.retry = retry
         self._attempt_timeout = attempt_timeout
         self._monotonic = monotonic
+        # Graph's Retry-After, shared by every request of this client (one app, one tenant).
+        self.gate = gate or ThrottleGate(monotonic=monotonic)
+
+    def throttled_for(self) -> float:
+        """Seconds Graph still asked this app to wait (its last 429's Retry-After); 0 if none."""
+        return self.gate.throttled_for()
 
     # ----------------------------------------------------------------- operations
 
@@ -246,6 +255,8 @@ class GraphCallsClient:
                         client_request_id=client_request_id,
                         attempts=attempt - 1,
                     )
+                await self._through_gate(action, deadline, client_request_id, attempt)
+                remaining = deadline - self._monotonic()
                 token = await self._token(remaining, client_request_id)
                 headers = {
                     "Authorization": f"Bearer {token}",
@@ -264,6 +275,8 @@ class GraphCallsClient:
                 self._log_outcome(action, call_id, outcome, attempt, started)
                 return outcome
             error, wait, retryable = outcome
+            if isinstance(error, GraphThrottledError):
+                self.gate.close(error.retry_after if error.retry_after is not None else wait)
             out_of_budget = self._monotonic() + wait >= deadline
             if not retryable or attempt >= self.retry.attempts or out_of_budget:
                 self._log_outcome(action, call_id, error, attempt, started)
@@ -275,6 +288,29 @@ class GraphCallsClient:
                 wait_s=round(wait, 2),
                 **{**error.log_fields(), "attempts": attempt},
             )
+            await self.retry.sleep(wait)
+
+    async def _through_gate(
+        self, action: str, deadline: float, client_request_id: str, attempt: int
+    ) -> None:
+        """Wait while Graph asked this app to; give up unsent if that lasts past ``deadline``.
+
+        Waking, the gate is checked again: another request may have been refused meanwhile.
+        """
+        waited = 0
+        while (wait := self.gate.wait_before_sending(deadline)) is None or wait > 0:
+            if wait is None or waited >= self.retry.attempts:
+                raise GraphThrottledError(
+                    429,
+                    "TooManyRequests",
+                    f"not sent: Graph asked this app to wait {self.gate.throttled_for():.1f} s "
+                    f"more (Retry-After of an earlier {action or 'request'}), past this "
+                    "request's budget",
+                    client_request_id=client_request_id,
+                    retry_after=self.gate.throttled_for(),
+                    attempts=attempt - 1,
+                )
+            waited += 1
             await self.retry.sleep(wait)
 
     async def _attempt(
