@@ -393,6 +393,7 @@ var blobPrivateDnsZoneName = 'privatelink.blob.${environment().suffixes.storage}
 var queuePrivateDnsZoneName = 'privatelink.queue.${environment().suffixes.storage}'
 var tablePrivateDnsZoneName = 'privatelink.table.${environment().suffixes.storage}'
 var speechPrivateDnsZoneName = 'privatelink.cognitiveservices.azure.com'
+var eventsPrivateDnsZoneName = 'privatelink.eventgrid.azure.net'
 var storagePrivateLinks = [
   {
     groupId: 'blob'
@@ -412,7 +413,9 @@ var storagePrivateDnsZoneNames = [
   queuePrivateDnsZoneName
   tablePrivateDnsZoneName
 ]
-var privateDnsZoneNames = transcription ? concat(storagePrivateDnsZoneNames, [speechPrivateDnsZoneName]) : storagePrivateDnsZoneNames
+var speechPrivateDnsZoneNames = transcription ? [speechPrivateDnsZoneName] : []
+var eventsPrivateDnsZoneNames = events ? [eventsPrivateDnsZoneName] : []
+var privateDnsZoneNames = concat(storagePrivateDnsZoneNames, speechPrivateDnsZoneNames, eventsPrivateDnsZoneNames)
 
 // ---------------------------------------------------------------------------------------------
 // Resources
@@ -657,6 +660,21 @@ module eventsTopic 'modules/events.bicep' = if (events) {
     storageAccountName: storage.outputs.name
     deployAlerts: deployAlerts
     actionGroupId: alertActionGroupId
+    publicNetworkAccess: !vnetEnabled
+  }
+}
+
+module eventsPrivateEndpoint 'modules/private-endpoint.bicep' = if (vnetEnabled && events) {
+  name: 'private-endpoint-events'
+  scope: rg
+  params: {
+    name: '${abbrs.networkPrivateEndpoints}events-${resourceToken}'
+    location: location
+    tags: tags
+    subnetId: network!.outputs.privateEndpointSubnetId
+    targetId: eventsTopic!.outputs.id
+    groupId: 'topic'
+    privateDnsZoneName: eventsPrivateDnsZoneName
   }
 }
 

@@ -43,6 +43,9 @@ param deployAlerts bool = true
 @description('Resource id of an action group to notify. Empty: the alerts fire in the portal only.')
 param actionGroupId string = ''
 
+@description('Public network access to the topic; false with private networking (vnetEnabled), where the app publishes through a private endpoint.')
+param publicNetworkAccess bool = true
+
 // EventGrid Data Sender: publish to this topic, nothing else.
 var dataSenderRoleId = 'd5a91429-5739-47e2-a06b-3470a27159e7'
 // The topic's own identity delivers: Storage Queue Data Message Sender (the queue destination)
@@ -67,9 +70,9 @@ resource topic 'Microsoft.EventGrid/topics@2025-02-15' = {
     inputSchema: 'CloudEventSchemaV1_0'
     disableLocalAuth: true
     minimumTlsVersionAllowed: '1.2'
-    // Entra ID tokens only. With vnetEnabled the topic stays public too (no private endpoint
-    // for it yet): publishing still needs the EventGrid Data Sender role.
-    publicNetworkAccess: 'Enabled'
+    // Entra ID tokens only (the EventGrid Data Sender role); with private networking the app
+    // publishes through the topic's private endpoint and public access is off.
+    publicNetworkAccess: publicNetworkAccess ? 'Enabled' : 'Disabled'
   }
 }
 

@@ -89,17 +89,36 @@ def test_main_names_the_zone_of_each_private_link_service() -> None:
     assert variables["storagePrivateDnsZoneNames"] == [
         f"{group}PrivateDnsZoneName" for group in STORAGE_GROUPS
     ]
-    # Speech's zone only when Speech is deployed.
-    zones = _conditional(variables["privateDnsZoneNames"])
-    assert zones["condition"] == "transcription"
-    assert zones["false_value"] == "storagePrivateDnsZoneNames"
+    assert variables["eventsPrivateDnsZoneName"] == "privatelink.eventgrid.azure.net"
+    # The storage zones always; Speech's only when Speech is deployed, the topic's only when the
+    # events topic is.
+    zones = variables["privateDnsZoneNames"]["function"]
+    assert zones["type"] == "concat"
+    assert list(zones["parameters"].values()) == [
+        "storagePrivateDnsZoneNames",
+        "speechPrivateDnsZoneNames",
+        "eventsPrivateDnsZoneNames",
+    ]
+    optional = [variables[f"{kind}PrivateDnsZoneNames"] for kind in ("speech", "events")]
+    assert [_conditional(value) for value in optional] == [
+        {
+            "condition": "transcription",
+            "true_value": ["speechPrivateDnsZoneName"],
+            "false_value": [],
+        },
+        {"condition": "events", "true_value": ["eventsPrivateDnsZoneName"], "false_value": []},
+    ]
     passed = body(one_module("modules/network.bicep"))["params"]
     assert passed["privateDnsZoneNames"] == "privateDnsZoneNames"
 
 
 def test_a_private_endpoint_per_storage_service_and_for_speech_only_when_on() -> None:
     calls = module_calls(main(), "modules/private-endpoint.bicep")
-    assert set(calls) == {"storagePrivateEndpoints", "speechPrivateEndpoint"}
+    assert set(calls) == {
+        "storagePrivateEndpoints",
+        "speechPrivateEndpoint",
+        "eventsPrivateEndpoint",
+    }
     storage_loop = calls["storagePrivateEndpoints"]["config"]["loop_type"]["detail"]
     assert storage_loop["item_name"] == "link"
     # No endpoint at all without private networking: the loop runs over an empty list.
@@ -124,6 +143,30 @@ def test_a_private_endpoint_per_storage_service_and_for_speech_only_when_on() ->
     assert speech["groupId"] == "account"
     assert speech["privateDnsZoneName"] == "speechPrivateDnsZoneName"
     assert dotted(parse("modules/speech.bicep")["outputs"]["id"]["value"]) == "account.id"
+
+    events_call = calls["eventsPrivateEndpoint"]
+    test = condition(events_call)["operator"]
+    assert test["type"] == "and"
+    assert set(test["operands"].values()) == {"vnetEnabled", "events"}
+    events = body(events_call)["params"]
+    assert dotted(events["targetId"]) == "eventsTopic.outputs.id"
+    assert events["groupId"] == "topic"
+    assert events["privateDnsZoneName"] == "eventsPrivateDnsZoneName"
+
+
+def test_the_events_topic_is_private_exactly_when_networking_is() -> None:
+    passed = body(one_module("modules/events.bicep"))["params"]
+    assert passed["publicNetworkAccess"] == {
+        "operator": {"type": "not", "operands": {"operand": "vnetEnabled"}}
+    } or "vnetEnabled" in str(passed["publicNetworkAccess"])
+    doc = parse("modules/events.bicep")
+    _, topic = one_resource(doc, "Microsoft.EventGrid/topics")
+    access = body(topic)["properties"]["publicNetworkAccess"]
+    assert _conditional(access) == {
+        "condition": "publicNetworkAccess",
+        "true_value": "Enabled",
+        "false_value": "Disabled",
+    }
 
 
 def test_each_endpoint_registers_itself_in_its_zone() -> None:
@@ -207,6 +250,7 @@ def test_network_resources_are_named_from_the_resource_token() -> None:
     ]
     assert sorted(names) == [
         "${abbrs.networkPrivateEndpoints}${link.groupId}-${resourceToken}",
+        "${abbrs.networkPrivateEndpoints}events-${resourceToken}",
         "${abbrs.networkPrivateEndpoints}speech-${resourceToken}",
     ]
 
