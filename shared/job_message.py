@@ -1,21 +1,32 @@
 """What every queue job message shares: its wire form, its trace context and its parse.
 
-The download, transcription and event jobs are pydantic models of their own fields; this base
-gives each the same ``to_message`` / ``from_message`` pair (a message that is not the job raises
-the job's :class:`~shared.queue_jobs.InvalidJobMessage` naming the fields, never their values),
-``with_traceparent``, and the rule that a trace context never decides a job's fate. The base
-declares no field, so each job's JSON keeps its own field order. Loaded with the first job, like
-the models that use it (pydantic is not imported at indexing).
+The download, transcription and event jobs share their first fields (``version``, ``call_id``,
+``operation_id``), their last (``traceparent``), the same ``to_message`` / ``from_message`` pair
+(a message that is not the job raises the job's :class:`~shared.queue_jobs.InvalidJobMessage`
+naming the fields, never their values), ``with_traceparent``, and the rule that a trace context
+never decides a job's fate. Each job declares only the fields between. Loaded with the first job,
+like the models that use it (pydantic is not imported at indexing).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, Self
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from shared.queue_jobs import InvalidJobMessage
 from shared.trace_context import usable_traceparent
+
+
+@dataclass(frozen=True)
+class MessageKind:
+    """A job's name in log lines ("download"), how a refusal names it ("a download job"), and
+    the error a message that is not such a job raises."""
+
+    name: str
+    described: str
+    invalid: type[InvalidJobMessage]
 
 
 class JobMessageModel(BaseModel):
@@ -23,21 +34,22 @@ class JobMessageModel(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
-    # The job's name in log lines ("download"), how a refusal names it ("a download job"), and
-    # the error a message that is not such a job raises.
-    job_name: ClassVar[str]
-    described: ClassVar[str]
-    invalid: ClassVar[type[InvalidJobMessage]]
+    kind: ClassVar[MessageKind]
+
+    # Pydantic puts a base's fields first: these three lead every job's JSON, as they always did.
+    version: Literal[1] = 1
+    call_id: str = Field(min_length=1)
+    operation_id: str = Field(min_length=1)
 
     if TYPE_CHECKING:
-        # Declared by each job as its last field (pydantic puts a base's fields first).
+        # Declared by each job as its last field.
         traceparent: str | None
 
     @field_validator("traceparent", mode="before", check_fields=False)
     @classmethod
     def _ignore_unusable_traceparent(cls, value: object, info: ValidationInfo) -> str | None:
         # A trace context is a courtesy: a malformed one is dropped, never a reason to fail a job.
-        return usable_traceparent(value, job=cls.job_name, ids=info.data)
+        return usable_traceparent(value, job=cls.kind.name, ids=info.data)
 
     def to_message(self) -> str:
         return self.model_dump_json()
@@ -48,6 +60,10 @@ class JobMessageModel(BaseModel):
             return self
         return self.model_copy(update={"traceparent": traceparent})
 
+    def log_fields(self) -> dict[str, Any]:
+        """What a log line may say about the job (no token, no full URL query)."""
+        return {"call_id": self.call_id, "operation_id": self.operation_id}
+
     @classmethod
     def from_message(cls, text: str | bytes) -> Self:
         try:
@@ -56,4 +72,6 @@ class JobMessageModel(BaseModel):
             fields = sorted(
                 {".".join(str(p) for p in e["loc"]) or "message" for e in error.errors()}
             )
-            raise cls.invalid(f"not {cls.described}: invalid {', '.join(fields)}") from None
+            raise cls.kind.invalid(
+                f"not {cls.kind.described}: invalid {', '.join(fields)}"
+            ) from None

@@ -9,7 +9,7 @@ worker's spans join the webhook's trace (optional: older messages without it sti
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal
+from typing import ClassVar
 
 from pydantic import (
     Field,
@@ -19,7 +19,7 @@ from pydantic import (
 
 from shared.graph.ids import normalize_id, parse_resource_url
 from shared.graph.models import CommsNotification, RecordOperation
-from shared.job_message import JobMessageModel
+from shared.job_message import JobMessageModel, MessageKind
 from shared.queue_jobs import InvalidJobMessage
 
 
@@ -30,13 +30,8 @@ class InvalidJobError(InvalidJobMessage):
 class DownloadJob(JobMessageModel):
     """Version 1 of the download job message."""
 
-    job_name: ClassVar[str] = "download"
-    described: ClassVar[str] = "a download job"
-    invalid: ClassVar[type[InvalidJobMessage]] = InvalidJobError
+    kind: ClassVar[MessageKind] = MessageKind("download", "a download job", InvalidJobError)
 
-    version: Literal[1] = 1
-    call_id: str = Field(min_length=1)
-    operation_id: str = Field(min_length=1)
     client_context: str | None = None
     tenant_id: str | None = None
     recording_location: str = Field(min_length=1)
@@ -98,10 +93,6 @@ class DownloadJob(JobMessageModel):
             result_message=result.message if result else None,
             received_at=received_at or datetime.now(UTC),
         )
-
-    def log_fields(self) -> dict[str, Any]:
-        """What a log line may say about the job (no token, no full URL query)."""
-        return {"call_id": self.call_id, "operation_id": self.operation_id}
 
 
 def call_id_of(notification: CommsNotification) -> str:

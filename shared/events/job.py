@@ -7,11 +7,9 @@ out (the row's marker says ``sent``) does nothing.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import Field
-
-from shared.job_message import JobMessageModel
+from shared.job_message import JobMessageModel, MessageKind
 from shared.ledger.outbox import EventStep
 from shared.queue_jobs import InvalidJobMessage, send_job
 from shared.queues import EVENT_JOB_TIME_TO_LIVE, EVENTS_QUEUE
@@ -27,13 +25,8 @@ class InvalidEventJobError(InvalidJobMessage):
 class EventJob(JobMessageModel):
     """Version 1 of the event job message."""
 
-    job_name: ClassVar[str] = "event"
-    described: ClassVar[str] = "an event job"
-    invalid: ClassVar[type[InvalidJobMessage]] = InvalidEventJobError
+    kind: ClassVar[MessageKind] = MessageKind("event", "an event job", InvalidEventJobError)
 
-    version: Literal[1] = 1
-    call_id: str = Field(min_length=1)
-    operation_id: str = Field(min_length=1)
     step: EventStep
     traceparent: str | None = None
 

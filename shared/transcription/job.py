@@ -7,11 +7,11 @@ long as the recording itself is kept; past that there is nothing left to transcr
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import Field
 
-from shared.job_message import JobMessageModel
+from shared.job_message import JobMessageModel, MessageKind
 from shared.queue_jobs import InvalidJobMessage, send_job
 from shared.queues import TRANSCRIPTION_QUEUE
 
@@ -28,19 +28,13 @@ class InvalidTranscriptionJobError(InvalidJobMessage):
 class TranscriptionJob(JobMessageModel):
     """Version 1 of the transcription job message."""
 
-    job_name: ClassVar[str] = "transcription"
-    described: ClassVar[str] = "a transcription job"
-    invalid: ClassVar[type[InvalidJobMessage]] = InvalidTranscriptionJobError
+    kind: ClassVar[MessageKind] = MessageKind(
+        "transcription", "a transcription job", InvalidTranscriptionJobError
+    )
 
-    version: Literal[1] = 1
-    call_id: str = Field(min_length=1)
-    operation_id: str = Field(min_length=1)
     blob_name: str = Field(min_length=1)
     stored_at: datetime
     traceparent: str | None = None
-
-    def log_fields(self) -> dict[str, Any]:
-        return {"call_id": self.call_id, "operation_id": self.operation_id}
 
 
 async def queue_transcription(
