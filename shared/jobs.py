@@ -9,36 +9,29 @@ worker's spans join the webhook's trace (optional: older messages without it sti
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import ClassVar
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
-    ValidationInfo,
     field_serializer,
-    field_validator,
 )
 
 from shared.graph.ids import normalize_id, parse_resource_url
 from shared.graph.models import CommsNotification, RecordOperation
+from shared.job_message import JobMessageModel, MessageKind
 from shared.queue_jobs import InvalidJobMessage
-from shared.trace_context import usable_traceparent
 
 
 class InvalidJobError(InvalidJobMessage):
     """A queue message that is not a download job (the message says which field, never secrets)."""
 
 
-class DownloadJob(BaseModel):
+class DownloadJob(JobMessageModel):
     """Version 1 of the download job message."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
+    kind: ClassVar[MessageKind] = MessageKind("download", "a download job", InvalidJobError)
 
-    version: Literal[1] = 1
-    call_id: str = Field(min_length=1)
-    operation_id: str = Field(min_length=1)
     client_context: str | None = None
     tenant_id: str | None = None
     recording_location: str = Field(min_length=1)
@@ -50,38 +43,10 @@ class DownloadJob(BaseModel):
     # The webhook's span context; None when nothing was traced or the message predates it.
     traceparent: str | None = None
 
-    @field_validator("traceparent", mode="before")
-    @classmethod
-    def _ignore_unusable_traceparent(cls, value: object, info: ValidationInfo) -> str | None:
-        # A trace context is a courtesy: a malformed one is dropped, never a reason to fail a
-        # recording's job.
-        return usable_traceparent(value, job="download", ids=info.data)
-
     @field_serializer("recording_access_token", when_used="json")
     def _reveal_on_the_queue(self, token: SecretStr) -> str:
         # Only the JSON form written to the queue carries the token; repr() and logs never do.
         return token.get_secret_value()
-
-    def to_message(self) -> str:
-        return self.model_dump_json()
-
-    def with_traceparent(self, traceparent: str | None) -> DownloadJob:
-        """This job carrying ``traceparent`` (unchanged when there is none)."""
-        if traceparent is None or traceparent == self.traceparent:
-            return self
-        return self.model_copy(update={"traceparent": traceparent})
-
-    @classmethod
-    def from_message(cls, text: str | bytes) -> DownloadJob:
-        from pydantic import ValidationError
-
-        try:
-            return cls.model_validate_json(text)
-        except ValidationError as error:
-            fields = sorted(
-                {".".join(str(p) for p in e["loc"]) or "message" for e in error.errors()}
-            )
-            raise InvalidJobError(f"not a download job: invalid {', '.join(fields)}") from None
 
     @classmethod
     def from_notification(
@@ -128,10 +93,6 @@ class DownloadJob(BaseModel):
             result_message=result.message if result else None,
             received_at=received_at or datetime.now(UTC),
         )
-
-    def log_fields(self) -> dict[str, Any]:
-        """What a log line may say about the job (no token, no full URL query)."""
-        return {"call_id": self.call_id, "operation_id": self.operation_id}
 
 
 def call_id_of(notification: CommsNotification) -> str:

@@ -243,32 +243,17 @@ class _Download(QueueJob["DownloadJob", DownloadOutcome]):
         return await self.stored(facts)
 
     async def stored(self, facts: RecordingFacts) -> DownloadOutcome:
-        with span("ledger stored", call_id=facts.call_id, operation_id=facts.operation_id):
-            transition = await self.ledger.mark_stored(
-                facts.call_id,
-                facts.operation_id,
-                blob_name=self.blob_name,
-                size_bytes=facts.size_bytes,
-                sha256=facts.sha256,
-                content_type=facts.content_type,
-                stored_at=facts.downloaded_at,
-                expires_at=facts.expires_at,
-                # Carry the ETag of this delivery's last write (its lease): no read first.
-                after=self.lease.held_row,
-            )
-        self.lease.wrote(transition)
-        # The row as read after the commit: an erasure that came first wins (shared/erasure.py).
-        if await erase_if_erased(transition, container=self.container, blob_name=self.blob_name):
-            return self.erased()
-        await self.queue_transcription(facts.downloaded_at)
-        count_outcome("stored")
-        return self._settled(
-            "stored",
+        recording = StoredRecording(
             blob_name=self.blob_name,
             size_bytes=facts.size_bytes,
             sha256=facts.sha256,
             content_type=facts.content_type,
-            committed_at=facts.downloaded_at,
+            expires_at=facts.expires_at,
+        )
+        with span("ledger stored", call_id=facts.call_id, operation_id=facts.operation_id):
+            transition = await self._mark_stored(recording, stored_at=facts.downloaded_at)
+        return await self._after_stored(
+            "stored", recording, transition, committed_at=facts.downloaded_at
         )
 
     async def already_stored(
@@ -277,31 +262,50 @@ class _Download(QueueJob["DownloadJob", DownloadOutcome]):
         """A duplicate job: nothing is downloaded. ``row``: the ledger already says stored."""
         # Otherwise make sure the ledger says stored (the first run may have died between the
         # commit and the ledger write).
-        if row is not None:
-            transition = row
-        else:
-            transition = await self.ledger.mark_stored(
-                self.job.call_id,
-                self.job.operation_id,
-                blob_name=existing.blob_name,
-                size_bytes=existing.size_bytes,
-                sha256=existing.sha256,
-                content_type=existing.content_type,
-                expires_at=existing.expires_at,
-                after=self.lease.held_row,
-            )
-            self.lease.wrote(transition)
+        transition = row if row is not None else await self._mark_stored(existing, stored_at=None)
+        return await self._after_stored("already_stored", existing, transition, committed_at=None)
+
+    async def _mark_stored(
+        self, recording: StoredRecording, *, stored_at: datetime | None
+    ) -> Transition:
+        """``stored``, on the ETag of this delivery's last write (its lease): no read first."""
+        transition = await self.ledger.mark_stored(
+            self.job.call_id,
+            self.job.operation_id,
+            blob_name=recording.blob_name,
+            size_bytes=recording.size_bytes,
+            sha256=recording.sha256,
+            content_type=recording.content_type,
+            stored_at=stored_at,
+            expires_at=recording.expires_at,
+            after=self.lease.held_row,
+        )
+        self.lease.wrote(transition)
+        return transition
+
+    async def _after_stored(
+        self,
+        outcome: Outcome,
+        recording: StoredRecording,
+        transition: Transition,
+        *,
+        committed_at: datetime | None,
+    ) -> DownloadOutcome:
+        # The row as read after the commit: an erasure that came first wins (shared/erasure.py).
         if await erase_if_erased(
-            transition, container=self.container, blob_name=existing.blob_name
+            transition, container=self.container, blob_name=recording.blob_name
         ):
             return self.erased()
-        await self.queue_transcription(None)
+        await self.queue_transcription(committed_at)
+        if outcome == "stored":
+            count_outcome("stored")
         return self._settled(
-            "already_stored",
-            blob_name=existing.blob_name,
-            size_bytes=existing.size_bytes,
-            sha256=existing.sha256,
-            content_type=existing.content_type,
+            outcome,
+            blob_name=recording.blob_name,
+            size_bytes=recording.size_bytes,
+            sha256=recording.sha256,
+            content_type=recording.content_type,
+            committed_at=committed_at,
         )
 
     async def queue_transcription(self, stored_at: datetime | None) -> None:

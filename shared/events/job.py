@@ -7,14 +7,12 @@ out (the row's marker says ``sent``) does nothing.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
-
+from shared.job_message import JobMessageModel, MessageKind
 from shared.ledger.outbox import EventStep
 from shared.queue_jobs import InvalidJobMessage, send_job
 from shared.queues import EVENT_JOB_TIME_TO_LIVE, EVENTS_QUEUE
-from shared.trace_context import usable_traceparent
 
 if TYPE_CHECKING:
     from azure.storage.queue.aio import QueueClient
@@ -24,39 +22,13 @@ class InvalidEventJobError(InvalidJobMessage):
     """A queue message that is not an event job (the message says which field)."""
 
 
-class EventJob(BaseModel):
+class EventJob(JobMessageModel):
     """Version 1 of the event job message."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
+    kind: ClassVar[MessageKind] = MessageKind("event", "an event job", InvalidEventJobError)
 
-    version: Literal[1] = 1
-    call_id: str = Field(min_length=1)
-    operation_id: str = Field(min_length=1)
     step: EventStep
     traceparent: str | None = None
-
-    @field_validator("traceparent", mode="before")
-    @classmethod
-    def _ignore_unusable_traceparent(cls, value: object, info: ValidationInfo) -> str | None:
-        return usable_traceparent(value, job="event", ids=info.data)
-
-    def to_message(self) -> str:
-        return self.model_dump_json()
-
-    def with_traceparent(self, traceparent: str | None) -> EventJob:
-        if traceparent is None or traceparent == self.traceparent:
-            return self
-        return self.model_copy(update={"traceparent": traceparent})
-
-    @classmethod
-    def from_message(cls, text: str | bytes) -> EventJob:
-        try:
-            return cls.model_validate_json(text)
-        except ValidationError as error:
-            fields = sorted(
-                {".".join(str(p) for p in e["loc"]) or "message" for e in error.errors()}
-            )
-            raise InvalidEventJobError(f"not an event job: invalid {', '.join(fields)}") from None
 
     def log_fields(self) -> dict[str, Any]:
         return {"call_id": self.call_id, "operation_id": self.operation_id, "step": self.step.value}

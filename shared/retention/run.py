@@ -45,27 +45,22 @@ async def run_cleanup(
     """
     limits = limits or CleanupLimits()
     minutes = timedelta(minutes=1)
+    purge = functools.partial(
+        purge_poison_messages,
+        ledger=ledger,
+        max_age=settings.poison_message_max_age_minutes * minutes,
+        limit=limits.poison_messages,
+    )
     steps: dict[str, Step] = {
         "expire_recordings": functools.partial(
             expire_recordings, container, ledger, limit=limits.expired_recordings
         ),
-        "purge_poison_messages": functools.partial(
-            purge_poison_messages,
-            poison_queue,
-            ledger,
-            max_age=settings.poison_message_max_age_minutes * minutes,
-            limit=limits.poison_messages,
-        ),
+        "purge_poison_messages": functools.partial(purge, poison_queue),
         # Poisoned transcription jobs hold no token, but their rows must say what happened.
         **(
             {
                 "purge_transcription_poison_messages": functools.partial(
-                    purge_poison_messages,
-                    transcription_poison_queue,
-                    ledger,
-                    max_age=settings.poison_message_max_age_minutes * minutes,
-                    limit=limits.poison_messages,
-                    jobs=TRANSCRIPTIONS,
+                    purge, transcription_poison_queue, jobs=TRANSCRIPTIONS
                 )
             }
             if transcription_poison_queue is not None

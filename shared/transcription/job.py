@@ -7,13 +7,13 @@ long as the recording itself is kept; past that there is nothing left to transcr
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field
 
+from shared.job_message import JobMessageModel, MessageKind
 from shared.queue_jobs import InvalidJobMessage, send_job
 from shared.queues import TRANSCRIPTION_QUEUE
-from shared.trace_context import usable_traceparent
 
 if TYPE_CHECKING:
     from azure.storage.queue.aio import QueueClient
@@ -25,47 +25,16 @@ class InvalidTranscriptionJobError(InvalidJobMessage):
     """A queue message that is not a transcription job (the message says which field)."""
 
 
-class TranscriptionJob(BaseModel):
+class TranscriptionJob(JobMessageModel):
     """Version 1 of the transcription job message."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
+    kind: ClassVar[MessageKind] = MessageKind(
+        "transcription", "a transcription job", InvalidTranscriptionJobError
+    )
 
-    version: Literal[1] = 1
-    call_id: str = Field(min_length=1)
-    operation_id: str = Field(min_length=1)
     blob_name: str = Field(min_length=1)
     stored_at: datetime
     traceparent: str | None = None
-
-    @field_validator("traceparent", mode="before")
-    @classmethod
-    def _ignore_unusable_traceparent(cls, value: object, info: ValidationInfo) -> str | None:
-        # Trace context is a courtesy: a job is never discarded for it.
-        return usable_traceparent(value, job="transcription", ids=info.data)
-
-    def to_message(self) -> str:
-        return self.model_dump_json()
-
-    def with_traceparent(self, traceparent: str | None) -> TranscriptionJob:
-        """This job carrying ``traceparent`` (unchanged when there is none)."""
-        if traceparent is None or traceparent == self.traceparent:
-            return self
-        return self.model_copy(update={"traceparent": traceparent})
-
-    @classmethod
-    def from_message(cls, text: str | bytes) -> TranscriptionJob:
-        try:
-            return cls.model_validate_json(text)
-        except ValidationError as error:
-            fields = sorted(
-                {".".join(str(p) for p in e["loc"]) or "message" for e in error.errors()}
-            )
-            raise InvalidTranscriptionJobError(
-                f"not a transcription job: invalid {', '.join(fields)}"
-            ) from None
-
-    def log_fields(self) -> dict[str, Any]:
-        return {"call_id": self.call_id, "operation_id": self.operation_id}
 
 
 async def queue_transcription(
