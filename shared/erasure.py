@@ -79,12 +79,7 @@ async def _erase(
     for name in _blob_names(record):
         deleted = await delete_recording_blob(container, name) or deleted
     log_event(
-        log,
-        "erasure",
-        call_id=record.call_id,
-        operation_id=record.operation_id,
-        previous_status=record.status.value,
-        blob_deleted=deleted,
+        log, "erasure", **record.ids(), previous_status=record.status.value, blob_deleted=deleted
     )
     return Erased(record.call_id, record.operation_id, record.status, deleted)
 

@@ -105,13 +105,20 @@ def log_event(log: logging.Logger, event: str, *, level: int = logging.INFO, **f
 QUIET_LIBRARIES = ("azure", "httpx", "httpcore")
 
 
-def log_failure(log: logging.Logger, event: str, error: BaseException, **fields: Any) -> None:
-    """An error line for ``event``: the error's type only, never its text.
+def log_failure(
+    log: logging.Logger,
+    event: str,
+    error: BaseException,
+    level: int = logging.ERROR,
+    /,
+    **fields: Any,
+) -> None:
+    """A failure line for ``event`` (an error unless ``level`` says less): the error's type only.
 
     An SDK error's text can quote a request or a response body (a token, a queue message's
     contents); its type says enough to act on, and the traceback goes to debug where it is needed.
     """
-    log_event(log, event, level=logging.ERROR, **fields, error=type(error).__name__)
+    log_event(log, event, level=level, **fields, error=type(error).__name__)
 
 
 def quiet_library_loggers(level: int = logging.WARNING) -> None:

@@ -82,12 +82,9 @@ class Caller:
         return cls(via=VIA_FUNCTION_KEY)
 
     def log_fields(self) -> dict[str, Any]:
-        return {
-            "caller_via": self.via,
-            "caller_oid": self.object_id,
-            "caller_appid": self.app_id,
-            "caller_tid": self.tenant_id,
-        }
+        """Who called, as log lines and audit events name it (never the token)."""
+        names = {"via": "via", "oid": "object_id", "appid": "app_id", "tid": "tenant_id"}
+        return {f"caller_{key}": getattr(self, name) for key, name in names.items()}
 
 
 class Refused(Exception):

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from shared.events.cloudevent import EventFormat, recording_event
 from shared.events.publisher import EventPublisher
 from shared.ledger.outbox import EventStep
-from shared.logevents import log_event
+from shared.logevents import log_event, log_failure
 from shared.telemetry import count_outcome
 
 if TYPE_CHECKING:
@@ -91,14 +91,7 @@ class EventOutbox:
             await self._ledger.mark_event_sent(row, step)
         except Exception as error:
             # Published, not marked: the sweep publishes it again (same id), nothing is lost.
-            log_event(
-                log,
-                "recording event",
-                level=logging.WARNING,
-                outcome="published_unmarked",
-                **ids,
-                reason=type(error).__name__,
-            )
+            _setback("published_unmarked", error, ids)
             return
         log_event(log, "recording event", outcome="published", **ids, event_id=event["id"])
 
@@ -111,14 +104,7 @@ class EventOutbox:
             await queue_event(self._queue(), call_id, operation_id, step)
         except Exception as error:
             # The marker is still pending on the row: the sweep sends the job later.
-            log_event(
-                log,
-                "recording event",
-                level=logging.WARNING,
-                outcome="left_for_sweep",
-                **ids,
-                reason=type(error).__name__,
-            )
+            _setback("left_for_sweep", error, ids)
 
     async def drain(self) -> None:
         """Wait for every publish in flight (tests, benchmarks, shutdown)."""
@@ -128,3 +114,8 @@ class EventOutbox:
     async def aclose(self) -> None:
         await self.drain()
         await self.publisher.aclose()
+
+
+def _setback(outcome: str, error: BaseException, ids: dict[str, Any]) -> None:
+    """A publish that did not end cleanly; the row's marker still owes the event (no loss)."""
+    log_failure(log, "recording event", error, logging.WARNING, outcome=outcome, **ids)

@@ -11,12 +11,12 @@ the worker finds the marker ``sent`` and does nothing.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from shared.ledger.outbox import pending_steps
-from shared.logevents import log_event
+from shared.logevents import log_event, log_failure
 
 if TYPE_CHECKING:
     from azure.storage.queue.aio import QueueClient
@@ -56,24 +56,17 @@ async def redrive_pending_events(
                 await queue_event(queue, record.call_id, record.operation_id, step)
             except Exception as error:
                 summary.errors += 1
-                log_event(
+                log_failure(
                     log,
                     "events redrive",
-                    level=logging.WARNING,
-                    call_id=record.call_id,
-                    operation_id=record.operation_id,
+                    error,
+                    logging.WARNING,
+                    **record.ids(),
                     step=step.value,
-                    reason=type(error).__name__,
                 )
                 continue
             summary.jobs += 1
+    # Anything redriven means an instance stopped between a step and its publish: worth a look.
     level = logging.WARNING if summary.jobs or summary.errors else logging.INFO
-    log_event(
-        log,
-        "events redrive",
-        level=level,
-        rows=summary.rows,
-        jobs=summary.jobs,
-        errors=summary.errors,
-    )
+    log_event(log, "events redrive", level=level, **asdict(summary))
     return summary

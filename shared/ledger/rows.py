@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from shared.graph.ids import normalize_id
 from shared.graph.subcodes import describe_subcode
@@ -169,6 +169,11 @@ _INTERNAL_COLUMNS = frozenset(
 )
 
 
+class OperationIds(TypedDict):
+    call_id: str
+    operation_id: str
+
+
 @dataclass(frozen=True)
 class OperationRecord:
     """One ledger row, as the rest of the app sees it."""
@@ -177,6 +182,10 @@ class OperationRecord:
     operation_id: str
     status: OperationStatus
     fields: Mapping[str, Any]
+
+    def ids(self) -> OperationIds:
+        """The operation's ids as every log line and span names them."""
+        return {"call_id": self.call_id, "operation_id": self.operation_id}
 
     def get(self, name: str, default: Any = None) -> Any:
         return self.fields.get(name, default)

@@ -50,13 +50,7 @@ async def abandon_stale_operations(
     for record, result in settled:
         if result.changed:
             summary.operations_abandoned += 1
-            log_event(
-                log,
-                "cleanup: operation abandoned",
-                call_id=record.call_id,
-                operation_id=record.operation_id,
-                was=record.status.value,
-            )
+            log_event(log, "cleanup: operation abandoned", **record.ids(), was=record.status.value)
 
 
 async def trim_ledger(

@@ -52,6 +52,15 @@ class TerminalTranscriptionError(TranscriptionError, TerminalJobError):
     """Trying again cannot help: bad audio, an unsupported locale, a refused token."""
 
 
+_PHRASE_WIRE_NAMES = {
+    "offset_ms": "offsetMilliseconds",
+    "duration_ms": "durationMilliseconds",
+    "text": "text",
+    "locale": "locale",
+    "confidence": "confidence",
+}
+
+
 @dataclass(frozen=True)
 class Phrase:
     offset_ms: int
@@ -61,13 +70,8 @@ class Phrase:
     confidence: float | None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "offsetMilliseconds": self.offset_ms,
-            "durationMilliseconds": self.duration_ms,
-            "text": self.text,
-            "locale": self.locale,
-            "confidence": self.confidence,
-        }
+        """The phrase as the transcript blob keeps it (Speech's own names)."""
+        return {wire: getattr(self, name) for name, wire in _PHRASE_WIRE_NAMES.items()}
 
 
 @dataclass(frozen=True)
