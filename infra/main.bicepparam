@@ -189,6 +189,7 @@ param botConfirmTimeoutSeconds = int(readEnvironmentVariable('BOT_CONFIRM_TIMEOU
 // RECORDING_RETENTION_MINUTES: the cleanup timer deletes each recording this many minutes after it
 // is stored (exact to the cleanup schedule). The lifecycle rule above is only the backstop.
 param recordingRetentionMinutes = int(readEnvironmentVariable('RECORDING_RETENTION_MINUTES', '60'))
+param callerIdentity = readEnvironmentVariable('CALLER_IDENTITY', 'full')
 
 // CLEANUP_SCHEDULE: 6-field NCRONTAB of the cleanup timer (every 5 minutes).
 param cleanupSchedule = readEnvironmentVariable('CLEANUP_SCHEDULE', '0 */5 * * * *')

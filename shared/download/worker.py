@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from shared.blob_layout import RecordingFacts, blob_name_for, content_type_for, expiry_for
+from shared.blob_layout import (
+    RecordingFacts,
+    WavFacts,
+    blob_name_for,
+    content_type_for,
+    expiry_for,
+    wav_facts,
+)
 from shared.clock import Stopwatch, as_utc, utc_now
 from shared.download.fetch import (
     DownloadRetry,
@@ -240,9 +247,10 @@ class _Download(QueueJob["DownloadJob", DownloadOutcome]):
             existing = await find_stored(self.container, self.blob_name)
             if existing is not None:
                 return await self.already_stored(existing)
-        return await self.stored(facts)
+        # The audio's facts from the bytes stored, never from what the notification said.
+        return await self.stored(facts, wav_facts(writer.head, writer.size))
 
-    async def stored(self, facts: RecordingFacts) -> DownloadOutcome:
+    async def stored(self, facts: RecordingFacts, audio: WavFacts | None) -> DownloadOutcome:
         with span("ledger stored", call_id=facts.call_id, operation_id=facts.operation_id):
             transition = await self.ledger.mark_stored(
                 facts.call_id,
@@ -253,6 +261,8 @@ class _Download(QueueJob["DownloadJob", DownloadOutcome]):
                 content_type=facts.content_type,
                 stored_at=facts.downloaded_at,
                 expires_at=facts.expires_at,
+                audio=audio,
+                audio_read=True,
                 # Carry the ETag of this delivery's last write (its lease): no read first.
                 after=self.lease.held_row,
             )

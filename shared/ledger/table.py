@@ -12,19 +12,30 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from shared.clock import utc_now
 from shared.graph.ids import normalize_id
+from shared.ledger.identity import cleared_identity
+from shared.ledger.index import (
+    buckets_between,
+    index_key,
+    split_index_key,
+    time_partition,
+    time_row_key,
+)
 from shared.ledger.rows import (
     CALL_GUARD_ROW,
     NO_GUARD,
     RANK,
+    RETENTION_OVER,
     ROW_KIND_CLAIM,
     ROW_KIND_OPERATION,
+    ROW_KIND_TIME_INDEX,
     STAMP,
     CallGuard,
+    Column,
     OperationRecord,
     OperationStatus,
     Transition,
@@ -151,7 +162,8 @@ class LedgerTable:
         is read together with the call's guard row, in one query; while the call is not erased
         the write goes in one transaction with the guard (created, or touched on the ETag read),
         so an erasure that writes the guard meanwhile makes it fail and be decided again; once
-        the guard says erased, ``erased`` decides instead. ``absent`` then expects neither row:
+        the guard says erased, ``erased`` decides instead. The call's metadata the guard row
+        holds (shared/ledger/identity.py) is copied into such a write. ``absent`` then expects neither row:
         the transaction creates both, blind.
         """
         from azure.core.exceptions import (
@@ -175,6 +187,9 @@ class LedgerTable:
             if isinstance(step, Keep):
                 return step.result
             written = {"PartitionKey": partition, "RowKey": row, **step.columns}
+            if guarded and not call_erased and guard.call_fields:
+                # The call's metadata (who called) goes with the recording's first write, free.
+                written = {**guard.call_fields, **written}
             try:
                 if guarded and not call_erased:
                     etag = await self._write_guarded(call_id, written, current, guard)
@@ -185,6 +200,28 @@ class LedgerTable:
             except ResourceNotFoundError:
                 if not guarded:
                     current, read = None, False  # removed meanwhile (the cleanup): no row
+                continue
+            after = written if current is None else {**current.fields, **written}
+            return step.then(Seen(after, etag))
+        raise LedgerConflict(partition, row)
+
+    async def _rewrite_row(self, partition: str, row: str, decide: Decide[R]) -> R:
+        """:meth:`_rewrite` for a row addressed by its storage keys (the call's own row)."""
+        from azure.core.exceptions import (
+            ResourceExistsError,
+            ResourceModifiedError,
+            ResourceNotFoundError,
+        )
+
+        for _ in range(MAX_CONFLICT_RETRIES):
+            current = await self._read(partition, row)
+            step = decide(current)
+            if isinstance(step, Keep):
+                return step.result
+            written = {"PartitionKey": partition, "RowKey": row, **step.columns}
+            try:
+                etag = await self._write(written, current)
+            except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
                 continue
             after = written if current is None else {**current.fields, **written}
             return step.then(Seen(after, etag))
@@ -335,6 +372,9 @@ class LedgerTable:
             if RANK[status] <= RANK[previous]:
                 return Keep(current.transition(changed=False))
             columns = {"Status": status.value, "UpdatedAt": now, STAMP[status]: now, **extra}
+            if status in RETENTION_OVER:
+                # The caller's identity follows the recording's retention: gone in this write.
+                columns |= cleared_identity(current.fields)
             return Write(columns, moved(previous.value))
 
         return decide
@@ -381,6 +421,143 @@ class LedgerTable:
             if len(records) >= limit:
                 break
         return records
+
+    # ----------------------------------------------------------------- the recordings index
+
+    async def index_recording(self, call_id: str, operation_id: str, at: datetime) -> str:
+        """Write a recording's time index row (shared/ledger/index.py); returns its key."""
+        from azure.data.tables import UpdateMode
+
+        key = index_key(at, call_id, operation_id)
+        bucket, row = key.split("/", 1)
+        await self._table.upsert_entity(
+            {
+                "PartitionKey": time_partition(bucket),
+                "RowKey": row,
+                "Kind": ROW_KIND_TIME_INDEX,
+                "CallId": normalize_id(call_id),
+                "OperationId": normalize_id(operation_id),
+                "UpdatedAt": self._clock(),
+            },
+            mode=UpdateMode.REPLACE,
+        )
+        return key
+
+    async def indexed(
+        self, pointers: list[tuple[str, str, str]]
+    ) -> list[tuple[str, OperationRecord | None]]:
+        """The operation rows index rows point to, read together; None: the row does not carry
+        the index key (the index row points to nothing)."""
+        import asyncio
+
+        async def one(key: str, call_id: str, operation_id: str) -> OperationRecord | None:
+            record = await self.get(call_id, operation_id)
+            if record is None or record.get(Column.INDEX_KEY) != key:
+                return None
+            return record
+
+        found = await asyncio.gather(*(one(*pointer) for pointer in pointers))
+        return [(pointer[0], record) for pointer, record in zip(pointers, found, strict=True)]
+
+    async def list_recordings(
+        self,
+        *,
+        start: datetime,
+        end: datetime,
+        statuses: frozenset[str] | None,
+        after: str | None,
+        top: int,
+    ) -> tuple[list[OperationRecord], str | None]:
+        """Recordings newest first between ``start`` and ``end``, after the index key ``after``.
+
+        Reads index rows bucket by bucket, a page at a time, and the operation rows they point
+        to; stops when ``top`` matched, scanning at most a few pages more for a status filter.
+        Returns the records and the key to continue after (None: nothing more).
+        """
+        records: list[OperationRecord] = []
+        budget = top * 4  # index rows read at most per call: a status filter may skip some
+        last: str | None = None
+        low = time_row_key(end, "", "")[:13]
+        high = time_row_key(start, "", "")[:13] + "~\uffff"
+        resume = split_index_key(after) if after else None
+        for bucket in buckets_between(start, end):
+            if resume is not None and bucket > resume[0]:
+                continue
+            after_row = resume[1] if resume is not None and bucket == resume[0] else None
+            query = "PartitionKey eq @pk and RowKey ge @low and RowKey le @high"
+            params: dict[str, Any] = {"pk": time_partition(bucket), "low": low, "high": high}
+            if after_row is not None:
+                query += " and RowKey gt @after"
+                params["after"] = after_row
+            while budget > 0:
+                want = min(top - len(records), budget)
+                pointers: list[tuple[str, str, str]] = []
+                async for entity in self._table.query_entities(
+                    query,
+                    parameters=params,
+                    results_per_page=want,
+                    select=["RowKey", "CallId", "OperationId"],
+                ):
+                    key = f"{bucket}/{entity['RowKey']}"
+                    pointers.append((key, str(entity["CallId"]), str(entity["OperationId"])))
+                    if len(pointers) >= want:
+                        break
+                budget -= len(pointers)
+                for key, record in await self.indexed(pointers):
+                    last = key
+                    if record is not None and (statuses is None or record.status.value in statuses):
+                        records.append(record)
+                if len(records) >= top:
+                    return records, last
+                if len(pointers) < want:
+                    break  # this bucket is done
+                query_after = pointers[-1][0].split("/", 1)[1]
+                if "@after" not in query:
+                    query += " and RowKey gt @after"
+                params["after"] = query_after
+            if budget <= 0:
+                return records, last
+        return records, None
+
+    async def sweep_index(
+        self, *, now: datetime, grace: timedelta, lookback: timedelta, limit: int
+    ) -> int:
+        """Delete index rows that point to nothing, in the hour buckets of the last
+        ``lookback`` (older ones go with the ledger horizon); rows younger than ``grace`` are
+        left: their operation row's write may still be on its way."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+
+        swept = 0
+        cutoff = now - grace
+        for bucket in buckets_between(now - lookback, cutoff):
+            pointers: list[tuple[str, str, str]] = []
+            etags: dict[str, str] = {}
+            async for entity in self._table.query_entities(
+                "PartitionKey eq @pk and RowKey ge @low",
+                parameters={"pk": time_partition(bucket), "low": time_row_key(cutoff, "", "")[:13]},
+                results_per_page=min(limit, 1000),
+                select=["RowKey", "CallId", "OperationId"],
+            ):
+                key = f"{bucket}/{entity['RowKey']}"
+                pointers.append((key, str(entity["CallId"]), str(entity["OperationId"])))
+                etags[key] = str(entity.metadata["etag"])
+                if len(pointers) >= limit:
+                    break
+            for key, record in await self.indexed(pointers):
+                if record is not None:
+                    continue
+                try:
+                    await self._table.delete_entity(
+                        time_partition(bucket),
+                        key.split("/", 1)[1],
+                        etag=etags[key],
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+                except (ResourceModifiedError, ResourceNotFoundError):
+                    continue
+                swept += 1
+        return swept
 
     async def delete(self, record: OperationRecord) -> None:
         await self._table.delete_entity(table_key(record.call_id), table_key(record.operation_id))
