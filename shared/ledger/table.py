@@ -19,6 +19,7 @@ from shared.clock import utc_now
 from shared.graph.ids import normalize_id
 from shared.ledger.identity import cleared_identity
 from shared.ledger.index import (
+    TIME_PARTITION_PREFIX,
     buckets_between,
     index_key,
     split_index_key,
@@ -530,33 +531,41 @@ class LedgerTable:
 
         swept = 0
         cutoff = now - grace
-        for bucket in buckets_between(now - lookback, cutoff):
-            pointers: list[tuple[str, str, str]] = []
-            etags: dict[str, str] = {}
-            async for entity in self._table.query_entities(
-                "PartitionKey eq @pk and RowKey ge @low",
-                parameters={"pk": time_partition(bucket), "low": time_row_key(cutoff, "", "")[:13]},
-                results_per_page=min(limit, 1000),
-                select=["RowKey", "CallId", "OperationId"],
-            ):
-                key = f"{bucket}/{entity['RowKey']}"
-                pointers.append((key, str(entity["CallId"]), str(entity["OperationId"])))
-                etags[key] = str(entity.metadata["etag"])
-                if len(pointers) >= limit:
-                    break
-            for key, record in await self.indexed(pointers):
-                if record is not None:
-                    continue
-                try:
-                    await self._table.delete_entity(
-                        time_partition(bucket),
-                        key.split("/", 1)[1],
-                        etag=etags[key],
-                        match_condition=MatchConditions.IfNotModified,
-                    )
-                except (ResourceModifiedError, ResourceNotFoundError):
-                    continue
-                swept += 1
+        # One range query over the lookback's hour partitions (not one query per hour): the
+        # cleanup runs every few minutes and its reads are counted.
+        buckets = buckets_between(now - lookback, cutoff)
+        pointers: list[tuple[str, str, str]] = []
+        etags: dict[str, str] = {}
+        async for entity in self._table.query_entities(
+            "PartitionKey ge @first and PartitionKey le @last and UpdatedAt lt @cutoff",
+            parameters={
+                "first": time_partition(buckets[-1]),
+                "last": time_partition(buckets[0]),
+                "cutoff": cutoff,
+            },
+            results_per_page=min(limit, 1000),
+            select=["PartitionKey", "RowKey", "CallId", "OperationId"],
+        ):
+            bucket = str(entity["PartitionKey"]).removeprefix(TIME_PARTITION_PREFIX)
+            key = f"{bucket}/{entity['RowKey']}"
+            pointers.append((key, str(entity["CallId"]), str(entity["OperationId"])))
+            etags[key] = str(entity.metadata["etag"])
+            if len(pointers) >= limit:
+                break
+        for key, record in await self.indexed(pointers):
+            if record is not None:
+                continue
+            bucket, row = key.split("/", 1)
+            try:
+                await self._table.delete_entity(
+                    time_partition(bucket),
+                    row,
+                    etag=etags[key],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            except (ResourceModifiedError, ResourceNotFoundError):
+                continue
+            swept += 1
         return swept
 
     async def delete(self, record: OperationRecord) -> None:

@@ -75,3 +75,20 @@ async def trim_ledger(
     summary.ledger_rows_deleted += rows
     if rows + claims >= limit:
         summary.limits_reached.append("ledger_rows")
+
+
+# An index row younger than this may still see its operation row's write (shared/ledger/index.py).
+INDEX_SWEEP_GRACE = timedelta(minutes=10)
+# Older orphans go with the ledger horizon (trim_ledger), like every row.
+INDEX_SWEEP_LOOKBACK = timedelta(hours=3)
+
+
+async def sweep_recordings_index(
+    ledger: OperationLedger, *, now: datetime, limit: int, summary: CleanupSummary
+) -> None:
+    """Delete recordings-list index rows that point to nothing (a crash between two writes)."""
+    swept = await ledger.sweep_index(
+        now=now, grace=INDEX_SWEEP_GRACE, lookback=INDEX_SWEEP_LOOKBACK, limit=limit
+    )
+    if swept:
+        log_event(log, "cleanup: orphan index rows swept", rows=swept)
