@@ -14,7 +14,11 @@ from shared.blob_layout import blob_name_for, wav_facts
 from shared.ledger import OperationLedger, OperationStatus
 from shared.ledger.identity import call_metadata_columns
 from shared.ledger.index import encode_token
+from shared.retention import run_cleanup
+from shared.settings import get_settings
+from tests.support.clock import Clock
 from tests.support.functions import http_request, invoke, json_body
+from tests.support.recordings import put_recording
 
 S = OperationStatus
 USER = {
@@ -95,7 +99,13 @@ def test_identity_shapes_and_privacy() -> None:
 
 
 async def stored_with_identity(
-    storage: Any, call_id: str, operation_id: str, at: datetime, source: dict[str, Any]
+    storage: Any,
+    call_id: str,
+    operation_id: str,
+    at: datetime,
+    source: dict[str, Any],
+    *,
+    expires_at: datetime | None = None,
 ) -> None:
     ledger = OperationLedger(storage.table)
     await ledger.mark_call_metadata(
@@ -103,10 +113,10 @@ async def stored_with_identity(
     )
     key = await ledger.index_recording(call_id, operation_id, at)
     fields = await ledger.call_fields(call_id)
-    name = blob_name_for(call_id, operation_id)
-    await storage.container.upload_blob(name, wav(0.1), overwrite=True)
+    expires_at = expires_at or at + timedelta(hours=1)
+    name = await put_recording(storage, call_id, operation_id, expires_at, wav(0.1))
     await ledger.advance(call_id, operation_id, S.DOWNLOADING, IndexKey=key, **fields)
-    await ledger.advance(call_id, operation_id, S.STORED, BlobName=name)
+    await ledger.advance(call_id, operation_id, S.STORED, BlobName=name, ExpiresAt=expires_at)
 
 
 async def status_of(call_id: str, operation_id: str) -> dict[str, Any]:
@@ -230,3 +240,110 @@ async def test_erasure_by_caller_erases_every_call_of_that_caller(storage: Any) 
         http_request("DELETE", "http://localhost/api/recordings", params={"caller": number}),
     )
     assert json_body(again) == {"erasedRecordings": 0, "erasedCalls": 0}
+
+
+# -- who called follows the recordings' retention ----------------------------------------
+
+
+def holds_identity(fields: dict[str, Any]) -> list[str]:
+    return [k for k, v in fields.items() if k.startswith("Caller") and v and k != "CallerPrivacy"]
+
+
+async def caller_index_rows(storage: Any) -> list[dict[str, Any]]:
+    return [
+        entity
+        async for entity in storage.table.query_entities(
+            "Kind eq @kind", parameters={"kind": "callerIndex"}
+        )
+    ]
+
+
+async def cleanup_at(storage: Any, moment: datetime) -> Any:
+    clock = Clock(moment)
+    return await run_cleanup(
+        container=storage.container,
+        ledger=OperationLedger(storage.table, clock=clock),
+        poison_queue=storage.poison_queue,
+        settings=get_settings(),
+        clock=clock,
+    )
+
+
+async def erase_by_caller(number: str) -> dict[str, Any]:
+    response = await invoke(
+        "erase_call_recordings",
+        http_request("DELETE", "http://localhost/api/recordings", params={"caller": number}),
+    )
+    assert response.status_code == 200
+    body: dict[str, Any] = json_body(response)
+    return body
+
+
+async def test_the_last_recording_expiring_forgets_who_called(storage: Any) -> None:
+    ledger = OperationLedger(storage.table)
+    number = f"+3361{uuid.uuid4().int % 10**7:07d}"
+    call_id, first, second = (str(uuid.uuid4()) for _ in range(3))
+    now = datetime.now(UTC)
+    for operation_id, minutes in ((first, 5), (second, 20)):
+        await stored_with_identity(
+            storage,
+            call_id,
+            operation_id,
+            now,
+            {"phone": {"id": number}},
+            expires_at=now + timedelta(minutes=minutes),
+        )
+
+    # One recording left alive: the call still names its caller, and its caller can be found.
+    summary = await cleanup_at(storage, now + timedelta(minutes=10))
+    assert summary.rows_marked_expired == 1
+    assert summary.caller_identities_forgotten == 0
+    assert holds_identity(await ledger.call_fields(call_id))
+    assert len(await caller_index_rows(storage)) == 1
+
+    summary = await cleanup_at(storage, now + timedelta(minutes=30))
+    assert summary.rows_marked_expired == 1
+    assert summary.caller_identities_forgotten == 1
+    assert not holds_identity(await ledger.call_fields(call_id))
+    assert await caller_index_rows(storage) == []
+    for operation_id in (first, second):
+        record = await ledger.get(call_id, operation_id)
+        assert record is not None
+        assert record.status is S.EXPIRED
+        assert not holds_identity(record.fields)
+    # Nothing of that caller is left to erase, and the answer says so.
+    assert await erase_by_caller(number) == {"erasedRecordings": 0, "erasedCalls": 0}
+
+
+async def test_a_call_without_a_recording_forgets_who_called_after_the_retention(
+    storage: Any,
+) -> None:
+    ledger = OperationLedger(storage.table)
+    number = f"+3361{uuid.uuid4().int % 10**7:07d}"
+    silent, recorded, operation_id = (str(uuid.uuid4()) for _ in range(3))
+    now = datetime.now(UTC)
+    await ledger.mark_call_metadata(
+        silent,
+        call_metadata_columns(
+            call({"phone": {"id": number}}), privacy="full", source="notification"
+        ),
+    )
+    # A call whose recording is still stored keeps its caller, whatever its row's age.
+    await stored_with_identity(
+        storage, recorded, operation_id, now, USER, expires_at=now + timedelta(hours=5)
+    )
+    retention = timedelta(minutes=get_settings().recording_retention_minutes)
+
+    summary = await cleanup_at(storage, now + retention - timedelta(minutes=1))
+    assert summary.caller_identities_forgotten == 0
+    assert holds_identity(await ledger.call_fields(silent))
+
+    summary = await cleanup_at(storage, now + retention + timedelta(minutes=1))
+    assert summary.caller_identities_forgotten == 1
+    assert not holds_identity(await ledger.call_fields(silent))
+    assert holds_identity(await ledger.call_fields(recorded))
+    assert [row["CallId"] for row in await caller_index_rows(storage)] == [recorded]
+    assert await erase_by_caller(number) == {"erasedRecordings": 0, "erasedCalls": 0}
+    # A second run finds nothing more to forget.
+    again = await cleanup_at(storage, now + retention + timedelta(minutes=2))
+    assert again.caller_identities_forgotten == 0

@@ -9,6 +9,7 @@ not depend on the order events arrive in.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -17,7 +18,12 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from shared.clock import utc_now
 from shared.graph.ids import normalize_id
-from shared.ledger.identity import cleared_identity
+from shared.ledger.identity import (
+    IDENTITY_COLUMNS,
+    IdentityColumn,
+    caller_partition,
+    cleared_identity,
+)
 from shared.ledger.index import (
     TIME_PARTITION_PREFIX,
     buckets_between,
@@ -31,6 +37,7 @@ from shared.ledger.rows import (
     NO_GUARD,
     RANK,
     RETENTION_OVER,
+    ROW_KIND_CALL,
     ROW_KIND_CLAIM,
     ROW_KIND_OPERATION,
     ROW_KIND_TIME_INDEX,
@@ -56,6 +63,20 @@ if TYPE_CHECKING:
 log = logging.getLogger("shared.ledger")
 
 MAX_CONFLICT_RETRIES = 8
+# The :meth:`LedgerTable.remove_stale` count of calls that forgot who called.
+IDENTITY_FORGOTTEN = "identityForgotten"
+# A recording of one of these may still be (or become) stored: its call keeps who called.
+LIVE_STATUSES = frozenset(
+    status.value
+    for status in OperationStatus
+    if status
+    not in {
+        OperationStatus.ABANDONED,
+        OperationStatus.FAILED,
+        OperationStatus.EXPIRED,
+        OperationStatus.ERASED,
+    }
+)
 
 R = TypeVar("R")
 
@@ -571,25 +592,50 @@ class LedgerTable:
     async def delete(self, record: OperationRecord) -> None:
         await self._table.delete_entity(table_key(record.call_id), table_key(record.operation_id))
 
-    async def remove_stale(self, updated_before: datetime, *, limit: int) -> dict[str, int]:
+    async def remove_stale(
+        self,
+        updated_before: datetime,
+        *,
+        limit: int,
+        identity_before: datetime | None = None,
+    ) -> dict[str, int]:
         """Delete rows of every kind (operations, claims) last updated before ``updated_before``.
 
         At most ``limit`` rows per call; returns how many of each kind went. A row written after
         it was read is kept (ETag), and a row another instance removed first is not an error.
+
+        ``identity_before``: a call's row still naming its caller and not written since then
+        forgets who called (:meth:`forget_call_identity`), counted as :data:`IDENTITY_FORGOTTEN`.
+        The same query finds both, so a run with nothing to do costs no request more; this is
+        the bound for a call whose metadata was captured but whose recording never came.
         """
         from azure.core import MatchConditions
         from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
+        query = "UpdatedAt lt @cutoff"
+        parameters: dict[str, Any] = {"cutoff": updated_before}
+        if identity_before is not None:
+            # Spaces around the parentheses: the SDK finds @parameters by splitting on spaces.
+            query = (
+                "( UpdatedAt lt @cutoff ) or ( Kind eq @call and "
+                f"{IdentityColumn.CALLER_KIND} gt @empty and UpdatedAt lt @identity )"
+            )
+            parameters |= {"call": ROW_KIND_CALL, "empty": "", "identity": identity_before}
         stale = []
+        forgettable: list[str] = []
         async for entity in self._table.query_entities(
-            "UpdatedAt lt @cutoff",
-            parameters={"cutoff": updated_before},
-            results_per_page=min(limit, 1000),
+            query, parameters=parameters, results_per_page=min(limit, 1000)
         ):
-            stale.append(entity)
-            if len(stale) >= limit:
+            if entity["UpdatedAt"] < updated_before:
+                stale.append(entity)
+            else:
+                forgettable.append(str(entity["CallId"]))
+            if len(stale) + len(forgettable) >= limit:
                 break
         removed: dict[str, int] = {}
+        for call_id in forgettable:
+            if await self.forget_call_identity(call_id):
+                removed[IDENTITY_FORGOTTEN] = removed.get(IDENTITY_FORGOTTEN, 0) + 1
         for entity in stale:
             try:
                 await self._table.delete_entity(
@@ -603,3 +649,59 @@ class LedgerTable:
             kind = str(entity.get("Kind") or ROW_KIND_OPERATION)
             removed[kind] = removed.get(kind, 0) + 1
         return removed
+
+    async def forget_call_identity(self, call_id: str) -> bool:
+        """Clear who called from the call's row and drop it from its caller's index, once no
+        recording of the call is live (shared/ledger/identity.py: identity follows retention).
+
+        One partition query reads the call's row and its operations; the clearing merge goes on
+        the call's row's ETag, so a download whose first write came in between (it goes in one
+        transaction with that row) makes this decide again. The row is cleared before the index
+        row goes: a crash between them leaves an index row that leads to a call naming nobody.
+        True when this call forgot its caller.
+        """
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+        from azure.data.tables import UpdateMode
+
+        partition = table_key(call_id)
+        for _ in range(MAX_CONFLICT_RETRIES):
+            guard: Seen | None = None
+            live = False
+            async for entity in self._table.query_entities(
+                "PartitionKey eq @pk",
+                parameters={"pk": partition},
+                select=["RowKey", "Kind", "Status", *IDENTITY_COLUMNS],
+            ):
+                if entity["RowKey"] == CALL_GUARD_ROW:
+                    guard = Seen(dict(entity), str(entity.metadata["etag"]))
+                elif is_operation_row(entity) and entity.get("Status") in LIVE_STATUSES:
+                    live = True
+            if guard is None or live:
+                return False
+            cleared = cleared_identity(guard.fields)
+            if not cleared:
+                return False
+            try:
+                await self._table.update_entity(
+                    {
+                        "PartitionKey": partition,
+                        "RowKey": CALL_GUARD_ROW,
+                        **cleared,
+                        "UpdatedAt": self._clock(),
+                    },
+                    mode=UpdateMode.MERGE,
+                    etag=guard.etag,
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            except ResourceModifiedError:
+                continue
+            except ResourceNotFoundError:
+                return False
+            key = guard.fields.get(IdentityColumn.CALLER_KEY)
+            if key:
+                with contextlib.suppress(ResourceNotFoundError):
+                    await self._table.delete_entity(caller_partition(str(key)), partition)
+            log_event(log, "ledger", call_id=normalize_id(call_id), call_metadata="forgotten")
+            return True
+        raise LedgerConflict(partition, CALL_GUARD_ROW)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from shared.graph.ids import normalize_id
 from shared.ledger.identity import (
     CALL_COLUMNS,
+    IDENTITY_COLUMNS,
     IdentityColumn,
     caller_partition,
     cleared_identity,
@@ -221,10 +222,20 @@ class OperationLedger(EventMarkers):
             parameters=parameters,
             results_per_page=min(limit, 1000),
             # What a record needs, no more: a page holds up to 1 000 rows. With events on, the
-            # whole row: the expired event is built from the row the merge returns.
+            # whole row: the expired event is built from the row the merge returns. The caller's
+            # identity: the merge clears what the row holds (only what it was read with), and
+            # the call has a caller to forget (shared/retention/expiry.py).
             select=None
             if self.events is not None
-            else ["PartitionKey", "RowKey", "Kind", "CallId", "OperationId", "Status"],
+            else [
+                "PartitionKey",
+                "RowKey",
+                "Kind",
+                "CallId",
+                "OperationId",
+                "Status",
+                *IDENTITY_COLUMNS,
+            ],
         ):
             etag = entity.metadata.get("etag")
             if etag:
