@@ -189,6 +189,9 @@ param botConfirmTimeoutSeconds = int(readEnvironmentVariable('BOT_CONFIRM_TIMEOU
 // RECORDING_RETENTION_MINUTES: the cleanup timer deletes each recording this many minutes after it
 // is stored (exact to the cleanup schedule). The lifecycle rule above is only the backstop.
 param recordingRetentionMinutes = int(readEnvironmentVariable('RECORDING_RETENTION_MINUTES', '60'))
+
+// CALLER_IDENTITY: how much of a caller's identity the ledger keeps (full, masked: a number's
+// last 4 digits and ids without names, none); it follows the recordings' retention (docs/retention.md).
 param callerIdentity = readEnvironmentVariable('CALLER_IDENTITY', 'full')
 
 // CLEANUP_SCHEDULE: 6-field NCRONTAB of the cleanup timer (every 5 minutes).

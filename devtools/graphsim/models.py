@@ -255,7 +255,7 @@ class Call:
         elif kind == "guest":
             member = {"guest": _identity(self.caller_id, "Simulated Guest")}
         else:
-            member = {"user": _identity(self.caller_id, "Simulated Caller", self.tenant_id)}
+            member = {"user": _identity(self.caller_id, "Simulated Caller")}
         return {"@odata.type": "#microsoft.graph.identitySet", **member}
 
     def target_identity(self) -> dict[str, Any]:
