@@ -40,6 +40,7 @@ async def start_record_response(req: func.HttpRequest) -> func.HttpResponse:
             ledger=services.ledger,
             queue=services.storage.queue,
             started_by="api",
+            caller_identity=services.settings.caller_identity,
         )
     except Problem as problem:
         return problem.to_response()

@@ -1,14 +1,19 @@
 """/api/recordings: where a call's recordings are (GET), and their erasure (DELETE).
 
 - ``GET /api/recordings/{callId}/{operationId}``, ``GET /api/recordings?callId=``: status;
+- ``GET /api/recordings?from=&to=&status=&caller=&top=&continuationToken=``: recordings across
+  calls, newest first, paged through the ledger's index rows (shared/ledger/index.py);
 - ``DELETE /api/recordings/{callId}/{operationId}``, ``DELETE /api/recordings?callId=``: erase
-  (blob deleted, ledger row ``erased`` and kept until the ledger horizon), ``204``.
+  (blob deleted, ledger row ``erased`` and kept until the ledger horizon), ``204``;
+- ``DELETE /api/recordings?caller=``: erase every recording of one caller, ``200`` with counts.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import azure.functions as func
 
@@ -17,8 +22,12 @@ from shared.audit import Action
 from shared.auth.management import Role
 from shared.clock import utc_now
 from shared.edge import check_id, storage_failure
-from shared.erasure import erase_call, erase_operation
+from shared.erasure import erase_call, erase_caller, erase_operation
 from shared.graph.ids import normalize_id
+from shared.ledger import OperationStatus
+from shared.ledger.identity import caller_key, canonical_caller
+from shared.ledger.index import BadToken, decode_token, encode_token
+from shared.ledger.rows import STATUS_VALUES
 from shared.logevents import log_event
 from shared.problems import Problem, json_response, not_found
 from shared.recording_access import operation_status
@@ -26,6 +35,11 @@ from shared.services import ready_services
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
+
+DEFAULT_TOP = 50
+MAX_TOP = 200
+DEFAULT_LIST_SPAN = timedelta(days=1)
+MAX_LIST_SPAN = timedelta(days=31)
 
 
 @bp.route(
@@ -70,8 +84,14 @@ async def recording_status(req: func.HttpRequest) -> func.HttpResponse:
 
 
 @bp.route(route="recordings", methods=["GET"], auth_level=MANAGEMENT_AUTH_LEVEL)
-@guarded(Role.READ, Action.LIST)
 async def list_recordings(req: func.HttpRequest) -> func.HttpResponse:
+    if req.params.get("callId") is None:
+        return await list_across_calls(req)
+    return await list_call_recordings(req)
+
+
+@guarded(Role.READ, Action.LIST)
+async def list_call_recordings(req: func.HttpRequest) -> func.HttpResponse:
     try:
         call_id = check_id("callId", req.params.get("callId"), where="query")
     except Problem as problem:
@@ -121,8 +141,69 @@ async def erase_recording(req: func.HttpRequest) -> func.HttpResponse:
 
 
 @bp.route(route="recordings", methods=["DELETE"], auth_level=MANAGEMENT_AUTH_LEVEL)
-@guarded(Role.ERASE, Action.ERASE_CALL)
 async def erase_call_recordings(req: func.HttpRequest) -> func.HttpResponse:
+    if req.params.get("caller") is not None and req.params.get("callId") is None:
+        return await erase_caller_recordings(req)
+    return await erase_one_call(req)
+
+
+@guarded(Role.READ, Action.LIST_ALL)
+async def list_across_calls(req: func.HttpRequest) -> func.HttpResponse:
+    """``GET /api/recordings?from=&to=&status=&caller=&top=&continuationToken=``."""
+    try:
+        query = ListQuery.parse(req.params, now=utc_now())
+    except Problem as problem:
+        log_event(log, "status: rejected list request", reason=problem.detail)
+        return problem.to_response()
+    services = await ready_services()
+    try:
+        if query.caller_key is not None:
+            records, last = await services.ledger.caller_recordings(
+                query.caller_key,
+                start=query.start,
+                end=query.end,
+                statuses=query.statuses,
+                after=query.after,
+                top=query.top,
+            )
+        else:
+            records, last = await services.ledger.list_recordings(
+                start=query.start,
+                end=query.end,
+                statuses=query.statuses,
+                after=query.after,
+                top=query.top,
+            )
+    except Exception as error:
+        return storage_failure(error, "status: storage unavailable").to_response()
+    log_event(log, "status: list across calls", recordings=len(records), more=last is not None)
+    body: dict[str, object] = {"recordings": [record.to_json() for record in records]}
+    if last is not None:
+        body["continuationToken"] = encode_token(last)
+    return json_response(body, headers={"Cache-Control": "no-store"})
+
+
+@guarded(Role.ERASE, Action.ERASE_CALLER)
+async def erase_caller_recordings(req: func.HttpRequest) -> func.HttpResponse:
+    """``DELETE /api/recordings?caller=``: a data subject's erasure request; 200, the count."""
+    caller = req.params.get("caller") or ""
+    if canonical_caller(caller) is None:
+        return bad_query("caller must be a user id or an E.164 number").to_response()
+    services = await ready_services()
+    try:
+        erased = await erase_caller(
+            caller, ledger=services.ledger, container=services.storage.container
+        )
+    except Exception as error:
+        return storage_failure(error, "erasure: storage unavailable").to_response()
+    erased = erased or []
+    recordings = sum(1 for e in erased if e.previous_status is not OperationStatus.ERASED)
+    body = {"erasedRecordings": recordings, "erasedCalls": len({e.call_id for e in erased})}
+    return json_response(body, headers={"Cache-Control": "no-store"})
+
+
+@guarded(Role.ERASE, Action.ERASE_CALL)
+async def erase_one_call(req: func.HttpRequest) -> func.HttpResponse:
     try:
         call_id = check_id("callId", req.params.get("callId"), where="query")
     except Problem as problem:
@@ -143,6 +224,61 @@ async def erase_call_recordings(req: func.HttpRequest) -> func.HttpResponse:
         ).to_response()
     log_event(log, "erasure: call", call_id=call_id, operations=len(erased))
     return func.HttpResponse(status_code=204)
+
+
+def bad_query(detail: str) -> Problem:
+    return Problem(400, f"query parameter {detail}", "Invalid query")
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    start: datetime
+    end: datetime
+    statuses: frozenset[str] | None
+    caller_key: str | None
+    after: str | None
+    top: int
+
+    @classmethod
+    def parse(cls, params: Mapping[str, str], *, now: datetime) -> ListQuery:
+        end = _time(params.get("to"), "to") or now
+        start = _time(params.get("from"), "from") or end - DEFAULT_LIST_SPAN
+        if start > end or end - start > MAX_LIST_SPAN:
+            raise bad_query(f"from must be before to, at most {MAX_LIST_SPAN.days} days apart")
+        statuses = None
+        if params.get("status"):
+            statuses = frozenset(s.strip() for s in params["status"].split(",") if s.strip())
+            if not statuses <= STATUS_VALUES:
+                raise bad_query("status must be ledger statuses, comma-separated")
+        caller_key_value = None
+        if params.get("caller") is not None:
+            canonical = canonical_caller(params["caller"])
+            if canonical is None:
+                raise bad_query("caller must be a user id or an E.164 number")
+            caller_key_value = caller_key(canonical)
+        try:
+            top = int(params.get("top") or DEFAULT_TOP)
+        except ValueError:
+            raise bad_query(f"top must be 1 to {MAX_TOP}") from None
+        if not 1 <= top <= MAX_TOP:
+            raise bad_query(f"top must be 1 to {MAX_TOP}")
+        after = None
+        if params.get("continuationToken"):
+            try:
+                after = decode_token(params["continuationToken"])
+            except BadToken as error:
+                raise bad_query(str(error)) from None
+        return cls(start, end, statuses, caller_key_value, after, top)
+
+
+def _time(value: str | None, name: str) -> datetime | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise bad_query(f"{name} must be an ISO 8601 time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _unknown_operation(call_id: str, operation_id: str) -> Problem:

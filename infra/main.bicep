@@ -298,6 +298,10 @@ param botConfirmTimeoutSeconds int = 5
 @minValue(1)
 param recordingRetentionMinutes int = 60
 
+@description('CALLER_IDENTITY: how much of a caller\'s identity the ledger keeps (full, masked, none).')
+@allowed(['full', 'masked', 'none'])
+param callerIdentity string = 'full'
+
 @description('CLEANUP_SCHEDULE: 6-field NCRONTAB schedule of the cleanup timer.')
 param cleanupSchedule string = '0 */5 * * * *'
 
@@ -609,6 +613,7 @@ module functionApp 'modules/functionapp.bicep' = {
     abandonRunningAfterMinutes: abandonRunningAfterMinutes
     statusUrlTtlMinutes: statusUrlTtlMinutes
     recordingRetentionMinutes: recordingRetentionMinutes
+    callerIdentity: callerIdentity
     cleanupSchedule: cleanupSchedule
     ledgerRetentionDays: ledgerRetentionDays
     poisonMessageMaxAgeMinutes: poisonMessageMaxAgeMinutes

@@ -190,6 +190,10 @@ param botConfirmTimeoutSeconds = int(readEnvironmentVariable('BOT_CONFIRM_TIMEOU
 // is stored (exact to the cleanup schedule). The lifecycle rule above is only the backstop.
 param recordingRetentionMinutes = int(readEnvironmentVariable('RECORDING_RETENTION_MINUTES', '60'))
 
+// CALLER_IDENTITY: how much of a caller's identity the ledger keeps (full, masked: a number's
+// last 4 digits and ids without names, none); it follows the recordings' retention (docs/retention.md).
+param callerIdentity = readEnvironmentVariable('CALLER_IDENTITY', 'full')
+
 // CLEANUP_SCHEDULE: 6-field NCRONTAB of the cleanup timer (every 5 minutes).
 param cleanupSchedule = readEnvironmentVariable('CLEANUP_SCHEDULE', '0 */5 * * * *')
 

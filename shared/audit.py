@@ -48,6 +48,8 @@ class Action(StrEnum):
     START = "start"  # a recordResponse started through the API
     ERASE = "erase"  # one recording erased
     ERASE_CALL = "erase_call"  # every recording of a call erased
+    LIST_ALL = "list_all"  # recordings across calls
+    ERASE_CALLER = "erase_caller"  # every recording of one caller erased (never who: see docs)
     AUDIT = "audit"  # a recording's audit read
 
 

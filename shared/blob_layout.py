@@ -83,6 +83,76 @@ def looks_like_wav(first_bytes: bytes) -> bool:
     return len(first_bytes) >= 12 and first_bytes[:4] == b"RIFF" and first_bytes[8:12] == b"WAVE"
 
 
+# Enough of a body's first bytes to find its ``fmt `` and ``data`` chunks: encoders put a few
+# small chunks (LIST, fact, bext...) before the audio, rarely more than a few hundred bytes.
+WAV_HEAD_BYTES = 4096
+_WAVE_FORMAT_PCM = 1
+_WAVE_FORMAT_EXTENSIBLE = 0xFFFE
+
+
+@dataclass(frozen=True)
+class WavFacts:
+    """What a stored WAV file's own header says of its audio (never what Graph declared).
+
+    ``duration_seconds`` comes from the ``data`` chunk's length, bounded by the bytes actually
+    stored (a streamed file may declare an unknown or too large length).
+    """
+
+    sample_rate: int
+    channels: int
+    bits_per_sample: int
+    format_tag: int
+    data_bytes: int
+    duration_seconds: float
+
+
+def wav_facts(head: bytes, total_size: int) -> WavFacts | None:
+    """Parse the RIFF chunks in ``head`` (the body's first bytes; ``total_size``: the whole body).
+
+    Walks the chunk list (each chunk: 4-byte id, little-endian 32-bit size, data padded to even
+    length) until it has ``fmt `` and the start of ``data``. None when the body is not RIFF/WAVE,
+    the chunks are malformed, or the format is not one whose duration follows from its byte rate
+    (PCM or WAVE_FORMAT_EXTENSIBLE with a sane block alignment).
+    """
+    import struct
+
+    if not looks_like_wav(head):
+        return None
+    offset = 12
+    fmt: tuple[int, int, int, int, int] | None = None
+    while offset + 8 <= len(head):
+        chunk_id = head[offset : offset + 4]
+        (size,) = struct.unpack_from("<I", head, offset + 4)
+        body = offset + 8
+        if chunk_id == b"fmt ":
+            if size < 16 or body + 16 > len(head):
+                return None
+            tag, channels, rate, _byte_rate, align, bits = struct.unpack_from("<HHIIHH", head, body)
+            fmt = (tag, channels, rate, align, bits)
+        elif chunk_id == b"data":
+            if fmt is None:
+                return None  # data before fmt: not a file we can read the audio of
+            tag, channels, rate, align, bits = fmt
+            if tag not in (_WAVE_FORMAT_PCM, _WAVE_FORMAT_EXTENSIBLE) or not (
+                channels and rate and align
+            ):
+                return None
+            # Streaming encoders write 0 or 0xFFFFFFFF when the length was not known yet.
+            stored = max(total_size - body, 0)
+            data_bytes = stored if size in (0, 0xFFFFFFFF) else min(size, stored)
+            data_bytes -= data_bytes % align
+            return WavFacts(
+                sample_rate=rate,
+                channels=channels,
+                bits_per_sample=bits,
+                format_tag=tag,
+                data_bytes=data_bytes,
+                duration_seconds=round(data_bytes / (rate * align), 3),
+            )
+        offset = body + size + (size & 1)
+    return None
+
+
 def parse_tag_time(value: str) -> datetime | None:
     """An ``expiresAt`` value (tag or metadata) back as a UTC time; None when it is not one."""
     try:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 from shared.blob_layout import blob_name_for, transcript_blob_name
 from shared.ledger import OperationLedger, OperationRecord, OperationStatus, Transition
+from shared.ledger.identity import IdentityColumn, caller_key, canonical_caller
 from shared.logevents import log_event
 
 if TYPE_CHECKING:
@@ -104,11 +105,36 @@ async def erase_call(
 
     The call's guard comes first, even then: a completion still waiting on the queue finds it.
     """
-    await ledger.mark_call_erased(call_id)
+    # Who called, read before the guard clears it: the caller's index forgets this call after.
+    key = (await ledger.call_fields(call_id)).get(IdentityColumn.CALLER_KEY)
+    await ledger.mark_call_erased(call_id, identity=bool(key))
     records = await ledger.list_call(call_id)
-    if not records:
+    erased = [await _erase(record, ledger=ledger, container=container) for record in records]
+    if key:
+        await ledger.forget_caller_call(str(key), call_id)
+    return erased or None
+
+
+async def erase_caller(
+    caller: str, *, ledger: OperationLedger, container: ContainerClient
+) -> list[Erased] | None:
+    """Erase every recording, transcript and identity of one caller (a data subject's request).
+
+    ``caller``: a Teams/guest/ACS user id or an E.164 number; None when it is neither. Every call
+    the caller index lists is erased as :func:`erase_call` does (its guard row first), so a
+    download in flight or a redelivered job of any of them stores nothing. The index lists a
+    call from the moment its metadata was captured, before any recording of it exists.
+    """
+    canonical = canonical_caller(caller)
+    if canonical is None:
         return None
-    return [await _erase(record, ledger=ledger, container=container) for record in records]
+    key = caller_key(canonical)
+    erased: list[Erased] = []
+    for call_id in await ledger.caller_calls(key):
+        erased += await erase_call(call_id, ledger=ledger, container=container) or []
+        await ledger.forget_caller_call(key, call_id)
+    log_event(log, "erasure: caller", calls_erased=len({e.call_id for e in erased}))
+    return erased
 
 
 async def erase_if_erased(

@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 from shared.clock import utc_now
 from shared.enqueue import enqueue_jobs
+from shared.graph.errors import GraphError
 from shared.graph.ids import normalize_id
 from shared.ledger import OperationLedger, OperationStatus
+from shared.ledger.identity import Privacy
 from shared.logevents import log_event, log_failure
 
 if TYPE_CHECKING:
@@ -83,10 +85,13 @@ async def start_recording(
     within: float | None = None,
     clock: Callable[[], datetime] = utc_now,
     attempt: int | None = None,
+    caller_identity: Privacy | None = None,
 ) -> RecordingStarted:
     """Ask Graph to record, then write the ledger row (and the job, if already completed).
 
     Raises :class:`GraphError` when Graph refuses; the ledger is untouched then.
+    ``caller_identity`` (the API's recordings, on calls the bot may not have answered): the
+    call's metadata is captured from ``GET /communications/calls/{id}`` if it was not already.
     """
     from azure.core.exceptions import AzureError
 
@@ -121,6 +126,7 @@ async def start_recording(
             result=operation.result_info,
             failure_reason=failure_reason,
             attempt=attempt,
+            prompt=_prompt_of(request),
         )
     except AzureError as error:
         # Graph is already recording: failing the request now would make the caller start a
@@ -132,6 +138,10 @@ async def start_recording(
             error,
             call_id=call_key,
             operation_id=operation_id,
+        )
+    if caller_identity is not None:
+        await capture_from_graph(
+            call_key, graph=graph, ledger=ledger, privacy=caller_identity, within=within
         )
     log_event(
         log,
@@ -146,3 +156,38 @@ async def start_recording(
         attempt=attempt,
     )
     return RecordingStarted(call_key, operation_id, operation, ledger_status, job_enqueued)
+
+
+def _prompt_of(request: RecordResponseRequest) -> str | None:
+    for prompt in request.prompts or []:
+        info = getattr(prompt, "media_info", None)
+        uri = getattr(info, "uri", None)
+        if isinstance(uri, str) and uri:
+            return uri
+    return None
+
+
+async def capture_from_graph(
+    call_id: str,
+    *,
+    graph: GraphCallsClient,
+    ledger: OperationLedger,
+    privacy: Privacy,
+    within: float | None = None,
+) -> None:
+    """Who called, for a call the bot did not see arrive: what ``GET /communications/calls/{id}``
+    says, or "unknown" when Graph does not answer. Never fails the recording."""
+    from shared.ledger.identity import call_metadata_columns, unknown_call_columns
+
+    try:
+        if await ledger.call_fields(call_id):
+            return  # captured when the call came in (or by an earlier recording)
+        try:
+            call = await graph.get_call(call_id, within=within)
+            columns = call_metadata_columns(call.to_wire(), privacy=privacy, source="graph")
+        except GraphError as error:
+            log_event(log, "call metadata: Graph did not say", call_id=call_id, code=error.code)
+            columns = unknown_call_columns(privacy)
+        await ledger.mark_call_metadata(call_id, columns)
+    except Exception as error:
+        log_failure(log, "call metadata capture failed", error, call_id=call_id)

@@ -18,6 +18,8 @@ DEFAULT_GRAPH_BASE_URL = "https://graph.microsoft.com/v1.0"
 DEFAULT_CLEANUP_SCHEDULE = "0 */5 * * * *"
 
 GraphCredentialMode = Literal["managedIdentity", "federated", "localAppRegistration"]
+# How much of a caller's identity the ledger keeps (docs/retention.md).
+CallerIdentityPrivacy = Literal["full", "masked", "none"]
 CommaList = Annotated[tuple[str, ...], NoDecode]
 # A BCP-47 locale as Speech names them (en-US, zh-Hans-CN): language, then subtags.
 _LOCALE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8}){1,2}$")
@@ -133,6 +135,9 @@ class Settings(BaseSettings):
     recording_retention_minutes: float = Field(
         default=60, gt=0, alias="RECORDING_RETENTION_MINUTES"
     )
+    # full: ids, display names, numbers; masked: a number's last 4 digits, ids without names;
+    # none: no caller identity at all (and no erasure by caller: nothing finds the calls).
+    caller_identity: CallerIdentityPrivacy = Field(default="full", alias="CALLER_IDENTITY")
     cleanup_schedule: str = Field(default=DEFAULT_CLEANUP_SCHEDULE, alias="CLEANUP_SCHEDULE")
     ledger_retention_days: float = Field(default=7, gt=0, alias="LEDGER_RETENTION_DAYS")
     poison_message_max_age_minutes: float = Field(

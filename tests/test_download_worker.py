@@ -661,8 +661,9 @@ async def test_one_recording_reads_nothing_before_writing(
     # A completion without a clientContext was not started by this app and has no row:
     # "downloading" with the download lease is one blind create (in one transaction with the
     # call's erasure guard), and "stored" one merge on its ETag that gives the lease back.
-    assert [method for method, _, _ in tables.sent] == ["POST", "PATCH"]
-    assert tables.sent[0][1].endswith("/$batch")
+    # The recordings list's index row (PUT, issue 27), then the same two writes as before.
+    assert [method for method, _, _ in tables.sent] == ["PUT", "POST", "PATCH"]
+    assert tables.sent[1][1].endswith("/$batch")
 
 
 @pytest.mark.parametrize("started_by", ["bot", "api"])
@@ -709,8 +710,9 @@ async def test_a_recording_this_app_started_reads_its_row_once(
     assert outcome.outcome == "stored"
     # The row and the call's erasure guard (one query), "downloading" with the lease on its ETag
     # (one transaction with the guard), "stored" on the next one.
-    assert [method for method, _, _ in tables.sent] == ["GET", "POST", "PATCH"]
-    assert tables.sent[1][1].endswith("/$batch")
+    # The recordings list's index row (PUT, issue 27), then the same read and writes as before.
+    assert [method for method, _, _ in tables.sent] == ["PUT", "GET", "POST", "PATCH"]
+    assert tables.sent[2][1].endswith("/$batch")
     row = await ledger_row(storage, job)
     assert row.status is OperationStatus.STORED
     assert row.get("StartedBy") == started_by

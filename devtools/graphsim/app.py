@@ -767,6 +767,8 @@ def call_options_from_json(body: dict[str, Any]) -> CallOptions:
         speech_seconds=float(body.get("speechSeconds", 3.0)),
         hangup_after_completion_seconds=None if hangup_after is None else float(hangup_after),
         keys_after_prompts=keys_after_prompts,
+        caller=str(body.get("caller", "teams-user")),
+        **({"caller_number": str(body["callerNumber"])} if body.get("callerNumber") else {}),
     )
 
 

@@ -21,6 +21,7 @@ import httpx
 
 from .keys import KeyRing, notification_claims
 from .models import (
+    CALLERS,
     RESULT_AUDIO_INACTIVE,
     RESULT_CALL_ENDED,
     RESULT_CALLER_HUNG_UP,
@@ -264,6 +265,8 @@ class CallEngine:
             )
         for keys in options.keys_after_prompts:
             check_keys(keys)
+        if options.caller not in CALLERS:
+            raise ValueError(f"unknown caller {options.caller!r}; known: {', '.join(CALLERS)}")
         callback = options.callback_url or self.settings.default_callback_url
         if not callback:
             raise ValueError("no callback URL: pass callbackUrl or start the simulator with one")

@@ -22,7 +22,7 @@ import httpx
 from .calls import check_keys
 from .eventgrid import list_received
 from .keys import GRAPH_TOKEN_ROLES
-from .models import SCENARIOS
+from .models import CALLERS, SCENARIOS
 from .recordings import KNOWN_FAULTS
 from .server import DEFAULT_TENANT_ID, GraphSimulator
 from .throttling import ThrottleLimit
@@ -145,6 +145,7 @@ def _wait_for_recording(sim: str, call_id: str, within: float) -> int:
 def _call(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {
         "scenario": args.scenario,
+        "caller": args.caller,
         "duplicateEstablished": args.duplicate_established,
         "outOfOrder": args.out_of_order,
         "notificationDelaySeconds": args.notification_delay,
@@ -345,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     call = client("call", "place an incoming call")
     call.add_argument("--scenario", choices=SCENARIOS, default="max-duration")
+    call.add_argument(
+        "--caller", choices=CALLERS, default="teams-user", help="who calls (default teams-user)"
+    )
     call.add_argument("--callback-url")
     call.add_argument("--duplicate-established", action="store_true")
     call.add_argument("--out-of-order", action="store_true")

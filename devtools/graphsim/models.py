@@ -10,6 +10,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+# Who calls the bot, in the identity shapes Graph documents for an incoming call's ``source``:
+# a Teams user of the tenant, a phone number calling the bot's resource account (PSTN), a
+# phone number withheld, a guest (Teams meeting) user.
+CALLERS = ("teams-user", "pstn", "anonymous", "guest")
+SIMULATED_CALLER_NUMBER = "+14255550123"
+RESOURCE_ACCOUNT_NUMBER = "+14255550100"
+RESOURCE_ACCOUNT_ID = "5c3a0000-0000-4000-8000-00000000ra01"
+
 SCENARIOS = (
     "max-duration",
     "stop-tone",
@@ -113,6 +121,9 @@ class CallOptions:
     # Keys the caller presses after each playPrompt completes: entry n after the n-th prompt
     # (e.g. ["2", "1"]). A key that is one of a running recordResponse's stopTones stops it.
     keys_after_prompts: list[str] = field(default_factory=list)
+    # Who calls (one of CALLERS), and the number a PSTN caller calls from.
+    caller: str = "teams-user"
+    caller_number: str = SIMULATED_CALLER_NUMBER
 
 
 @dataclass
@@ -230,6 +241,36 @@ class Call:
     def url(self) -> str:
         return f"/communications/calls/{self.id}"
 
+    def caller_identity(self) -> dict[str, Any]:
+        """The caller's ``identitySet`` for the call's ``CallOptions.caller`` shape."""
+        kind = self.options.caller
+        if kind not in CALLERS:
+            raise ValueError(f"unknown caller {kind!r}; known: {', '.join(CALLERS)}")
+        member: dict[str, Any]
+        if kind == "pstn":
+            member = {"phone": _identity(self.options.caller_number)}
+        elif kind == "anonymous":
+            # A withheld number: the phone member comes without an id.
+            member = {"phone": {"@odata.type": "#microsoft.graph.identity"}}
+        elif kind == "guest":
+            member = {"guest": _identity(self.caller_id, "Simulated Guest")}
+        else:
+            member = {"user": _identity(self.caller_id, "Simulated Caller")}
+        return {"@odata.type": "#microsoft.graph.identitySet", **member}
+
+    def target_identity(self) -> dict[str, Any]:
+        """What was called: the bot itself, or (a phone call) the bot's resource account."""
+        if self.options.caller in {"pstn", "anonymous"}:
+            return {
+                "@odata.type": "#microsoft.graph.identitySet",
+                "applicationInstance": _identity(RESOURCE_ACCOUNT_ID, "Reception", self.tenant_id),
+                "phone": _identity(RESOURCE_ACCOUNT_NUMBER),
+            }
+        return {
+            "@odata.type": "#microsoft.graph.identitySet",
+            "application": _identity(self.bot_app_id, "Recording bot"),
+        }
+
     def resource(self) -> dict[str, Any]:
         """The call in full: the incoming notification (call: answer) and GET call."""
         body: dict[str, Any] = {
@@ -239,28 +280,14 @@ class Call:
             "callbackUri": self.callback_uri,
             "source": {
                 "@odata.type": "#microsoft.graph.participantInfo",
-                "identity": {
-                    "@odata.type": "#microsoft.graph.identitySet",
-                    "user": {
-                        "@odata.type": "#microsoft.graph.identity",
-                        "id": self.caller_id,
-                        "displayName": "Simulated Caller",
-                    },
-                },
+                "identity": self.caller_identity(),
                 "region": "emea",
                 "languageId": "en-US",
             },
             "targets": [
                 {
                     "@odata.type": "#microsoft.graph.invitationParticipantInfo",
-                    "identity": {
-                        "@odata.type": "#microsoft.graph.identitySet",
-                        "application": {
-                            "@odata.type": "#microsoft.graph.identity",
-                            "id": self.bot_app_id,
-                            "displayName": "Recording bot",
-                        },
-                    },
+                    "identity": self.target_identity(),
                 }
             ],
             "requestedModalities": ["audio"],
@@ -352,3 +379,15 @@ class RequestRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _identity(
+    ident: str, display_name: str | None = None, tenant_id: str | None = None
+) -> dict[str, Any]:
+    """A ``microsoft.graph.identity`` with only the properties given."""
+    out: dict[str, Any] = {"@odata.type": "#microsoft.graph.identity", "id": ident}
+    if display_name is not None:
+        out["displayName"] = display_name
+    if tenant_id is not None:
+        out["tenantId"] = tenant_id
+    return out

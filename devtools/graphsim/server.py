@@ -506,8 +506,11 @@ class GraphSimulator:
         speech_seconds: float = 3.0,
         hangup_after_completion_seconds: float | None = None,
         keys_after_prompts: list[str] | None = None,
+        caller: str = "teams-user",
+        caller_number: str | None = None,
     ) -> str:
-        """Place an incoming call to the bot; returns the call id."""
+        """Place an incoming call to the bot; returns the call id. ``caller``: who calls
+        (``teams-user``, ``pstn`` to the bot's resource account, ``anonymous``, ``guest``)."""
         if scenario not in SCENARIOS:
             raise ValueError(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
         for fault in recording_faults or []:
@@ -525,6 +528,8 @@ class GraphSimulator:
             speech_seconds=speech_seconds,
             hangup_after_completion_seconds=hangup_after_completion_seconds,
             keys_after_prompts=list(keys_after_prompts or []),
+            caller=caller,
+            **({"caller_number": caller_number} if caller_number else {}),
         )
         return self._run(self.engine.place_call(options)).id
 

@@ -156,6 +156,9 @@ param statusUrlTtlMinutes int
 @minValue(1)
 param recordingRetentionMinutes int
 
+@description('CALLER_IDENTITY: how much of a caller\'s identity the ledger keeps.')
+param callerIdentity string
+
 @description('CLEANUP_SCHEDULE (6-field NCRONTAB).')
 param cleanupSchedule string
 
@@ -350,6 +353,7 @@ var appSettings = {
   RECORDING_ALLOWED_HOST_SUFFIXES: join(recordingAllowedHostSuffixes, ',')
   RECORDING_MAX_BYTES: string(recordingMaxBytes)
   RECORDING_RETENTION_MINUTES: string(recordingRetentionMinutes)
+  CALLER_IDENTITY: callerIdentity
   CLEANUP_SCHEDULE: cleanupSchedule
   LEDGER_RETENTION_DAYS: string(ledgerRetentionDays)
   POISON_MESSAGE_MAX_AGE_MINUTES: string(poisonMessageMaxAgeMinutes)

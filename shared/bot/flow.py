@@ -93,7 +93,7 @@ class BotFlow(ConfirmSteps):
             elif change == "deleted" or state == "terminated":
                 await self._settle_unfinished(call_id, call)
             elif state == "incoming":
-                await self._answer(call_id)
+                await self._answer(call_id, call)
             elif state == "established":
                 await self._record(call_id, tenant_id)
             else:

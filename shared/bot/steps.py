@@ -117,12 +117,13 @@ class CallSteps:
 
     # ----------------------------------------------------------------- steps
 
-    async def _answer(self, call_id: str) -> None:
+    async def _answer(self, call_id: str, call: Call | None = None) -> None:
         from shared.graph.models import AnswerRequest, ServiceHostedMediaConfig
 
         settings = self._settings
         if not settings.auto_answer:
             log_event(log, "bot flow: incoming; auto-answer is off", call_id=call_id)
+            await self._capture_call(call_id, call, answered=False)
             return
         if not settings.callback_base_url:
             log_event(
@@ -169,6 +170,31 @@ class CallSteps:
         if latency_ms is not None:
             record_answer_latency(latency_ms)
         log_event(log, "bot flow: answered", call_id=call_id, answer_latency_ms=latency_ms)
+        await self._capture_call(call_id, call, answered=True)
+
+    async def _capture_call(self, call_id: str, call: Call | None, *, answered: bool) -> None:
+        """Who called, from the incoming call's notification, once the answer is sent (the
+        15-second deadline comes first). A failure here never fails the call."""
+        from shared.ledger.identity import call_metadata_columns
+
+        if call is None:
+            return
+        try:
+            columns = call_metadata_columns(
+                call.to_wire(),
+                privacy=self._settings.caller_identity,
+                source="notification",
+                answered_at=self._clock() if answered else None,
+            )
+            await self._ledger.mark_call_metadata(call_id, columns)
+        except Exception as error:
+            log_event(
+                log,
+                "bot flow: call metadata not captured",
+                level=logging.WARNING,
+                call_id=call_id,
+                error=type(error).__name__,
+            )
 
     def _record_request(self, attempt: int = 1, *, again: bool = False) -> RecordResponseRequest:
         from shared.graph.models import MediaPrompt, RecordResponseRequest

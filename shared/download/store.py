@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from shared.blob_layout import RecordingFacts, parse_tag_time
+from shared.blob_layout import WAV_HEAD_BYTES, RecordingFacts, parse_tag_time
 from shared.ledger import Column, OperationRecord
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ class BlockWriter:
 
     @property
     def head(self) -> bytes:
-        """The first bytes of the body (for sniffing its type)."""
+        """The first bytes of the body: its type sniffed, its WAV header read."""
         return self._head
 
     async def write(self, chunk: bytes) -> None:
@@ -62,8 +62,8 @@ class BlockWriter:
         self.size += len(chunk)
         if self.size > self._max_bytes:
             raise RecordingTooLarge
-        if len(self._head) < 16:
-            self._head = (self._head + chunk)[:16]
+        if len(self._head) < WAV_HEAD_BYTES:
+            self._head = (self._head + chunk)[:WAV_HEAD_BYTES]
         self._sha256.update(chunk)
         self._buffer += chunk
         while len(self._buffer) >= self._block_size:

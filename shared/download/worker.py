@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from shared.blob_layout import RecordingFacts, blob_name_for, content_type_for, expiry_for
+from shared.blob_layout import (
+    RecordingFacts,
+    WavFacts,
+    blob_name_for,
+    content_type_for,
+    expiry_for,
+    wav_facts,
+)
 from shared.clock import Stopwatch, as_utc, utc_now
 from shared.download.fetch import (
     DownloadRetry,
@@ -240,9 +247,10 @@ class _Download(QueueJob["DownloadJob", DownloadOutcome]):
             existing = await find_stored(self.container, self.blob_name)
             if existing is not None:
                 return await self.already_stored(existing)
-        return await self.stored(facts)
+        # The audio's facts from the bytes stored, never from what the notification said.
+        return await self.stored(facts, wav_facts(writer.head, writer.size))
 
-    async def stored(self, facts: RecordingFacts) -> DownloadOutcome:
+    async def stored(self, facts: RecordingFacts, audio: WavFacts | None) -> DownloadOutcome:
         recording = StoredRecording(
             blob_name=self.blob_name,
             size_bytes=facts.size_bytes,
@@ -251,7 +259,9 @@ class _Download(QueueJob["DownloadJob", DownloadOutcome]):
             expires_at=facts.expires_at,
         )
         with span("ledger stored", call_id=facts.call_id, operation_id=facts.operation_id):
-            transition = await self._mark_stored(recording, stored_at=facts.downloaded_at)
+            transition = await self._mark_stored(
+                recording, stored_at=facts.downloaded_at, audio=audio, audio_read=True
+            )
         return await self._after_stored(
             "stored", recording, transition, committed_at=facts.downloaded_at
         )
@@ -266,9 +276,18 @@ class _Download(QueueJob["DownloadJob", DownloadOutcome]):
         return await self._after_stored("already_stored", existing, transition, committed_at=None)
 
     async def _mark_stored(
-        self, recording: StoredRecording, *, stored_at: datetime | None
+        self,
+        recording: StoredRecording,
+        *,
+        stored_at: datetime | None,
+        audio: WavFacts | None = None,
+        audio_read: bool = False,
     ) -> Transition:
-        """``stored``, on the ETag of this delivery's last write (its lease): no read first."""
+        """``stored``, on the ETag of this delivery's last write (its lease): no read first.
+
+        ``audio``: the WAV facts of the bytes this delivery stored (``audio_read``: they were
+        read, so None means "not a WAV it can read"); a duplicate has none to add.
+        """
         transition = await self.ledger.mark_stored(
             self.job.call_id,
             self.job.operation_id,
@@ -278,6 +297,8 @@ class _Download(QueueJob["DownloadJob", DownloadOutcome]):
             content_type=recording.content_type,
             stored_at=stored_at,
             expires_at=recording.expires_at,
+            audio=audio,
+            audio_read=audio_read,
             after=self.lease.held_row,
         )
         self.lease.wrote(transition)

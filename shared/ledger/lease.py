@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from shared.clock import utc_now
+from shared.ledger.identity import cleared_identity
 from shared.ledger.rows import (
     NOTHING_LEFT_TO_DOWNLOAD,
     RANK,
@@ -97,6 +98,8 @@ class DownloadLease:
         # The row after this holder's last write (or as last read), with its ETag.
         self.row: Transition | None = None
         self._renewed_at: datetime | None = None
+        # This delivery's index row (shared/ledger/index.py), written once.
+        self._indexed: str | None = None
 
     @property
     def held(self) -> bool:
@@ -123,7 +126,14 @@ class DownloadLease:
         """
         now = self._clock()
         status = OperationStatus.DOWNLOADING
+        if self._indexed is None:
+            # The recordings list's index row first: a crash before the row below leaves an
+            # index row pointing to nothing, which the list skips and the cleanup sweeps.
+            self._indexed = await self._ledger.index_recording(
+                job.call_id, job.operation_id, job.received_at or now
+            )
         facts = {
+            Column.INDEX_KEY: self._indexed,
             Column.BLOB_NAME: blob_name,
             Column.COMPLETED_AT: job.received_at,
             Column.CLIENT_CONTEXT: job.client_context,
@@ -169,7 +179,8 @@ class DownloadLease:
                 return Write(new_operation_row(job.call_id, job.operation_id, erased, now), then)
             if current.record.status is erased:
                 return Keep(LeaseAttempt(current.transition(changed=False), held=False))
-            return Write({"Status": erased.value, "UpdatedAt": now, STAMP[erased]: now}, then)
+            columns = {"Status": erased.value, "UpdatedAt": now, STAMP[erased]: now}
+            return Write({**columns, **cleared_identity(current.fields)}, then)
 
         attempt = await self._ledger._rewrite(
             job.call_id, job.operation_id, decide, absent=create_first, erased=decide_erased

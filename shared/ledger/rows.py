@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from shared.graph.ids import normalize_id
 from shared.graph.subcodes import describe_subcode
+from shared.ledger.identity import CALL_COLUMNS, call_view
 
 if TYPE_CHECKING:
     from shared.graph.models import ResultInfo
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
 ROW_KIND_OPERATION = "operation"
 ROW_KIND_CLAIM = "claim"
 ROW_KIND_CALL = "call"
+# Index rows (shared/ledger/index.py): a caller's calls, and recordings by the hour they came.
+ROW_KIND_CALLER_INDEX = "callerIndex"
+ROW_KIND_TIME_INDEX = "timeIndex"
 # The call's erasure guard: one row in the call's own partition, beside its operations, so that a
 # download's first write and the guard can be read in one query and written in one transaction
 # (shared/ledger/lease.py). No operation's key can start with "~" (``table_key`` escapes it).
@@ -69,6 +73,16 @@ class Column:
     TRANSCRIPTION_FAILURE_REASON = "TranscriptionFailureReason"
     TRANSCRIBED_AT = "TranscribedAt"
     AUDIO_DELETED_AT = "AudioDeletedAt"
+    # The stored WAV's own header (shared/blob_layout.py: wav_facts); absent: not a WAV we read.
+    DURATION_SECONDS = "DurationSeconds"
+    SAMPLE_RATE = "SampleRate"
+    CHANNELS = "Channels"
+    BITS_PER_SAMPLE = "BitsPerSample"
+    AUDIO_FORMAT = "AudioFormat"
+    # The prompt Graph played before recording (its URI), as the recordResponse asked.
+    PROMPT = "Prompt"
+    # Where the recording's index row is (shared/ledger/index.py): storage internals.
+    INDEX_KEY = "IndexKey"
 
 
 # Values of ``Column.TRANSCRIPTION_STATUS``.
@@ -129,6 +143,9 @@ NOTHING_LEFT_TO_DOWNLOAD = frozenset(
 ended it. A delivery that finds its row here stops waiting for the download lease. (``failed``
 is not here: a later delivery of the same completion may still store the recording.)"""
 
+RETENTION_OVER = frozenset({OperationStatus.EXPIRED, OperationStatus.ERASED})
+"""The recording is gone: its row keeps no caller identity (cleared in the same write)."""
+
 RECORDING_FATE_KNOWN = frozenset({OperationStatus.FAILED} | NOTHING_LEFT_TO_DOWNLOAD)
 """The download is over one way or the other (stored, failed, expired, erased): the bot's
 after-recording step (thank-you, hang-up) may run."""
@@ -165,6 +182,8 @@ _INTERNAL_COLUMNS = frozenset(
         "OperationId",
         Column.DOWNLOAD_HOLDER,
         Column.DOWNLOAD_LEASE_UNTIL,
+        Column.INDEX_KEY,
+        "CallerKey",
     }
 )
 
@@ -203,11 +222,16 @@ class OperationRecord:
             "status": self.status.value,
         }
         for name, value in sorted(self.fields.items()):
-            if name in _INTERNAL_COLUMNS:
+            if name in _INTERNAL_COLUMNS or name in _CALL_COLUMNS:
                 continue
             key = name[0].lower() + name[1:]
             body[key] = value.isoformat() if isinstance(value, datetime) else value
+        # Who called and what was called, grouped (shared/ledger/identity.py).
+        body.update(call_view(self.fields))
         return body
+
+
+_CALL_COLUMNS = frozenset(CALL_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -217,6 +241,8 @@ class CallGuard:
 
     etag: str | None
     erased_at: datetime | None = None
+    # The call's metadata (shared/ledger/identity.py), copied onto each recording's first write.
+    call_fields: Mapping[str, Any] | None = None
 
     @property
     def erased(self) -> bool:
@@ -225,7 +251,8 @@ class CallGuard:
     @classmethod
     def of(cls, fields: Mapping[str, Any], etag: str) -> CallGuard:
         erased_at = fields.get(STAMP[OperationStatus.ERASED])
-        return cls(etag, erased_at if isinstance(erased_at, datetime) else None)
+        call_fields = {name: fields[name] for name in CALL_COLUMNS if name in fields}
+        return cls(etag, erased_at if isinstance(erased_at, datetime) else None, call_fields)
 
 
 NO_GUARD = CallGuard(None)

@@ -9,22 +9,41 @@ not depend on the order events arrive in.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from shared.clock import utc_now
 from shared.graph.ids import normalize_id
+from shared.ledger.identity import (
+    IDENTITY_COLUMNS,
+    IdentityColumn,
+    caller_partition,
+    cleared_identity,
+)
+from shared.ledger.index import (
+    TIME_PARTITION_PREFIX,
+    buckets_between,
+    index_key,
+    split_index_key,
+    time_partition,
+    time_row_key,
+)
 from shared.ledger.rows import (
     CALL_GUARD_ROW,
     NO_GUARD,
     RANK,
+    RETENTION_OVER,
+    ROW_KIND_CALL,
     ROW_KIND_CLAIM,
     ROW_KIND_OPERATION,
+    ROW_KIND_TIME_INDEX,
     STAMP,
     CallGuard,
+    Column,
     OperationRecord,
     OperationStatus,
     Transition,
@@ -44,6 +63,20 @@ if TYPE_CHECKING:
 log = logging.getLogger("shared.ledger")
 
 MAX_CONFLICT_RETRIES = 8
+# The :meth:`LedgerTable.remove_stale` count of calls that forgot who called.
+IDENTITY_FORGOTTEN = "identityForgotten"
+# A recording of one of these may still be (or become) stored: its call keeps who called.
+LIVE_STATUSES = frozenset(
+    status.value
+    for status in OperationStatus
+    if status
+    not in {
+        OperationStatus.ABANDONED,
+        OperationStatus.FAILED,
+        OperationStatus.EXPIRED,
+        OperationStatus.ERASED,
+    }
+)
 
 R = TypeVar("R")
 
@@ -151,7 +184,8 @@ class LedgerTable:
         is read together with the call's guard row, in one query; while the call is not erased
         the write goes in one transaction with the guard (created, or touched on the ETag read),
         so an erasure that writes the guard meanwhile makes it fail and be decided again; once
-        the guard says erased, ``erased`` decides instead. ``absent`` then expects neither row:
+        the guard says erased, ``erased`` decides instead. The call's metadata the guard row
+        holds (shared/ledger/identity.py) is copied into such a write. ``absent`` then expects neither row:
         the transaction creates both, blind.
         """
         from azure.core.exceptions import (
@@ -175,6 +209,9 @@ class LedgerTable:
             if isinstance(step, Keep):
                 return step.result
             written = {"PartitionKey": partition, "RowKey": row, **step.columns}
+            if guarded and not call_erased and guard.call_fields:
+                # The call's metadata (who called) goes with the recording's first write, free.
+                written = {**guard.call_fields, **written}
             try:
                 if guarded and not call_erased:
                     etag = await self._write_guarded(call_id, written, current, guard)
@@ -185,6 +222,28 @@ class LedgerTable:
             except ResourceNotFoundError:
                 if not guarded:
                     current, read = None, False  # removed meanwhile (the cleanup): no row
+                continue
+            after = written if current is None else {**current.fields, **written}
+            return step.then(Seen(after, etag))
+        raise LedgerConflict(partition, row)
+
+    async def _rewrite_row(self, partition: str, row: str, decide: Decide[R]) -> R:
+        """:meth:`_rewrite` for a row addressed by its storage keys (the call's own row)."""
+        from azure.core.exceptions import (
+            ResourceExistsError,
+            ResourceModifiedError,
+            ResourceNotFoundError,
+        )
+
+        for _ in range(MAX_CONFLICT_RETRIES):
+            current = await self._read(partition, row)
+            step = decide(current)
+            if isinstance(step, Keep):
+                return step.result
+            written = {"PartitionKey": partition, "RowKey": row, **step.columns}
+            try:
+                etag = await self._write(written, current)
+            except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
                 continue
             after = written if current is None else {**current.fields, **written}
             return step.then(Seen(after, etag))
@@ -335,6 +394,9 @@ class LedgerTable:
             if RANK[status] <= RANK[previous]:
                 return Keep(current.transition(changed=False))
             columns = {"Status": status.value, "UpdatedAt": now, STAMP[status]: now, **extra}
+            if status in RETENTION_OVER:
+                # The caller's identity follows the recording's retention: gone in this write.
+                columns |= cleared_identity(current.fields)
             return Write(columns, moved(previous.value))
 
         return decide
@@ -382,28 +444,198 @@ class LedgerTable:
                 break
         return records
 
+    # ----------------------------------------------------------------- the recordings index
+
+    async def index_recording(self, call_id: str, operation_id: str, at: datetime) -> str:
+        """Write a recording's time index row (shared/ledger/index.py); returns its key."""
+        from azure.data.tables import UpdateMode
+
+        key = index_key(at, call_id, operation_id)
+        bucket, row = key.split("/", 1)
+        await self._table.upsert_entity(
+            {
+                "PartitionKey": time_partition(bucket),
+                "RowKey": row,
+                "Kind": ROW_KIND_TIME_INDEX,
+                "CallId": normalize_id(call_id),
+                "OperationId": normalize_id(operation_id),
+                "UpdatedAt": self._clock(),
+            },
+            mode=UpdateMode.REPLACE,
+        )
+        return key
+
+    async def indexed(
+        self, pointers: list[tuple[str, str, str]]
+    ) -> list[tuple[str, OperationRecord | None]]:
+        """The operation rows index rows point to, read together; None: the row does not carry
+        the index key (the index row points to nothing)."""
+        import asyncio
+
+        async def one(key: str, call_id: str, operation_id: str) -> OperationRecord | None:
+            record = await self.get(call_id, operation_id)
+            if record is None or record.get(Column.INDEX_KEY) != key:
+                return None
+            return record
+
+        found = await asyncio.gather(*(one(*pointer) for pointer in pointers))
+        return [(pointer[0], record) for pointer, record in zip(pointers, found, strict=True)]
+
+    async def list_recordings(
+        self,
+        *,
+        start: datetime,
+        end: datetime,
+        statuses: frozenset[str] | None,
+        after: str | None,
+        top: int,
+    ) -> tuple[list[OperationRecord], str | None]:
+        """Recordings newest first between ``start`` and ``end``, after the index key ``after``.
+
+        Reads index rows bucket by bucket, a page at a time, and the operation rows they point
+        to; stops when ``top`` matched, scanning at most a few pages more for a status filter.
+        Returns the records and the key to continue after (None: nothing more).
+        """
+        records: list[OperationRecord] = []
+        budget = top * 4  # index rows read at most per call: a status filter may skip some
+        last: str | None = None
+        low = time_row_key(end, "", "")[:13]
+        high = time_row_key(start, "", "")[:13] + "~\uffff"
+        resume = split_index_key(after) if after else None
+        for bucket in buckets_between(start, end):
+            if resume is not None and bucket > resume[0]:
+                continue
+            after_row = resume[1] if resume is not None and bucket == resume[0] else None
+            query = "PartitionKey eq @pk and RowKey ge @low and RowKey le @high"
+            params: dict[str, Any] = {"pk": time_partition(bucket), "low": low, "high": high}
+            if after_row is not None:
+                query += " and RowKey gt @after"
+                params["after"] = after_row
+            while budget > 0:
+                want = min(top - len(records), budget)
+                pointers: list[tuple[str, str, str]] = []
+                async for entity in self._table.query_entities(
+                    query,
+                    parameters=params,
+                    results_per_page=want,
+                    select=["RowKey", "CallId", "OperationId"],
+                ):
+                    key = f"{bucket}/{entity['RowKey']}"
+                    pointers.append((key, str(entity["CallId"]), str(entity["OperationId"])))
+                    if len(pointers) >= want:
+                        break
+                budget -= len(pointers)
+                for key, record in await self.indexed(pointers):
+                    last = key
+                    if record is not None and (statuses is None or record.status.value in statuses):
+                        records.append(record)
+                if len(records) >= top:
+                    return records, last
+                if len(pointers) < want:
+                    break  # this bucket is done
+                query_after = pointers[-1][0].split("/", 1)[1]
+                if "@after" not in query:
+                    query += " and RowKey gt @after"
+                params["after"] = query_after
+            if budget <= 0:
+                return records, last
+        return records, None
+
+    async def sweep_index(
+        self, *, now: datetime, grace: timedelta, lookback: timedelta, limit: int
+    ) -> int:
+        """Delete index rows that point to nothing, in the hour buckets of the last
+        ``lookback`` (older ones go with the ledger horizon); rows younger than ``grace`` are
+        left: their operation row's write may still be on its way."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+
+        swept = 0
+        cutoff = now - grace
+        # One range query over the lookback's hour partitions (not one query per hour): the
+        # cleanup runs every few minutes and its reads are counted.
+        buckets = buckets_between(now - lookback, cutoff)
+        pointers: list[tuple[str, str, str]] = []
+        etags: dict[str, str] = {}
+        async for entity in self._table.query_entities(
+            "PartitionKey ge @first and PartitionKey le @last and UpdatedAt lt @cutoff",
+            parameters={
+                "first": time_partition(buckets[-1]),
+                "last": time_partition(buckets[0]),
+                "cutoff": cutoff,
+            },
+            results_per_page=min(limit, 1000),
+            select=["PartitionKey", "RowKey", "CallId", "OperationId"],
+        ):
+            bucket = str(entity["PartitionKey"]).removeprefix(TIME_PARTITION_PREFIX)
+            key = f"{bucket}/{entity['RowKey']}"
+            pointers.append((key, str(entity["CallId"]), str(entity["OperationId"])))
+            etags[key] = str(entity.metadata["etag"])
+            if len(pointers) >= limit:
+                break
+        for key, record in await self.indexed(pointers):
+            if record is not None:
+                continue
+            bucket, row = key.split("/", 1)
+            try:
+                await self._table.delete_entity(
+                    time_partition(bucket),
+                    row,
+                    etag=etags[key],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            except (ResourceModifiedError, ResourceNotFoundError):
+                continue
+            swept += 1
+        return swept
+
     async def delete(self, record: OperationRecord) -> None:
         await self._table.delete_entity(table_key(record.call_id), table_key(record.operation_id))
 
-    async def remove_stale(self, updated_before: datetime, *, limit: int) -> dict[str, int]:
+    async def remove_stale(
+        self,
+        updated_before: datetime,
+        *,
+        limit: int,
+        identity_before: datetime | None = None,
+    ) -> dict[str, int]:
         """Delete rows of every kind (operations, claims) last updated before ``updated_before``.
 
         At most ``limit`` rows per call; returns how many of each kind went. A row written after
         it was read is kept (ETag), and a row another instance removed first is not an error.
+
+        ``identity_before``: a call's row still naming its caller and not written since then
+        forgets who called (:meth:`forget_call_identity`), counted as :data:`IDENTITY_FORGOTTEN`.
+        The same query finds both, so a run with nothing to do costs no request more; this is
+        the bound for a call whose metadata was captured but whose recording never came.
         """
         from azure.core import MatchConditions
         from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
+        query = "UpdatedAt lt @cutoff"
+        parameters: dict[str, Any] = {"cutoff": updated_before}
+        if identity_before is not None:
+            # Spaces around the parentheses: the SDK finds @parameters by splitting on spaces.
+            query = (
+                "( UpdatedAt lt @cutoff ) or ( Kind eq @call and "
+                f"{IdentityColumn.CALLER_KIND} gt @empty and UpdatedAt lt @identity )"
+            )
+            parameters |= {"call": ROW_KIND_CALL, "empty": "", "identity": identity_before}
         stale = []
+        forgettable: list[str] = []
         async for entity in self._table.query_entities(
-            "UpdatedAt lt @cutoff",
-            parameters={"cutoff": updated_before},
-            results_per_page=min(limit, 1000),
+            query, parameters=parameters, results_per_page=min(limit, 1000)
         ):
-            stale.append(entity)
-            if len(stale) >= limit:
+            if entity["UpdatedAt"] < updated_before:
+                stale.append(entity)
+            else:
+                forgettable.append(str(entity["CallId"]))
+            if len(stale) + len(forgettable) >= limit:
                 break
         removed: dict[str, int] = {}
+        for call_id in forgettable:
+            if await self.forget_call_identity(call_id):
+                removed[IDENTITY_FORGOTTEN] = removed.get(IDENTITY_FORGOTTEN, 0) + 1
         for entity in stale:
             try:
                 await self._table.delete_entity(
@@ -417,3 +649,59 @@ class LedgerTable:
             kind = str(entity.get("Kind") or ROW_KIND_OPERATION)
             removed[kind] = removed.get(kind, 0) + 1
         return removed
+
+    async def forget_call_identity(self, call_id: str) -> bool:
+        """Clear who called from the call's row and drop it from its caller's index, once no
+        recording of the call is live (shared/ledger/identity.py: identity follows retention).
+
+        One partition query reads the call's row and its operations; the clearing merge goes on
+        the call's row's ETag, so a download whose first write came in between (it goes in one
+        transaction with that row) makes this decide again. The row is cleared before the index
+        row goes: a crash between them leaves an index row that leads to a call naming nobody.
+        True when this call forgot its caller.
+        """
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+        from azure.data.tables import UpdateMode
+
+        partition = table_key(call_id)
+        for _ in range(MAX_CONFLICT_RETRIES):
+            guard: Seen | None = None
+            live = False
+            async for entity in self._table.query_entities(
+                "PartitionKey eq @pk",
+                parameters={"pk": partition},
+                select=["RowKey", "Kind", "Status", *IDENTITY_COLUMNS],
+            ):
+                if entity["RowKey"] == CALL_GUARD_ROW:
+                    guard = Seen(dict(entity), str(entity.metadata["etag"]))
+                elif is_operation_row(entity) and entity.get("Status") in LIVE_STATUSES:
+                    live = True
+            if guard is None or live:
+                return False
+            cleared = cleared_identity(guard.fields)
+            if not cleared:
+                return False
+            try:
+                await self._table.update_entity(
+                    {
+                        "PartitionKey": partition,
+                        "RowKey": CALL_GUARD_ROW,
+                        **cleared,
+                        "UpdatedAt": self._clock(),
+                    },
+                    mode=UpdateMode.MERGE,
+                    etag=guard.etag,
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            except ResourceModifiedError:
+                continue
+            except ResourceNotFoundError:
+                return False
+            key = guard.fields.get(IdentityColumn.CALLER_KEY)
+            if key:
+                with contextlib.suppress(ResourceNotFoundError):
+                    await self._table.delete_entity(caller_partition(str(key)), partition)
+            log_event(log, "ledger", call_id=normalize_id(call_id), call_metadata="forgotten")
+            return True
+        raise LedgerConflict(partition, CALL_GUARD_ROW)

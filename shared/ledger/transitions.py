@@ -8,19 +8,30 @@ the same conflict retry; callers never spell column names. The download lease is
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.graph.ids import normalize_id
+from shared.ledger.identity import (
+    CALL_COLUMNS,
+    IDENTITY_COLUMNS,
+    IdentityColumn,
+    caller_partition,
+    cleared_identity,
+)
 from shared.ledger.outbox import TRANSCRIPTION_FAILED_AT, EventMarkers, EventStep
 from shared.ledger.rows import (
+    CALL_GUARD_ROW,
+    ROW_KIND_CALLER_INDEX,
     ROW_KIND_OPERATION,
     STAMP,
     TRANSCRIBED,
     TRANSCRIPTION_FAILED,
     Column,
+    OperationRecord,
     OperationStatus,
     Transition,
     call_guard_row,
@@ -33,6 +44,7 @@ from shared.ledger.table import Keep, Seen, Write
 from shared.logevents import log_event
 
 if TYPE_CHECKING:
+    from shared.blob_layout import WavFacts
     from shared.graph.models import ResultInfo
 
 log = logging.getLogger("shared.ledger")
@@ -58,6 +70,7 @@ class OperationLedger(EventMarkers):
         result: ResultInfo | None = None,
         failure_reason: str | None = None,
         attempt: int | None = None,
+        prompt: str | None = None,
     ) -> Transition:
         """A recordResponse Graph accepted: its first status is whatever Graph's reply said.
 
@@ -75,6 +88,7 @@ class OperationLedger(EventMarkers):
                 Column.MAX_RECORD_DURATION_SECONDS: max_record_duration_seconds,
                 Column.FAILURE_REASON: failure_reason,
                 Column.ATTEMPT: attempt,
+                Column.PROMPT: prompt[:1024] if prompt else None,
                 **result_columns(result),
                 **(self.event_marker(EventStep.FAILED) if failed else {}),
             },
@@ -160,9 +174,17 @@ class OperationLedger(EventMarkers):
         expires_at: datetime | None,
         stored_at: datetime | None = None,
         after: Transition | None = None,
+        audio: WavFacts | None = None,
+        audio_read: bool = False,
     ) -> Transition:
-        """``after``: this instance's last write (its lease); the row is then not read again."""
+        """``after``: this instance's last write (its lease); the row is then not read again.
+
+        ``audio``: what the stored WAV's own header says; ``audio_read``: the header was looked
+        at, so no ``audio`` means the body is not a WAV this app can read (``AudioFormat``
+        ``unknown``).
+        """
         columns = {
+            **_audio_columns(audio, read=audio_read),
             Column.BLOB_NAME: blob_name,
             Column.SIZE_BYTES: size_bytes,
             Column.SHA256: sha256,
@@ -200,10 +222,20 @@ class OperationLedger(EventMarkers):
             parameters=parameters,
             results_per_page=min(limit, 1000),
             # What a record needs, no more: a page holds up to 1 000 rows. With events on, the
-            # whole row: the expired event is built from the row the merge returns.
+            # whole row: the expired event is built from the row the merge returns. The caller's
+            # identity: the merge clears what the row holds (only what it was read with), and
+            # the call has a caller to forget (shared/retention/expiry.py).
             select=None
             if self.events is not None
-            else ["PartitionKey", "RowKey", "Kind", "CallId", "OperationId", "Status"],
+            else [
+                "PartitionKey",
+                "RowKey",
+                "Kind",
+                "CallId",
+                "OperationId",
+                "Status",
+                *IDENTITY_COLUMNS,
+            ],
         ):
             etag = entity.metadata.get("etag")
             if etag:
@@ -223,6 +255,7 @@ class OperationLedger(EventMarkers):
         ``seen``: the row as :meth:`stored_past_expiry` found it; the write is then one merge on
         its ETag, and only a row written since (another run, an erasure) is read again.
         """
+        # The caller's identity follows the recording's retention: gone in the same write.
         marker = self.event_marker(EventStep.EXPIRED)
         if seen is not None:
             transition = await self.advance_from(seen, OperationStatus.EXPIRED, **marker)
@@ -236,12 +269,15 @@ class OperationLedger(EventMarkers):
     async def mark_erased(self, call_id: str, operation_id: str) -> Transition:
         """An operator erased the recording; the row stays (auditable) until the ledger horizon."""
         transition = await self.advance(
-            call_id, operation_id, OperationStatus.ERASED, **self.event_marker(EventStep.ERASED)
+            call_id,
+            operation_id,
+            OperationStatus.ERASED,
+            **self.event_marker(EventStep.ERASED),
         )
         self.announce(transition, EventStep.ERASED)
         return transition
 
-    async def mark_call_erased(self, call_id: str) -> None:
+    async def mark_call_erased(self, call_id: str, *, identity: bool = True) -> None:
         """An operator erased the whole call: its guard row says so, before any row is listed.
 
         One unconditional merge: whatever it finds, the guard's ETag changes, so a download whose
@@ -250,9 +286,128 @@ class OperationLedger(EventMarkers):
         from azure.data.tables import UpdateMode
 
         now = self._clock()
-        row = call_guard_row(call_id, now, **{STAMP[OperationStatus.ERASED]: now})
+        # ``identity``: the call's row names a caller, whose identity goes in this same write.
+        cleared = cleared_identity() if identity else {}
+        row = call_guard_row(call_id, now, **{STAMP[OperationStatus.ERASED]: now}, **cleared)
         await self._table.upsert_entity(row, mode=UpdateMode.MERGE)
         log_event(log, "ledger", call_id=normalize_id(call_id), guard="erased")
+
+    async def call_fields(self, call_id: str) -> dict[str, Any]:
+        """The call's metadata as its row holds it (empty: never captured)."""
+        seen = await self._read(table_key(call_id), CALL_GUARD_ROW)
+        if seen is None:
+            return {}
+        return {name: seen.fields[name] for name in CALL_COLUMNS if name in seen.fields}
+
+    async def mark_call_metadata(self, call_id: str, columns: Mapping[str, Any]) -> bool:
+        """Who called and what was called, captured once per call (shared/ledger/identity.py).
+
+        The caller index row comes first, so an erasure by caller finds the call as soon as the
+        call's row names its caller; the call's row is the erasure guard, so metadata never goes
+        onto an erased call, and a capture already made is kept (``AnsweredAt`` may be added
+        later). True when this write captured it.
+        """
+        key = columns.get(IdentityColumn.CALLER_KEY)
+        if key:
+            await self._index_caller_call(str(key), call_id)
+        partition = table_key(call_id)
+        captured = False
+
+        def decide(current: Seen | None) -> Keep[bool] | Write[bool]:
+            nonlocal captured
+            now = self._clock()
+            if current is None:
+                row = call_guard_row(call_id, now, CreatedAt=now, **columns)
+                return Write(row, lambda _after: True)
+            if current.fields.get(STAMP[OperationStatus.ERASED]):
+                return Keep(False)
+            known = current.fields.get(IdentityColumn.SOURCE)
+            if known and known != "unknown":
+                # Captured before: only an answer time may be added.
+                answered = columns.get(IdentityColumn.ANSWERED_AT)
+                if answered is None or current.fields.get(IdentityColumn.ANSWERED_AT):
+                    return Keep(False)
+                return Write(
+                    {IdentityColumn.ANSWERED_AT: answered, "UpdatedAt": now}, lambda _a: False
+                )
+            return Write({**columns, "UpdatedAt": now}, lambda _after: True)
+
+        captured = await self._rewrite_row(partition, CALL_GUARD_ROW, decide)
+        log_event(
+            log,
+            "ledger",
+            call_id=normalize_id(call_id),
+            call_metadata="captured" if captured else "kept",
+        )
+        return captured
+
+    async def _index_caller_call(self, key: str, call_id: str) -> None:
+        from azure.data.tables import UpdateMode
+
+        now = self._clock()
+        await self._table.upsert_entity(
+            {
+                "PartitionKey": caller_partition(key),
+                "RowKey": table_key(call_id),
+                "Kind": ROW_KIND_CALLER_INDEX,
+                "CallId": normalize_id(call_id),
+                "UpdatedAt": now,
+            },
+            mode=UpdateMode.MERGE,
+        )
+
+    async def caller_calls(self, key: str, *, limit: int = 1000) -> list[str]:
+        """The calls of one caller (by :func:`~shared.ledger.identity.caller_key`), from the caller
+        index: one partition query, whatever the table holds."""
+        calls: list[str] = []
+        async for entity in self._table.query_entities(
+            "PartitionKey eq @pk",
+            parameters={"pk": caller_partition(key)},
+            select=["CallId"],
+            results_per_page=min(limit, 1000),
+        ):
+            calls.append(str(entity["CallId"]))
+            if len(calls) >= limit:
+                break
+        return calls
+
+    async def caller_recordings(
+        self,
+        key: str,
+        *,
+        start: datetime,
+        end: datetime,
+        statuses: frozenset[str] | None,
+        after: str | None,
+        top: int,
+    ) -> tuple[list[OperationRecord], str | None]:
+        """One caller's recordings newest first, from the caller index: the work grows with
+        that caller's calls, not with the table. Same paging as :meth:`list_recordings`."""
+        from shared.ledger.index import order_key, row_time, split_index_key
+
+        found: list[tuple[tuple[int, str], str, OperationRecord]] = []
+        for call_id in await self.caller_calls(key):
+            for record in await self.list_call(call_id):
+                index = str(record.get(Column.INDEX_KEY) or "")
+                parts = split_index_key(index)
+                if parts is None or not start <= row_time(parts[1]) <= end:
+                    continue
+                if statuses is not None and record.status.value not in statuses:
+                    continue
+                found.append((order_key(index), index, record))
+        found.sort(key=lambda item: item[0])
+        if after is not None:
+            found = [item for item in found if item[0] > order_key(after)]
+        page = found[:top]
+        more = len(found) > top
+        return [item[2] for item in page], page[-1][1] if more and page else None
+
+    async def forget_caller_call(self, key: str, call_id: str) -> None:
+        """Remove one call from a caller's index (the call's identity was erased)."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        with contextlib.suppress(ResourceNotFoundError):
+            await self._table.delete_entity(caller_partition(key), table_key(call_id))
 
     async def transcription_target(self, call_id: str, operation_id: str) -> Transition | None:
         """The row a transcription is for, with its ETag (None: no row); read before the work, so
@@ -346,6 +501,18 @@ class OperationLedger(EventMarkers):
         if seen is not None and seen.etag is not None:
             known = Seen(seen.record.fields, seen.etag)
         return await self._rewrite(call_id, operation_id, decide, known=known)
+
+
+def _audio_columns(audio: WavFacts | None, *, read: bool) -> dict[str, Any]:
+    if audio is None:
+        return {Column.AUDIO_FORMAT: "unknown"} if read else {}
+    return {
+        Column.AUDIO_FORMAT: "pcm" if audio.format_tag == 1 else "extensible",
+        Column.DURATION_SECONDS: audio.duration_seconds,
+        Column.SAMPLE_RATE: audio.sample_rate,
+        Column.CHANNELS: audio.channels,
+        Column.BITS_PER_SAMPLE: audio.bits_per_sample,
+    }
 
 
 def _log_transcription(call_id: str, operation_id: str, fields: Mapping[str, Any]) -> None:

@@ -15,12 +15,15 @@ from typing import TYPE_CHECKING, Any
 from shared.blob_layout import EXPIRES_AT_TAG, format_tag_time, ids_from_blob_name
 from shared.graph.ids import normalize_id
 from shared.ledger import OperationLedger
+from shared.ledger.identity import IDENTITY_COLUMNS
 from shared.logevents import log_event
 from shared.retention.summary import BATCH_DELETE_MAX, CleanupSummary, for_each_row
 
 if TYPE_CHECKING:
     from azure.core.pipeline import PipelineRequest
     from azure.storage.blob.aio import ContainerClient
+
+    from shared.ledger import Transition
 
 log = logging.getLogger("shared.retention")
 
@@ -163,9 +166,32 @@ async def mark_rows_expired(
         summary=summary,
         failure="cleanup: recording deleted but ledger not updated",
     )
+    # Who called follows the recordings: a call whose last live recording just expired forgets
+    # its caller. Only calls whose row named one (or was not in the query) cost a request.
+    named = {
+        normalize_id(call_id)
+        for (_, call_id, operation_id), changed in marked
+        if changed
+        and _may_name_caller(seen.get((normalize_id(call_id), normalize_id(operation_id))))
+    }
+    forgotten = await for_each_row(
+        sorted(named),
+        ledger.forget_call_identity,
+        ids=lambda call_id: (call_id, ""),
+        summary=summary,
+        failure="cleanup: call did not forget its caller",
+    )
+    summary.caller_identities_forgotten += sum(1 for _, done in forgotten if done)
     for (name, call_id, operation_id), changed in marked:
         if changed:
             summary.rows_marked_expired += 1
         log_event(
             log, "cleanup: recording expired", call_id=call_id, operation_id=operation_id, blob=name
         )
+
+
+def _may_name_caller(row: Transition | None) -> bool:
+    """The row as the expiry query read it holds some of the caller's identity (unknown: None)."""
+    return row is None or any(
+        row.record.fields.get(name) not in (None, "") for name in IDENTITY_COLUMNS
+    )

@@ -77,6 +77,7 @@ async def run_cleanup(
             ledger,
             horizon=timedelta(days=settings.ledger_retention_days),
             limit=limits.ledger_rows,
+            identity_after=settings.recording_retention_minutes * minutes,
         ),
     }
     now = clock()

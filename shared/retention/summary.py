@@ -44,6 +44,8 @@ class CleanupSummary:
     recordings_already_gone: int = 0
     recordings_not_deleted: int = 0
     rows_marked_expired: int = 0
+    # Calls that forgot who called: their last recording expired, or none came in time.
+    caller_identities_forgotten: int = 0
     poison_messages_purged: int = 0
     poison_failures_recorded: int = 0
     poison_messages_unreadable: int = 0

@@ -11,6 +11,7 @@ from shared.ledger import (
     OperationLedger,
     OperationStatus,
 )
+from shared.ledger.table import IDENTITY_FORGOTTEN
 from shared.logevents import log_event
 from shared.retention.summary import CleanupSummary, for_each_row
 
@@ -60,12 +61,37 @@ async def trim_ledger(
     horizon: timedelta,
     limit: int,
     summary: CleanupSummary,
+    identity_after: timedelta | None = None,
 ) -> None:
-    """Delete ledger rows (operations and claims) not updated within ``horizon``."""
-    removed = await ledger.remove_stale(now - horizon, limit=limit)
+    """Delete ledger rows (operations and claims) not updated within ``horizon``; a call's row
+    not written within ``identity_after`` (the recording retention) forgets who called, unless a
+    recording of the call is still live (then its expiry does it)."""
+    removed = await ledger.remove_stale(
+        now - horizon,
+        limit=limit,
+        identity_before=now - identity_after if identity_after is not None else None,
+    )
+    summary.caller_identities_forgotten += removed.pop(IDENTITY_FORGOTTEN, 0)
     claims = removed.pop(ROW_KIND_CLAIM, 0)
     rows = sum(removed.values())
     summary.claim_rows_deleted += claims
     summary.ledger_rows_deleted += rows
     if rows + claims >= limit:
         summary.limits_reached.append("ledger_rows")
+
+
+# An index row younger than this may still see its operation row's write (shared/ledger/index.py).
+INDEX_SWEEP_GRACE = timedelta(minutes=10)
+# Older orphans go with the ledger horizon (trim_ledger), like every row.
+INDEX_SWEEP_LOOKBACK = timedelta(hours=3)
+
+
+async def sweep_recordings_index(
+    ledger: OperationLedger, *, now: datetime, limit: int, summary: CleanupSummary
+) -> None:
+    """Delete recordings-list index rows that point to nothing (a crash between two writes)."""
+    swept = await ledger.sweep_index(
+        now=now, grace=INDEX_SWEEP_GRACE, lookback=INDEX_SWEEP_LOOKBACK, limit=limit
+    )
+    if swept:
+        log_event(log, "cleanup: orphan index rows swept", rows=swept)

@@ -1,0 +1,349 @@
+"""Who called (issue 27): call metadata, WAV facts, the list across calls, erasure by caller.
+
+Real Azurite and the registered functions; the identity shapes are the ones Graph documents.
+"""
+
+from __future__ import annotations
+
+import struct
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from shared.blob_layout import blob_name_for, wav_facts
+from shared.ledger import OperationLedger, OperationStatus
+from shared.ledger.identity import call_metadata_columns
+from shared.ledger.index import encode_token
+from shared.retention import run_cleanup
+from shared.settings import get_settings
+from tests.support.clock import Clock
+from tests.support.functions import http_request, invoke, json_body
+from tests.support.recordings import put_recording
+
+S = OperationStatus
+USER = {
+    "user": {"id": "8a0b1c2d-0000-4000-8000-00000000aaaa", "displayName": "Ada", "tenantId": "t1"}
+}
+PSTN = {"phone": {"id": "+33612345678"}}
+ANONYMOUS: dict[str, Any] = {"phone": {}}
+GUEST = {"guest": {"id": "guest-1", "displayName": "Visitor"}}
+RESOURCE_ACCOUNT = {"applicationInstance": {"id": "ra-1"}, "phone": {"id": "+14255550100"}}
+
+
+def call(source: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "source": {"identity": source},
+        "targets": [{"identity": RESOURCE_ACCOUNT}],
+        "direction": "incoming",
+        "callChainId": "chain-1",
+        "tenantId": "tenant-1",
+    }
+
+
+def wav(seconds: float, *, rate: int = 16000, extra_chunk: bool = True) -> bytes:
+    data = b"\0\0" * int(rate * seconds)
+    fmt = struct.pack("<HHIIHH", 1, 1, rate, rate * 2, 2, 16)
+    chunks = b"fmt " + struct.pack("<I", 16) + fmt
+    if extra_chunk:
+        chunks += b"LIST" + struct.pack("<I", 5) + b"INFOx\0"  # odd size: padded
+    chunks += b"data" + struct.pack("<I", len(data)) + data
+    return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WAVE" + chunks
+
+
+# -- plain Python -------------------------------------------------------------------------
+
+
+def test_wav_facts_come_from_the_chunks() -> None:
+    body = wav(1.5)
+    facts = wav_facts(body[:4096], len(body))
+    assert facts is not None
+    assert (facts.sample_rate, facts.channels, facts.bits_per_sample) == (16000, 1, 16)
+    assert facts.duration_seconds == 1.5
+    assert wav_facts(b"ID3not a wav" * 10, 120) is None
+    # A streamed header (unknown data length) is bounded by the bytes stored.
+    streamed = bytearray(body)
+    at = streamed.index(b"data") + 4
+    streamed[at : at + 4] = b"\xff\xff\xff\xff"
+    again = wav_facts(bytes(streamed[:4096]), len(streamed))
+    assert again is not None
+    assert again.duration_seconds == 1.5
+
+
+def test_identity_shapes_and_privacy() -> None:
+    user = call_metadata_columns(call(USER), privacy="full", source="notification")
+    assert user["CallerKind"] == "user"
+    assert user["CallerDisplayName"] == "Ada"
+    assert user["CalledPhone"] == "+14255550100"
+    assert user["CallChainId"] == "chain-1"
+    pstn = call_metadata_columns(call(PSTN), privacy="full", source="notification")
+    assert pstn["CallerKind"] == "phone"
+    assert pstn["CallerPhone"] == "+33612345678"
+    anonymous = call_metadata_columns(call(ANONYMOUS), privacy="full", source="notification")
+    assert anonymous["CallerKind"] == "anonymous"
+    assert "CallerKey" not in anonymous
+    guest = call_metadata_columns(call(GUEST), privacy="full", source="notification")
+    assert guest["CallerKind"] == "guest"
+    assert guest["CallerId"] == "guest-1"
+
+    masked = call_metadata_columns(call(PSTN), privacy="masked", source="notification")
+    assert masked["CallerPhone"] == "+*******5678"
+    assert "CallerId" not in masked
+    masked_user = call_metadata_columns(call(USER), privacy="masked", source="notification")
+    assert "CallerDisplayName" not in masked_user
+    assert masked_user["CallerId"]
+    none = call_metadata_columns(call(PSTN), privacy="none", source="notification")
+    assert not [name for name in none if name.startswith("Caller") and name != "CallerPrivacy"]
+
+
+# -- the ledger and the routes, on Azurite -------------------------------------------------
+
+
+async def stored_with_identity(
+    storage: Any,
+    call_id: str,
+    operation_id: str,
+    at: datetime,
+    source: dict[str, Any],
+    *,
+    expires_at: datetime | None = None,
+) -> None:
+    ledger = OperationLedger(storage.table)
+    await ledger.mark_call_metadata(
+        call_id, call_metadata_columns(call(source), privacy="full", source="notification")
+    )
+    key = await ledger.index_recording(call_id, operation_id, at)
+    fields = await ledger.call_fields(call_id)
+    expires_at = expires_at or at + timedelta(hours=1)
+    name = await put_recording(storage, call_id, operation_id, expires_at, wav(0.1))
+    await ledger.advance(call_id, operation_id, S.DOWNLOADING, IndexKey=key, **fields)
+    await ledger.advance(call_id, operation_id, S.STORED, BlobName=name, ExpiresAt=expires_at)
+
+
+async def status_of(call_id: str, operation_id: str) -> dict[str, Any]:
+    response = await invoke(
+        "recording_status",
+        http_request(
+            "GET",
+            f"http://localhost/api/recordings/{call_id}/{operation_id}",
+            route_params={"callId": call_id, "operationId": operation_id},
+        ),
+    )
+    assert response.status_code == 200
+    body: dict[str, Any] = json_body(response)
+    return body
+
+
+async def test_status_shows_the_caller_and_expiry_and_erasure_clear_it(storage: Any) -> None:
+    ledger = OperationLedger(storage.table)
+    now = datetime.now(UTC)
+    calls = [(str(uuid.uuid4()), str(uuid.uuid4())) for _ in range(2)]
+    for call_id, operation_id in calls:
+        await stored_with_identity(storage, call_id, operation_id, now, PSTN)
+    body = await status_of(*calls[0])
+    assert body["caller"] == {"kind": "phone", "id": "+33612345678", "phone": "+33612345678"}
+    assert body["called"]["phone"] == "+14255550100"
+    assert body["call"]["callChainId"] == "chain-1"
+    assert "callerKey" not in body
+    assert "indexKey" not in body
+
+    await ledger.mark_expired(*calls[0])
+    await ledger.mark_erased(*calls[1])
+    for call_id, operation_id in calls:
+        record = await ledger.get(call_id, operation_id)
+        assert record is not None
+        assert not [
+            v
+            for k, v in record.fields.items()
+            if k.startswith("Caller") and v and k != "CallerPrivacy"
+        ]
+        assert "caller" not in (await status_of(call_id, operation_id))
+
+
+async def list_page(**params: str) -> Any:
+    return await invoke(
+        "list_recordings", http_request("GET", "http://localhost/api/recordings", params=params)
+    )
+
+
+async def test_the_list_pages_newest_first_filters_and_skips_orphans(storage: Any) -> None:
+    ledger = OperationLedger(storage.table)
+    base = datetime.now(UTC) - timedelta(minutes=30)
+    marker = str(uuid.uuid4())
+    made = []
+    for n in range(7):
+        call_id, operation_id = str(uuid.uuid4()), str(uuid.uuid4())
+        source = {"user": {"id": marker, "displayName": "Same"}} if n % 2 else GUEST
+        await stored_with_identity(
+            storage, call_id, operation_id, base + timedelta(seconds=n), source
+        )
+        made.append(operation_id)
+    # An index row that points to nothing (a crash between two writes).
+    await ledger.index_recording(str(uuid.uuid4()), str(uuid.uuid4()), base + timedelta(seconds=3))
+
+    frm = (base - timedelta(seconds=1)).isoformat()
+    to = (base + timedelta(seconds=10)).isoformat()
+    seen: list[str] = []
+    token: str | None = None
+    while True:
+        params = {"from": frm, "to": to, "top": "3"}
+        if token:
+            params["continuationToken"] = token
+        response = await list_page(**params)
+        assert response.status_code == 200
+        body = json_body(response)
+        seen += [item["operationId"] for item in body["recordings"]]
+        token = body.get("continuationToken")
+        if not token:
+            break
+    assert seen == list(reversed(made))
+
+    by_caller = json_body(await list_page(caller=marker, top="50"))
+    assert [i["operationId"] for i in by_caller["recordings"]] == [made[5], made[3], made[1]]
+    assert (
+        json_body(await list_page(status="expired", **{"from": frm, "to": to}))["recordings"] == []
+    )
+
+    assert (await list_page(continuationToken="not-ours")).status_code == 400
+    assert (await list_page(continuationToken=encode_token("x/y"))).status_code == 400
+    assert (await list_page(caller="not a caller\x01")).status_code == 400
+
+    swept = await ledger.sweep_index(
+        now=datetime.now(UTC), grace=timedelta(0), lookback=timedelta(hours=2), limit=1000
+    )
+    assert swept >= 1
+
+
+async def test_erasure_by_caller_erases_every_call_of_that_caller(storage: Any) -> None:
+    number = f"+3361{uuid.uuid4().int % 10**7:07d}"
+    calls = [(str(uuid.uuid4()), str(uuid.uuid4())) for _ in range(2)]
+    for call_id, operation_id in calls:
+        await stored_with_identity(
+            storage, call_id, operation_id, datetime.now(UTC), {"phone": {"id": number}}
+        )
+    response = await invoke(
+        "erase_call_recordings",
+        http_request("DELETE", "http://localhost/api/recordings", params={"caller": number}),
+    )
+    assert response.status_code == 200
+    assert json_body(response) == {"erasedRecordings": 2, "erasedCalls": 2}
+    ledger = OperationLedger(storage.table)
+    for call_id, operation_id in calls:
+        record = await ledger.get(call_id, operation_id)
+        assert record is not None
+        assert record.status is S.ERASED
+        assert not await storage.container.get_blob_client(
+            blob_name_for(call_id, operation_id)
+        ).exists()
+        assert not (await ledger.call_fields(call_id)).get("CallerPhone")
+    again = await invoke(
+        "erase_call_recordings",
+        http_request("DELETE", "http://localhost/api/recordings", params={"caller": number}),
+    )
+    assert json_body(again) == {"erasedRecordings": 0, "erasedCalls": 0}
+
+
+# -- who called follows the recordings' retention ----------------------------------------
+
+
+def holds_identity(fields: dict[str, Any]) -> list[str]:
+    return [k for k, v in fields.items() if k.startswith("Caller") and v and k != "CallerPrivacy"]
+
+
+async def caller_index_rows(storage: Any) -> list[dict[str, Any]]:
+    return [
+        entity
+        async for entity in storage.table.query_entities(
+            "Kind eq @kind", parameters={"kind": "callerIndex"}
+        )
+    ]
+
+
+async def cleanup_at(storage: Any, moment: datetime) -> Any:
+    clock = Clock(moment)
+    return await run_cleanup(
+        container=storage.container,
+        ledger=OperationLedger(storage.table, clock=clock),
+        poison_queue=storage.poison_queue,
+        settings=get_settings(),
+        clock=clock,
+    )
+
+
+async def erase_by_caller(number: str) -> dict[str, Any]:
+    response = await invoke(
+        "erase_call_recordings",
+        http_request("DELETE", "http://localhost/api/recordings", params={"caller": number}),
+    )
+    assert response.status_code == 200
+    body: dict[str, Any] = json_body(response)
+    return body
+
+
+async def test_the_last_recording_expiring_forgets_who_called(storage: Any) -> None:
+    ledger = OperationLedger(storage.table)
+    number = f"+3361{uuid.uuid4().int % 10**7:07d}"
+    call_id, first, second = (str(uuid.uuid4()) for _ in range(3))
+    now = datetime.now(UTC)
+    for operation_id, minutes in ((first, 5), (second, 20)):
+        await stored_with_identity(
+            storage,
+            call_id,
+            operation_id,
+            now,
+            {"phone": {"id": number}},
+            expires_at=now + timedelta(minutes=minutes),
+        )
+
+    # One recording left alive: the call still names its caller, and its caller can be found.
+    summary = await cleanup_at(storage, now + timedelta(minutes=10))
+    assert summary.rows_marked_expired == 1
+    assert summary.caller_identities_forgotten == 0
+    assert holds_identity(await ledger.call_fields(call_id))
+    assert len(await caller_index_rows(storage)) == 1
+
+    summary = await cleanup_at(storage, now + timedelta(minutes=30))
+    assert summary.rows_marked_expired == 1
+    assert summary.caller_identities_forgotten == 1
+    assert not holds_identity(await ledger.call_fields(call_id))
+    assert await caller_index_rows(storage) == []
+    for operation_id in (first, second):
+        record = await ledger.get(call_id, operation_id)
+        assert record is not None
+        assert record.status is S.EXPIRED
+        assert not holds_identity(record.fields)
+    # Nothing of that caller is left to erase, and the answer says so.
+    assert await erase_by_caller(number) == {"erasedRecordings": 0, "erasedCalls": 0}
+
+
+async def test_a_call_without_a_recording_forgets_who_called_after_the_retention(
+    storage: Any,
+) -> None:
+    ledger = OperationLedger(storage.table)
+    number = f"+3361{uuid.uuid4().int % 10**7:07d}"
+    silent, recorded, operation_id = (str(uuid.uuid4()) for _ in range(3))
+    now = datetime.now(UTC)
+    await ledger.mark_call_metadata(
+        silent,
+        call_metadata_columns(
+            call({"phone": {"id": number}}), privacy="full", source="notification"
+        ),
+    )
+    # A call whose recording is still stored keeps its caller, whatever its row's age.
+    await stored_with_identity(
+        storage, recorded, operation_id, now, USER, expires_at=now + timedelta(hours=5)
+    )
+    retention = timedelta(minutes=get_settings().recording_retention_minutes)
+
+    summary = await cleanup_at(storage, now + retention - timedelta(minutes=1))
+    assert summary.caller_identities_forgotten == 0
+    assert holds_identity(await ledger.call_fields(silent))
+
+    summary = await cleanup_at(storage, now + retention + timedelta(minutes=1))
+    assert summary.caller_identities_forgotten == 1
+    assert not holds_identity(await ledger.call_fields(silent))
+    assert holds_identity(await ledger.call_fields(recorded))
+    assert [row["CallId"] for row in await caller_index_rows(storage)] == [recorded]
+    assert await erase_by_caller(number) == {"erasedRecordings": 0, "erasedCalls": 0}
+    # A second run finds nothing more to forget.
+    again = await cleanup_at(storage, now + retention + timedelta(minutes=2))
+    assert again.caller_identities_forgotten == 0
