@@ -194,6 +194,8 @@ async def test_every_step_emits_its_event_valid_parsable_and_without_secrets(
     assert stored_event["id"] == f"{call}:{op}:stored"
     assert stored_event["type"] == "org.example.callrecording.recording.stored.v1"
     assert stored_event["data"]["recording"]["url"].endswith(f"/recordings/{call}/{op}.wav")
+    # The length comes from the stored WAV's header (the simulator's recording lasts 1 s).
+    assert stored_event["data"]["recording"]["durationSeconds"] == pytest.approx(1.0, abs=0.01)
     assert stored_event["data"]["tenantId"] == sim.tenant_id
     # Every event of the recording joins its trace (the one the download ran in).
     traces = {i["event"].get("traceparent", "")[3:35] for i in lifecycle}

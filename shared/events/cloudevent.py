@@ -122,6 +122,8 @@ def _recording(record: OperationRecord, fmt: EventFormat) -> dict[str, Any] | No
         "contentType": record.get(Column.CONTENT_TYPE),
         "sizeBytes": record.get(Column.SIZE_BYTES),
         "sha256": record.get(Column.SHA256),
+        # From the stored WAV's own header, never from the notification.
+        "durationSeconds": record.get(Column.DURATION_SECONDS),
         "storedAt": _iso(record.get(Column.STORED_AT)),
         "expiresAt": _iso(record.get(Column.EXPIRES_AT)),
         "maxDurationSeconds": record.get(Column.MAX_RECORD_DURATION_SECONDS),
