@@ -36,6 +36,7 @@ from shared.jobs import DownloadJob
 from shared.ledger import OperationLedger, OperationStatus
 from shared.services import Services, close_services, use_services
 from shared.settings import Settings
+from shared.storage import _client_options, _storage_retry_options
 from shared.transcription import TransientTranscriptionError, process_transcription
 from tests.conftest import settings_from, use_simulator_identity
 from tests.support.clock import Sleeps
@@ -54,10 +55,13 @@ class Scheduler:
         self.parked: dict[str, asyncio.Future[None]] = {}
         self.tasks: dict[str, asyncio.Task[Any]] = {}
         self.turns = 0
+        # Once the schedule is over (or given up: Hypothesis ran out of choices), requests go
+        # straight through, so that a task's clean-up (a lease given back) never waits forever.
+        self.open = False
 
     async def turn(self) -> None:
         name = TASK.get()
-        if name is None:
+        if name is None or self.open:
             return
         future = asyncio.get_running_loop().create_future()
         self.parked[name] = future
@@ -77,11 +81,22 @@ class Scheduler:
         return all(task.done() or name in self.parked for name, task in self.tasks.items())
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            self.open = True
+            for future in self.parked.values():
+                if not future.done():
+                    future.set_result(None)
+            self.parked.clear()
+
+    async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             deadline = loop.time() + QUIET_TIMEOUT_SECONDS
             while not self._quiet():
-                assert loop.time() < deadline, "a task neither finished nor sent a request"
+                busy = [n for n, t in self.tasks.items() if not t.done() and n not in self.parked]
+                assert loop.time() < deadline, f"{busy} neither finished nor sent a request"
                 await asyncio.sleep(0.001)
             if not self.parked:
                 break
@@ -184,12 +199,14 @@ async def one_example(
     assert connection is not None
     call_id = str(uuid.uuid4())
     outcomes = Outcomes()
+    # The app's own timeouts and retries (the blob SDK's defaults wait 15 s before a retry).
+    options = {**_client_options(), **_storage_retry_options()}
     async with (
         BlobServiceClient.from_connection_string(
-            connection, transport=GatedTransport(scheduler)
+            connection, transport=GatedTransport(scheduler), **options
         ) as blob_service,
         TableServiceClient.from_connection_string(
-            connection, transport=GatedTransport(scheduler)
+            connection, transport=GatedTransport(scheduler), **_client_options()
         ) as table_service,
     ):
         container = blob_service.get_container_client(services.storage.container_name)
@@ -286,7 +303,11 @@ async def one_example(
 
                 scheduler.spawn(f"erase {op.id}", erase_one)
 
-        await scheduler.run()
+        try:
+            await scheduler.run()
+        finally:
+            # Whatever ended the schedule, every task ends before the clients close.
+            await asyncio.gather(*scheduler.tasks.values(), return_exceptions=True)
 
     # What is left, read outside the schedule.
     left = {b.name async for b in services.storage.container.list_blobs(f"{call_id}/")}
