@@ -498,6 +498,26 @@ def _follow_one_call(
         )
 
 
+def duration_text(answer: dict[str, Any]) -> str:
+    """The stored WAV's length as the status API states it (from the recording's own header)."""
+    seconds = answer.get("durationSeconds")
+    if not isinstance(seconds, int | float):
+        return "- (not a WAV the app could read)"
+    return f"{seconds:.2f} s"
+
+
+def caller_text(answer: dict[str, Any]) -> str:
+    """Who called, as the status API shows it: the API has already applied ``CALLER_IDENTITY``
+    (masked numbers, no names, or nothing at all), so the report prints what it was given."""
+    caller = answer.get("caller") or {}
+    privacy = (answer.get("call") or {}).get("callerPrivacy", "?")
+    shown = caller.get("phone") or caller.get("id")
+    if not shown:
+        return f"{caller.get('kind', 'unknown')}, no id kept (CALLER_IDENTITY={privacy})"
+    name = f" “{caller['displayName']}”" if caller.get("displayName") else ""
+    return f"{caller.get('kind', 'unknown')} {shown}{name} (CALLER_IDENTITY={privacy})"
+
+
 def print_report(progress: Progress, report: Report) -> None:
     say = progress.say
     say()
@@ -506,6 +526,8 @@ def print_report(progress: Progress, report: Report) -> None:
     say(f"  operation id         {report.operation_id}")
     say(f"  result               {report.result}")
     say(f"  bytes                {report.size_bytes:,}" if report.size_bytes else "  bytes  -")
+    say(f"  duration             {duration_text(report.status_answer)}")
+    say(f"  who called           {caller_text(report.status_answer)}")
     say(
         f"  SHA-256              {report.sha256} "
         f"({'matches' if report.sha256_matches else 'DOES NOT MATCH'} the simulator's recording)"
