@@ -39,13 +39,24 @@ def load_settings_from(values: Mapping[str, str]) -> Settings:
     """The settings an environment holding exactly ``values`` gives (``""`` means unset, as in
     app settings); what tools that start the app check first, with the app's own message."""
     from pydantic import ValidationError
+
+    try:
+        return _given_settings().model_validate(
+            {name: value for name, value in values.items() if value != ""}
+        )
+    except ValidationError as error:
+        raise SettingsError(_describe(error)) from None
+
+
+@functools.cache
+def _given_settings() -> type[Settings]:
+    """The settings model reading the values it is given, and no environment or file (built
+    once: a pydantic model class is costly to create)."""
     from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
     from shared.settings_model import Settings
 
     class Given(Settings):
-        """Reads the values it is given, and no environment or file."""
-
         @classmethod
         def settings_customise_sources(
             cls,
@@ -57,10 +68,7 @@ def load_settings_from(values: Mapping[str, str]) -> Settings:
         ) -> tuple[PydanticBaseSettingsSource, ...]:
             return (init_settings,)
 
-    try:
-        return Given.model_validate({name: value for name, value in values.items() if value != ""})
-    except ValidationError as error:
-        raise SettingsError(_describe(error)) from None
+    return Given
 
 
 def _describe(error: ValidationError) -> str:
