@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from shared.clock import utc_now
@@ -25,7 +25,6 @@ from shared.ledger.identity import (
     cleared_identity,
 )
 from shared.ledger.index import (
-    TIME_PARTITION_PREFIX,
     buckets_between,
     index_key,
     split_index_key,
@@ -541,51 +540,58 @@ class LedgerTable:
                 return records, last
         return records, None
 
-    async def sweep_index(
-        self, *, now: datetime, grace: timedelta, lookback: timedelta, limit: int
-    ) -> int:
-        """Delete index rows that point to nothing, in the hour buckets of the last
-        ``lookback`` (older ones go with the ledger horizon); rows younger than ``grace`` are
-        left: their operation row's write may still be on its way."""
-        from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+    async def sweep_index(self, buckets: list[str], *, written_before: datetime, limit: int) -> int:
+        """Delete the index rows of ``buckets`` (hours, shared/ledger/index.py) that point to
+        nothing; rows written at or after ``written_before`` are left (their operation row's
+        write may still be on its way). Returns how many went.
 
-        swept = 0
-        cutoff = now - grace
-        # One range query over the lookback's hour partitions (not one query per hour): the
-        # cleanup runs every few minutes and its reads are counted.
-        buckets = buckets_between(now - lookback, cutoff)
-        pointers: list[tuple[str, str, str]] = []
-        etags: dict[str, str] = {}
-        async for entity in self._table.query_entities(
-            "PartitionKey ge @first and PartitionKey le @last and UpdatedAt lt @cutoff",
-            parameters={
-                "first": time_partition(buckets[-1]),
-                "last": time_partition(buckets[0]),
-                "cutoff": cutoff,
-            },
-            results_per_page=min(limit, 1000),
-            select=["PartitionKey", "RowKey", "CallId", "OperationId"],
-        ):
-            bucket = str(entity["PartitionKey"]).removeprefix(TIME_PARTITION_PREFIX)
-            key = f"{bucket}/{entity['RowKey']}"
-            pointers.append((key, str(entity["CallId"]), str(entity["OperationId"])))
-            etags[key] = str(entity.metadata["etag"])
-            if len(pointers) >= limit:
+        One partition query per bucket, then, if any row was found, one query for the operation
+        rows whose ``IndexKey`` falls in those hours: the cost grows with the hours swept, not
+        with the recordings in them (no read per index row). Overlapping runs may both count a
+        row one of them deleted.
+        """
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError
+
+        candidates: list[tuple[str, str, str]] = []  # (bucket, row key, etag)
+        for bucket in buckets:
+            async for entity in self._table.query_entities(
+                "PartitionKey eq @pk and UpdatedAt lt @before",
+                parameters={"pk": time_partition(bucket), "before": written_before},
+                results_per_page=min(limit, 1000),
+                select=["RowKey"],
+            ):
+                candidates.append((bucket, str(entity["RowKey"]), str(entity.metadata["etag"])))
+                if len(candidates) >= limit:
+                    break
+            if len(candidates) >= limit:
                 break
-        for key, record in await self.indexed(pointers):
-            if record is not None:
+        if not candidates:
+            return 0
+        # Bucket names sort as the hours do, and every index key of an hour starts "<bucket>/".
+        first, last = min(buckets), max(buckets)
+        pointed: set[str] = set()
+        async for entity in self._table.query_entities(
+            f"{Column.INDEX_KEY} ge @low and {Column.INDEX_KEY} lt @high",
+            parameters={"low": f"{first}/", "high": f"{last}0"},  # "0" sorts right after "/"
+            results_per_page=1000,
+            select=[Column.INDEX_KEY],
+        ):
+            pointed.add(str(entity[Column.INDEX_KEY]))
+        swept = 0
+        for bucket, row, etag in candidates:
+            if f"{bucket}/{row}" in pointed:
                 continue
-            bucket, row = key.split("/", 1)
             try:
                 await self._table.delete_entity(
                     time_partition(bucket),
                     row,
-                    etag=etags[key],
+                    etag=etag,
                     match_condition=MatchConditions.IfNotModified,
                 )
-            except (ResourceModifiedError, ResourceNotFoundError):
-                continue
+            except ResourceModifiedError:
+                continue  # rewritten by a redelivery meanwhile: looked at again next hour
+            # (A row another run deleted first is no error: the SDK takes a 404 as done.)
             swept += 1
         return swept
 

@@ -11,6 +11,9 @@ one timer run does four bounded steps, each safe to run on two instances at once
    ``abandoned``;
 4. delete ledger rows (operations and claims) older than the ledger horizon.
 
+Apart from those, an hourly run sweeps the recordings list's index rows that point to nothing
+(:func:`sweep_recordings_index`): hourly, because an hour is the index's own bucket.
+
 Every step stops at its limit; whatever is left is found again by the next run (continuation by
 re-query, no cursor to keep). Ledger transitions are forward-only and deleting something already
 deleted is success, so overlapping runs converge on the same state.
@@ -25,7 +28,11 @@ from shared.retention.expiry import (
 from shared.retention.poison import purge_poison_messages
 from shared.retention.run import run_cleanup
 from shared.retention.summary import BATCH_DELETE_MAX, CleanupLimits, CleanupSummary
-from shared.retention.upkeep import abandon_stale_operations, trim_ledger
+from shared.retention.upkeep import (
+    abandon_stale_operations,
+    sweep_recordings_index,
+    trim_ledger,
+)
 
 __all__ = [
     "BATCH_DELETE_MAX",
@@ -38,5 +45,6 @@ __all__ = [
     "portable_batch_boundary",
     "purge_poison_messages",
     "run_cleanup",
+    "sweep_recordings_index",
     "trim_ledger",
 ]

@@ -11,6 +11,7 @@ from shared.ledger import (
     OperationLedger,
     OperationStatus,
 )
+from shared.ledger.index import buckets_between
 from shared.ledger.table import IDENTITY_FORGOTTEN
 from shared.logevents import log_event
 from shared.retention.summary import CleanupSummary, for_each_row
@@ -82,16 +83,22 @@ async def trim_ledger(
 
 # An index row younger than this may still see its operation row's write (shared/ledger/index.py).
 INDEX_SWEEP_GRACE = timedelta(minutes=10)
-# Older orphans go with the ledger horizon (trim_ledger), like every row.
-INDEX_SWEEP_LOOKBACK = timedelta(hours=3)
+# Closed hours swept by each hourly run: the one that just closed and two before it, so a run
+# the host missed, or a delivery that indexed late into a closed hour, is caught by a later run.
+# Older orphans go with the ledger horizon (trim_ledger), like every row; the list never shows one.
+INDEX_SWEEP_HOURS = 3
+# Index rows looked at per run at most (an hour's recordings, with room to spare).
+INDEX_SWEEP_LIMIT = 20_000
 
 
 async def sweep_recordings_index(
-    ledger: OperationLedger, *, now: datetime, limit: int, summary: CleanupSummary
-) -> None:
-    """Delete recordings-list index rows that point to nothing (a crash between two writes)."""
-    swept = await ledger.sweep_index(
-        now=now, grace=INDEX_SWEEP_GRACE, lookback=INDEX_SWEEP_LOOKBACK, limit=limit
-    )
-    if swept:
-        log_event(log, "cleanup: orphan index rows swept", rows=swept)
+    ledger: OperationLedger, *, now: datetime, limit: int = INDEX_SWEEP_LIMIT
+) -> int:
+    """Delete recordings-list index rows that point to nothing (a crash between two writes, a
+    delivery whose index row lost to another's) in the last closed hours; returns how many."""
+    written_before = now - INDEX_SWEEP_GRACE
+    newest_closed = written_before - timedelta(hours=1)
+    buckets = buckets_between(newest_closed - timedelta(hours=INDEX_SWEEP_HOURS - 1), newest_closed)
+    swept = await ledger.sweep_index(buckets, written_before=written_before, limit=limit)
+    log_event(log, "cleanup: recordings index swept", hours=",".join(buckets), rows_deleted=swept)
+    return swept
