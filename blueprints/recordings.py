@@ -185,20 +185,25 @@ async def list_across_calls(req: func.HttpRequest) -> func.HttpResponse:
 
 @guarded(Role.ERASE, Action.ERASE_CALLER)
 async def erase_caller_recordings(req: func.HttpRequest) -> func.HttpResponse:
-    """``DELETE /api/recordings?caller=``: a data subject's erasure request; 200, the count."""
+    """``DELETE /api/recordings?caller=``: a data subject's erasure request; 200, the counts,
+    and whether every call of the caller is erased (``complete``: false asks for a repeat)."""
     caller = req.params.get("caller") or ""
     if canonical_caller(caller) is None:
         return bad_query("caller must be a user id or an E.164 number").to_response()
     services = await ready_services()
     try:
-        erased = await erase_caller(
+        done = await erase_caller(
             caller, ledger=services.ledger, container=services.storage.container
         )
     except Exception as error:
         return storage_failure(error, "erasure: storage unavailable").to_response()
-    erased = erased or []
+    erased = done.erased if done is not None else []
     recordings = sum(1 for e in erased if e.previous_status is not OperationStatus.ERASED)
-    body = {"erasedRecordings": recordings, "erasedCalls": len({e.call_id for e in erased})}
+    body = {
+        "erasedRecordings": recordings,
+        "erasedCalls": len({e.call_id for e in erased}),
+        "complete": done is None or done.complete,
+    }
     return json_response(body, headers={"Cache-Control": "no-store"})
 
 

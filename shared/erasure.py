@@ -115,26 +115,55 @@ async def erase_call(
     return erased or None
 
 
+# Calls one request erases at most: a caller with more (an automated line, a test number) is
+# erased over several requests, each saying whether any is left, so none outlives the HTTP
+# front end's timeout. A call takes a handful of storage requests.
+ERASE_CALLER_MAX_CALLS = 500
+
+
+@dataclass(frozen=True)
+class CallerErasure:
+    """What one erasure-by-caller request did: the operations erased, and whether the caller
+    index is empty now (False: calls are left for the next request)."""
+
+    erased: list[Erased]
+    complete: bool
+
+
 async def erase_caller(
-    caller: str, *, ledger: OperationLedger, container: ContainerClient
-) -> list[Erased] | None:
+    caller: str,
+    *,
+    ledger: OperationLedger,
+    container: ContainerClient,
+    max_calls: int = ERASE_CALLER_MAX_CALLS,
+) -> CallerErasure | None:
     """Erase every recording, transcript and identity of one caller (a data subject's request).
 
     ``caller``: a Teams/guest/ACS user id or an E.164 number; None when it is neither. Every call
     the caller index lists is erased as :func:`erase_call` does (its guard row first), so a
     download in flight or a redelivered job of any of them stores nothing. The index lists a
-    call from the moment its metadata was captured, before any recording of it exists.
+    call from the moment its metadata was captured, before any recording of it exists. At most
+    ``max_calls`` calls per request: :attr:`CallerErasure.complete` says whether any is left.
     """
     canonical = canonical_caller(caller)
     if canonical is None:
         return None
     key = caller_key(canonical)
     erased: list[Erased] = []
-    for call_id in await ledger.caller_calls(key):
-        erased += await erase_call(call_id, ledger=ledger, container=container) or []
-        await ledger.forget_caller_call(key, call_id)
-    log_event(log, "erasure: caller", calls_erased=len({e.call_id for e in erased}))
-    return erased
+    done: set[str] = set()
+    while True:
+        # Each call leaves the index once erased; reading past the ones done means a call the
+        # index still names (a failed delete) is skipped, not erased again and again.
+        left = [c for c in await ledger.caller_calls(key, limit=len(done) + 100) if c not in done]
+        if not left or len(done) >= max_calls:
+            break
+        for call_id in left[: max_calls - len(done)]:
+            erased += await erase_call(call_id, ledger=ledger, container=container) or []
+            await ledger.forget_caller_call(key, call_id)
+            done.add(call_id)
+    complete = not left
+    log_event(log, "erasure: caller", calls_erased=len(done), complete=complete)
+    return CallerErasure(erased, complete)
 
 
 async def erase_if_erased(

@@ -65,7 +65,7 @@ async def test_an_erasure_by_caller_during_a_slow_download_leaves_no_blob(
         erasure_done.set()
         outcome = await worker
 
-    assert answer == {"erasedRecordings": 1, "erasedCalls": 1}
+    assert answer == {"erasedRecordings": 1, "erasedCalls": 1, "complete": True}
     assert outcome.outcome == "erased"
     assert rec.request_count == 1  # the body was fetched and committed, then deleted
     assert not await blob_exists(storage, blob_name_for(call_id, operation_id))
@@ -81,7 +81,11 @@ async def test_a_job_redelivered_after_an_erasure_by_caller_downloads_nothing(
     rec = sim.add_recording(size_bytes=10_000)
     await OperationLedger(storage.table).advance(call_id, operation_id, S.COMPLETED)
 
-    assert await erase_by_caller(number) == {"erasedRecordings": 1, "erasedCalls": 1}
+    assert await erase_by_caller(number) == {
+        "erasedRecordings": 1,
+        "erasedCalls": 1,
+        "complete": True,
+    }
     async with new_http_client() as http:
         outcome = await download(job_for(rec, call_id, operation_id), storage, http)
 
@@ -101,7 +105,11 @@ async def test_a_completion_not_yet_on_the_ledger_is_covered_by_the_callers_eras
     await capture_caller(storage, call_id, number)
     rec = sim.add_recording(size_bytes=10_000)
 
-    assert await erase_by_caller(number) == {"erasedRecordings": 0, "erasedCalls": 0}
+    assert await erase_by_caller(number) == {
+        "erasedRecordings": 0,
+        "erasedCalls": 0,
+        "complete": True,
+    }
     async with new_http_client() as http:
         outcome = await download(job_for(rec, call_id, operation_id), storage, http)
 
@@ -123,6 +131,38 @@ async def test_a_caller_never_captured_is_found_nowhere(
     await capture_caller(storage, call_id, number)
     name = await stored(storage, call_id, operation_id)
 
-    assert await erase_by_caller(number) == {"erasedRecordings": 0, "erasedCalls": 0}
+    assert await erase_by_caller(number) == {
+        "erasedRecordings": 0,
+        "erasedCalls": 0,
+        "complete": True,
+    }
     assert await blob_exists(storage, name)
     assert (await row(storage, call_id, operation_id)).status is S.STORED
+
+
+async def test_a_caller_with_more_calls_than_one_request_erases_is_erased_over_several(
+    storage: Any,
+) -> None:
+    """Each request erases at most ``max_calls`` calls and says whether any is left; repeated, it
+    goes on where it stopped, and no call of the caller is left out."""
+    from shared.erasure import erase_caller
+
+    number = a_number()
+    calls = [ids() for _ in range(5)]
+    for call_id, operation_id in calls:
+        await capture_caller(storage, call_id, number)
+        await stored(storage, call_id, operation_id)
+    ledger = OperationLedger(storage.table)
+
+    answers = []
+    while not answers or not answers[-1].complete:
+        answer = await erase_caller(number, ledger=ledger, container=storage.container, max_calls=2)
+        assert answer is not None
+        answers.append(answer)
+        assert len(answers) <= 4, "the erasure must end"
+
+    assert [len({e.call_id for e in a.erased}) for a in answers] == [2, 2, 1]
+    assert [a.complete for a in answers] == [False, False, True]
+    for call_id, operation_id in calls:
+        assert (await row(storage, call_id, operation_id)).status is S.ERASED
+        assert not await blob_exists(storage, blob_name_for(call_id, operation_id))

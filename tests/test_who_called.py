@@ -235,7 +235,7 @@ async def test_erasure_by_caller_erases_every_call_of_that_caller(storage: Any) 
         http_request("DELETE", "http://localhost/api/recordings", params={"caller": number}),
     )
     assert response.status_code == 200
-    assert json_body(response) == {"erasedRecordings": 2, "erasedCalls": 2}
+    assert json_body(response) == {"erasedRecordings": 2, "erasedCalls": 2, "complete": True}
     ledger = OperationLedger(storage.table)
     for call_id, operation_id in calls:
         record = await ledger.get(call_id, operation_id)
@@ -249,7 +249,7 @@ async def test_erasure_by_caller_erases_every_call_of_that_caller(storage: Any) 
         "erase_call_recordings",
         http_request("DELETE", "http://localhost/api/recordings", params={"caller": number}),
     )
-    assert json_body(again) == {"erasedRecordings": 0, "erasedCalls": 0}
+    assert json_body(again) == {"erasedRecordings": 0, "erasedCalls": 0, "complete": True}
 
 
 # -- who called follows the recordings' retention ----------------------------------------
@@ -322,7 +322,11 @@ async def test_the_last_recording_expiring_forgets_who_called(storage: Any) -> N
         assert record.status is S.EXPIRED
         assert not holds_identity(record.fields)
     # Nothing of that caller is left to erase, and the answer says so.
-    assert await erase_by_caller(number) == {"erasedRecordings": 0, "erasedCalls": 0}
+    assert await erase_by_caller(number) == {
+        "erasedRecordings": 0,
+        "erasedCalls": 0,
+        "complete": True,
+    }
 
 
 async def test_a_call_without_a_recording_forgets_who_called_after_the_retention(
@@ -353,7 +357,11 @@ async def test_a_call_without_a_recording_forgets_who_called_after_the_retention
     assert not holds_identity(await ledger.call_fields(silent))
     assert holds_identity(await ledger.call_fields(recorded))
     assert [row["CallId"] for row in await caller_index_rows(storage)] == [recorded]
-    assert await erase_by_caller(number) == {"erasedRecordings": 0, "erasedCalls": 0}
+    assert await erase_by_caller(number) == {
+        "erasedRecordings": 0,
+        "erasedCalls": 0,
+        "complete": True,
+    }
     # A second run finds nothing more to forget.
     again = await cleanup_at(storage, now + retention + timedelta(minutes=2))
     assert again.caller_identities_forgotten == 0

@@ -356,18 +356,19 @@ class OperationLedger(EventMarkers):
             mode=UpdateMode.MERGE,
         )
 
-    async def caller_calls(self, key: str, *, limit: int = 1000) -> list[str]:
+    async def caller_calls(self, key: str, *, limit: int | None = None) -> list[str]:
         """The calls of one caller (by :func:`~shared.ledger.identity.caller_key`), from the caller
-        index: one partition query, whatever the table holds."""
+        index: one partition query (a page per 1000 calls), whatever the table holds; the first
+        ``limit`` (in the index's order), or all."""
         calls: list[str] = []
         async for entity in self._table.query_entities(
             "PartitionKey eq @pk",
             parameters={"pk": caller_partition(key)},
             select=["CallId"],
-            results_per_page=min(limit, 1000),
+            results_per_page=min(limit or 1000, 1000),
         ):
             calls.append(str(entity["CallId"]))
-            if len(calls) >= limit:
+            if limit is not None and len(calls) >= limit:
                 break
         return calls
 
@@ -382,12 +383,22 @@ class OperationLedger(EventMarkers):
         top: int,
     ) -> tuple[list[OperationRecord], str | None]:
         """One caller's recordings newest first, from the caller index: the work grows with
-        that caller's calls, not with the table. Same paging as :meth:`list_recordings`."""
+        that caller's calls (one partition query each, 16 at a time), not with the table. Same
+        paging as :meth:`list_recordings`; every call of the caller is read, none left out."""
+        import asyncio
+
         from shared.ledger.index import order_key, row_time, split_index_key
 
+        gate = asyncio.Semaphore(16)
+
+        async def rows_of(call_id: str) -> list[OperationRecord]:
+            async with gate:
+                return await self.list_call(call_id)
+
+        calls = await self.caller_calls(key)
         found: list[tuple[tuple[int, str], str, OperationRecord]] = []
-        for call_id in await self.caller_calls(key):
-            for record in await self.list_call(call_id):
+        for records in await asyncio.gather(*(rows_of(call_id) for call_id in calls)):
+            for record in records:
                 index = str(record.get(Column.INDEX_KEY) or "")
                 parts = split_index_key(index)
                 if parts is None or not start <= row_time(parts[1]) <= end:
