@@ -365,3 +365,31 @@ async def test_a_call_without_a_recording_forgets_who_called_after_the_retention
     # A second run finds nothing more to forget.
     again = await cleanup_at(storage, now + retention + timedelta(minutes=2))
     assert again.caller_identities_forgotten == 0
+
+
+async def test_capturing_a_new_calls_metadata_costs_two_writes(storage: Any) -> None:
+    """The caller index row, then the call's row created blind: no read for a call just arrived.
+    A call whose row exists already (an erasure's guard) costs the create's 409 and a read more,
+    and keeps the erasure."""
+    from azure.data.tables.aio import TableClient
+
+    from tests.support.counting import CountingTransport
+
+    columns = call_metadata_columns(call(PSTN), privacy="full", source="notification")
+    fresh, erased = str(uuid.uuid4()), str(uuid.uuid4())
+    await OperationLedger(storage.table).mark_call_erased(erased, identity=False)
+    sent = []
+    for call_id in (fresh, erased):
+        transport = CountingTransport()
+        table = TableClient.from_connection_string(
+            storage.settings.storage_connection_string, storage.table_name, transport=transport
+        )
+        async with table:
+            await OperationLedger(table).mark_call_metadata(call_id, columns)
+        sent.append([method for method, _, _ in transport.sent])
+
+    assert sent[0] == ["PATCH", "POST"]  # upsert of the caller index row, create of the call's
+    assert sent[1] == ["PATCH", "POST", "GET"]  # the create finds the guard: read, keep it
+    ledger = OperationLedger(storage.table)
+    assert (await ledger.call_fields(fresh))["CallerPhone"] == "+33612345678"
+    assert "CallerPhone" not in await ledger.call_fields(erased)

@@ -226,16 +226,22 @@ class LedgerTable:
             return step.then(Seen(after, etag))
         raise LedgerConflict(partition, row)
 
-    async def _rewrite_row(self, partition: str, row: str, decide: Decide[R]) -> R:
-        """:meth:`_rewrite` for a row addressed by its storage keys (the call's own row)."""
+    async def _rewrite_row(
+        self, partition: str, row: str, decide: Decide[R], *, absent: bool = False
+    ) -> R:
+        """:meth:`_rewrite` for a row addressed by its storage keys (the call's own row);
+        ``absent``: no row expected, the first write is a blind create."""
         from azure.core.exceptions import (
             ResourceExistsError,
             ResourceModifiedError,
             ResourceNotFoundError,
         )
 
+        current, read = None, not absent
         for _ in range(MAX_CONFLICT_RETRIES):
-            current = await self._read(partition, row)
+            if read:
+                current = await self._read(partition, row)
+            read = True
             step = decide(current)
             if isinstance(step, Keep):
                 return step.result

@@ -332,7 +332,9 @@ class OperationLedger(EventMarkers):
                 )
             return Write({**columns, "UpdatedAt": now}, lambda _after: True)
 
-        captured = await self._rewrite_row(partition, CALL_GUARD_ROW, decide)
+        # Blind create first: a call's metadata is captured as it arrives, before anything else
+        # writes its row (a wrong guess costs one request: the create's 409, then a read).
+        captured = await self._rewrite_row(partition, CALL_GUARD_ROW, decide, absent=True)
         log_event(
             log,
             "ledger",
