@@ -1,6 +1,8 @@
-"""Who called (issue 27): call metadata, WAV facts, the list across calls, erasure by caller.
+"""Who called (issue 27), in process: call metadata under each privacy setting, WAV facts, the
+list across calls, and who called following the recordings' retention to the minute.
 
 Real Azurite and the registered functions; the identity shapes are the ones Graph documents.
+Through the real webhook, worker and host: tests/e2e/test_who_called*.py.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.blob_layout import blob_name_for, wav_facts
+from shared.blob_layout import wav_facts
 from shared.ledger import OperationLedger, OperationStatus
 from shared.ledger.identity import IDENTITY_COLUMNS, call_metadata_columns, call_view
 from shared.ledger.index import encode_token
@@ -186,46 +188,6 @@ async def stored_with_identity(
     await ledger.advance(call_id, operation_id, S.STORED, BlobName=name, ExpiresAt=expires_at)
 
 
-async def status_of(call_id: str, operation_id: str) -> dict[str, Any]:
-    response = await invoke(
-        "recording_status",
-        http_request(
-            "GET",
-            f"http://localhost/api/recordings/{call_id}/{operation_id}",
-            route_params={"callId": call_id, "operationId": operation_id},
-        ),
-    )
-    assert response.status_code == 200
-    body: dict[str, Any] = json_body(response)
-    return body
-
-
-async def test_status_shows_the_caller_and_expiry_and_erasure_clear_it(storage: Any) -> None:
-    ledger = OperationLedger(storage.table)
-    now = datetime.now(UTC)
-    calls = [(str(uuid.uuid4()), str(uuid.uuid4())) for _ in range(2)]
-    for call_id, operation_id in calls:
-        await stored_with_identity(storage, call_id, operation_id, now, PSTN, context=TRANSFERRED)
-    body = await status_of(*calls[0])
-    assert body["caller"] == {"kind": "phone", "id": "+33612345678", "phone": "+33612345678"}
-    assert body["called"]["phone"] == "+14255550100"
-    assert body["call"]["callChainId"] == "chain-1"
-    assert body["call"]["transferor"] == {"kind": "user", "id": "agent-1", "displayName": "Grace"}
-    assert "callerKey" not in body
-    assert "indexKey" not in body
-    assert "transferorId" not in body
-
-    await ledger.mark_expired(*calls[0])
-    await ledger.mark_erased(*calls[1])
-    for call_id, operation_id in calls:
-        record = await ledger.get(call_id, operation_id)
-        assert record is not None
-        assert not holds_identity(record.fields)
-        body = await status_of(call_id, operation_id)
-        assert "caller" not in body
-        assert not set(body["call"]) & {"onBehalfOf", "transferor"}
-
-
 async def test_erasing_a_withheld_numbers_call_forgets_who_transferred_it(storage: Any) -> None:
     # No caller to erase by (no key, no caller index row), yet the call's row names a person.
     ledger = OperationLedger(storage.table)
@@ -298,35 +260,6 @@ async def test_the_list_pages_newest_first_filters_and_skips_orphans(storage: An
         now=datetime.now(UTC), grace=timedelta(0), lookback=timedelta(hours=2), limit=1000
     )
     assert swept >= 1
-
-
-async def test_erasure_by_caller_erases_every_call_of_that_caller(storage: Any) -> None:
-    number = f"+3361{uuid.uuid4().int % 10**7:07d}"
-    calls = [(str(uuid.uuid4()), str(uuid.uuid4())) for _ in range(2)]
-    for call_id, operation_id in calls:
-        await stored_with_identity(
-            storage, call_id, operation_id, datetime.now(UTC), {"phone": {"id": number}}
-        )
-    response = await invoke(
-        "erase_call_recordings",
-        http_request("DELETE", "http://localhost/api/recordings", params={"caller": number}),
-    )
-    assert response.status_code == 200
-    assert json_body(response) == {"erasedRecordings": 2, "erasedCalls": 2}
-    ledger = OperationLedger(storage.table)
-    for call_id, operation_id in calls:
-        record = await ledger.get(call_id, operation_id)
-        assert record is not None
-        assert record.status is S.ERASED
-        assert not await storage.container.get_blob_client(
-            blob_name_for(call_id, operation_id)
-        ).exists()
-        assert not (await ledger.call_fields(call_id)).get("CallerPhone")
-    again = await invoke(
-        "erase_call_recordings",
-        http_request("DELETE", "http://localhost/api/recordings", params={"caller": number}),
-    )
-    assert json_body(again) == {"erasedRecordings": 0, "erasedCalls": 0}
 
 
 # -- who called follows the recordings' retention ----------------------------------------
