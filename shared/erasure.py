@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from shared.blob_layout import blob_name_for, transcript_blob_name
 from shared.ledger import OperationLedger, OperationRecord, OperationStatus, Transition
-from shared.ledger.identity import IdentityColumn, caller_key, canonical_caller
+from shared.ledger.identity import IdentityColumn, caller_key, canonical_caller, cleared_identity
 from shared.logevents import log_event
 
 if TYPE_CHECKING:
@@ -105,9 +105,12 @@ async def erase_call(
 
     The call's guard comes first, even then: a completion still waiting on the queue finds it.
     """
-    # Who called, read before the guard clears it: the caller's index forgets this call after.
-    key = (await ledger.call_fields(call_id)).get(IdentityColumn.CALLER_KEY)
-    await ledger.mark_call_erased(call_id, identity=bool(key))
+    # Who the call names, read before the guard clears it (an anonymous caller has no key, yet
+    # its call may name whom it was for or who transferred it); the caller's index forgets this
+    # call after.
+    fields = await ledger.call_fields(call_id)
+    key = fields.get(IdentityColumn.CALLER_KEY)
+    await ledger.mark_call_erased(call_id, identity=bool(cleared_identity(fields)))
     records = await ledger.list_call(call_id)
     erased = [await _erase(record, ledger=ledger, container=container) for record in records]
     if key:

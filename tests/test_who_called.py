@@ -1,6 +1,8 @@
-"""Who called (issue 27): call metadata, WAV facts, the list across calls, erasure by caller.
+"""Who called (issue 27), in process: call metadata under each privacy setting, WAV facts, the
+list across calls, and who called following the recordings' retention to the minute.
 
 Real Azurite and the registered functions; the identity shapes are the ones Graph documents.
+Through the real webhook, worker and host: tests/e2e/test_who_called*.py.
 """
 
 from __future__ import annotations
@@ -10,9 +12,9 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.blob_layout import blob_name_for, wav_facts
+from shared.blob_layout import wav_facts
 from shared.ledger import OperationLedger, OperationStatus
-from shared.ledger.identity import call_metadata_columns
+from shared.ledger.identity import IDENTITY_COLUMNS, call_metadata_columns, call_view
 from shared.ledger.index import encode_token, time_partition
 from shared.retention import run_cleanup, sweep_recordings_index
 from shared.settings import get_settings
@@ -28,16 +30,29 @@ PSTN = {"phone": {"id": "+33612345678"}}
 ANONYMOUS: dict[str, Any] = {"phone": {}}
 GUEST = {"guest": {"id": "guest-1", "displayName": "Visitor"}}
 RESOURCE_ACCOUNT = {"applicationInstance": {"id": "ra-1"}, "phone": {"id": "+14255550100"}}
+# A call that came through a call queue (incomingContext resource type): for its resource account,
+# transferred by the agent who took it first.
+QUEUE = {"applicationInstance": {"id": "queue-1", "displayName": "Support"}}
+AGENT = {"user": {"id": "agent-1", "displayName": "Grace", "tenantId": "t1"}}
+TRANSFERRED = {
+    "@odata.type": "#microsoft.graph.incomingContext",
+    "sourceParticipantId": "p-1",
+    "onBehalfOf": {"@odata.type": "#microsoft.graph.communicationsIdentitySet", **QUEUE},
+    "transferor": {"@odata.type": "#microsoft.graph.identitySet", **AGENT},
+}
 
 
-def call(source: dict[str, Any]) -> dict[str, Any]:
-    return {
+def call(source: dict[str, Any], context: dict[str, Any] | None = None) -> dict[str, Any]:
+    body = {
         "source": {"identity": source},
         "targets": [{"identity": RESOURCE_ACCOUNT}],
         "direction": "incoming",
         "callChainId": "chain-1",
         "tenantId": "tenant-1",
     }
+    if context is not None:
+        body["incomingContext"] = context
+    return body
 
 
 def wav(seconds: float, *, rate: int = 16000, extra_chunk: bool = True) -> bytes:
@@ -95,7 +110,60 @@ def test_identity_shapes_and_privacy() -> None:
     assert not [name for name in none if name.startswith("Caller") and name != "CallerPrivacy"]
 
 
+def test_whom_the_call_was_for_and_who_transferred_it_follow_the_privacy_setting() -> None:
+    full = call_metadata_columns(call(PSTN, TRANSFERRED), privacy="full", source="notification")
+    assert {k: v for k, v in full.items() if k.startswith(("OnBehalfOf", "Transferor"))} == {
+        "OnBehalfOfKind": "applicationInstance",
+        "OnBehalfOfId": "queue-1",
+        "OnBehalfOfDisplayName": "Support",
+        "TransferorKind": "user",
+        "TransferorId": "agent-1",
+        "TransferorDisplayName": "Grace",
+    }
+    assert call_view(full)["call"]["onBehalfOf"] == {
+        "kind": "applicationInstance",
+        "id": "queue-1",
+        "displayName": "Support",
+    }
+    assert call_view(full)["call"]["transferor"] == {
+        "kind": "user",
+        "id": "agent-1",
+        "displayName": "Grace",
+    }
+
+    # masked: no display names; a number transferred from keeps its last digits only.
+    by_phone = {**TRANSFERRED, "transferor": {"phone": {"id": "+33612345678"}}}
+    masked = call_metadata_columns(call(USER, by_phone), privacy="masked", source="notification")
+    assert call_view(masked)["call"]["onBehalfOf"] == {
+        "kind": "applicationInstance",
+        "id": "queue-1",
+    }
+    assert call_view(masked)["call"]["transferor"] == {"kind": "phone", "id": "+*******5678"}
+
+    # none: nobody, not even whom the call was for (a delegate's call is for a person).
+    none = call_metadata_columns(call(PSTN, TRANSFERRED), privacy="none", source="notification")
+    assert not set(none) & set(IDENTITY_COLUMNS)
+    assert "onBehalfOf" not in call_view(none)["call"]
+
+    # No incomingContext (a call dialled directly), or one without parties: no columns, no keys.
+    for context in (None, {"sourceParticipantId": "p-1"}):
+        direct = call_metadata_columns(call(PSTN, context), privacy="full", source="notification")
+        assert not [k for k in direct if k.startswith(("OnBehalfOf", "Transferor"))]
+        assert set(call_view(direct)["call"]) & {"onBehalfOf", "transferor"} == set()
+    # A resource account alone (Graph's answer example targets one) is named, not "anonymous".
+    only = call_metadata_columns(
+        {"targets": [{"identity": QUEUE}]}, privacy="full", source="notification"
+    )
+    assert (only["CalledKind"], only["CalledId"]) == ("applicationInstance", "queue-1")
+
+
 # -- the ledger and the routes, on Azurite -------------------------------------------------
+
+
+def holds_identity(fields: Any) -> list[str]:
+    """The identity columns (the caller's, and whom the call was for or who transferred it) that
+    ``fields`` holds a value in."""
+    return [name for name in IDENTITY_COLUMNS if fields.get(name) not in (None, "")]
 
 
 async def stored_with_identity(
@@ -106,10 +174,11 @@ async def stored_with_identity(
     source: dict[str, Any],
     *,
     expires_at: datetime | None = None,
+    context: dict[str, Any] | None = None,
 ) -> None:
     ledger = OperationLedger(storage.table)
     await ledger.mark_call_metadata(
-        call_id, call_metadata_columns(call(source), privacy="full", source="notification")
+        call_id, call_metadata_columns(call(source, context), privacy="full", source="notification")
     )
     key = await ledger.index_recording(call_id, operation_id, at)
     fields = await ledger.call_fields(call_id)
@@ -119,44 +188,24 @@ async def stored_with_identity(
     await ledger.advance(call_id, operation_id, S.STORED, BlobName=name, ExpiresAt=expires_at)
 
 
-async def status_of(call_id: str, operation_id: str) -> dict[str, Any]:
-    response = await invoke(
-        "recording_status",
-        http_request(
-            "GET",
-            f"http://localhost/api/recordings/{call_id}/{operation_id}",
-            route_params={"callId": call_id, "operationId": operation_id},
-        ),
-    )
-    assert response.status_code == 200
-    body: dict[str, Any] = json_body(response)
-    return body
-
-
-async def test_status_shows_the_caller_and_expiry_and_erasure_clear_it(storage: Any) -> None:
+async def test_erasing_a_withheld_numbers_call_forgets_who_transferred_it(storage: Any) -> None:
+    # No caller to erase by (no key, no caller index row), yet the call's row names a person.
     ledger = OperationLedger(storage.table)
-    now = datetime.now(UTC)
-    calls = [(str(uuid.uuid4()), str(uuid.uuid4())) for _ in range(2)]
-    for call_id, operation_id in calls:
-        await stored_with_identity(storage, call_id, operation_id, now, PSTN)
-    body = await status_of(*calls[0])
-    assert body["caller"] == {"kind": "phone", "id": "+33612345678", "phone": "+33612345678"}
-    assert body["called"]["phone"] == "+14255550100"
-    assert body["call"]["callChainId"] == "chain-1"
-    assert "callerKey" not in body
-    assert "indexKey" not in body
-
-    await ledger.mark_expired(*calls[0])
-    await ledger.mark_erased(*calls[1])
-    for call_id, operation_id in calls:
-        record = await ledger.get(call_id, operation_id)
-        assert record is not None
-        assert not [
-            v
-            for k, v in record.fields.items()
-            if k.startswith("Caller") and v and k != "CallerPrivacy"
-        ]
-        assert "caller" not in (await status_of(call_id, operation_id))
+    call_id, operation_id = str(uuid.uuid4()), str(uuid.uuid4())
+    await stored_with_identity(
+        storage, call_id, operation_id, datetime.now(UTC), ANONYMOUS, context=TRANSFERRED
+    )
+    assert "TransferorId" in holds_identity(await ledger.call_fields(call_id))
+    response = await invoke(
+        "erase_call_recordings",
+        http_request("DELETE", "http://localhost/api/recordings", params={"callId": call_id}),
+    )
+    assert response.status_code == 204
+    assert not holds_identity(await ledger.call_fields(call_id))
+    record = await ledger.get(call_id, operation_id)
+    assert record is not None
+    assert record.status is S.ERASED
+    assert not holds_identity(record.fields)
 
 
 async def list_page(**params: str) -> Any:
@@ -223,40 +272,7 @@ async def test_the_list_pages_newest_first_filters_and_skips_orphans(storage: An
     assert [item["operationId"] for item in whole["recordings"]] == list(reversed(made))
 
 
-async def test_erasure_by_caller_erases_every_call_of_that_caller(storage: Any) -> None:
-    number = f"+3361{uuid.uuid4().int % 10**7:07d}"
-    calls = [(str(uuid.uuid4()), str(uuid.uuid4())) for _ in range(2)]
-    for call_id, operation_id in calls:
-        await stored_with_identity(
-            storage, call_id, operation_id, datetime.now(UTC), {"phone": {"id": number}}
-        )
-    response = await invoke(
-        "erase_call_recordings",
-        http_request("DELETE", "http://localhost/api/recordings", params={"caller": number}),
-    )
-    assert response.status_code == 200
-    assert json_body(response) == {"erasedRecordings": 2, "erasedCalls": 2, "complete": True}
-    ledger = OperationLedger(storage.table)
-    for call_id, operation_id in calls:
-        record = await ledger.get(call_id, operation_id)
-        assert record is not None
-        assert record.status is S.ERASED
-        assert not await storage.container.get_blob_client(
-            blob_name_for(call_id, operation_id)
-        ).exists()
-        assert not (await ledger.call_fields(call_id)).get("CallerPhone")
-    again = await invoke(
-        "erase_call_recordings",
-        http_request("DELETE", "http://localhost/api/recordings", params={"caller": number}),
-    )
-    assert json_body(again) == {"erasedRecordings": 0, "erasedCalls": 0, "complete": True}
-
-
 # -- who called follows the recordings' retention ----------------------------------------
-
-
-def holds_identity(fields: dict[str, Any]) -> list[str]:
-    return [k for k, v in fields.items() if k.startswith("Caller") and v and k != "CallerPrivacy"]
 
 
 async def caller_index_rows(storage: Any) -> list[dict[str, Any]]:
@@ -302,6 +318,7 @@ async def test_the_last_recording_expiring_forgets_who_called(storage: Any) -> N
             now,
             {"phone": {"id": number}},
             expires_at=now + timedelta(minutes=minutes),
+            context=TRANSFERRED,
         )
 
     # One recording left alive: the call still names its caller, and its caller can be found.
@@ -339,7 +356,7 @@ async def test_a_call_without_a_recording_forgets_who_called_after_the_retention
     await ledger.mark_call_metadata(
         silent,
         call_metadata_columns(
-            call({"phone": {"id": number}}), privacy="full", source="notification"
+            call({"phone": {"id": number}}, TRANSFERRED), privacy="full", source="notification"
         ),
     )
     # A call whose recording is still stored keeps its caller, whatever its row's age.

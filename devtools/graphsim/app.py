@@ -774,7 +774,7 @@ def call_options_from_json(body: dict[str, Any]) -> CallOptions:
 
 class RecordingResponse(Response):
     """Streams a recording chunk by chunk, with the body-level faults (reset, short, slow,
-    chunked).
+    chunked, not-wav).
 
     A raw ASGI response because the faults need what Starlette's StreamingResponse cannot do:
     stop mid-body without finishing the message (uvicorn then closes the connection).
@@ -811,7 +811,7 @@ class RecordingResponse(Response):
 
         watcher = asyncio.get_running_loop().create_task(watch())
         try:
-            for piece in self.recording.iter_bytes(limit):
+            for piece in self.recording.iter_bytes(limit, wav=self.fault != "not-wav"):
                 if disconnected.is_set():
                     return
                 await send({"type": "http.response.body", "body": piece, "more_body": True})

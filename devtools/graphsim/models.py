@@ -7,6 +7,7 @@ contract test (tests/graphsim/test_contract.py) parses each one with msgraph-sdk
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -17,6 +18,18 @@ CALLERS = ("teams-user", "pstn", "anonymous", "guest")
 SIMULATED_CALLER_NUMBER = "+14255550123"
 RESOURCE_ACCOUNT_NUMBER = "+14255550100"
 RESOURCE_ACCOUNT_ID = "5c3a0000-0000-4000-8000-00000000ra01"
+RESOURCE_ACCOUNT_NAME = "Reception"
+# A PSTN call reaches the bot through the Reception call queue: its agent transferred it. Graph
+# says so in the call's incomingContext (onBehalfOf: the queue's resource account; transferor:
+# the agent, a Teams user of the tenant).
+TRANSFEROR_AGENT_ID = "5c3a0000-0000-4000-8000-0000000a9e01"
+TRANSFEROR_AGENT_NAME = "Reception Agent"
+# identitySet members only communicationsIdentitySet has (Graph v1.0): a set holding one is
+# typed as such, so Graph's own models place them (tests/graphsim/test_contract.py).
+_COMMUNICATIONS_MEMBERS = frozenset(
+    {"applicationInstance", "assertedIdentity", "azureCommunicationServicesUser", "encrypted"}
+    | {"guest", "onPremises", "phone"}
+)
 
 SCENARIOS = (
     "max-duration",
@@ -222,6 +235,10 @@ class Call:
     options: CallOptions
     my_participant_id: str
     caller_id: str
+    # The caller's participant id (participantInfo.participantId; incomingContext's
+    # sourceParticipantId) and the call chain's id (the same across transfers).
+    caller_participant_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    call_chain_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     state: str = "incoming"
     media_config_type: str | None = None
     # The answer's mediaConfig as Graph returns it from GET call (the documented properties).
@@ -246,29 +263,37 @@ class Call:
         kind = self.options.caller
         if kind not in CALLERS:
             raise ValueError(f"unknown caller {kind!r}; known: {', '.join(CALLERS)}")
-        member: dict[str, Any]
         if kind == "pstn":
-            member = {"phone": _identity(self.options.caller_number)}
-        elif kind == "anonymous":
+            return _identity_set(phone=_identity(self.options.caller_number))
+        if kind == "anonymous":
             # A withheld number: the phone member comes without an id.
-            member = {"phone": {"@odata.type": "#microsoft.graph.identity"}}
-        elif kind == "guest":
-            member = {"guest": _identity(self.caller_id, "Simulated Guest")}
-        else:
-            member = {"user": _identity(self.caller_id, "Simulated Caller")}
-        return {"@odata.type": "#microsoft.graph.identitySet", **member}
+            return _identity_set(phone={"@odata.type": "#microsoft.graph.identity"})
+        if kind == "guest":
+            return _identity_set(guest=_identity(self.caller_id, "Simulated Guest"))
+        return _identity_set(user=_identity(self.caller_id, "Simulated Caller"))
 
     def target_identity(self) -> dict[str, Any]:
         """What was called: the bot itself, or (a phone call) the bot's resource account."""
         if self.options.caller in {"pstn", "anonymous"}:
-            return {
-                "@odata.type": "#microsoft.graph.identitySet",
-                "applicationInstance": _identity(RESOURCE_ACCOUNT_ID, "Reception", self.tenant_id),
-                "phone": _identity(RESOURCE_ACCOUNT_NUMBER),
-            }
+            return _identity_set(
+                applicationInstance=self._resource_account(),
+                phone=_identity(RESOURCE_ACCOUNT_NUMBER),
+            )
+        return _identity_set(application=_identity(self.bot_app_id, "Recording bot"))
+
+    def _resource_account(self) -> dict[str, Any]:
+        return _identity(RESOURCE_ACCOUNT_ID, RESOURCE_ACCOUNT_NAME)
+
+    def incoming_context(self) -> dict[str, Any] | None:
+        """The call's ``incomingContext`` (incomingContext resource type): a PSTN call came
+        through the Reception call queue, whose agent transferred it to the bot."""
+        if self.options.caller != "pstn":
+            return None
         return {
-            "@odata.type": "#microsoft.graph.identitySet",
-            "application": _identity(self.bot_app_id, "Recording bot"),
+            "@odata.type": "#microsoft.graph.incomingContext",
+            "sourceParticipantId": self.caller_participant_id,
+            "onBehalfOf": _identity_set(applicationInstance=self._resource_account()),
+            "transferor": _identity_set(user=_identity(TRANSFEROR_AGENT_ID, TRANSFEROR_AGENT_NAME)),
         }
 
     def resource(self) -> dict[str, Any]:
@@ -281,6 +306,7 @@ class Call:
             "source": {
                 "@odata.type": "#microsoft.graph.participantInfo",
                 "identity": self.caller_identity(),
+                "participantId": self.caller_participant_id,
                 "region": "emea",
                 "languageId": "en-US",
             },
@@ -293,8 +319,12 @@ class Call:
             "requestedModalities": ["audio"],
             "tenantId": self.tenant_id,
             "myParticipantId": self.my_participant_id,
+            "callChainId": self.call_chain_id,
             "id": self.id,
         }
+        context = self.incoming_context()
+        if context is not None:
+            body["incomingContext"] = context
         if self.media_config is not None:
             body["mediaConfig"] = self.media_config
         body["resultInfo"] = self.result
@@ -381,13 +411,19 @@ class RequestRecord:
         return asdict(self)
 
 
-def _identity(
-    ident: str, display_name: str | None = None, tenant_id: str | None = None
-) -> dict[str, Any]:
-    """A ``microsoft.graph.identity`` with only the properties given."""
+def _identity_set(**members: dict[str, Any]) -> dict[str, Any]:
+    """An ``identitySet`` of these members, typed ``communicationsIdentitySet`` when one of them
+    exists only there (``phone``, ``guest``, ``applicationInstance``...)."""
+    typed = (
+        "communicationsIdentitySet" if _COMMUNICATIONS_MEMBERS & members.keys() else "identitySet"
+    )
+    return {"@odata.type": f"#microsoft.graph.{typed}", **members}
+
+
+def _identity(ident: str, display_name: str | None = None) -> dict[str, Any]:
+    """A ``microsoft.graph.identity`` with only the properties given (v1.0's identity has no
+    ``tenantId``: only its derived types do)."""
     out: dict[str, Any] = {"@odata.type": "#microsoft.graph.identity", "id": ident}
     if display_name is not None:
         out["displayName"] = display_name
-    if tenant_id is not None:
-        out["tenantId"] = tenant_id
     return out

@@ -27,7 +27,11 @@ CHUNK_SIZE = 64 * 1024
 MAX_RECORD_SECONDS = 120
 MARKER_SIZE = 16
 
-KNOWN_FAULTS = ("503", "429", "reset", "short", "slow", "401", "404", "chunked")
+KNOWN_FAULTS = ("503", "429", "reset", "short", "slow", "401", "404", "chunked", "not-wav")
+# What the ``not-wav`` fault serves instead of the WAV header: as many bytes, but not RIFF/WAVE
+# (an MP3 file's ID3v2 tag header, then zeros), so the body keeps its length and only its format
+# cannot be read.
+NOT_WAV_HEADER = b"ID3\x04\x00\x00" + bytes(HEADER_SIZE - 6)
 
 
 def _tone_block(frequency_hz: int) -> bytes:
@@ -96,10 +100,11 @@ class Recording:
     def duration_seconds(self) -> float:
         return self.data_size / BYTES_PER_SECOND
 
-    def iter_bytes(self, limit: int | None = None) -> Iterator[bytes]:
-        """Yield the file's bytes in order, at most `limit` bytes in total."""
+    def iter_bytes(self, limit: int | None = None, *, wav: bool = True) -> Iterator[bytes]:
+        """Yield the file's bytes in order, at most `limit` bytes in total; without `wav`, the
+        header is :data:`NOT_WAV_HEADER` (the ``not-wav`` fault)."""
         remaining = self.size if limit is None else min(limit, self.size)
-        header = wav_header(self.data_size)[:remaining]
+        header = (wav_header(self.data_size) if wav else NOT_WAV_HEADER)[:remaining]
         if header:
             yield header
         remaining -= len(header)

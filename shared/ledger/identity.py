@@ -2,9 +2,12 @@
 
 Graph describes the caller as the incoming call's ``source`` (a ``participantInfo`` whose
 ``identity`` is an ``identitySet``: ``user``, ``phone``, ``guest``, ``acsUser``,
-``application``...) and the number or account called as its ``targets``. This module turns those
-into ledger columns once, under the ``CALLER_IDENTITY`` privacy setting, so no other module reads
-Graph's identity shapes or decides what may be kept. Plain Python: no Azure SDK, no I/O.
+``application``...), the number or account called as its ``targets``, and a call that reached
+the bot through someone else in its ``incomingContext`` (``onBehalfOf``: whom the call is for,
+e.g. the call queue's resource account the caller dialled; ``transferor``: who transferred it,
+e.g. the agent who took the call first). This module turns those into ledger columns once, under
+the ``CALLER_IDENTITY`` privacy setting, so no other module reads Graph's identity shapes or
+decides what may be kept. Plain Python: no Azure SDK, no I/O.
 
 Identity lives in the ledger only (never in blob metadata or index tags) and follows the
 recording's retention: the ``expired`` and ``erased`` writes clear :data:`IDENTITY_COLUMNS`.
@@ -24,8 +27,18 @@ from shared.graph.ids import normalize_id
 Privacy = Literal["full", "masked", "none"]
 
 # identitySet members, most specific first: a PSTN caller through a resource account carries
-# ``phone``; a Teams user ``user``; Graph may add others (``encrypted``, ``onPremises``...).
-_IDENTITY_KINDS = ("phone", "guest", "acsUser", "spoolUser", "user", "application", "device")
+# ``phone``; a Teams user ``user``; a resource account alone (a call queue, an auto attendant)
+# ``applicationInstance``; Graph may add others (``encrypted``, ``onPremises``...).
+_IDENTITY_KINDS = (
+    "phone",
+    "guest",
+    "acsUser",
+    "spoolUser",
+    "user",
+    "applicationInstance",
+    "application",
+    "device",
+)
 _E164 = re.compile(r"\+[1-9][0-9]{5,14}")
 # Digits a masked number keeps (the rest become "*").
 MASKED_DIGITS = 4
@@ -42,6 +55,15 @@ class IdentityColumn:
     CALLER_TENANT_ID = "CallerTenantId"
     # The caller's erasure key (a digest): storage internals, not shown by the API.
     CALLER_KEY = "CallerKey"
+    # The incoming call's ``incomingContext``: whom the call is for and who transferred it. Either
+    # may be a person (a delegate's boss, the agent who transferred the call): kept and cleared
+    # like the caller.
+    ON_BEHALF_OF_KIND = "OnBehalfOfKind"
+    ON_BEHALF_OF_ID = "OnBehalfOfId"
+    ON_BEHALF_OF_NAME = "OnBehalfOfDisplayName"
+    TRANSFEROR_KIND = "TransferorKind"
+    TRANSFEROR_ID = "TransferorId"
+    TRANSFEROR_NAME = "TransferorDisplayName"
     CALLED_KIND = "CalledKind"
     CALLED_ID = "CalledId"
     CALLED_NAME = "CalledDisplayName"
@@ -63,8 +85,16 @@ IDENTITY_COLUMNS = (
     IdentityColumn.CALLER_PHONE,
     IdentityColumn.CALLER_TENANT_ID,
     IdentityColumn.CALLER_KEY,
+    IdentityColumn.ON_BEHALF_OF_KIND,
+    IdentityColumn.ON_BEHALF_OF_ID,
+    IdentityColumn.ON_BEHALF_OF_NAME,
+    IdentityColumn.TRANSFEROR_KIND,
+    IdentityColumn.TRANSFEROR_ID,
+    IdentityColumn.TRANSFEROR_NAME,
 )
-"""The caller's identity: cleared (written empty) with ``expired`` and ``erased``."""
+"""Who the call names (its caller, and whom it was for or who transferred it): cleared (written
+empty) with ``expired`` and ``erased``. Kept only where the caller's kind is (``full``,
+``masked``), so the ledger horizon's query for rows naming a caller finds every such row."""
 
 CALL_COLUMNS = (
     *IDENTITY_COLUMNS,
@@ -209,7 +239,39 @@ def call_metadata_columns(
             IdentityColumn.CALLER_ID: None if caller.phone else caller.id,
             IdentityColumn.CALLER_PHONE: mask_phone(caller.phone) if caller.phone else None,
         }
+    context = call.get("incomingContext")
+    if isinstance(context, Mapping):
+        columns |= _context_party_columns(context.get("onBehalfOf"), _ON_BEHALF_OF, privacy)
+        columns |= _context_party_columns(context.get("transferor"), _TRANSFEROR, privacy)
     return {name: value for name, value in columns.items() if value is not None}
+
+
+# (kind, id, display name) columns of each ``incomingContext`` party.
+_ON_BEHALF_OF = (
+    IdentityColumn.ON_BEHALF_OF_KIND,
+    IdentityColumn.ON_BEHALF_OF_ID,
+    IdentityColumn.ON_BEHALF_OF_NAME,
+)
+_TRANSFEROR = (
+    IdentityColumn.TRANSFEROR_KIND,
+    IdentityColumn.TRANSFEROR_ID,
+    IdentityColumn.TRANSFEROR_NAME,
+)
+
+
+def _context_party_columns(
+    identity_set: Any, names: tuple[str, str, str], privacy: Privacy
+) -> dict[str, Any]:
+    """One ``incomingContext`` party (an ``identitySet``; absent: nothing) as the caller is kept
+    under ``privacy`` (never ``none``: the caller's branch returned before): ``full`` its kind, id
+    and display name; ``masked`` no display name and a number's last digits."""
+    if not isinstance(identity_set, Mapping):
+        return {}
+    party = party_of(identity_set)
+    kind, ident, name = names
+    if privacy == "masked":
+        return {kind: party.kind, ident: mask_phone(party.phone) if party.phone else party.id}
+    return {kind: party.kind, ident: party.id, name: party.display_name}
 
 
 def unknown_call_columns(privacy: Privacy) -> dict[str, Any]:
@@ -222,8 +284,9 @@ def unknown_call_columns(privacy: Privacy) -> dict[str, Any]:
 
 
 def call_view(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """The status API's ``caller``/``called``/``call`` objects from a row's columns; empty values
-    (never captured, or cleared with expiry or erasure) are left out."""
+    """The status API's ``caller``/``called``/``call`` objects from a row's columns (``call``
+    holds the ``incomingContext`` parties: ``onBehalfOf``, ``transferor``); empty values (never
+    captured, or cleared with expiry or erasure) are left out."""
 
     def pick(pairs: tuple[tuple[str, str], ...]) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -260,6 +323,10 @@ def call_view(fields: Mapping[str, Any]) -> dict[str, Any]:
             ("metadataSource", IdentityColumn.SOURCE),
         )
     )
+    for key, (kind, ident, name) in (("onBehalfOf", _ON_BEHALF_OF), ("transferor", _TRANSFEROR)):
+        party = pick((("kind", kind), ("id", ident), ("displayName", name)))
+        if party:
+            call[key] = party
     view: dict[str, Any] = {}
     if caller:
         view["caller"] = caller

@@ -286,7 +286,8 @@ class OperationLedger(EventMarkers):
         from azure.data.tables import UpdateMode
 
         now = self._clock()
-        # ``identity``: the call's row names a caller, whose identity goes in this same write.
+        # ``identity``: the call's row names someone (shared/ledger/identity.py), who goes in
+        # this same write.
         cleared = cleared_identity() if identity else {}
         row = call_guard_row(call_id, now, **{STAMP[OperationStatus.ERASED]: now}, **cleared)
         await self._table.upsert_entity(row, mode=UpdateMode.MERGE)

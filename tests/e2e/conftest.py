@@ -28,7 +28,10 @@ from devtools.demo.run import wait_until as _wait_until
 from devtools.demo.stack import app_settings, close_app_clients, provision_storage
 from devtools.graphsim import GraphSimulator
 from devtools.localhost import LocalFunctionsHost
-from shared.ledger import ROW_KIND_OPERATION, table_key
+from shared.graph.ids import normalize_id
+from shared.ledger import CALL_GUARD_ROW, ROW_KIND_OPERATION, table_key
+from shared.ledger.identity import IDENTITY_COLUMNS
+from shared.ledger.rows import ROW_KIND_CALLER_INDEX
 from shared.queues import DOWNLOAD_QUEUE, POISON_QUEUE
 from shared.storage import OPERATIONS_TABLE, RECORDINGS_CONTAINER
 from tests.conftest import BOT_APP_ID
@@ -116,6 +119,32 @@ class RunningApp:
                 parameters={"pk": table_key(call_id), "kind": ROW_KIND_OPERATION},
             )
         ]
+
+    def call_row(self, call_id: str) -> dict[str, Any]:
+        """The call's own row (``~call``: its metadata and erasure guard); {} when there is none."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return dict(self.table.get_entity(table_key(call_id), CALL_GUARD_ROW))
+        except ResourceNotFoundError:
+            return {}
+
+    def caller_index_rows(self, call_id: str) -> list[dict[str, Any]]:
+        """The caller index rows that lead to one call (one at most: its caller's)."""
+        return [
+            dict(entity)
+            for entity in self.table.query_entities(
+                "Kind eq @kind and CallId eq @call",
+                parameters={"kind": ROW_KIND_CALLER_INDEX, "call": normalize_id(call_id)},
+            )
+        ]
+
+    def status(self, call_id: str, operation_id: str) -> dict[str, Any]:
+        """``GET /api/recordings/{callId}/{operationId}`` (the function key), which must be 200."""
+        response = self.http.get(f"/api/recordings/{call_id}/{operation_id}")
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
 
     def wait_for_status(
         self, call_id: str, operation_id: str, *statuses: str, within: float = 30
@@ -240,3 +269,13 @@ def running_app_factory(
 
 def new_call_id() -> str:
     return str(uuid.uuid4())
+
+
+def new_caller_number() -> str:
+    """An E.164 number no other test calls from: the caller index outlives a module's rows."""
+    return f"+3361{uuid.uuid4().int % 10**7:07d}"
+
+
+def identity_columns(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The identity columns (shared/ledger/identity.py) a ledger row holds a value in."""
+    return {name: row[name] for name in IDENTITY_COLUMNS if row.get(name) not in (None, "")}

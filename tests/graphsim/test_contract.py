@@ -162,6 +162,14 @@ def _responses(sim: GraphSimulator, bot: Bot) -> dict[str, Payload]:
             reply = graph.post(f"{CALLS}/{final}/recordResponse", json={}).json()
             extra = frozenset({"completionReason"}) if reply["status"] == "failed" else frozenset()
             out[f"reply recordResponse ({scenario})"] = Payload(reply, RecordOperation, extra)
+        # Every caller shape: a phone or guest identity set, a PSTN call's incomingContext.
+        for caller in ("pstn", "anonymous", "guest"):
+            shaped = sim.place_call(callback_url=bot.url, caller=caller)
+            sim.wait_for(lambda shaped=shaped: sim.call(shaped).state == "incoming", timeout=5)
+            out[f"GET call ({caller})"] = Payload(
+                graph.get(f"{CALLS}/{shaped}").json(), Call, frozenset({"@odata.context"})
+            )
+            graph.post(f"{CALLS}/{shaped}/reject", json={"reason": "busy"})
         rejected = sim.place_call(callback_url=bot.url)
         sim.wait_for(lambda: sim.call(rejected).state == "incoming", timeout=5)
         assert graph.post(f"{CALLS}/{rejected}/reject", json={"reason": "busy"}).status_code == 202
@@ -271,6 +279,9 @@ RESPONSE_NAMES = [
     "GET recordOperation (completed)",
     "GET playPromptOperation (completed)",
     "GET call (established)",
+    "GET call (pstn)",
+    "GET call (anonymous)",
+    "GET call (guest)",
     "GET recordOperation (failed)",
     "reply recordResponse (reply-completed)",
     "reply recordResponse (reply-failed)",

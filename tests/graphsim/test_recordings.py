@@ -148,6 +148,22 @@ def test_slow_fault_trips_a_read_timeout(sim: GraphSimulator) -> None:
     assert hashlib.sha256(ok.content).hexdigest() == rec.sha256
 
 
+def test_not_wav_fault_serves_a_body_whose_format_cannot_be_read(sim: GraphSimulator) -> None:
+    from shared.blob_layout import wav_facts
+
+    rec = sim.add_recording(duration_seconds=1, faults=["not-wav"])
+    response = httpx.get(rec.location, headers=_auth(rec.access_token))
+    assert response.status_code == 200
+    body = response.content
+    assert int(response.headers["content-length"]) == rec.size == len(body)
+    assert body[:4] != b"RIFF"
+    assert wav_facts(body[:4096], len(body)) is None
+    # Only the header differs: the samples are the recording's own.
+    ok = httpx.get(rec.location, headers=_auth(rec.access_token)).content
+    assert body[44:] == ok[44:]
+    assert wav_facts(ok[:4096], len(ok)) is not None
+
+
 def test_size_and_duration_are_exclusive(sim: GraphSimulator) -> None:
     with pytest.raises(ValueError, match="not both"):
         sim.add_recording(size_bytes=100, duration_seconds=1)
