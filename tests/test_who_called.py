@@ -410,3 +410,26 @@ async def test_capturing_a_new_calls_metadata_costs_two_writes(storage: Any) -> 
     ledger = OperationLedger(storage.table)
     assert (await ledger.call_fields(fresh))["CallerPhone"] == "+33612345678"
     assert "CallerPhone" not in await ledger.call_fields(erased)
+
+
+def test_an_azure_communication_services_caller_is_named_by_its_v1_member() -> None:
+    """Graph v1.0 names an ACS user ``azureCommunicationServicesUser`` (``acsUser`` in beta);
+    ``assertedIdentity`` is whom the caller presents as, not who called."""
+    acs_id = "8:acs:1b5cc06b-f352-4571-b1e6-d9b259b7c776_00000007-0464-274b-b274-5a3a0d00010f"
+    v1 = {
+        "azureCommunicationServicesUser": {"id": acs_id, "displayName": "Web caller"},
+        "assertedIdentity": {
+            "@odata.type": "#microsoft.graph.communicationsPhoneIdentity",
+            "id": "+14255550111",
+        },
+    }
+    columns = call_metadata_columns(call(v1), privacy="full", source="notification")
+    assert (columns["CallerKind"], columns["CallerId"]) == (
+        "azureCommunicationServicesUser",
+        acs_id,
+    )
+    assert "CallerPhone" not in columns
+    beta = call_metadata_columns(
+        call({"acsUser": {"id": acs_id}}), privacy="full", source="notification"
+    )
+    assert (beta["CallerKind"], beta["CallerId"]) == ("acsUser", acs_id)

@@ -1,11 +1,12 @@
 """Who called: a call's metadata as the ledger keeps it, and the caller's key for erasure.
 
 Graph describes the caller as the incoming call's ``source`` (a ``participantInfo`` whose
-``identity`` is an ``identitySet``: ``user``, ``phone``, ``guest``, ``acsUser``,
-``application``...), the number or account called as its ``targets``, and a call that reached
-the bot through someone else in its ``incomingContext`` (``onBehalfOf``: whom the call is for,
-e.g. the call queue's resource account the caller dialled; ``transferor``: who transferred it,
-e.g. the agent who took the call first). This module turns those into ledger columns once, under
+``identity`` is a ``communicationsIdentitySet``: ``user``, ``phone``, ``guest``,
+``azureCommunicationServicesUser``, ``applicationInstance``...), the number or account called
+as its ``targets``, and a call that reached the bot through someone else in its
+``incomingContext`` (``onBehalfOf``: whom the call is for, e.g. the call queue's resource
+account the caller dialled; ``transferor``: who transferred it, e.g. the agent who took the call
+first). This module turns those into ledger columns once, under
 the ``CALLER_IDENTITY`` privacy setting, so no other module reads Graph's identity shapes or
 decides what may be kept. Plain Python: no Azure SDK, no I/O.
 
@@ -26,15 +27,19 @@ from shared.graph.ids import normalize_id
 
 Privacy = Literal["full", "masked", "none"]
 
-# identitySet members, most specific first: a PSTN caller through a resource account carries
-# ``phone``; a Teams user ``user``; a resource account alone (a call queue, an auto attendant)
-# ``applicationInstance``; Graph may add others (``encrypted``, ``onPremises``...).
+# communicationsIdentitySet members (Graph v1.0), most specific first: a PSTN caller through a
+# resource account carries ``phone``; a Teams user ``user``; a resource account alone (a call
+# queue, an auto attendant) ``applicationInstance``. ``acsUser`` is the beta name of
+# ``azureCommunicationServicesUser``. ``assertedIdentity`` (whom the caller presents as) is not
+# who called, and is not read.
 _IDENTITY_KINDS = (
     "phone",
     "guest",
+    "azureCommunicationServicesUser",
     "acsUser",
-    "spoolUser",
+    "onPremises",
     "user",
+    "encrypted",
     "applicationInstance",
     "application",
     "device",
@@ -146,7 +151,7 @@ def caller_partition(key: str) -> str:
 class Party:
     """One side of a call as an ``identitySet`` names it."""
 
-    kind: str  # phone, user, guest, acsUser, application, anonymous, unknown
+    kind: str  # a member of _IDENTITY_KINDS, or anonymous, unknown
     id: str | None = None
     display_name: str | None = None
     tenant_id: str | None = None
