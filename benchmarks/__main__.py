@@ -46,6 +46,7 @@ FIGURES = {
     "8": "benchmarks.throttling",
     "9": "benchmarks.cost",
     "10": "benchmarks.events",
+    "11": "benchmarks.recordings_list",
 }
 
 

@@ -489,25 +489,34 @@ def cumulative_lines(
     return lines
 
 
-def merge_results(run: Run, *, json_path: Path, markdown_path: Path) -> None:
+def merge_results(
+    run: Run, *, json_path: Path, markdown_path: Path, analysis: Path | None = ANALYSIS
+) -> None:
     """Write some figures into committed results that hold others (``--commit`` with ``--only``).
 
     The figures of ``run`` replace their own entries, each with the machine and options of its
-    run; every other figure keeps its committed numbers, its table rows and its section.
+    run; every other figure keeps its committed numbers, its table rows and its section. The
+    hand-kept ``analysis`` after the summary is the file's as it is now.
     """
     if not json_path.exists():
-        write_results(run, json_path=json_path, markdown_path=markdown_path)
+        write_results(run, json_path=json_path, markdown_path=markdown_path, analysis=analysis)
         return
     merge_rendered(
         run.to_json(),
         render_markdown(run, analysis=None),
         json_path=json_path,
         markdown_path=markdown_path,
+        analysis=analysis,
     )
 
 
 def merge_rendered(
-    fresh_json: dict[str, Any], fresh_markdown: str, *, json_path: Path, markdown_path: Path
+    fresh_json: dict[str, Any],
+    fresh_markdown: str,
+    *,
+    json_path: Path,
+    markdown_path: Path,
+    analysis: Path | None = ANALYSIS,
 ) -> None:
     """:func:`merge_results` from a run's written results.json and BENCHMARKS.md."""
     data: dict[str, Any] = json.loads(json_path.read_text())
@@ -527,6 +536,8 @@ def merge_rendered(
     new_rows = [line for line in _summary(fresh) if is_row_of(line)]
     kept = [line for line in old[:summary_end] if not is_row_of(line)]
     merged = _without_sections([*kept, *new_rows, *old[summary_end:]], keys)
+    if analysis is not None and analysis.exists():
+        merged = _with_analysis(merged, analysis.read_text().rstrip().splitlines())
     stamp = (
         f"_From a separate run of figures {', '.join(sorted(keys))}: commit "
         f"{machine.get('git_commit')}, {machine.get('date')}, load at start "
@@ -536,6 +547,17 @@ def merge_rendered(
     for section in _sections(fresh, keys):
         merged += ["", section[0], "", stamp, *section[1:]]
     markdown_path.write_text("\n".join(merged).rstrip() + "\n")
+
+
+def _with_analysis(lines: list[str], analysis: list[str]) -> list[str]:
+    """``lines`` with ``analysis`` between the summary and the first figure's section (in place
+    of what was there: the analysis as it was when the file was last written)."""
+    start = _summary_end(lines)
+    end = next(
+        (index for index in range(start, len(lines)) if _section_key(lines[index]) is not None),
+        len(lines),
+    )
+    return [*lines[:start], "", *analysis, "", *lines[end:]]
 
 
 def _summary(lines: list[str]) -> list[str]:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import copy
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import unquote
 
 import httpx
 
@@ -137,12 +139,16 @@ class StorageRequestCounter:
     whole blob batch however many deletions it carries.
     """
 
-    def __init__(self, azurite: Azurite) -> None:
+    def __init__(
+        self, azurite: Azurite, *, classify: Callable[[str, Any], str | None] | None = None
+    ) -> None:
         self._services = {
             azurite.blob_port: "blob",
             azurite.queue_port: "queue",
             azurite.table_port: "table",
         }
+        # ``classify(service, request)``: a label added to the key ("table GET time index").
+        self._classify = classify
         self.requests: Counter[str] = Counter()
         self._original: Any = None
 
@@ -180,7 +186,9 @@ class StorageRequestCounter:
         async def send(transport: Any, request: Any, **kwargs: Any) -> Any:
             port = urlsplit(request.url).port
             service = counter._services.get(port or 0, "other")
-            counter.requests[f"{service} {request.method}"] += 1
+            label = counter._classify(service, request) if counter._classify else None
+            key = f"{service} {request.method}" + (f" {label}" if label else "")
+            counter.requests[key] += 1
             return await original(transport, request, **kwargs)
 
         AioHttpTransport.send = send
@@ -190,6 +198,56 @@ class StorageRequestCounter:
         from azure.core.pipeline.transport import AioHttpTransport
 
         AioHttpTransport.send = self._original
+
+
+_KEY_IN_URL = re.compile(r"(PartitionKey|RowKey)(?:=| eq )'((?:[^']|'')*)'")
+_KEY_IN_JSON = re.compile(r'"(PartitionKey|RowKey)": "([^"]*)"')
+
+
+def ledger_rows(service: str, request: Any) -> str | None:
+    """Which of the ledger's rows a table request touches, for :class:`StorageRequestCounter`.
+
+    Read from the keys the request names: in its URL (a point read or write, a query's filter),
+    its JSON body (a create), or the entity requests of a batch. "time index" (``~time~``),
+    "caller index" (``~caller~``), "call row" (a call's ``~call`` row: its guard and metadata),
+    "operation" (the call's other rows, or a query over its partition), "audit", "claim";
+    several joined by "+" (one query reads an operation row and its call's row). None for other
+    services; "other" for a request that names no key (a scan, a table's creation).
+    """
+    if service != "table":
+        return None
+    from shared.audit import AUDIT_PARTITION_PREFIX
+    from shared.ledger.identity import CALLER_PARTITION_PREFIX
+    from shared.ledger.index import TIME_PARTITION_PREFIX
+    from shared.ledger.rows import CALL_GUARD_ROW, CLAIM_PARTITION_PREFIX
+
+    body = getattr(request, "body", None)
+    text = (
+        unquote(request.url)
+        + " "
+        + (unquote(body.decode(errors="replace")) if isinstance(body, bytes) else str(body or ""))
+    )
+    found = [*_KEY_IN_URL.findall(text), *_KEY_IN_JSON.findall(text)]
+    partitions = {value.replace("''", "'") for name, value in found if name == "PartitionKey"}
+    rows = {value.replace("''", "'") for name, value in found if name == "RowKey"}
+    prefixes = {
+        TIME_PARTITION_PREFIX: "time index",
+        CALLER_PARTITION_PREFIX: "caller index",
+        AUDIT_PARTITION_PREFIX: "audit",
+        CLAIM_PARTITION_PREFIX: "claim",
+    }
+    kinds = {
+        next((kind for prefix, kind in prefixes.items() if key.startswith(prefix)), "call")
+        for key in partitions
+    }
+    if "call" in kinds:
+        kinds.discard("call")
+        if CALL_GUARD_ROW in rows:
+            kinds.add("call row")
+        if not rows or rows - {CALL_GUARD_ROW}:
+            # Another row of the call's partition, or a query over it (its operations).
+            kinds.add("operation")
+    return "+".join(sorted(kinds)) or "other"
 
 
 # --------------------------------------------------------------------------- the rig

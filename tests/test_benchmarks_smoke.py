@@ -150,7 +150,7 @@ def test_every_figure_is_registered_with_a_run_function() -> None:
 
     from benchmarks.__main__ import FIGURES
 
-    assert sorted(FIGURES, key=int) == ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10"]
+    assert sorted(FIGURES, key=int) == ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11"]
     assert FIGURES["6"] == "benchmarks.transcription"
     assert [FIGURES[key] for key in "789"] == [
         "benchmarks.scale_out",
@@ -158,6 +158,7 @@ def test_every_figure_is_registered_with_a_run_function() -> None:
         "benchmarks.cost",
     ]
     assert FIGURES["10"] == "benchmarks.events"
+    assert FIGURES["11"] == "benchmarks.recordings_list"
     for module in FIGURES.values():
         assert callable(importlib.import_module(module).run)
 
@@ -237,6 +238,76 @@ def test_the_cost_figure_prices_every_measured_quantity(capacity_rig: Any) -> No
     assert requests.samples[0] >= 6
 
 
+@pytest.mark.timeout(300)
+def test_the_recordings_list_figure_pages_both_tables_and_counts_the_index_rows(
+    capacity_rig: Any,
+) -> None:
+    from benchmarks.recordings_list import PAGES, TINY_SIZES, tiny
+
+    # Seeding checks every built row against the ledger's own and every page against what was
+    # seeded: a mismatch raises.
+    figure = tiny(capacity_rig)
+
+    assert figure.error is None
+    metrics = {metric.name: metric.samples for metric in figure.metrics}
+    small, large = TINY_SIZES
+    for page in PAGES:
+        for size in TINY_SIZES:
+            assert metrics[f"{page}, {size} recordings: storage requests"][0] > 50
+    # The caller index: the same calls of the same caller whatever else the table holds.
+    caller = [metrics[f"one caller, {size} recordings: storage requests"][0] for size in TINY_SIZES]
+    assert caller[0] == caller[1]
+    judged = {ratio.name for ratio in figure.ratios if ratio.goal is not None}
+    assert judged == {
+        f"{page}: {what}, {large} ÷ {small}"
+        for page in PAGES
+        for what in ("storage requests", "time")
+    }
+    # One time index row per recording; who called is captured once per call.
+    assert metrics["index rows' requests per recording"] == [1, 1]
+    assert metrics["capture of who called, per call"][0] >= 2
+
+
+def test_table_requests_are_classified_by_the_ledger_rows_they_touch() -> None:
+    from azure.core.pipeline.transport import HttpRequest
+
+    from benchmarks.rig import ledger_rows
+
+    base = "http://127.0.0.1:1/devstoreaccount1/ops"
+
+    def touched(method: str, url: str, body: str | bytes | None = None) -> str | None:
+        request = HttpRequest(method, url)
+        if body is not None:
+            request.data = body
+        return ledger_rows("table", request)
+
+    guarded = (
+        f"{base}()?$filter=PartitionKey%20eq%20%27c1%27%20and%20(%20RowKey%20eq%20%27op1%27"
+        "%20or%20RowKey%20eq%20%27~call%27%20)"
+    )
+    assert touched("GET", guarded) == "call row+operation"
+    assert touched("GET", f"{base}(PartitionKey='c1',RowKey='op1')") == "operation"
+    assert touched("GET", f"{base}()?$filter=PartitionKey eq 'c1' and Kind eq 'operation'") == (
+        "operation"
+    )
+    assert touched("PUT", f"{base}(PartitionKey='~time~2025010112',RowKey='9~c1~op1')") == (
+        "time index"
+    )
+    assert touched("PATCH", f"{base}(PartitionKey='~caller~ab12',RowKey='c1')") == "caller index"
+    assert touched("POST", base, '{"PartitionKey": "c1", "RowKey": "~call"}') == "call row"
+    assert touched("POST", base, '{"PartitionKey": "~audit~c1", "RowKey": "x"}') == "audit"
+    batch = (
+        b"POST http://127.0.0.1:1/devstoreaccount1/ops HTTP/1.1\r\n\r\n"
+        b'{"PartitionKey": "c1", "RowKey": "op1"}\r\n'
+        b"PATCH http://127.0.0.1:1/devstoreaccount1/ops(PartitionKey='c1',RowKey='~call')"
+    )
+    assert touched("POST", "http://127.0.0.1:1/devstoreaccount1/$batch", batch) == (
+        "call row+operation"
+    )
+    assert touched("GET", f"{base}()?$filter=UpdatedAt lt datetime'2025-01-01'") == "other"
+    assert ledger_rows("blob", HttpRequest("PUT", "http://127.0.0.1:2/c/b")) is None
+
+
 def test_prices_turn_quantities_into_a_cost_per_thousand() -> None:
     from benchmarks.prices import Quantities, always_ready_monthly, per_thousand
 
@@ -272,10 +343,16 @@ def test_committing_some_figures_keeps_the_others_numbers_rows_and_sections(
     old.metric("kept", "ms", [1.0], goal=Goal("<=", 2))
     new.metric("fresh", "ms", [3.0], goal=Goal("<=", 4))
     paths = {"json_path": tmp_path / "results.json", "markdown_path": tmp_path / "B.md"}
-    write_results(Run(machine={"date": "then"}, options={}, figures=[old]), **paths)
+    analysis = tmp_path / "analysis.md"
+    analysis.write_text("## What dominates\n\n- figure 1: the old reading\n")
+    write_results(
+        Run(machine={"date": "then"}, options={}, figures=[old]), **paths, analysis=analysis
+    )
+    analysis.write_text("## What dominates\n\n- figure 7: the new reading\n")
 
-    merge_results(Run(machine={"date": "now"}, options={"quick": False}, figures=[new]), **paths)
-    merge_results(Run(machine={"date": "now"}, options={"quick": False}, figures=[new]), **paths)
+    for _ in range(2):
+        fresh = Run(machine={"date": "now"}, options={"quick": False}, figures=[new])
+        merge_results(fresh, **paths, analysis=analysis)
 
     data = json.loads(paths["json_path"].read_text())
     assert set(data["figures"]) == {"1", "7"}
@@ -288,3 +365,7 @@ def test_committing_some_figures_keeps_the_others_numbers_rows_and_sections(
     assert "| 1 | kept (median, ms) |" in markdown
     summary = markdown.split("## 1. Old one")[0]
     assert summary.index("| 1 | kept") < summary.index("| 7 | fresh")
+    # The hand-kept analysis is the file's as it is now, once, between the summary and figure 1.
+    assert "the old reading" not in markdown
+    assert markdown.count("- figure 7: the new reading") == 1
+    assert summary.index("| 7 | fresh") < summary.index("## What dominates")
