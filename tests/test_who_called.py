@@ -20,7 +20,7 @@ from shared.retention import run_cleanup, sweep_recordings_index
 from shared.settings import get_settings
 from tests.support.clock import Clock
 from tests.support.functions import http_request, invoke, json_body
-from tests.support.recordings import put_recording
+from tests.support.recordings import put_recording, recording_status
 
 S = OperationStatus
 USER = {
@@ -382,6 +382,38 @@ async def test_a_call_without_a_recording_forgets_who_called_after_the_retention
     # A second run finds nothing more to forget.
     again = await cleanup_at(storage, now + retention + timedelta(minutes=2))
     assert again.caller_identities_forgotten == 0
+
+
+async def test_a_failed_recording_forgets_who_called_with_its_call(storage: Any) -> None:
+    """A recording that failed after its first write holds the copy of who called that write
+    made; when its call forgets the caller, so does it (in the same transaction)."""
+    ledger = OperationLedger(storage.table)
+    number = f"+3361{uuid.uuid4().int % 10**7:07d}"
+    call_id, operation_id = str(uuid.uuid4()), str(uuid.uuid4())
+    now = datetime.now(UTC)
+    await ledger.mark_call_metadata(
+        call_id,
+        call_metadata_columns(
+            call({"phone": {"id": number}}, TRANSFERRED), privacy="full", source="notification"
+        ),
+    )
+    fields = await ledger.call_fields(call_id)
+    await ledger.advance(call_id, operation_id, S.DOWNLOADING, **fields)
+    await ledger.advance(call_id, operation_id, S.FAILED)
+    failed = await ledger.get(call_id, operation_id)
+    assert failed is not None
+    assert holds_identity(failed.fields)
+
+    retention = timedelta(minutes=get_settings().recording_retention_minutes)
+    summary = await cleanup_at(storage, now + retention + timedelta(minutes=1))
+
+    assert summary.caller_identities_forgotten >= 1
+    assert not holds_identity(await ledger.call_fields(call_id))
+    failed = await ledger.get(call_id, operation_id)
+    assert failed is not None
+    assert failed.status is S.FAILED
+    assert not holds_identity(failed.fields)
+    assert "caller" not in json_body(await recording_status(call_id, operation_id))
 
 
 async def test_capturing_a_new_calls_metadata_costs_two_writes(storage: Any) -> None:

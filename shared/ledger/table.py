@@ -663,53 +663,69 @@ class LedgerTable:
         return removed
 
     async def forget_call_identity(self, call_id: str) -> bool:
-        """Clear who called from the call's row and drop it from its caller's index, once no
-        recording of the call is live (shared/ledger/identity.py: identity follows retention).
+        """Clear who called from the call's row and from its operation rows that still name the
+        caller (a failed or abandoned recording keeps what its first write copied), and drop the
+        call from its caller's index, once no recording of the call is live
+        (shared/ledger/identity.py: identity follows retention).
 
-        One partition query reads the call's row and its operations; the clearing merge goes on
-        the call's row's ETag, so a download whose first write came in between (it goes in one
-        transaction with that row) makes this decide again. The row is cleared before the index
-        row goes: a crash between them leaves an index row that leads to a call naming nobody.
-        True when this call forgot its caller.
+        One partition query reads the call's row and its operations; the clearing merges go in
+        entity group transactions on the rows' ETags, the call's row in the first, so a download
+        whose first write came in between (it goes in one transaction with that row) makes this
+        decide again. The rows are cleared before the index row goes: a crash between them leaves
+        an index row that leads to a call naming nobody. True when this call forgot its caller.
         """
         from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
-        from azure.data.tables import UpdateMode
+        from azure.core.exceptions import ResourceNotFoundError
+        from azure.data.tables import TableTransactionError, UpdateMode
 
         partition = table_key(call_id)
+        merge = {"mode": UpdateMode.MERGE, "match_condition": MatchConditions.IfNotModified}
         for _ in range(MAX_CONFLICT_RETRIES):
             guard: Seen | None = None
+            holders: list[Seen] = []
             live = False
             async for entity in self._table.query_entities(
                 "PartitionKey eq @pk",
                 parameters={"pk": partition},
                 select=["RowKey", "Kind", "Status", *IDENTITY_COLUMNS],
             ):
+                seen = Seen(dict(entity), str(entity.metadata["etag"]))
                 if entity["RowKey"] == CALL_GUARD_ROW:
-                    guard = Seen(dict(entity), str(entity.metadata["etag"]))
-                elif is_operation_row(entity) and entity.get("Status") in LIVE_STATUSES:
-                    live = True
+                    guard = seen
+                elif is_operation_row(entity):
+                    live = live or entity.get("Status") in LIVE_STATUSES
+                    if cleared_identity(entity):
+                        holders.append(seen)
             if guard is None or live:
                 return False
             cleared = cleared_identity(guard.fields)
-            if not cleared:
+            if not cleared and not holders:
                 return False
-            try:
-                await self._table.update_entity(
+            operations: list[Any] = [
+                (
+                    "update",
                     {
                         "PartitionKey": partition,
                         "RowKey": CALL_GUARD_ROW,
                         **cleared,
                         "UpdatedAt": self._clock(),
                     },
-                    mode=UpdateMode.MERGE,
-                    etag=guard.etag,
-                    match_condition=MatchConditions.IfNotModified,
+                    {**merge, "etag": guard.etag},
                 )
-            except ResourceModifiedError:
-                continue
-            except ResourceNotFoundError:
-                return False
+            ]
+            for holder in holders:
+                row = {"PartitionKey": partition, "RowKey": holder.fields["RowKey"]}
+                # No UpdatedAt: forgetting who called does not move a row's horizon.
+                columns = {**row, **cleared_identity(holder.fields)}
+                operations.append(("update", columns, {**merge, "etag": holder.etag}))
+            try:
+                # A transaction holds 100 operations: the call's row goes in the first.
+                for first in range(0, len(operations), 100):
+                    await self._table.submit_transaction(operations[first : first + 100])
+            except TableTransactionError as error:
+                if error.status_code in (404, 412):
+                    continue  # written or removed meanwhile: read again and decide again
+                raise
             key = guard.fields.get(IdentityColumn.CALLER_KEY)
             if key:
                 with contextlib.suppress(ResourceNotFoundError):
