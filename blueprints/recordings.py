@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import azure.functions as func
@@ -26,7 +25,7 @@ from shared.erasure import erase_call, erase_caller, erase_operation
 from shared.graph.ids import normalize_id
 from shared.ledger import OperationStatus
 from shared.ledger.identity import caller_key, canonical_caller
-from shared.ledger.index import BadToken, decode_token, encode_token
+from shared.ledger.index import BadToken, RecordingQuery, decode_token, encode_token
 from shared.ledger.rows import STATUS_VALUES
 from shared.logevents import log_event
 from shared.problems import Problem, json_response, not_found
@@ -151,29 +150,13 @@ async def erase_call_recordings(req: func.HttpRequest) -> func.HttpResponse:
 async def list_across_calls(req: func.HttpRequest) -> func.HttpResponse:
     """``GET /api/recordings?from=&to=&status=&caller=&top=&continuationToken=``."""
     try:
-        query = ListQuery.parse(req.params, now=utc_now())
+        query = parse_list_query(req.params, now=utc_now())
     except Problem as problem:
         log_event(log, "status: rejected list request", reason=problem.detail)
         return problem.to_response()
     services = await ready_services()
     try:
-        if query.caller_key is not None:
-            records, last = await services.ledger.caller_recordings(
-                query.caller_key,
-                start=query.start,
-                end=query.end,
-                statuses=query.statuses,
-                after=query.after,
-                top=query.top,
-            )
-        else:
-            records, last = await services.ledger.list_recordings(
-                start=query.start,
-                end=query.end,
-                statuses=query.statuses,
-                after=query.after,
-                top=query.top,
-            )
+        records, last = await services.ledger.recordings(query)
     except Exception as error:
         return storage_failure(error, "status: storage unavailable").to_response()
     log_event(log, "status: list across calls", recordings=len(records), more=last is not None)
@@ -235,45 +218,37 @@ def bad_query(detail: str) -> Problem:
     return Problem(400, f"query parameter {detail}", "Invalid query")
 
 
-@dataclass(frozen=True)
-class ListQuery:
-    start: datetime
-    end: datetime
-    statuses: frozenset[str] | None
-    caller_key: str | None
-    after: str | None
-    top: int
-
-    @classmethod
-    def parse(cls, params: Mapping[str, str], *, now: datetime) -> ListQuery:
-        end = _time(params.get("to"), "to") or now
-        start = _time(params.get("from"), "from") or end - DEFAULT_LIST_SPAN
-        if start > end or end - start > MAX_LIST_SPAN:
-            raise bad_query(f"from must be before to, at most {MAX_LIST_SPAN.days} days apart")
-        statuses = None
-        if params.get("status"):
-            statuses = frozenset(s.strip() for s in params["status"].split(",") if s.strip())
-            if not statuses <= STATUS_VALUES:
-                raise bad_query("status must be ledger statuses, comma-separated")
-        caller_key_value = None
-        if params.get("caller") is not None:
-            canonical = canonical_caller(params["caller"])
-            if canonical is None:
-                raise bad_query("caller must be a user id or an E.164 number")
-            caller_key_value = caller_key(canonical)
+def parse_list_query(params: Mapping[str, str], *, now: datetime) -> RecordingQuery:
+    """The list's query string as a :class:`RecordingQuery`; a :class:`Problem` (400) naming
+    the parameter otherwise."""
+    end = _time(params.get("to"), "to") or now
+    start = _time(params.get("from"), "from") or end - DEFAULT_LIST_SPAN
+    if start > end or end - start > MAX_LIST_SPAN:
+        raise bad_query(f"from must be before to, at most {MAX_LIST_SPAN.days} days apart")
+    statuses = None
+    if params.get("status"):
+        statuses = frozenset(s.strip() for s in params["status"].split(",") if s.strip())
+        if not statuses <= STATUS_VALUES:
+            raise bad_query("status must be ledger statuses, comma-separated")
+    caller_key_value = None
+    if params.get("caller") is not None:
+        canonical = canonical_caller(params["caller"])
+        if canonical is None:
+            raise bad_query("caller must be a user id or an E.164 number")
+        caller_key_value = caller_key(canonical)
+    try:
+        top = int(params.get("top") or DEFAULT_TOP)
+    except ValueError:
+        raise bad_query(f"top must be 1 to {MAX_TOP}") from None
+    if not 1 <= top <= MAX_TOP:
+        raise bad_query(f"top must be 1 to {MAX_TOP}")
+    after = None
+    if params.get("continuationToken"):
         try:
-            top = int(params.get("top") or DEFAULT_TOP)
-        except ValueError:
-            raise bad_query(f"top must be 1 to {MAX_TOP}") from None
-        if not 1 <= top <= MAX_TOP:
-            raise bad_query(f"top must be 1 to {MAX_TOP}")
-        after = None
-        if params.get("continuationToken"):
-            try:
-                after = decode_token(params["continuationToken"])
-            except BadToken as error:
-                raise bad_query(str(error)) from None
-        return cls(start, end, statuses, caller_key_value, after, top)
+            after = decode_token(params["continuationToken"])
+        except BadToken as error:
+            raise bad_query(str(error)) from None
+    return RecordingQuery(start, end, top, statuses, caller_key_value, after)
 
 
 def _time(value: str | None, name: str) -> datetime | None:

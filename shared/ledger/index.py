@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from shared.graph.ids import normalize_id
@@ -73,6 +74,23 @@ def buckets_between(start: datetime, end: datetime) -> list[str]:
     return buckets
 
 
+@dataclass(frozen=True)
+class RecordingQuery:
+    """One page of the recordings list: newest first between ``start`` and ``end``, after the
+    index key ``after`` (a continuation token's), at most ``top``; ``statuses`` and
+    ``caller_key`` (:func:`~shared.ledger.identity.caller_key`) filter, None: all."""
+
+    start: datetime
+    end: datetime
+    top: int
+    statuses: frozenset[str] | None = None
+    caller_key: str | None = None
+    after: str | None = None
+
+    def wants(self, status: str) -> bool:
+        return self.statuses is None or status in self.statuses
+
+
 class BadToken(ValueError):
     """A continuation token this app did not write."""
 
@@ -97,6 +115,7 @@ def decode_token(token: str) -> str:
 
 __all__ = [
     "BadToken",
+    "RecordingQuery",
     "bucket_of",
     "bucket_start",
     "buckets_between",

@@ -25,6 +25,7 @@ from shared.ledger.identity import (
     cleared_identity,
 )
 from shared.ledger.index import (
+    RecordingQuery,
     buckets_between,
     index_key,
     split_index_key,
@@ -487,20 +488,15 @@ class LedgerTable:
         return [(pointer[0], record) for pointer, record in zip(pointers, found, strict=True)]
 
     async def list_recordings(
-        self,
-        *,
-        start: datetime,
-        end: datetime,
-        statuses: frozenset[str] | None,
-        after: str | None,
-        top: int,
+        self, page: RecordingQuery
     ) -> tuple[list[OperationRecord], str | None]:
-        """Recordings newest first between ``start`` and ``end``, after the index key ``after``.
+        """A page of recordings across calls, from the time index (``page.caller_key`` aside).
 
         Reads index rows bucket by bucket, a page at a time, and the operation rows they point
         to; stops when ``top`` matched, scanning at most a few pages more for a status filter.
         Returns the records and the key to continue after (None: nothing more).
         """
+        start, end, after, top = page.start, page.end, page.after, page.top
         records: list[OperationRecord] = []
         budget = top * 4  # index rows read at most per call: a status filter may skip some
         last: str | None = None
@@ -532,7 +528,7 @@ class LedgerTable:
                 budget -= len(pointers)
                 for key, record in await self.indexed(pointers):
                     last = key
-                    if record is not None and (statuses is None or record.status.value in statuses):
+                    if record is not None and page.wants(record.status.value):
                         records.append(record)
                 if len(records) >= top:
                     return records, last

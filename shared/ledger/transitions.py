@@ -46,6 +46,7 @@ from shared.logevents import log_event
 if TYPE_CHECKING:
     from shared.blob_layout import WavFacts
     from shared.graph.models import ResultInfo
+    from shared.ledger.index import RecordingQuery
 
 log = logging.getLogger("shared.ledger")
 
@@ -375,15 +376,16 @@ class OperationLedger(EventMarkers):
                 break
         return calls
 
+    async def recordings(self, query: RecordingQuery) -> tuple[list[OperationRecord], str | None]:
+        """A page of the recordings list: from the caller index when the query names a caller,
+        else from the time index. Returns the records and the key to continue after (None:
+        nothing more)."""
+        if query.caller_key is not None:
+            return await self.caller_recordings(query.caller_key, query)
+        return await self.list_recordings(query)
+
     async def caller_recordings(
-        self,
-        key: str,
-        *,
-        start: datetime,
-        end: datetime,
-        statuses: frozenset[str] | None,
-        after: str | None,
-        top: int,
+        self, key: str, query: RecordingQuery
     ) -> tuple[list[OperationRecord], str | None]:
         """One caller's recordings newest first, from the caller index: the work grows with
         that caller's calls (one partition query each, 16 at a time), not with the table. Same
@@ -404,16 +406,16 @@ class OperationLedger(EventMarkers):
             for record in records:
                 index = str(record.get(Column.INDEX_KEY) or "")
                 parts = split_index_key(index)
-                if parts is None or not start <= row_time(parts[1]) <= end:
+                if parts is None or not query.start <= row_time(parts[1]) <= query.end:
                     continue
-                if statuses is not None and record.status.value not in statuses:
+                if not query.wants(record.status.value):
                     continue
                 found.append((order_key(index), index, record))
         found.sort(key=lambda item: item[0])
-        if after is not None:
-            found = [item for item in found if item[0] > order_key(after)]
-        page = found[:top]
-        more = len(found) > top
+        if query.after is not None:
+            found = [item for item in found if item[0] > order_key(query.after)]
+        page = found[: query.top]
+        more = len(found) > query.top
         return [item[2] for item in page], page[-1][1] if more and page else None
 
     async def forget_caller_call(self, key: str, call_id: str) -> None:
