@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.blob_layout import wav_facts
+from shared.graph.ids import normalize_id
 from shared.ledger import OperationLedger, OperationStatus
 from shared.ledger.identity import IDENTITY_COLUMNS, call_metadata_columns, call_view
 from shared.ledger.index import encode_token, time_partition
@@ -418,8 +419,8 @@ async def test_a_failed_recording_forgets_who_called_with_its_call(storage: Any)
 
 async def test_capturing_a_new_calls_metadata_costs_two_writes(storage: Any) -> None:
     """The caller index row, then the call's row created blind: no read for a call just arrived.
-    A call whose row exists already (an erasure's guard) costs the create's 409 and a read more,
-    and keeps the erasure."""
+    A call erased already (its guard row exists) costs the create's 409, a read and the index
+    row's delete, and keeps the erasure."""
     from azure.data.tables.aio import TableClient
 
     from tests.support.counting import CountingTransport
@@ -438,10 +439,15 @@ async def test_capturing_a_new_calls_metadata_costs_two_writes(storage: Any) -> 
         sent.append([method for method, _, _ in transport.sent])
 
     assert sent[0] == ["PATCH", "POST"]  # upsert of the caller index row, create of the call's
-    assert sent[1] == ["PATCH", "POST", "GET"]  # the create finds the guard: read, keep it
+    # The create finds the guard: read it, keep the erasure, take the index row back.
+    assert sent[1] == ["PATCH", "POST", "GET", "DELETE"]
     ledger = OperationLedger(storage.table)
     assert (await ledger.call_fields(fresh))["CallerPhone"] == "+33612345678"
     assert "CallerPhone" not in await ledger.call_fields(erased)
+    # The erased call is not left in its caller's index (the index row written first goes).
+    indexed = [row["CallId"] for row in await caller_index_rows(storage)]
+    assert normalize_id(fresh) in indexed
+    assert normalize_id(erased) not in indexed
 
 
 def test_an_azure_communication_services_caller_is_named_by_its_v1_member() -> None:

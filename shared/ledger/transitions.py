@@ -313,15 +313,16 @@ class OperationLedger(EventMarkers):
         if key:
             await self._index_caller_call(str(key), call_id)
         partition = table_key(call_id)
-        captured = False
+        erased = False
 
         def decide(current: Seen | None) -> Keep[bool] | Write[bool]:
-            nonlocal captured
+            nonlocal erased
             now = self._clock()
             if current is None:
                 row = call_guard_row(call_id, now, CreatedAt=now, **columns)
                 return Write(row, lambda _after: True)
             if current.fields.get(STAMP[OperationStatus.ERASED]):
+                erased = True
                 return Keep(False)
             known = current.fields.get(IdentityColumn.SOURCE)
             if known and known != "unknown":
@@ -337,6 +338,10 @@ class OperationLedger(EventMarkers):
         # Blind create first: a call's metadata is captured as it arrives, before anything else
         # writes its row (a wrong guess costs one request: the create's 409, then a read).
         captured = await self._rewrite_row(partition, CALL_GUARD_ROW, decide, absent=True)
+        if erased and key:
+            # The call was erased first: its caller's index must not name it (nor keep the
+            # caller's digest beside an erased call until the horizon).
+            await self.forget_caller_call(str(key), call_id)
         log_event(
             log,
             "ledger",
