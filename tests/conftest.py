@@ -7,16 +7,15 @@ so ``pytest -m app`` runs the app's own tests apart from those of its tools and 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from devtools.azurite import Azurite
 from devtools.graphsim import GraphSimulator
-from shared.settings import Settings
+from shared.settings import load_settings_from
 
 if TYPE_CHECKING:
     from shared.services import Services
@@ -111,24 +110,9 @@ def sim(start_simulator: Callable[..., GraphSimulator]) -> GraphSimulator:
     return start_simulator()
 
 
-class GivenSettings(Settings):
-    """The app's settings from the values given alone: the process environment is not read."""
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings,)
-
-
-def settings_from(values: Mapping[str, str]) -> Settings:
-    """Settings from app-setting names and values; "" means unset, as in app settings."""
-    return GivenSettings(**{name: value for name, value in values.items() if value != ""})
+# Settings from app-setting names and values alone ("" means unset, as in app settings): the
+# app's own reader, which the local tools use too; the process environment is not read.
+settings_from = load_settings_from
 
 
 def use_simulator_identity(monkeypatch: pytest.MonkeyPatch, sim: GraphSimulator) -> None:

@@ -28,6 +28,7 @@ from shared.auth.management import Role
 from shared.clock import utc_now
 from shared.ledger import OperationStatus
 from shared.services import Services
+from shared.settings import SettingsError
 from tests.conftest import TENANT_ID, settings_from, use_simulator_identity
 from tests.support.functions import http_request, invoke, json_body
 
@@ -406,7 +407,7 @@ async def test_audit_rows_outlive_the_ledger_horizon_and_go_after_their_own(
 
 def test_the_audit_horizon_cannot_be_shorter_than_the_ledgers() -> None:
     values = {"AzureWebJobsStorage": "UseDevelopmentStorage=true", "BOT_APP_ID": "bot"}
-    with pytest.raises(ValueError, match="AUDIT_RETENTION_DAYS"):
+    with pytest.raises(SettingsError, match="AUDIT_RETENTION_DAYS"):
         settings_from({**values, "LEDGER_RETENTION_DAYS": "7", "AUDIT_RETENTION_DAYS": "3"})
     assert settings_from(values).audit_retention_days == 90
 
