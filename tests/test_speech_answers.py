@@ -30,7 +30,7 @@ from shared.services import Services
 from shared.transcription import SpeechClient, TransientTranscriptionError, process_transcription
 from shared.transcription.job import TranscriptionJob
 from tests.support.clock import Sleeps
-from tests.support.recordings import blob_names, put_recording
+from tests.support.recordings import blob_names, stored_for_transcription
 
 WAV = b"RIFF\x24\x10\x00\x00WAVEfmt " + bytes(4000)
 MiB = 1024 * 1024
@@ -103,24 +103,6 @@ async def speech() -> AsyncIterator[RawSpeech]:
     raw.server = await asyncio.start_server(raw.handle, "127.0.0.1", 0)
     async with raw.server:
         yield raw
-
-
-async def stored_recording(storage: Any) -> TranscriptionJob:
-    call_id, operation_id = str(uuid.uuid4()), str(uuid.uuid4())
-    expires_at = datetime.now(UTC) + timedelta(hours=1)
-    name = await put_recording(storage, call_id, operation_id, expires_at, WAV)
-    await OperationLedger(storage.table).mark_stored(
-        call_id,
-        operation_id,
-        blob_name=name,
-        size_bytes=len(WAV),
-        sha256=None,
-        content_type="audio/wav",
-        expires_at=expires_at,
-    )
-    return TranscriptionJob(
-        call_id=call_id, operation_id=operation_id, blob_name=name, stored_at=datetime.now(UTC)
-    )
 
 
 async def transcribe(
@@ -336,7 +318,7 @@ async def test_a_usable_answer_is_transcribed(
     services: Services, storage: Any, speech: RawSpeech, case: str
 ) -> None:
     speech.answer = USABLE[case]
-    job = await stored_recording(storage)
+    job = await stored_for_transcription(storage, WAV)
 
     outcome = await transcribe(services, storage, speech, job)
 
@@ -358,7 +340,7 @@ async def test_an_unusable_answer_is_recorded_failed_naming_what_is_wrong(
 ) -> None:
     answer, reason = UNUSABLE[case]
     speech.answer = answer() if callable(answer) else answer
-    job = await stored_recording(storage)
+    job = await stored_for_transcription(storage, WAV)
 
     outcome = await transcribe(services, storage, speech, job)
 
@@ -382,7 +364,7 @@ async def test_a_body_cut_short_is_retried_then_recorded_on_the_last_delivery(
     """Fewer bytes than the Content-Length: the network's fault, so worth another delivery."""
     body = json.dumps(good()).encode()
     speech.answer = Answer(body[:20], length=len(body))
-    job = await stored_recording(storage)
+    job = await stored_for_transcription(storage, WAV)
     with pytest.raises(TransientTranscriptionError):
         await transcribe(services, storage, speech, job, dequeue_count=1)
     row = await OperationLedger(storage.table).get(job.call_id, job.operation_id)
@@ -405,7 +387,7 @@ async def test_a_transcript_larger_than_the_limit_is_not_stored(
     joined, beside the phrases): the limit holds for what is stored too."""
     phrases = [{"text": "w" * 1000} for _ in range(40)]
     speech.answer = as_json({"phrases": phrases})
-    job = await stored_recording(storage)
+    job = await stored_for_transcription(storage, WAV)
 
     outcome = await transcribe(services, storage, speech, job, max_bytes=64 * 1024)
 
@@ -418,7 +400,7 @@ async def test_an_error_answer_of_any_size_is_read_only_in_part(
     services: Services, storage: Any, speech: RawSpeech
 ) -> None:
     speech.answer = Answer(b'{"code": "' + b"x" * (8 * MiB) + b'"}', status=400)
-    job = await stored_recording(storage)
+    job = await stored_for_transcription(storage, WAV)
     outcome = await transcribe(services, storage, speech, job)
     assert outcome.outcome == "failed"
     assert len(outcome.failure_reason or "") < 512
@@ -453,7 +435,8 @@ async def test_poisoned_transcription_jobs_are_recorded_and_purged(storage: Any)
     await storage.ensure_resources()
     await queue.clear_messages()
     jobs = {
-        name: await stored_recording(storage) for name in ("crashed", "gave up", "done", "gone")
+        name: await stored_for_transcription(storage, WAV)
+        for name in ("crashed", "gave up", "done", "gone")
     }
     await ledger.mark_transcription_failed(
         jobs["gave up"].call_id, jobs["gave up"].operation_id, "Speech is busy (gave up after 5)"

@@ -8,12 +8,11 @@ the job is processed, in a trace of its own, and at most one warning names the f
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -25,14 +24,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from devtools.graphsim import GraphSimulator
 from shared import telemetry
 from shared.backoff import Backoff
-from shared.blob_layout import EXPIRES_AT_FORMAT
 from shared.download import DownloadRetry, new_http_client, process_job
 from shared.jobs import DownloadJob
 from shared.ledger import OperationLedger, OperationStatus
 from shared.services import Services, app_services
 from shared.trace_context import usable_traceparent
 from shared.transcription import process_transcription
-from shared.transcription.job import TranscriptionJob
+from tests.support.recordings import stored_for_transcription
 
 from .conftest import use_simulator_identity
 
@@ -191,28 +189,6 @@ async def transcribing(
     return storage
 
 
-async def stored_recording(storage: Any, data: bytes) -> TranscriptionJob:
-    """A recording stored as the download worker leaves it, and its transcription job."""
-    call_id, operation_id = str(uuid.uuid4()), str(uuid.uuid4())
-    name = f"{call_id}/{operation_id}.wav"
-    expires_at = datetime.now(UTC) + timedelta(hours=1)
-    await storage.container.upload_blob(
-        name, data, tags={"expiresAt": expires_at.strftime(EXPIRES_AT_FORMAT)}
-    )
-    await OperationLedger(storage.table).mark_stored(
-        call_id,
-        operation_id,
-        blob_name=name,
-        size_bytes=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
-        content_type="audio/wav",
-        expires_at=expires_at,
-    )
-    return TranscriptionJob(
-        call_id=call_id, operation_id=operation_id, blob_name=name, stored_at=datetime.now(UTC)
-    )
-
-
 async def _no_sleep(seconds: float) -> None:
     await asyncio.sleep(0)
 
@@ -227,7 +203,7 @@ async def test_a_transcription_job_runs_whatever_its_traceparent_holds(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    job = await stored_recording(
+    job = await stored_for_transcription(
         transcribing, b"".join(sim.add_recording(duration_seconds=1.0).iter_bytes())
     )
     outcome = await process_transcription(

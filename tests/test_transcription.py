@@ -6,7 +6,6 @@ transcript together; throttling then success; permanent failures recorded with t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from devtools.graphsim import GraphSimulator
 from devtools.graphsim.server import RecordingHandle
 from devtools.graphsim.speech import transcript_for
 from shared.backoff import Backoff
-from shared.blob_layout import EXPIRES_AT_FORMAT, ids_from_blob_name, transcript_blob_name
+from shared.blob_layout import ids_from_blob_name, transcript_blob_name
 from shared.jobs import DownloadJob
 from shared.ledger import TRANSCRIBED, TRANSCRIPTION_FAILED, Column, OperationLedger
 from shared.retention import run_cleanup
@@ -35,7 +34,7 @@ from shared.transcription.job import TranscriptionJob
 from tests.conftest import use_simulator_identity
 from tests.support.clock import Clock, Sleeps
 from tests.support.functions import invoke, json_body
-from tests.support.recordings import blob_names, recording_status
+from tests.support.recordings import blob_names, recording_status, stored_for_transcription
 
 TRANSCRIBE_PATH = "/speechtotext/transcriptions:transcribe"
 
@@ -94,28 +93,6 @@ async def status(call_id: str, operation_id: str) -> dict[str, Any]:
     assert response.status_code == 200
     body: dict[str, Any] = json_body(response)
     return body
-
-
-async def store_directly(storage: Any, data: bytes) -> TranscriptionJob:
-    """A stored recording with the worker's conventions, for inputs Graph would not produce."""
-    call_id, operation_id = str(uuid.uuid4()), str(uuid.uuid4())
-    name = f"{call_id}/{operation_id}.wav"
-    expires_at = datetime.now(UTC) + timedelta(hours=1)
-    await storage.container.upload_blob(
-        name, data, tags={"expiresAt": expires_at.strftime(EXPIRES_AT_FORMAT)}
-    )
-    await OperationLedger(storage.table).mark_stored(
-        call_id,
-        operation_id,
-        blob_name=name,
-        size_bytes=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
-        content_type="audio/wav",
-        expires_at=expires_at,
-    )
-    return TranscriptionJob(
-        call_id=call_id, operation_id=operation_id, blob_name=name, stored_at=datetime.now(UTC)
-    )
 
 
 async def transcribe(
@@ -197,7 +174,7 @@ async def test_stored_transcribed_shown_then_deleted_with_its_recording(
 
 
 async def test_a_duplicate_job_transcribes_once(transcribing: GraphSimulator, clean: Any) -> None:
-    job = await store_directly(
+    job = await stored_for_transcription(
         clean, b"".join(transcribing.add_recording(duration_seconds=1.0).iter_bytes())
     )
     before = speech_requests(transcribing)
@@ -210,7 +187,7 @@ async def test_a_duplicate_job_transcribes_once(transcribing: GraphSimulator, cl
 async def test_without_keeping_audio_only_the_transcript_remains(
     transcribing: GraphSimulator, clean: Any
 ) -> None:
-    job = await store_directly(
+    job = await stored_for_transcription(
         clean, b"".join(transcribing.add_recording(duration_seconds=1.0).iter_bytes())
     )
     settings = app_services().settings.model_copy(update={"transcription_keep_audio": False})
@@ -240,7 +217,7 @@ async def test_nothing_is_queued_when_transcription_is_off(
 async def test_throttled_then_transcribed_after_retry_after(
     transcribing: GraphSimulator, clean: Any
 ) -> None:
-    job = await store_directly(
+    job = await stored_for_transcription(
         clean, b"".join(transcribing.add_recording(duration_seconds=1.0).iter_bytes())
     )
     transcribing.add_api_faults("transcribe", ["429:7"])
@@ -254,7 +231,7 @@ async def test_throttled_then_transcribed_after_retry_after(
 async def test_throttled_on_every_delivery_is_recorded_on_the_last(
     transcribing: GraphSimulator, clean: Any
 ) -> None:
-    job = await store_directly(
+    job = await stored_for_transcription(
         clean, b"".join(transcribing.add_recording(duration_seconds=1.0).iter_bytes())
     )
     transcribing.add_api_faults("transcribe", ["429:1"] * 3)
@@ -290,7 +267,7 @@ async def test_bad_input_is_recorded_and_the_audio_untouched(
         data = bad[case]
     else:
         data = b"".join(transcribing.add_recording(duration_seconds=1.0).iter_bytes())
-    job = await store_directly(clean, data)
+    job = await stored_for_transcription(clean, data)
     settings = app_services().settings
     if case == "locale":
         settings = settings.model_copy(update={"transcription_locales": ("xx-XX",)})
@@ -355,7 +332,7 @@ async def test_a_job_left_on_the_queue_after_turning_it_off_is_settled(
 async def test_no_text_once_the_transcript_blob_is_gone(
     transcribing: GraphSimulator, clean: Any
 ) -> None:
-    job = await store_directly(
+    job = await stored_for_transcription(
         clean, b"".join(transcribing.add_recording(duration_seconds=2.0).iter_bytes())
     )
     outcome = await transcribe(job, clean)

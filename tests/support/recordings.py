@@ -3,13 +3,18 @@ a client asks (``GET /api/recordings/{callId}/{operationId}``, through the regis
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
+import hashlib
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 
 from shared.blob_layout import EXPIRES_AT_FORMAT
 from tests.support.functions import http_request, invoke
+
+if TYPE_CHECKING:
+    from shared.transcription.job import TranscriptionJob
 
 
 async def put_recording(
@@ -42,3 +47,26 @@ async def recording_status(call_id: str, operation_id: str) -> func.HttpResponse
         ),
     )
     return response
+
+
+async def stored_for_transcription(storage: Any, data: bytes) -> TranscriptionJob:
+    """A recording stored as the download worker leaves it (blob, ``stored`` row with its size
+    and SHA-256), and the transcription job the worker would queue for it."""
+    from shared.ledger import OperationLedger
+    from shared.transcription.job import TranscriptionJob
+
+    call_id, operation_id = str(uuid.uuid4()), str(uuid.uuid4())
+    expires_at = datetime.now(UTC) + timedelta(hours=1)
+    name = await put_recording(storage, call_id, operation_id, expires_at, data)
+    await OperationLedger(storage.table).mark_stored(
+        call_id,
+        operation_id,
+        blob_name=name,
+        size_bytes=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        content_type="audio/wav",
+        expires_at=expires_at,
+    )
+    return TranscriptionJob(
+        call_id=call_id, operation_id=operation_id, blob_name=name, stored_at=datetime.now(UTC)
+    )
