@@ -93,6 +93,7 @@ async def list_recordings(req: func.HttpRequest) -> func.HttpResponse:
 async def list_call_recordings(req: func.HttpRequest) -> func.HttpResponse:
     try:
         call_id = check_id("callId", req.params.get("callId"), where="query")
+        _one_of_call_and_caller(req.params)
     except Problem as problem:
         log_event(log, "status: rejected list request", reason=problem.detail)
         return problem.to_response()
@@ -194,6 +195,8 @@ async def erase_caller_recordings(req: func.HttpRequest) -> func.HttpResponse:
 async def erase_one_call(req: func.HttpRequest) -> func.HttpResponse:
     try:
         call_id = check_id("callId", req.params.get("callId"), where="query")
+        # Both named: erasing the call alone would surprise whoever meant the caller.
+        _one_of_call_and_caller(req.params)
     except Problem as problem:
         log_event(log, "erasure: rejected request", reason=problem.detail)
         return problem.to_response()
@@ -216,6 +219,11 @@ async def erase_one_call(req: func.HttpRequest) -> func.HttpResponse:
 
 def bad_query(detail: str) -> Problem:
     return Problem(400, f"query parameter {detail}", "Invalid query")
+
+
+def _one_of_call_and_caller(params: Mapping[str, str]) -> None:
+    if params.get("caller") is not None:
+        raise bad_query("caller cannot be given with callId: name a call or a caller")
 
 
 def parse_list_query(params: Mapping[str, str], *, now: datetime) -> RecordingQuery:

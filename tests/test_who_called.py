@@ -471,3 +471,19 @@ def test_an_azure_communication_services_caller_is_named_by_its_v1_member() -> N
         call({"acsUser": {"id": acs_id}}), privacy="full", source="notification"
     )
     assert (beta["CallerKind"], beta["CallerId"]) == ("acsUser", acs_id)
+
+
+async def test_a_call_and_a_caller_together_are_refused_not_half_done(storage: Any) -> None:
+    """``callId`` and ``caller`` in one request: a 400 naming ``caller``, and nothing erased."""
+    call_id, operation_id = str(uuid.uuid4()), str(uuid.uuid4())
+    await stored_with_identity(storage, call_id, operation_id, datetime.now(UTC), PSTN)
+    both = {"callId": call_id, "caller": "+33612345678"}
+    for method, function in (("DELETE", "erase_call_recordings"), ("GET", "list_recordings")):
+        response = await invoke(
+            function, http_request(method, "http://localhost/api/recordings", params=both)
+        )
+        assert response.status_code == 400
+        assert "caller" in json_body(response)["detail"]
+    record = await OperationLedger(storage.table).get(call_id, operation_id)
+    assert record is not None
+    assert record.status is S.STORED
