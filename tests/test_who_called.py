@@ -487,3 +487,19 @@ async def test_a_call_and_a_caller_together_are_refused_not_half_done(storage: A
     record = await OperationLedger(storage.table).get(call_id, operation_id)
     assert record is not None
     assert record.status is S.STORED
+
+
+def test_a_number_graph_sends_outside_e164_is_kept_as_sent_and_masked() -> None:
+    """Not the E.164 form Graph documents (a national number): still a phone caller, never
+    taken for a withheld number, and masked like any number."""
+    national = call({"phone": {"id": "0612345678"}})
+    full = call_metadata_columns(national, privacy="full", source="notification")
+    assert (full["CallerKind"], full["CallerPhone"]) == ("phone", "0612345678")
+    masked = call_metadata_columns(national, privacy="masked", source="notification")
+    assert masked["CallerPhone"] == "******5678"
+    assert "CallerId" not in masked
+    withheld = call_metadata_columns(
+        call({"phone": {"id": "Anonymous"}}), privacy="full", source="notification"
+    )
+    assert withheld["CallerKind"] == "anonymous"
+    assert "CallerKey" not in withheld

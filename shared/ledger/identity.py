@@ -182,11 +182,14 @@ def party_of(info: Mapping[str, Any] | None) -> Party:
         name = _text(member.get("displayName"))
         tenant = _text(member.get("tenantId"))
         if kind == "phone":
-            withheld = ident is None or ident.lower() in _WITHHELD_NUMBERS
-            number = canonical_caller(ident) if ident is not None and not withheld else None
             # A withheld number: Graph sends the phone member without an id (or "anonymous").
-            if number is None:
+            if ident is None or ident.lower() in _WITHHELD_NUMBERS:
                 return Party("anonymous", display_name=name)
+            number = canonical_caller(ident)
+            if number is None or not number.startswith("+"):
+                # Not the E.164 number Graph documents: kept as sent (and masked as a number),
+                # not taken for a withheld one.
+                return Party("phone", id=ident, display_name=name, phone=ident)
             return Party("phone", id=number, display_name=name, phone=number)
         return Party(kind, id=ident, display_name=name, tenant_id=tenant)
     return Party("anonymous" if identity_set else "unknown")
@@ -198,7 +201,9 @@ def _text(value: Any) -> str | None:
 
 def mask_phone(number: str) -> str:
     """``+33612345678`` → ``+*******5678``: enough to recognise, not to call back."""
-    return "+" + "*" * max(len(number) - 1 - MASKED_DIGITS, 0) + number[-MASKED_DIGITS:]
+    prefix = "+" if number.startswith("+") else ""
+    hidden = len(number) - len(prefix) - MASKED_DIGITS
+    return prefix + "*" * max(hidden, 0) + number[-MASKED_DIGITS:]
 
 
 def call_metadata_columns(
