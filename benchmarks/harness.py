@@ -8,6 +8,7 @@ repetition; each ratio is a median over repetitions with its min and max.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import math
 import os
@@ -535,18 +536,72 @@ def merge_rendered(
     summary_end = _summary_end(old)
     new_rows = [line for line in _summary(fresh) if is_row_of(line)]
     kept = [line for line in old[:summary_end] if not is_row_of(line)]
-    merged = _without_sections([*kept, *new_rows, *old[summary_end:]], keys)
+    merged = _without_sections([*_in_figure_order([*kept, *new_rows]), *old[summary_end:]], keys)
     if analysis is not None and analysis.exists():
         merged = _with_analysis(merged, analysis.read_text().rstrip().splitlines())
     stamp = (
-        f"_From a separate run of figures {', '.join(sorted(keys))}: commit "
+        f"_From a separate run of figures {', '.join(sorted(keys, key=int))}: commit "
         f"{machine.get('git_commit')}, {machine.get('date')}, load at start "
         f"{machine.get('load_average_at_start')} (shared machine), options "
         f"{', '.join(f'{k}={v}' for k, v in options.items())}._"
     )
+    merged = _with_machine(merged, fresh)
+    head, sections = _split_sections(merged)
     for section in _sections(fresh, keys):
-        merged += ["", section[0], "", stamp, *section[1:]]
+        sections.append(["", section[0], "", stamp, *section[1:]])
+    # Figures in their numbers' order, whichever run each comes from.
+    sections.sort(key=lambda lines: int(_section_key(lines[1]) or 0))
+    merged = [*head, *(line for section in sections for line in section)]
     markdown_path.write_text("\n".join(merged).rstrip() + "\n")
+
+
+_RUN_LINES = ("- Load average at start:", "- Commit:", "- Options:")
+
+
+def _with_machine(lines: list[str], fresh: list[str]) -> list[str]:
+    """``lines`` with the machine as the latest run saw it; what differs from run to run
+    (commit, date, load, options) is in each figure's section once figures come from several."""
+
+    def machine(of: list[str]) -> tuple[int, int]:
+        start = of.index("## Machine") if "## Machine" in of else -1
+        end = of.index("## Summary") if "## Summary" in of else -1
+        return start, end
+
+    start, end = machine(lines)
+    fresh_start, fresh_end = machine(fresh)
+    if min(start, end, fresh_start, fresh_end) < 0:
+        return lines
+    described = [
+        line for line in fresh[fresh_start + 1 : fresh_end] if not line.startswith(_RUN_LINES)
+    ]
+    while described and not described[-1].strip():
+        described.pop()
+    note = "- Runs: the figures come from separate runs; each figure's section names its own."
+    return [*lines[: start + 1], *described, note, "", *lines[end:]]
+
+
+def _figure_of_row(line: str) -> int | None:
+    cell = line[2:].split(" | ", 1)[0] if line.startswith("| ") else ""
+    return int(cell) if cell.isdigit() else None
+
+
+def _in_figure_order(lines: list[str]) -> list[str]:
+    """The summary's figure rows sorted by figure (stably), every other line where it was."""
+    figure_rows = [row for row in lines if _figure_of_row(row) is not None]
+    rows = iter(sorted(figure_rows, key=lambda row: _figure_of_row(row) or 0))
+    return [next(rows) if _figure_of_row(line) is not None else line for line in lines]
+
+
+def _split_sections(lines: list[str]) -> tuple[list[str], list[list[str]]]:
+    """What comes before the first figure's section, and each figure's section (each starting
+    with the blank line before its heading)."""
+    starts = [i for i, line in enumerate(lines) if _section_key(line) is not None]
+    if not starts:
+        return lines, []
+    head_end = starts[0] - 1 if starts[0] > 0 and not lines[starts[0] - 1].strip() else starts[0]
+    bounds = [head_end, *(i - 1 if not lines[i - 1].strip() else i for i in starts[1:]), len(lines)]
+    sections = [lines[a:b] for a, b in itertools.pairwise(bounds)]
+    return lines[:head_end], [s if s[0].strip() == "" else ["", *s] for s in sections]
 
 
 def _with_analysis(lines: list[str], analysis: list[str]) -> list[str]:

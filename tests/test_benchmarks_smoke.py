@@ -339,14 +339,15 @@ def test_committing_some_figures_keeps_the_others_numbers_rows_and_sections(
 ) -> None:
     from benchmarks.harness import merge_results
 
-    old, new = Figure("1", "Old one"), Figure("7", "New one")
+    old, later, new = Figure("1", "Old one"), Figure("10", "Later one"), Figure("7", "New one")
     old.metric("kept", "ms", [1.0], goal=Goal("<=", 2))
+    later.metric("after", "ms", [5.0], goal=Goal("<=", 6))
     new.metric("fresh", "ms", [3.0], goal=Goal("<=", 4))
     paths = {"json_path": tmp_path / "results.json", "markdown_path": tmp_path / "B.md"}
     analysis = tmp_path / "analysis.md"
     analysis.write_text("## What dominates\n\n- figure 1: the old reading\n")
     write_results(
-        Run(machine={"date": "then"}, options={}, figures=[old]), **paths, analysis=analysis
+        Run(machine={"date": "then"}, options={}, figures=[old, later]), **paths, analysis=analysis
     )
     analysis.write_text("## What dominates\n\n- figure 7: the new reading\n")
 
@@ -355,7 +356,7 @@ def test_committing_some_figures_keeps_the_others_numbers_rows_and_sections(
         merge_results(fresh, **paths, analysis=analysis)
 
     data = json.loads(paths["json_path"].read_text())
-    assert set(data["figures"]) == {"1", "7"}
+    assert set(data["figures"]) == {"1", "7", "10"}
     assert data["machine"]["date"] == "then"
     assert data["figures"]["7"]["machine"]["date"] == "now"
     markdown = paths["markdown_path"].read_text()
@@ -369,3 +370,12 @@ def test_committing_some_figures_keeps_the_others_numbers_rows_and_sections(
     assert "the old reading" not in markdown
     assert markdown.count("- figure 7: the new reading") == 1
     assert summary.index("| 7 | fresh") < summary.index("## What dominates")
+    # Rows and sections in the figures' order, whichever run each comes from.
+    assert summary.index("| 7 | fresh") < summary.index("| 10 | after")
+    assert markdown.index("## 1. Old one") < markdown.index("## 7. New one")
+    assert markdown.index("## 7. New one") < markdown.index("## 10. Later one")
+    assert markdown.count("## 10. Later one") == 1
+    # The machine section no longer names one run's commit and date for every figure.
+    machine = markdown.split("## Machine")[1].split("## Summary")[0]
+    assert "- Commit:" not in machine
+    assert "each figure's section names its own" in machine
