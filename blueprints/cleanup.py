@@ -36,6 +36,9 @@ async def cleanup(timer: func.TimerRequest) -> None:
         ledger=services.ledger,
         poison_queue=services.storage.poison_queue,
         transcription_poison_queue=services.storage.transcription_poison_queue,
+        events_poison_queue=(
+            services.storage.events_poison_queue if services.settings.events_enabled else None
+        ),
         settings=services.settings,
         clock=utc_now,
     )

@@ -400,3 +400,49 @@ async def test_the_topic_refuses_a_wrong_audience_and_oversized_events(
         bad = await client.post(url, json=[{"id": "1"}], headers=auth)
         assert bad.status_code == 400
         assert "specversion" in bad.json()["error"]["message"]
+
+
+async def test_the_cleanup_purges_poisoned_event_jobs_and_the_row_still_owes_the_event(
+    events: Services, sim: GraphSimulator, configure: Callable[..., Services]
+) -> None:
+    """A poisoned event job holds no token and owes nothing the row does not: the cleanup
+    deletes it (an unreadable message too), the marker stays pending, and the sweep re-sends."""
+    from shared.events.job import EventJob
+    from shared.retention import run_cleanup
+    from shared.settings import get_settings
+    from tests.support.clock import Clock
+
+    down = configure(EVENTS_ENDPOINT="https://127.0.0.1:9/api/events")
+    job = await stored(down, sim)
+    await drained(down)
+    poison = down.storage.events_poison_queue
+    await poison.clear_messages()
+    owed = EventJob(call_id=job.call_id, operation_id=job.operation_id, step=EventStep.STORED)
+    await poison.send_message(owed.to_message())
+    await poison.send_message("not an event job")
+    max_age = timedelta(minutes=get_settings().poison_message_max_age_minutes)
+    later = datetime.now(UTC) + max_age + timedelta(minutes=1)
+
+    summary = await run_cleanup(
+        container=down.storage.container,
+        ledger=down.ledger,
+        poison_queue=down.storage.poison_queue,
+        events_poison_queue=poison,
+        settings=get_settings(),
+        clock=Clock(later),
+    )
+
+    assert summary.errors == 0
+    assert (summary.poison_messages_purged, summary.poison_messages_unreadable) == (2, 1)
+    assert (await poison.get_queue_properties()).approximate_message_count == 0
+    row = await down.ledger.get(job.call_id, job.operation_id)
+    assert row is not None
+    assert row.get(EventStep.STORED.column) == PENDING
+    up = configure(EVENTS_ENDPOINT=sim.events_endpoint or "")
+    await up.storage.events_queue.clear_messages()
+    swept = await redrive_pending_events(
+        up.ledger, up.storage.events_queue, now=later, after=timedelta(minutes=5)
+    )
+    assert swept.jobs >= 1
+    assert "published" in await run_event_jobs(up)
+    assert await received(sim, job.call_id, 1)

@@ -3,7 +3,8 @@
 Download jobs hold recording access tokens: they must not linger. Transcription jobs hold none,
 but a job the host poisoned without the worker recording it (the worker crashed, or the message
 was unreadable to the trigger) would otherwise leave its row saying nothing: the purge records
-``transcription_failed`` for it, keeping a reason the worker already recorded.
+``transcription_failed`` for it, keeping a reason the worker already recorded. Event jobs hold
+none either, and their rows still owe the event (the events sweep re-sends it): they only go.
 """
 
 from __future__ import annotations
@@ -74,8 +75,21 @@ async def _record_transcription(
     return job.call_id, job.operation_id, transition
 
 
+async def _record_event(
+    ledger: OperationLedger, content: str
+) -> tuple[str, str, Transition | None]:
+    """Nothing to record: the step's event marker stays ``pending`` (the worker recorded the
+    failure on its last delivery), so the events sweep sends the job again; the poisoned copy
+    is only clutter."""
+    from shared.events.job import EventJob
+
+    job = EventJob.from_message(content)
+    return job.call_id, job.operation_id, None
+
+
 DOWNLOADS = PoisonedJobs("download", _record_download)
 TRANSCRIPTIONS = PoisonedJobs("transcription", _record_transcription)
+EVENTS = PoisonedJobs("event", _record_event)
 
 
 async def _purge_one(

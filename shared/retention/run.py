@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from shared.ledger import OperationLedger
 from shared.retention.expiry import expire_recordings
-from shared.retention.poison import TRANSCRIPTIONS, purge_poison_messages
+from shared.retention.poison import EVENTS, TRANSCRIPTIONS, purge_poison_messages
 from shared.retention.summary import CleanupLimits, CleanupSummary
 from shared.retention.upkeep import abandon_stale_operations, trim_ledger
 
@@ -38,10 +38,12 @@ async def run_cleanup(
     clock: Callable[[], datetime],
     limits: CleanupLimits | None = None,
     transcription_poison_queue: QueueClient | None = None,
+    events_poison_queue: QueueClient | None = None,
 ) -> CleanupSummary:
     """One cleanup run: every step, each bounded, then one summary log line.
 
     ``transcription_poison_queue``: its poisoned transcription jobs are recorded and purged too.
+    ``events_poison_queue``: its poisoned event jobs are purged (the rows still owe the events).
     """
     limits = limits or CleanupLimits()
     minutes = timedelta(minutes=1)
@@ -64,6 +66,16 @@ async def run_cleanup(
                 )
             }
             if transcription_poison_queue is not None
+            else {}
+        ),
+        # Poisoned event jobs: the events sweep re-sends what they owed; the copies only pile up.
+        **(
+            {
+                "purge_events_poison_messages": functools.partial(
+                    purge, events_poison_queue, jobs=EVENTS
+                )
+            }
+            if events_poison_queue is not None
             else {}
         ),
         "abandon_stale_operations": functools.partial(
