@@ -6,7 +6,8 @@ one timer run does four bounded steps, each safe to run on two instances at once
 1. delete the recordings whose ``expiresAt`` index tag has passed (a tag query, so the cost grows
    with the number of expired recordings, never with the number stored) and mark them ``expired``
    (one ETag-guarded merge per row, no read per row);
-2. purge poisoned download jobs older than a few minutes, recording each failure first;
+2. purge poisoned jobs (downloads, transcriptions, events) older than a few minutes, recording
+   each failure first;
 3. settle operations left ``requested``/``running`` long after any completion could come as
    ``abandoned``;
 4. delete ledger rows (operations and claims) older than the ledger horizon.
