@@ -169,6 +169,22 @@ def configure(app_env: dict[str, str]) -> Callable[..., Services]:
 
 
 @pytest.fixture
+async def transcribing(
+    configure: Callable[..., Services], monkeypatch: pytest.MonkeyPatch, sim: GraphSimulator
+) -> GraphSimulator:
+    """Transcription on, against the simulator's Speech endpoint and managed identity."""
+    use_simulator_identity(monkeypatch, sim)
+    configure(
+        TRANSCRIPTION_ENABLED="true",
+        TRANSCRIPTION_ENDPOINT=sim.base_url,
+        TRANSCRIPTION_LOCALES="en-US",
+    )
+    with sim.engine.lock:
+        sim.engine.api_faults.pop("transcribe", None)
+    return sim
+
+
+@pytest.fixture
 async def services(configure: Callable[..., Services]) -> Services:
     """The running loop's app services, as the triggers get them (built from ``app_env``).
 

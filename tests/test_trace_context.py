@@ -27,12 +27,10 @@ from shared.backoff import Backoff
 from shared.download import DownloadRetry, new_http_client, process_job
 from shared.jobs import DownloadJob
 from shared.ledger import OperationLedger, OperationStatus
-from shared.services import Services, app_services
+from shared.services import app_services
 from shared.trace_context import usable_traceparent
 from shared.transcription import process_transcription
 from tests.support.recordings import stored_for_transcription
-
-from .conftest import use_simulator_identity
 
 VALID = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 # Every JSON type, and the strings a careless or hostile sender might write.
@@ -171,24 +169,6 @@ async def test_a_download_job_with_a_valid_traceparent_continues_that_trace(
 # --------------------------------------------------------------------------- transcription jobs
 
 
-@pytest.fixture
-async def transcribing(
-    configure: Callable[..., Services],
-    monkeypatch: pytest.MonkeyPatch,
-    sim: GraphSimulator,
-    storage: Any,
-) -> Any:
-    use_simulator_identity(monkeypatch, sim)
-    configure(
-        TRANSCRIPTION_ENABLED="true",
-        TRANSCRIPTION_ENDPOINT=sim.base_url,
-        TRANSCRIPTION_LOCALES="en-US",
-    )
-    with sim.engine.lock:
-        sim.engine.api_faults.pop("transcribe", None)
-    return storage
-
-
 async def _no_sleep(seconds: float) -> None:
     await asyncio.sleep(0)
 
@@ -197,21 +177,21 @@ async def _no_sleep(seconds: float) -> None:
 async def test_a_transcription_job_runs_whatever_its_traceparent_holds(
     shape: str,
     value: object,
-    sim: GraphSimulator,
-    transcribing: Any,
+    transcribing: GraphSimulator,
+    storage: Any,
     spans: InMemorySpanExporter,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     job = await stored_for_transcription(
-        transcribing, b"".join(sim.add_recording(duration_seconds=1.0).iter_bytes())
+        storage, b"".join(transcribing.add_recording(duration_seconds=1.0).iter_bytes())
     )
     outcome = await process_transcription(
         with_traceparent(job.to_message(), value),
         settings=app_services().settings,
         speech=app_services().speech,
-        container=transcribing.container,
-        ledger=OperationLedger(transcribing.table),
+        container=storage.container,
+        ledger=OperationLedger(storage.table),
         backoff=Backoff(sleep=_no_sleep),
         dequeue_count=1,
     )

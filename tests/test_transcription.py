@@ -31,28 +31,11 @@ from shared.transcription import (
     process_transcription,
 )
 from shared.transcription.job import TranscriptionJob
-from tests.conftest import use_simulator_identity
 from tests.support.clock import Clock, Sleeps
 from tests.support.functions import invoke, json_body
 from tests.support.recordings import blob_names, recording_status, stored_for_transcription
 
 TRANSCRIBE_PATH = "/speechtotext/transcriptions:transcribe"
-
-
-@pytest.fixture
-async def transcribing(
-    configure: Callable[..., Services], monkeypatch: pytest.MonkeyPatch, sim: GraphSimulator
-) -> GraphSimulator:
-    """Transcription on, against the simulator's Speech endpoint and managed identity."""
-    use_simulator_identity(monkeypatch, sim)
-    configure(
-        TRANSCRIPTION_ENABLED="true",
-        TRANSCRIPTION_ENDPOINT=sim.base_url,
-        TRANSCRIPTION_LOCALES="en-US",
-    )
-    with sim.engine.lock:
-        sim.engine.api_faults.pop("transcribe", None)
-    return sim
 
 
 @pytest.fixture
