@@ -32,6 +32,7 @@ from benchmarks.rig import (
     Rig,
     StorageRequestCounter,
     completion_payload,
+    download_stored,
     new_id,
     run_async,
     webhook_function,
@@ -65,7 +66,6 @@ def measure(rig: Rig, count: int) -> dict[str, Any]:
 
     async def run() -> dict[str, Any]:
         from benchmarks.end_to_end import _clear_container, closed_loop
-        from shared.download import process_job
         from shared.jobs import DownloadJob
         from shared.ledger import OperationLedger
         from shared.retention.run import run_cleanup
@@ -93,18 +93,9 @@ def measure(rig: Rig, count: int) -> dict[str, Any]:
 
         async def work(message: Any) -> None:
             started = time.perf_counter()
-            outcome = await process_job(
-                message.content,
-                settings=settings,
-                http=services.recording_http,
-                container=storage.container,
-                ledger=ledger,
-                dequeue_count=message.dequeue_count,
-            )
+            await download_stored(services, message, ledger)
             await storage.queue.delete_message(message)
             worker_s.append(time.perf_counter() - started)
-            if outcome.outcome != "stored":
-                raise RuntimeError(f"download ended {outcome.outcome}")
 
         await notify(rig.recordings.add_recording(SIZE))  # warm-up: keys, connections
         message = await storage.queue.receive_message(visibility_timeout=60)

@@ -44,6 +44,7 @@ from benchmarks.rig import (
     Rig,
     StorageRequestCounter,
     completion_payload,
+    download_stored,
     new_id,
     run_async,
     webhook_function,
@@ -133,13 +134,12 @@ def run(rig: Rig, *, quick: bool) -> Figure:
         from azure.core.exceptions import ResourceExistsError
         from azure.storage.blob.aio import BlobServiceClient
 
-        from shared.download import process_job
         from shared.jobs import DownloadJob
         from shared.ledger import OperationLedger
         from shared.services import app_services
 
         services = app_services()
-        settings, storage = services.settings, services.storage
+        storage = services.storage
         await storage.ensure_resources()
         await storage.queue.clear_messages()
         await _clear_container(storage.container)
@@ -158,16 +158,7 @@ def run(rig: Rig, *, quick: bool) -> Figure:
                 raise RuntimeError(f"webhook answered {response.status_code}")
 
         async def work(message: Any) -> None:
-            outcome = await process_job(
-                message.content,
-                settings=settings,
-                http=services.recording_http,
-                container=storage.container,
-                ledger=ledger,
-                dequeue_count=message.dequeue_count,
-            )
-            if outcome.outcome != "stored":
-                raise RuntimeError(f"download ended {outcome.outcome}: {outcome.failure_reason}")
+            await download_stored(services, message, ledger)
             await storage.queue.delete_message(message)
 
         results: dict[str, list[float]] = {"sequential": [], "floor": [], "peer": []}

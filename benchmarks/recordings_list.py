@@ -48,6 +48,7 @@ from benchmarks.rig import (
     StorageRequestCounter,
     app_settings_env,
     completion_payload,
+    download_stored,
     ledger_rows,
     new_id,
     run_async,
@@ -689,7 +690,6 @@ def measure_path(rig: Rig, calls: int) -> dict[str, list[Counter[str]]]:
     ]
 
     async def run() -> dict[str, list[Counter[str]]]:
-        from shared.download import process_job
         from shared.ledger import OperationLedger
         from shared.services import app_services
 
@@ -718,17 +718,8 @@ def measure_path(rig: Rig, calls: int) -> dict[str, list[Counter[str]]]:
             message = await storage.queue.receive_message(visibility_timeout=60)
             if message is None:
                 raise RuntimeError("the job just queued was not received")
-            outcome = await process_job(
-                message.content,
-                settings=settings,
-                http=services.recording_http,
-                container=storage.container,
-                ledger=ledger,
-                dequeue_count=message.dequeue_count,
-            )
+            await download_stored(services, message, ledger)
             await storage.queue.delete_message(message)
-            if outcome.outcome != "stored":
-                raise RuntimeError(f"download ended {outcome.outcome}")
 
         def counter() -> StorageRequestCounter:
             return StorageRequestCounter(rig.azurite, classify=ledger_rows)

@@ -385,6 +385,23 @@ def webhook_request(body: dict[str, Any], bearer: str) -> Any:
     )
 
 
+async def download_stored(services: Any, message: Any, ledger: Any) -> None:
+    """The real download worker on one received job, as the queue trigger runs it (``services``:
+    the app's; ``ledger``: the one to write, possibly counted); raises unless it stored."""
+    from shared.download import process_job
+
+    outcome = await process_job(
+        message.content,
+        settings=services.settings,
+        http=services.recording_http,
+        container=services.storage.container,
+        ledger=ledger,
+        dequeue_count=message.dequeue_count,
+    )
+    if outcome.outcome != "stored":
+        raise RuntimeError(f"download ended {outcome.outcome}: {outcome.failure_reason}")
+
+
 @contextlib.contextmanager
 def app_settings_env(values: dict[str, str], *, removed: tuple[str, ...] = ()) -> Iterator[None]:
     """The app's environment with ``values`` set and ``removed`` unset, restored afterwards.
