@@ -61,7 +61,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         action="append",
-        choices=sorted(FIGURES),
+        choices=sorted(FIGURES, key=int),
         help="run only this figure (repeatable)",
     )
     where = parser.add_mutually_exclusive_group()
@@ -84,7 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from benchmarks.rig import Rig, quiet_logs
 
-    selected = args.only or sorted(FIGURES)
+    # In the figures' numbers' order (a string sort would put 10 and 11 before 2).
+    selected = sorted(set(args.only or FIGURES), key=int)
     run = Run(
         machine=machine_description(),
         options={"quick": args.quick, "figures": ",".join(selected)},
