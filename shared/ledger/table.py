@@ -170,8 +170,31 @@ class LedgerTable:
         absent: bool = False,
         erased: Decide[R] | None = None,
     ) -> R:
-        """The one conflict retry every transition goes through: decide on the row, write on its
-        ETag, and decide again on what is there if someone wrote it first.
+        """:meth:`_rewrite_at` for an operation's row."""
+        return await self._rewrite_at(
+            table_key(call_id),
+            table_key(operation_id),
+            decide,
+            call_id=call_id,
+            known=known,
+            absent=absent,
+            erased=erased,
+        )
+
+    async def _rewrite_at(
+        self,
+        partition: str,
+        row: str,
+        decide: Decide[R],
+        *,
+        call_id: str,
+        known: Seen | None = None,
+        absent: bool = False,
+        erased: Decide[R] | None = None,
+    ) -> R:
+        """The one conflict retry every transition goes through: decide on the row (an
+        operation's, or the call's own), write on its ETag, and decide again on what is there if
+        someone wrote it first.
 
         The row is read unless the caller knows it: ``known`` (its own last write, or
         :data:`UNREAD`) or ``absent`` (no row expected: the write is a blind create). ``decide``
@@ -185,8 +208,8 @@ class LedgerTable:
         the write goes in one transaction with the guard (created, or touched on the ETag read),
         so an erasure that writes the guard meanwhile makes it fail and be decided again; once
         the guard says erased, ``erased`` decides instead. The call's metadata the guard row
-        holds (shared/ledger/identity.py) is copied into such a write. ``absent`` then expects neither row:
-        the transaction creates both, blind.
+        holds (shared/ledger/identity.py) is copied into such a write. ``absent`` then expects
+        neither row: the transaction creates both, blind.
         """
         from azure.core.exceptions import (
             ResourceExistsError,
@@ -194,7 +217,6 @@ class LedgerTable:
             ResourceNotFoundError,
         )
 
-        partition, row = table_key(call_id), table_key(operation_id)
         guarded = erased is not None
         current, read = known, known is None and not absent
         guard = NO_GUARD
@@ -222,34 +244,6 @@ class LedgerTable:
             except ResourceNotFoundError:
                 if not guarded:
                     current, read = None, False  # removed meanwhile (the cleanup): no row
-                continue
-            after = written if current is None else {**current.fields, **written}
-            return step.then(Seen(after, etag))
-        raise LedgerConflict(partition, row)
-
-    async def _rewrite_row(
-        self, partition: str, row: str, decide: Decide[R], *, absent: bool = False
-    ) -> R:
-        """:meth:`_rewrite` for a row addressed by its storage keys (the call's own row);
-        ``absent``: no row expected, the first write is a blind create."""
-        from azure.core.exceptions import (
-            ResourceExistsError,
-            ResourceModifiedError,
-            ResourceNotFoundError,
-        )
-
-        current, read = None, not absent
-        for _ in range(MAX_CONFLICT_RETRIES):
-            if read:
-                current = await self._read(partition, row)
-            read = True
-            step = decide(current)
-            if isinstance(step, Keep):
-                return step.result
-            written = {"PartitionKey": partition, "RowKey": row, **step.columns}
-            try:
-                etag = await self._write(written, current)
-            except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
                 continue
             after = written if current is None else {**current.fields, **written}
             return step.then(Seen(after, etag))

@@ -337,7 +337,9 @@ class OperationLedger(EventMarkers):
 
         # Blind create first: a call's metadata is captured as it arrives, before anything else
         # writes its row (a wrong guess costs one request: the create's 409, then a read).
-        captured = await self._rewrite_row(partition, CALL_GUARD_ROW, decide, absent=True)
+        captured = await self._rewrite_at(
+            partition, CALL_GUARD_ROW, decide, call_id=call_id, absent=True
+        )
         if erased and key:
             # The call was erased first: its caller's index must not name it (nor keep the
             # caller's digest beside an erased call until the horizon).
