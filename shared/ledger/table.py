@@ -81,6 +81,17 @@ LIVE_STATUSES = frozenset(
 R = TypeVar("R")
 
 
+def _merge_on(
+    entity: Mapping[str, Any], etag: str | None
+) -> tuple[str, Mapping[str, Any], dict[str, Any]]:
+    """A transaction's merge of ``entity`` on the ETag read: it fails if the row changed since."""
+    from azure.core import MatchConditions
+    from azure.data.tables import UpdateMode
+
+    options = {"mode": UpdateMode.MERGE, "match_condition": MatchConditions.IfNotModified}
+    return ("update", entity, {**options, "etag": etag})
+
+
 class LedgerConflict(RuntimeError):
     """A row kept changing under concurrent writers: the write gave up after a few tries."""
 
@@ -298,25 +309,23 @@ class LedgerTable:
         since): either fails if an erasure came first. Failures come back as the single-row
         errors :meth:`_rewrite` retries on.
         """
-        from azure.core import MatchConditions
         from azure.core.exceptions import (
             ResourceExistsError,
             ResourceModifiedError,
             ResourceNotFoundError,
         )
-        from azure.data.tables import TableTransactionError, UpdateMode
+        from azure.data.tables import TableTransactionError
 
-        merge = {"mode": UpdateMode.MERGE, "match_condition": MatchConditions.IfNotModified}
         operations: list[Any] = []
         if current is None:
             operations.append(("create", written))
         else:
-            operations.append(("update", written, {**merge, "etag": current.etag}))
+            operations.append(_merge_on(written, current.etag))
         touch = call_guard_row(call_id, self._clock())
         if guard.etag is None:
             operations.append(("create", {**touch, "CreatedAt": touch["UpdatedAt"]}))
         else:
-            operations.append(("update", touch, {**merge, "etag": guard.etag}))
+            operations.append(_merge_on(touch, guard.etag))
         try:
             results = await self._table.submit_transaction(operations)
         except TableTransactionError as error:
@@ -664,12 +673,9 @@ class LedgerTable:
         decide again. The rows are cleared before the index row goes: a crash between them leaves
         an index row that leads to a call naming nobody. True when this call forgot its caller.
         """
-        from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceNotFoundError
-        from azure.data.tables import TableTransactionError, UpdateMode
+        from azure.data.tables import TableTransactionError
 
         partition = table_key(call_id)
-        merge = {"mode": UpdateMode.MERGE, "match_condition": MatchConditions.IfNotModified}
         for _ in range(MAX_CONFLICT_RETRIES):
             guard: Seen | None = None
             holders: list[Seen] = []
@@ -691,23 +697,16 @@ class LedgerTable:
             cleared = cleared_identity(guard.fields)
             if not cleared and not holders:
                 return False
+            call_row = {"PartitionKey": partition, "RowKey": CALL_GUARD_ROW}
             operations: list[Any] = [
-                (
-                    "update",
-                    {
-                        "PartitionKey": partition,
-                        "RowKey": CALL_GUARD_ROW,
-                        **cleared,
-                        "UpdatedAt": self._clock(),
-                    },
-                    {**merge, "etag": guard.etag},
-                )
+                _merge_on({**call_row, **cleared, "UpdatedAt": self._clock()}, guard.etag)
             ]
             for holder in holders:
                 row = {"PartitionKey": partition, "RowKey": holder.fields["RowKey"]}
                 # No UpdatedAt: forgetting who called does not move a row's horizon.
-                columns = {**row, **cleared_identity(holder.fields)}
-                operations.append(("update", columns, {**merge, "etag": holder.etag}))
+                operations.append(
+                    _merge_on({**row, **cleared_identity(holder.fields)}, holder.etag)
+                )
             try:
                 # A transaction holds 100 operations: the call's row goes in the first.
                 for first in range(0, len(operations), 100):
@@ -718,8 +717,14 @@ class LedgerTable:
                 raise
             key = guard.fields.get(IdentityColumn.CALLER_KEY)
             if key:
-                with contextlib.suppress(ResourceNotFoundError):
-                    await self._table.delete_entity(caller_partition(str(key)), partition)
+                await self.forget_caller_call(str(key), call_id)
             log_event(log, "ledger", call_id=normalize_id(call_id), call_metadata="forgotten")
             return True
         raise LedgerConflict(partition, CALL_GUARD_ROW)
+
+    async def forget_caller_call(self, key: str, call_id: str) -> None:
+        """Remove one call from a caller's index (the call forgot, or erased, who called)."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        with contextlib.suppress(ResourceNotFoundError):
+            await self._table.delete_entity(caller_partition(key), table_key(call_id))

@@ -8,7 +8,6 @@ the same conflict retry; callers never spell column names. The download lease is
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Mapping
 from datetime import datetime
@@ -424,13 +423,6 @@ class OperationLedger(EventMarkers):
         page = found[: query.top]
         more = len(found) > query.top
         return [item[2] for item in page], page[-1][1] if more and page else None
-
-    async def forget_caller_call(self, key: str, call_id: str) -> None:
-        """Remove one call from a caller's index (the call's identity was erased)."""
-        from azure.core.exceptions import ResourceNotFoundError
-
-        with contextlib.suppress(ResourceNotFoundError):
-            await self._table.delete_entity(caller_partition(key), table_key(call_id))
 
     async def transcription_target(self, call_id: str, operation_id: str) -> Transition | None:
         """The row a transcription is for, with its ETag (None: no row); read before the work, so
