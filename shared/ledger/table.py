@@ -38,6 +38,7 @@ from shared.ledger.rows import (
     RANK,
     RETENTION_OVER,
     ROW_KIND_CALL,
+    ROW_KIND_CALLER_INDEX,
     ROW_KIND_CLAIM,
     ROW_KIND_OPERATION,
     ROW_KIND_TIME_INDEX,
@@ -490,6 +491,14 @@ class LedgerTable:
         found = await asyncio.gather(*(one(*pointer) for pointer in pointers))
         return [(pointer[0], record) for pointer, record in zip(pointers, found, strict=True)]
 
+    async def recordings(self, query: RecordingQuery) -> tuple[list[OperationRecord], str | None]:
+        """A page of the recordings list: from the caller index when the query names a caller,
+        else from the time index. Returns the records and the key to continue after (None:
+        nothing more)."""
+        if query.caller_key is not None:
+            return await self.caller_recordings(query.caller_key, query)
+        return await self.list_recordings(query)
+
     async def list_recordings(
         self, page: RecordingQuery
     ) -> tuple[list[OperationRecord], str | None]:
@@ -599,6 +608,80 @@ class LedgerTable:
             # (A row another run deleted first is no error: the SDK takes a 404 as done.)
             swept += 1
         return swept
+
+    # ------------------------------------------------------------------ the caller index
+
+    async def _index_caller_call(self, key: str, call_id: str) -> None:
+        from azure.data.tables import UpdateMode
+
+        now = self._clock()
+        await self._table.upsert_entity(
+            {
+                "PartitionKey": caller_partition(key),
+                "RowKey": table_key(call_id),
+                "Kind": ROW_KIND_CALLER_INDEX,
+                "CallId": normalize_id(call_id),
+                "UpdatedAt": now,
+            },
+            mode=UpdateMode.MERGE,
+        )
+
+    async def caller_calls(self, key: str, *, limit: int | None = None) -> list[str]:
+        """The calls of one caller (by :func:`~shared.ledger.identity.caller_key`), from the caller
+        index: one partition query (a page per 1000 calls), whatever the table holds; the first
+        ``limit`` (in the index's order), or all."""
+        calls: list[str] = []
+        async for entity in self._table.query_entities(
+            "PartitionKey eq @pk",
+            parameters={"pk": caller_partition(key)},
+            select=["CallId"],
+            results_per_page=min(limit or 1000, 1000),
+        ):
+            calls.append(str(entity["CallId"]))
+            if limit is not None and len(calls) >= limit:
+                break
+        return calls
+
+    async def caller_recordings(
+        self, key: str, query: RecordingQuery
+    ) -> tuple[list[OperationRecord], str | None]:
+        """One caller's recordings newest first, from the caller index: the work grows with
+        that caller's calls (one partition query each, 16 at a time), not with the table. Same
+        paging as :meth:`list_recordings`; every call of the caller is read, none left out."""
+        import asyncio
+
+        from shared.ledger.index import order_key, row_time, split_index_key
+
+        gate = asyncio.Semaphore(16)
+
+        async def rows_of(call_id: str) -> list[OperationRecord]:
+            async with gate:
+                return await self.list_call(call_id)
+
+        calls = await self.caller_calls(key)
+        found: list[tuple[tuple[int, str], str, OperationRecord]] = []
+        for records in await asyncio.gather(*(rows_of(call_id) for call_id in calls)):
+            for record in records:
+                index = str(record.get(Column.INDEX_KEY) or "")
+                parts = split_index_key(index)
+                if parts is None or not query.start <= row_time(parts[1]) <= query.end:
+                    continue
+                if not query.wants(record.status.value):
+                    continue
+                found.append((order_key(index), index, record))
+        found.sort(key=lambda item: item[0])
+        if query.after is not None:
+            found = [item for item in found if item[0] > order_key(query.after)]
+        page = found[: query.top]
+        more = len(found) > query.top
+        return [item[2] for item in page], page[-1][1] if more and page else None
+
+    async def forget_caller_call(self, key: str, call_id: str) -> None:
+        """Remove one call from a caller's index (the call forgot, or erased, who called)."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        with contextlib.suppress(ResourceNotFoundError):
+            await self._table.delete_entity(caller_partition(key), table_key(call_id))
 
     async def delete(self, record: OperationRecord) -> None:
         await self._table.delete_entity(table_key(record.call_id), table_key(record.operation_id))
@@ -721,10 +804,3 @@ class LedgerTable:
             log_event(log, "ledger", call_id=normalize_id(call_id), call_metadata="forgotten")
             return True
         raise LedgerConflict(partition, CALL_GUARD_ROW)
-
-    async def forget_caller_call(self, key: str, call_id: str) -> None:
-        """Remove one call from a caller's index (the call forgot, or erased, who called)."""
-        from azure.core.exceptions import ResourceNotFoundError
-
-        with contextlib.suppress(ResourceNotFoundError):
-            await self._table.delete_entity(caller_partition(key), table_key(call_id))
