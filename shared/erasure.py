@@ -99,22 +99,28 @@ async def erase_operation(
 
 
 async def erase_call(
-    call_id: str, *, ledger: OperationLedger, container: ContainerClient
+    call_id: str,
+    *,
+    ledger: OperationLedger,
+    container: ContainerClient,
+    caller_index: str | None = None,
 ) -> list[Erased] | None:
     """Erase every recording of a call; None when the ledger knows no operation of it.
 
     The call's guard comes first, even then: a completion still waiting on the queue finds it.
+    ``caller_index``: the caller key whose index named this call (an erasure by caller), which
+    forgets it too, even if the call's row never came to name its caller.
     """
     # Who the call names, read before the guard clears it (an anonymous caller has no key, yet
     # its call may name whom it was for or who transferred it); the caller's index forgets this
     # call after.
     fields = await ledger.call_fields(call_id)
-    key = fields.get(IdentityColumn.CALLER_KEY)
+    keys = {str(key) for key in (fields.get(IdentityColumn.CALLER_KEY), caller_index) if key}
     await ledger.mark_call_erased(call_id, identity=bool(cleared_identity(fields)))
     records = await ledger.list_call(call_id)
     erased = [await _erase(record, ledger=ledger, container=container) for record in records]
-    if key:
-        await ledger.forget_caller_call(str(key), call_id)
+    for key in keys:
+        await ledger.forget_caller_call(key, call_id)
     return erased or None
 
 
@@ -161,8 +167,10 @@ async def erase_caller(
         if not left or len(done) >= max_calls:
             break
         for call_id in left[: max_calls - len(done)]:
-            erased += await erase_call(call_id, ledger=ledger, container=container) or []
-            await ledger.forget_caller_call(key, call_id)
+            erased += (
+                await erase_call(call_id, ledger=ledger, container=container, caller_index=key)
+                or []
+            )
             done.add(call_id)
     complete = not left
     log_event(log, "erasure: caller", calls_erased=len(done), complete=complete)
