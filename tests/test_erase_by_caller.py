@@ -72,42 +72,28 @@ async def test_an_erasure_by_caller_during_a_slow_download_leaves_no_blob(
     assert (await row(storage, call_id, operation_id)).status is S.ERASED
 
 
-async def test_a_job_redelivered_after_an_erasure_by_caller_downloads_nothing(
-    sim: GraphSimulator, storage: Any
+@pytest.mark.parametrize(
+    "on_the_ledger",
+    [True, False],
+    ids=["completion recorded, job redelivered", "completion still on the queue, no row"],
+)
+async def test_a_job_delivered_after_an_erasure_by_caller_downloads_nothing(
+    sim: GraphSimulator, storage: Any, on_the_ledger: bool
 ) -> None:
+    """Whether the completion is on the ledger (a redelivery) or still waits on the queue (no
+    row, so the erasure erases no recording), the job delivered afterwards stores nothing: the
+    caller's index named the call from its capture."""
     call_id, operation_id = ids()
     number = a_number()
     await capture_caller(storage, call_id, number)
     rec = sim.add_recording(size_bytes=10_000)
-    await OperationLedger(storage.table).advance(call_id, operation_id, S.COMPLETED)
+    if on_the_ledger:
+        await OperationLedger(storage.table).advance(call_id, operation_id, S.COMPLETED)
 
+    erased = 1 if on_the_ledger else 0
     assert await erase_by_caller(number) == {
-        "erasedRecordings": 1,
-        "erasedCalls": 1,
-        "complete": True,
-    }
-    async with new_http_client() as http:
-        outcome = await download(job_for(rec, call_id, operation_id), storage, http)
-
-    assert outcome.outcome == "erased"
-    assert rec.request_count == 0
-    assert not await blob_exists(storage, blob_name_for(call_id, operation_id))
-    assert (await row(storage, call_id, operation_id)).status is S.ERASED
-
-
-async def test_a_completion_not_yet_on_the_ledger_is_covered_by_the_callers_erasure(
-    sim: GraphSimulator, storage: Any
-) -> None:
-    """The call's metadata was captured, its completion still waits on the queue (no row): the
-    erasure erases no recording, yet the job delivered afterwards stores nothing."""
-    call_id, operation_id = ids()
-    number = a_number()
-    await capture_caller(storage, call_id, number)
-    rec = sim.add_recording(size_bytes=10_000)
-
-    assert await erase_by_caller(number) == {
-        "erasedRecordings": 0,
-        "erasedCalls": 0,
+        "erasedRecordings": erased,
+        "erasedCalls": erased,
         "complete": True,
     }
     async with new_http_client() as http:
