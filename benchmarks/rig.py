@@ -37,6 +37,7 @@ WEBHOOK_URL = "http://localhost:7071/api/calls"
 # Figure 2 downloads 100 MB recordings: the app's default cap (64 MB) would refuse them.
 RECORDING_MAX_BYTES = 256 * 1024 * 1024
 T = TypeVar("T")
+S = TypeVar("S", bound="SimulatorProcess")
 
 
 # --------------------------------------------------------------------------- the recordings server
@@ -53,15 +54,35 @@ class Recording:
     recording_id: str
 
 
-class SimulatorProcess:
-    """``python -m devtools.graphsim serve`` on a free loopback port, in its own process."""
+# The shared simulator's options: recordings made for a benchmark must outlive it, and an
+# https listener, since the Event Grid topic (figure 10) takes tokens over TLS only.
+RIG_SIMULATOR_OPTIONS = ("--retention-seconds", "3600", "--tls-port", "0")
 
-    def __init__(self, *, startup_timeout: float = 30.0) -> None:
+
+class SimulatorProcess:
+    """``python -m devtools.graphsim serve`` on a free loopback port, in its own process, with
+    ``options`` (``serve``'s flags); a context manager too."""
+
+    def __init__(
+        self,
+        *,
+        options: tuple[str, ...] = RIG_SIMULATOR_OPTIONS,
+        startup_timeout: float = 30.0,
+        http_timeout: float = 60.0,
+    ) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
+        self._options = options
         self._startup_timeout = startup_timeout
         self._process: subprocess.Popen[bytes] | None = None
-        self._http = httpx.Client(base_url=self.base_url, timeout=60.0, trust_env=False)
+        self.http = httpx.Client(base_url=self.base_url, timeout=http_timeout, trust_env=False)
+
+    def __enter__(self: S) -> S:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def start(self) -> SimulatorProcess:
         self._process = subprocess.Popen(
@@ -74,12 +95,7 @@ class SimulatorProcess:
                 str(self.port),
                 "--bot-app-id",
                 BOT_APP_ID,
-                # Recordings made for a benchmark must outlive it.
-                "--retention-seconds",
-                "3600",
-                # An https listener: the Event Grid topic (figure 10) takes tokens over TLS only.
-                "--tls-port",
-                "0",
+                *self._options,
             ],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
@@ -91,14 +107,14 @@ class SimulatorProcess:
             if self._process.poll() is not None:
                 raise RuntimeError(f"simulator exited with {self._process.returncode}")
             with contextlib.suppress(httpx.HTTPError):
-                if self._http.get("/_sim/health", timeout=1.0).status_code == 200:
+                if self.http.get("/_sim/health", timeout=1.0).status_code == 200:
                     return self
             time.sleep(0.05)
         self.stop()
         raise RuntimeError("the simulator process did not start in time")
 
     def add_recording(self, size_bytes: int) -> Recording:
-        response = self._http.post("/_sim/recordings", json={"sizeBytes": size_bytes})
+        response = self.http.post("/_sim/recordings", json={"sizeBytes": size_bytes})
         response.raise_for_status()
         info = response.json()
         return Recording(
@@ -110,14 +126,14 @@ class SimulatorProcess:
         )
 
     def delete_recording(self, recording: Recording) -> None:
-        self._http.delete(f"/_sim/recordings/{recording.recording_id}")
+        self.http.delete(f"/_sim/recordings/{recording.recording_id}")
 
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
     def stop(self) -> None:
-        self._http.close()
+        self.http.close()
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
             process.terminate()

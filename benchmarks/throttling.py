@@ -18,10 +18,7 @@ answered in time (ended by Graph), answered but ended without a recording, or le
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,8 +35,8 @@ from benchmarks.fleet import (
     saturated,
     scratch_dir,
 )
-from benchmarks.harness import ROOT, Figure, Goal
-from benchmarks.rig import BOT_APP_ID, Rig
+from benchmarks.harness import Figure, Goal
+from benchmarks.rig import Rig, SimulatorProcess
 from devtools.azurite import free_port
 
 # Graph ends a call the bot has not answered within 15 s (wall clock in the simulator too).
@@ -81,56 +78,22 @@ def _key(identifier: str) -> str:
     return identifier.replace("-", "").lower()
 
 
-class Simulator:
-    """``python -m devtools.graphsim serve`` for this figure: its own process, throttle off."""
+class Simulator(SimulatorProcess):
+    """``python -m devtools.graphsim serve`` for this figure: its own process (its own time
+    scale and answer deadline), throttle off."""
 
     def __init__(self) -> None:
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.http = httpx.Client(base_url=self.base_url, timeout=30.0, trust_env=False)
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> Simulator:
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "devtools.graphsim",
-                "serve",
-                "--port",
-                str(self.port),
-                "--bot-app-id",
-                BOT_APP_ID,
+        super().__init__(
+            options=(
                 "--time-scale",
                 str(TIME_SCALE),
                 "--retention-seconds",
                 "3600",
                 "--answer-timeout-seconds",
                 str(ANSWER_DEADLINE_S),
-            ],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
+            ),
+            http_timeout=30.0,
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if self.http.get("/_sim/health", timeout=1.0).status_code == 200:
-                    return self
-            time.sleep(0.05)
-        self.__exit__()
-        raise RuntimeError("the simulator did not start in time")
-
-    def __exit__(self, *exc: object) -> None:
-        self.http.close()
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
 
     def env(self) -> dict[str, str]:
         env: dict[str, str] = self.http.get("/_sim/config").json()["env"]
